@@ -1,0 +1,76 @@
+"""Command line entry point: ``syncer <command>``.
+
+Each command lives in ``syncer/commands/<name>.py`` with two functions:
+``configure(parser)`` adds its arguments and ``run(args) -> int`` does the work and returns
+the exit code (0 done, 1 some images failed, 2 invalid catalog or usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from syncer import __version__
+from syncer.errors import CatalogError, SyncerError, UsageError
+
+# (command, module under syncer.commands, one-line help)
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("validate", "validate", "check the whole catalog offline; exit 0 or 2"),
+)
+
+
+def common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--catalog", default="catalog", metavar="DIR",
+                        help="catalog directory (default: %(default)s)")
+    common.add_argument("--reports", default="reports", metavar="DIR",
+                        help="audit trail directory (default: %(default)s)")
+    common.add_argument("--json", action="store_true",
+                        help="print a machine-readable summary on stdout")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syncer",
+        description="GitOps content pipeline: mirror images from Docker Hub into a quarantine, "
+        "scan them with Trivy, promote the scanned digest when policy allows, sign it, and "
+        "record everything under reports/.",
+        epilog="Exit codes: 0 done (held images are not failures); 1 some images could not be "
+        "processed; 2 invalid catalog or usage. Progress goes to stderr.",
+    )
+    parser.add_argument("--version", action="version", version=f"syncer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    common = common_options()
+    for name, module, help_text in COMMANDS:
+        mod = importlib.import_module(f"syncer.commands.{module}")
+        p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip(),
+                           parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.configure(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args))
+    except CatalogError as err:
+        print(err, file=sys.stderr)
+        return 2
+    except UsageError as err:
+        print(f"syncer {args.command}: {err}", file=sys.stderr)
+        return 2
+    except SyncerError as err:
+        print(f"syncer {args.command}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("syncer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

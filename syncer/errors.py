@@ -1,0 +1,73 @@
+"""Typed errors. Every message says what is wrong, where, and what to do.
+
+The CLI maps them to exit codes: ``UsageError`` and ``CatalogError`` exit 2; the
+others, raised for one image, mark that image failed (exit 1) without stopping the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from syncer.model import Location
+
+
+class SyncerError(Exception):
+    """Base class: ``str(err)`` is a complete, user-facing message."""
+
+
+class UsageError(SyncerError):
+    """Bad command line or environment (missing variable, missing file)."""
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    location: Location
+    message: str
+    level: str = "error"  # error | warning
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.level}: {self.message}"
+
+
+class CatalogError(SyncerError):
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = diagnostics
+        errors = [d for d in diagnostics if d.level == "error"]
+        super().__init__("\n".join(str(d) for d in errors) or "invalid catalog")
+
+
+class RegistryError(SyncerError):
+    """A registry answered with an error or could not be reached."""
+
+    def __init__(self, message: str, *, registry: str = "", status: int | None = None):
+        super().__init__(message)
+        self.registry = registry
+        self.status = status
+
+
+class RegistryAuthError(RegistryError):
+    """Credentials missing or refused."""
+
+
+class NotFoundError(RegistryError):
+    """Repository, tag or manifest does not exist."""
+
+
+class RateLimitError(RegistryError):
+    """Upstream pull budget too low (``min_remaining_pulls``) or 429 after retries."""
+
+
+class SkopeoError(SyncerError):
+    """A skopeo command failed; the message is skopeo's reason without credentials."""
+
+
+class TrivyError(SyncerError):
+    """Trivy failed, timed out, or printed something we could not read."""
+
+
+class SigningError(SyncerError):
+    """A key could not be read, a signature not made, stored or verified."""
+
+
+class GitError(SyncerError):
+    """Committing or pushing the audit trail failed."""

@@ -1,0 +1,12 @@
+"""Fixtures of real parts, shared by every test.
+
+Each harness module defines its own fixtures; they are loaded here as plugins so that any
+test can ask for them by name.
+"""
+
+pytest_plugins = [
+    "tests.harness.registry",
+    "tests.harness.images",
+    "tests.harness.gitrepo",
+    "tests.harness.trivydb",
+]
