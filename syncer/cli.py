@@ -17,6 +17,10 @@ from syncer.errors import CatalogError, SyncerError, UsageError
 # (command, module under syncer.commands, one-line help)
 COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("validate", "validate", "check the whole catalog offline; exit 0 or 2"),
+    ("plan", "plan", "read-only: what a run would mirror, re-scan and resume, as Markdown"),
+    ("run", "run", "the batch job: discover, mirror, scan, evaluate, promote, sign, record, report"),
+    ("report", "report", "regenerate every Markdown report from the records"),
+    ("keygen", "keygen", "write an encrypted cosign key pair: NAME.key outside the catalog, signers/NAME.pub inside"),
 )
 
 
@@ -31,20 +35,26 @@ def common_options() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the module of ``command`` is imported, so that a heavy or broken
+    command can never take down another (``validate`` must run in PR CI with nothing else)."""
     parser = argparse.ArgumentParser(
         prog="syncer",
         description="GitOps content pipeline: mirror images from Docker Hub into a quarantine, "
         "scan them with Trivy, promote the scanned digest when policy allows, sign it, and "
         "record everything under reports/.",
         epilog="Exit codes: 0 done (held images are not failures); 1 some images could not be "
-        "processed; 2 invalid catalog or usage. Progress goes to stderr.",
+        "processed; 2 invalid catalog or usage. Progress goes to stderr. "
+        "`syncer COMMAND --help` describes one command.",
     )
     parser.add_argument("--version", action="version", version=f"syncer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     common = common_options()
     for name, module, help_text in COMMANDS:
+        if name != command:
+            sub.add_parser(name, help=help_text)
+            continue
         mod = importlib.import_module(f"syncer.commands.{module}")
         p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip(),
                            parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,8 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_in(argv: list[str]) -> str | None:
+    """The command named on the line: the first argument that is a command's name."""
+    names = {name for name, _, _ in COMMANDS}
+    return next((a for a in argv if a in names), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     try:
         return int(args._run(args))
