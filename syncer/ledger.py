@@ -1,0 +1,475 @@
+"""The ledger: one YAML record per tracked tag under ``<reports>/records/<name>/<tag>.yaml``.
+
+Records are the audit trail and live in git, so writing them is careful about three things:
+
+- small diffs: an existing file is loaded round-trip and updated in place, so unchanged parts
+  (and any comments) stay byte-identical; findings are one line each;
+- no churn: saving a record equal to the stored one writes nothing (``save`` returns False);
+- no half files: a write goes to a temporary file in the same directory, is fsynced and then
+  atomically renamed over the record.
+
+Events are append-only and records are never deleted. Finding order is normalised on save
+(severity, worst first, then id, then package), so it does not depend on the scanner's order.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.representer import RoundTripRepresenter
+
+from syncer import refs
+from syncer.errors import SyncerError
+from syncer.model import Event, Finding, LicenseFinding, Record, ReplicaState, ScanResult, Severity, State
+from syncer.policy import count_by_severity
+
+_SUFFIX = ".yaml"
+
+
+class LedgerError(SyncerError):
+    """A record file could not be read: corrupt YAML or not the layout of a record."""
+
+
+def now_iso() -> str:
+    """The current time for events: UTC, seconds precision, ``2025-01-31T12:00:00Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# The distribution reference grammar admits neither "..", a leading "/" nor a backslash in a
+# repository name or tag, so a valid one cannot escape the records directory.
+def validate_name(name: str) -> None:
+    if len(name) > refs.NAME_MAX or not refs.is_valid_repository_path(name):
+        raise ValueError(f"invalid repository name {name!r}: use lower-case path components "
+                         "like 'nginx' or 'bitnami/redis' (distribution reference grammar)")
+
+
+def validate_tag(tag: str) -> None:
+    if not refs.is_valid_tag(tag):
+        raise ValueError(f"invalid tag {tag!r}: a tag is up to 128 letters, digits, '_', '.' "
+                         "or '-', not starting with '.' or '-'")
+
+
+class Ledger:
+    def __init__(self, reports_dir: str | os.PathLike[str]):
+        self.records_dir = Path(reports_dir) / "records"
+
+    def path_for(self, name: str, tag: str) -> Path:
+        """The record file of ``name:tag``; ValueError for a name or tag outside the grammar."""
+        validate_name(name)
+        validate_tag(tag)
+        path = self.records_dir.joinpath(*name.split("/"), tag + _SUFFIX)
+        # The grammar already rules out escapes; this also catches a symlinked directory.
+        if not path.resolve().is_relative_to(self.records_dir.resolve()):
+            raise ValueError(f"record path for {name}:{tag} resolves outside {self.records_dir}")
+        return path
+
+    def load(self, name: str, tag: str) -> Record | None:
+        path = self.path_for(name, tag)
+        if not path.exists():
+            return None
+        return _load_path(path, name, tag)
+
+    def records_for(self, name: str) -> list[Record]:
+        """Every record of one repository, sorted by tag."""
+        validate_name(name)
+        directory = self.records_dir.joinpath(*name.split("/"))
+        if not directory.is_dir():
+            return []
+        records = [self._load_file(p) for p in directory.glob("*" + _SUFFIX) if _is_record_file(p)]
+        return sorted(records, key=lambda r: r.tag)
+
+    def all(self) -> list[Record]:
+        """Every record, sorted by (name, tag)."""
+        if not self.records_dir.is_dir():
+            return []
+        records = [self._load_file(p) for p in self.records_dir.rglob("*" + _SUFFIX) if _is_record_file(p)]
+        return sorted(records, key=lambda r: (r.name, r.tag))
+
+    def _load_file(self, path: Path) -> Record:
+        rel = path.relative_to(self.records_dir)
+        name, tag = "/".join(rel.parent.parts), path.name[: -len(_SUFFIX)]
+        try:
+            validate_name(name)
+            validate_tag(tag)
+        except ValueError as err:
+            raise LedgerError(f"{path}: not a record path ({err}); only records "
+                              "<name>/<tag>.yaml belong under records/: move the file away") from None
+        return _load_path(path, name, tag)
+
+    def save(self, record: Record) -> bool:
+        """Write ``record``; True if the file changed. Refuses (ValueError) to drop events."""
+        path = self.path_for(record.name, record.tag)
+        desired = _record_doc(record)
+        doc: Any = desired
+        old_text = None
+        if path.exists():
+            old_text = _read_text(path)
+            existing = _parse(old_text, path)
+            stored = _record_from_doc(existing, path, record.name, record.tag)
+            if record.events[: len(stored.events)] != stored.events:
+                raise ValueError(f"events of {record.name}:{record.tag} do not extend the "
+                                 f"{len(stored.events)} events stored in {path}: events are append-only")
+            doc = _merge(existing, desired)
+        text = _dump(doc)
+        if text == old_text:
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, text.encode("utf-8"))
+        return True
+
+
+def _load_path(path: Path, name: str, tag: str) -> Record:
+    return _record_from_doc(_read_doc(path), path, name, tag)
+
+
+def _is_record_file(path: Path) -> bool:
+    # Dot files are temporary files of a write in progress.
+    return path.is_file() and not path.name.startswith(".")
+
+
+# --- YAML ----------------------------------------------------------------------------------
+
+
+class _Representer(RoundTripRepresenter):
+    """Round-trip representer that writes ``null`` (not an empty value) and never aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+_Representer.add_representer(
+    type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+
+
+def _yaml() -> YAML:
+    # One instance per call: YAML objects keep state while dumping and are not thread-safe.
+    yaml = YAML(typ="rt")
+    yaml.Representer = _Representer
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 100_000  # never fold a long reason or finding onto a second line
+    return yaml
+
+
+def _dump(doc: Any) -> str:
+    out = io.StringIO()
+    _yaml().dump(doc, out)
+    return out.getvalue()
+
+
+def _parse(text: str, path: Path) -> Any:
+    try:
+        return _yaml().load(text)
+    except YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise LedgerError(f"{where}: corrupt record ({problem}); {_RESTORE.format(path=path)}") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise LedgerError(f"{path}: cannot read record ({err.__class__.__name__}); "
+                          f"{_RESTORE.format(path=path)}") from None
+
+
+def _read_doc(path: Path) -> Any:
+    return _parse(_read_text(path), path)
+
+
+def _merge(existing: Any, desired: Any) -> Any:
+    """``desired`` built into ``existing`` so that equal parts keep their nodes (and comments)."""
+    if isinstance(existing, CommentedMap) and isinstance(desired, CommentedMap):
+        for key in [k for k in existing if k not in desired]:
+            del existing[key]
+        for key, value in desired.items():
+            existing[key] = _merge(existing[key], value) if key in existing else value
+        if list(existing) != list(desired):
+            for key in desired:
+                existing.move_to_end(key)
+        return existing
+    if isinstance(existing, CommentedSeq) and isinstance(desired, CommentedSeq):
+        for i, value in enumerate(desired):
+            if i < len(existing):
+                existing[i] = _merge(existing[i], value)
+            else:
+                existing.append(value)
+        del existing[len(desired):]
+        return existing
+    if type(existing) is type(desired) and existing == desired:
+        return existing
+    return desired
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not every filesystem lets a directory be fsynced.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --- Record -> document ---------------------------------------------------------------------
+
+
+def _flow_map(**items: Any) -> CommentedMap:
+    m = CommentedMap(items)
+    m.fa.set_flow_style()
+    return m
+
+
+def _flow_seq(items: Any) -> CommentedSeq:
+    s = CommentedSeq(items)
+    s.fa.set_flow_style()
+    return s
+
+
+def _block_seq(items: Any) -> CommentedSeq:
+    s = CommentedSeq(items)
+    s.fa.set_block_style()
+    return s
+
+
+def _record_doc(r: Record) -> CommentedMap:
+    doc = CommentedMap()
+    doc["name"] = r.name
+    doc["tag"] = r.tag
+    doc["source"] = r.source
+    doc["digest"] = r.digest
+    doc["state"] = r.state.value
+    doc["reasons"] = _block_seq(r.reasons)
+    doc["scan"] = _scan_doc(r.scan) if r.scan is not None else None
+    doc["signatures"] = _flow_seq(r.signatures)
+    doc["replicas"] = _block_seq(_replica_doc(x) for x in r.replicas)
+    doc["promoted_digest"] = r.promoted_digest
+    doc["events"] = _block_seq(_event_doc(e) for e in r.events)
+    return doc
+
+
+def _scan_doc(scan: ScanResult) -> CommentedMap:
+    doc = CommentedMap()
+    doc["digest"] = scan.digest
+    doc["scanner"] = scan.scanner
+    doc["db_updated_at"] = scan.db_updated_at
+    doc["scanned_at"] = scan.scanned_at
+    doc["platforms"] = _flow_seq(scan.platforms)
+    doc["created"] = _format_time(scan.created) if scan.created is not None else None
+    doc["counts"] = _flow_map(**count_by_severity(scan.findings))
+    doc["findings"] = _block_seq(_finding_doc(f) for f in sorted(scan.findings, key=_finding_order))
+    doc["licenses"] = _block_seq(
+        _license_doc(x) for x in sorted(scan.licenses, key=lambda x: (x.license, x.package, x.platform)))
+    return doc
+
+
+def _finding_order(f: Finding) -> tuple[Any, ...]:
+    return (-f.severity, f.id, f.package, f.installed, f.platform, f.fixed or "", f.status, f.title)
+
+
+def _finding_doc(f: Finding) -> CommentedMap:
+    doc = _flow_map(id=f.id, package=f.package, installed=f.installed, fixed=f.fixed, severity=f.severity.key)
+    for key in ("status", "platform", "title"):
+        if getattr(f, key):
+            doc[key] = getattr(f, key)
+    return doc
+
+
+def _license_doc(x: LicenseFinding) -> CommentedMap:
+    doc = _flow_map(license=x.license, package=x.package)
+    if x.platform:
+        doc["platform"] = x.platform
+    return doc
+
+
+def _replica_doc(x: ReplicaState) -> CommentedMap:
+    doc = CommentedMap()
+    doc["registry"] = x.registry
+    doc["digest"] = x.digest
+    doc["copied_at"] = x.copied_at
+    doc["lagging"] = x.lagging
+    return doc
+
+
+def _event_doc(e: Event) -> CommentedMap:
+    doc = CommentedMap()
+    doc["at"] = e.at
+    doc["event"] = e.event
+    doc["detail"] = e.detail
+    return doc
+
+
+def _format_time(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        return moment.isoformat()
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+# --- document -> Record ---------------------------------------------------------------------
+
+_RESTORE = "restore it from git history (git log -p -- {path})"
+
+
+class _Reader:
+    """Typed access to one record document; every complaint names the file and the key."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, problem: str) -> LedgerError:
+        return LedgerError(f"{self.path}: corrupt record ({problem}); {_RESTORE.format(path=self.path)}")
+
+    def map(self, value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(f"{where} must be a mapping")
+        return value
+
+    def seq(self, parent: dict[str, Any], key: str, where: str) -> list[Any]:
+        value = parent.get(key, [])
+        if not isinstance(value, list):
+            raise self.fail(f"{where}.{key} must be a list")
+        return value
+
+    def text(self, parent: dict[str, Any], key: str, where: str, *, optional: bool = False,
+             default: str | None = None) -> Any:
+        if key not in parent and (optional or default is not None):
+            return default
+        value = parent.get(key)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(f"{where}.{key} must be a string")
+        return value
+
+    def flag(self, parent: dict[str, Any], key: str, where: str) -> bool:
+        value = parent.get(key, False)
+        if not isinstance(value, bool):
+            raise self.fail(f"{where}.{key} must be true or false")
+        return value
+
+    def strings(self, parent: dict[str, Any], key: str, where: str) -> list[str]:
+        values = self.seq(parent, key, where)
+        if not all(isinstance(v, str) for v in values):
+            raise self.fail(f"{where}.{key} must be a list of strings")
+        return [str(v) for v in values]
+
+
+def _record_from_doc(doc: Any, path: Path, name: str, tag: str) -> Record:
+    rd = _Reader(path)
+    top = rd.map(doc, "the document")
+    where = "record"
+    if rd.text(top, "name", where) != name or rd.text(top, "tag", where) != tag:
+        raise rd.fail(f"it names {top.get('name')}:{top.get('tag')} but its path is for {name}:{tag}")
+    state_text = rd.text(top, "state", where)
+    try:
+        state = State(state_text)
+    except ValueError:
+        raise rd.fail(f"unknown state {state_text!r}") from None
+    scan = top.get("scan")
+    return Record(
+        name=name,
+        tag=tag,
+        source=rd.text(top, "source", where),
+        digest=rd.text(top, "digest", where),
+        state=state,
+        reasons=rd.strings(top, "reasons", where),
+        scan=_scan_from_doc(rd, rd.map(scan, "scan")) if scan is not None else None,
+        signatures=rd.strings(top, "signatures", where),
+        replicas=[_replica_from_doc(rd, rd.map(x, f"replicas[{i}]"), f"replicas[{i}]")
+                  for i, x in enumerate(rd.seq(top, "replicas", where))],
+        promoted_digest=rd.text(top, "promoted_digest", where, optional=True),
+        events=[_event_from_doc(rd, rd.map(x, f"events[{i}]"), f"events[{i}]")
+                for i, x in enumerate(rd.seq(top, "events", where))],
+    )
+
+
+def _scan_from_doc(rd: _Reader, doc: dict[str, Any]) -> ScanResult:
+    where = "scan"
+    created_text = rd.text(doc, "created", where, optional=True)
+    try:
+        created = datetime.fromisoformat(created_text) if created_text is not None else None
+    except ValueError:
+        raise rd.fail(f"scan.created {created_text!r} is not an ISO 8601 time") from None
+    return ScanResult(
+        digest=rd.text(doc, "digest", where),
+        scanner=rd.text(doc, "scanner", where),
+        db_updated_at=rd.text(doc, "db_updated_at", where),
+        scanned_at=rd.text(doc, "scanned_at", where),
+        findings=tuple(_finding_from_doc(rd, rd.map(x, f"scan.findings[{i}]"), f"scan.findings[{i}]")
+                       for i, x in enumerate(rd.seq(doc, "findings", where))),
+        licenses=tuple(_license_from_doc(rd, rd.map(x, f"scan.licenses[{i}]"), f"scan.licenses[{i}]")
+                       for i, x in enumerate(rd.seq(doc, "licenses", where))),
+        created=created,
+        platforms=tuple(rd.strings(doc, "platforms", where)),
+    )
+
+
+def _finding_from_doc(rd: _Reader, doc: dict[str, Any], where: str) -> Finding:
+    severity_text = rd.text(doc, "severity", where)
+    try:
+        severity = Severity.parse(severity_text)
+    except KeyError:
+        raise rd.fail(f"{where}.severity {severity_text!r} is not a severity") from None
+    return Finding(
+        id=rd.text(doc, "id", where),
+        package=rd.text(doc, "package", where),
+        installed=rd.text(doc, "installed", where),
+        fixed=rd.text(doc, "fixed", where, optional=True),
+        severity=severity,
+        status=rd.text(doc, "status", where, default=""),
+        title=rd.text(doc, "title", where, default=""),
+        platform=rd.text(doc, "platform", where, default=""),
+    )
+
+
+def _license_from_doc(rd: _Reader, doc: dict[str, Any], where: str) -> LicenseFinding:
+    return LicenseFinding(
+        license=rd.text(doc, "license", where),
+        package=rd.text(doc, "package", where),
+        platform=rd.text(doc, "platform", where, default=""),
+    )
+
+
+def _replica_from_doc(rd: _Reader, doc: dict[str, Any], where: str) -> ReplicaState:
+    return ReplicaState(
+        registry=rd.text(doc, "registry", where),
+        digest=rd.text(doc, "digest", where, optional=True),
+        copied_at=rd.text(doc, "copied_at", where, optional=True),
+        lagging=rd.flag(doc, "lagging", where),
+    )
+
+
+def _event_from_doc(rd: _Reader, doc: dict[str, Any], where: str) -> Event:
+    return Event(
+        at=rd.text(doc, "at", where),
+        event=rd.text(doc, "event", where),
+        detail=rd.text(doc, "detail", where, default=""),
+    )
