@@ -68,6 +68,7 @@ class RegistryEndpoint:
     registry: str  # host[:port]
     tls_verify: bool = True
     auth: Auth = field(default_factory=Auth)
+    ca_dir: str | None = None  # directory with ca.crt for a private CA (catalog key `ca_dir`)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class Target:
     approved: str = "approved"
     tls_verify: bool = True
     auth: Auth = field(default_factory=Auth)
+    ca_dir: str | None = None  # directory with ca.crt for a private CA (catalog key `ca_dir`)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Source:
     tls_verify: bool = True
     auth: Auth = field(default_factory=Auth)
     min_remaining_pulls: int | None = None
+    ca_dir: str | None = None  # directory with ca.crt for a private CA (catalog key `ca_dir`)
 
 
 @dataclass(frozen=True)
