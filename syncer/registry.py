@@ -1,0 +1,762 @@
+"""HTTP client for the OCI distribution API: cheap upstream checks, signatures, deletes.
+
+Image copies go through skopeo; this client does what skopeo cannot do cheaply: HEAD-only
+discovery (Docker Hub counts a manifest GET as a pull and a HEAD as none), small blob and
+manifest reads and writes for signatures, and deletes. Every failure becomes a typed
+``syncer.errors`` error naming the registry and what to do; credentials never leave this
+module except in the Authorization header.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from urllib3.exceptions import InsecureRequestWarning
+
+from syncer import __version__
+from syncer.errors import (
+    NotFoundError,
+    RateLimitError,
+    RegistryAuthError,
+    RegistryError,
+    UsageError,
+)
+from syncer.model import Auth
+
+log = logging.getLogger(__name__)
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
+
+# The distribution reference grammar (distribution/reference/regexp.go); checked before a
+# name becomes part of a URL so that a catalog value cannot reach another path.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+DIGEST_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
+
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+TOKEN_LIFETIME_DEFAULT = 60  # seconds; the token spec's default when expires_in is absent
+TOKEN_EXPIRY_MARGIN = 10  # refresh a little early so a token does not expire in flight
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A username and password (or token); ``origin`` says where they came from for messages."""
+
+    username: str
+    password: str = field(repr=False)
+    origin: str = ""  # e.g. "HUB_USERNAME/HUB_TOKEN (sources.docker.io.auth)"
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, password='***', origin={self.origin!r})"
+
+    __str__ = __repr__
+
+
+def credentials_from_env(auth: Auth, what: str) -> Credentials | None:
+    """Reads the variables ``auth`` names; ``what`` is the catalog path of the auth block.
+
+    None when the catalog names no variables (anonymous access). A named variable that is
+    not set is a usage error: running anonymously instead would hide a broken CI secret.
+    """
+    if not auth.username_env and not auth.password_env:
+        return None
+    values: dict[str, str] = {}
+    for key, var in (("username_env", auth.username_env), ("password_env", auth.password_env)):
+        if not var:
+            continue
+        value = os.environ.get(var)
+        if value is None:
+            raise UsageError(
+                f"environment variable {var} ({what}.{key}) is not set; "
+                "export it or remove the auth block"
+            )
+        if not value:
+            # GitHub Actions expands a secret that does not exist to an empty string.
+            raise UsageError(
+                f"environment variable {var} ({what}.{key}) is empty; set it (in CI: check "
+                "that the secret exists and is passed to the job) or remove the auth block"
+            )
+        values[key] = value
+    names = "/".join(v for v in (auth.username_env, auth.password_env) if v)
+    return Credentials(
+        username=values.get("username_env", ""),
+        password=values.get("password_env", ""),
+        origin=f"{names} ({what})",
+    )
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ManifestRef:
+    digest: str
+    media_type: str
+    size: int | None  # None when the registry sent no Content-Length
+
+
+@dataclass(frozen=True)
+class Manifest:
+    digest: str
+    media_type: str
+    raw: bytes
+    json: dict
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+
+@dataclass(frozen=True)
+class PlatformManifest:
+    platform: str  # os/architecture[/variant]
+    digest: str
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Docker Hub's pull budget from ``ratelimit-limit``/``ratelimit-remaining``."""
+
+    limit: int
+    remaining: int
+    window: int | None  # seconds, from ``;w=``
+
+
+def parse_ratelimit(limit: str | None, remaining: str | None) -> RateLimit | None:
+    """``100;w=21600`` and ``76;w=21600`` -> RateLimit(100, 76, 21600); None if absent or odd."""
+    if not limit or not remaining:
+        return None
+
+    def split(value: str) -> tuple[int, int | None]:
+        count, _, rest = value.partition(";")
+        window = re.search(r"w=(\d+)", rest)
+        return int(count.strip()), int(window.group(1)) if window else None
+
+    try:
+        lim, window = split(limit)
+        rem, rem_window = split(remaining)
+    except ValueError:
+        return None
+    return RateLimit(limit=lim, remaining=rem, window=window or rem_window)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from ``Retry-After`` (delta-seconds or an HTTP date); None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str  # "basic" | "bearer"
+    params: dict[str, str]
+
+
+def parse_challenge(header: str | None) -> Challenge | None:
+    """The first Basic or Bearer challenge of a ``WWW-Authenticate`` header."""
+    if not header:
+        return None
+    match = re.match(r"\s*(\w+)\s*(.*)", header, re.S)
+    if not match:
+        return None
+    scheme, rest = match.group(1).lower(), match.group(2)
+    if scheme not in ("basic", "bearer"):
+        return None
+    params = {k.lower(): (q if q is not None and q != "" else t)
+              for k, q, t in re.findall(r'(\w+)\s*=\s*(?:"([^"]*)"|([^,\s]*))', rest)}
+    return Challenge(scheme, params)
+
+
+def list_platforms(index: Manifest) -> list[PlatformManifest]:
+    """The platform manifests of an index, without attestation entries (``unknown/unknown``)."""
+    if not index.is_index:
+        return []
+    found = []
+    for entry in index.json.get("manifests", []):
+        plat = entry.get("platform") or {}
+        os_, arch = plat.get("os", ""), plat.get("architecture", "")
+        if not os_ or not arch or os_ == "unknown" or not entry.get("digest"):
+            continue
+        name = "/".join(p for p in (os_, arch, plat.get("variant", "")) if p)
+        found.append(PlatformManifest(name, entry["digest"], entry.get("mediaType", ""),
+                                      int(entry.get("size", 0))))
+    return found
+
+
+def digest_of(data: bytes, algorithm: str = "sha256") -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def is_digest(reference: str) -> bool:
+    return DIGEST_RE.fullmatch(reference) is not None
+
+
+# --- client --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Token:
+    value: str
+    expires: float  # time.monotonic()
+
+
+class RegistryClient:
+    """One registry host. Safe to share between worker threads."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        endpoint: str | None = None,
+        tls_verify: bool = True,
+        ca_file: str | None = None,
+        credentials: Credentials | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 4,
+        max_wait: float = 120.0,
+        user_agent: str = f"syncer/{__version__}",
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.host = host
+        self.endpoint = endpoint or (DOCKER_HUB_ENDPOINT if host == DOCKER_HUB else host)
+        self.tls_verify = tls_verify
+        self.ca_file = ca_file
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_wait = max_wait  # total seconds slept across retries of one request
+        self.user_agent = user_agent
+        self.ratelimit: RateLimit | None = None
+        self.stats: Counter[str] = Counter()
+        self._credentials = credentials
+        self._sleep = sleep
+        self._scheme = "https"
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        # Passed with every request: requests lets REQUESTS_CA_BUNDLE override a session's
+        # verify setting, which would silently drop ca_file and tls_verify: false.
+        self._requests_verify: str | bool = (ca_file or True) if tls_verify else False
+        self._basic = False  # the registry asked for Basic: send it up front from now on
+        self._bearer: Challenge | None = None  # realm and service of its token server
+        self._tokens: dict[str, _Token] = {}
+        if not tls_verify:
+            # The catalog asked for no verification; urllib3's warning on every request
+            # would only bury the progress lines.
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.host!r}, endpoint={self.endpoint!r})"
+
+    @property
+    def where(self) -> str:
+        """The registry as named in messages."""
+        return self.host if self.endpoint == self.host else f"{self.host} (via {self.endpoint})"
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    def __enter__(self) -> "RegistryClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- public API ------------------------------------------------------------------------
+
+    def list_tags(self, repository: str, *, page_size: int | None = None,
+                  max_pages: int = 1000) -> list[str]:
+        """All tags, following ``Link: <…>; rel="next"`` for at most ``max_pages`` pages."""
+        _check_repository(repository)
+        url: str | None = self._url(f"/v2/{repository}/tags/list")
+        params = {"n": str(page_size)} if page_size else None
+        tags: list[str] = []
+        for page in range(1, max_pages + 1):
+            resp = self._request("GET", url, kind="tags", repository=repository, params=params)
+            if resp.status_code in (400, 403) and (page > 1 or b"pagination" in resp.content):
+                raise RegistryError(
+                    f"{self.where} refused page {page} of the tags of {repository} "
+                    f"({_error_text(resp)}); name the tags you need under tags: in the catalog "
+                    "entry instead of match:, or give credentials for this registry in "
+                    "catalog/settings.yaml",
+                    registry=self.host, status=resp.status_code)
+            self._check(resp, f"repository {repository}", repository)
+            tags.extend(_json(resp, self.where).get("tags") or [])
+            url, params = self._next_link(resp), None
+            if url is None:
+                return tags
+        raise RegistryError(
+            f"{self.where} returned more than {max_pages} pages of tags for {repository}; "
+            "name the tags you need under tags: in the catalog entry",
+            registry=self.host)
+
+    def head_manifest(self, repository: str, reference: str) -> ManifestRef:
+        """Digest, media type and size of a tag or digest by HEAD only: never a pull."""
+        _check_reference(repository, reference)
+        resp = self._request("HEAD", self._url(f"/v2/{repository}/manifests/{reference}"),
+                             kind="manifest", repository=repository,
+                             headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        self._check(resp, f"manifest {repository}:{reference}", repository)
+        digest = resp.headers.get("Docker-Content-Digest")
+        if not digest and is_digest(reference):
+            digest = reference
+        if not digest:
+            raise RegistryError(
+                f"{self.where} sent no Docker-Content-Digest for {repository}:{reference}, so "
+                "its digest cannot be known without a pull; use a registry that implements "
+                "the distribution API fully, or list the image by digest",
+                registry=self.host)
+        length = resp.headers.get("Content-Length")
+        return ManifestRef(digest=digest,
+                           media_type=_media_type(resp.headers.get("Content-Type", "")),
+                           size=int(length) if length and length.isdigit() else None)
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest:
+        """The manifest bytes, checked against the digest asked for or announced."""
+        _check_reference(repository, reference)
+        resp = self._request("GET", self._url(f"/v2/{repository}/manifests/{reference}"),
+                             kind="manifest", repository=repository,
+                             headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        self._check(resp, f"manifest {repository}:{reference}", repository)
+        raw = resp.content
+        expected = reference if is_digest(reference) else resp.headers.get("Docker-Content-Digest")
+        digest = self._verify(raw, expected, f"manifest {repository}:{reference}")
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise RegistryError(f"{self.where} sent a manifest for {repository}:{reference} "
+                                "that is not JSON", registry=self.host) from None
+        media_type = _media_type(resp.headers.get("Content-Type", "")) or doc.get("mediaType", "")
+        return Manifest(digest=digest, media_type=media_type, raw=raw, json=doc)
+
+    def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> str:
+        """Stores ``raw`` under a tag or its digest; returns the digest."""
+        _check_reference(repository, reference)
+        digest = digest_of(raw)
+        if is_digest(reference) and reference != digest:
+            raise RegistryError(f"manifest bytes have digest {digest}, not {reference}",
+                                registry=self.host)
+        resp = self._request("PUT", self._url(f"/v2/{repository}/manifests/{reference}"),
+                             kind="manifest", repository=repository, data=raw,
+                             headers={"Content-Type": media_type})
+        self._check(resp, f"manifest {repository}:{reference}", repository)
+        stored = resp.headers.get("Docker-Content-Digest", digest)
+        if stored != digest:
+            raise RegistryError(f"{self.where} stored {repository}:{reference} as {stored}, "
+                                f"expected {digest}", registry=self.host)
+        return digest
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        _check_digest(repository, digest)
+        resp = self._request("HEAD", self._url(f"/v2/{repository}/blobs/{digest}"),
+                             kind="blob", repository=repository)
+        if resp.status_code == 404:
+            return False
+        self._check(resp, f"blob {repository}@{digest}", repository)
+        return True
+
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        _check_digest(repository, digest)
+        resp = self._request("GET", self._url(f"/v2/{repository}/blobs/{digest}"),
+                             kind="blob", repository=repository)
+        self._check(resp, f"blob {repository}@{digest}", repository)
+        self._verify(resp.content, digest, f"blob {repository}@{digest}")
+        return resp.content
+
+    def put_blob(self, repository: str, data: bytes) -> str:
+        """Monolithic upload (POST then PUT); nothing is sent when the blob is there already."""
+        digest = digest_of(data)
+        if self.blob_exists(repository, digest):
+            return digest
+        resp = self._request("POST", self._url(f"/v2/{repository}/blobs/uploads/"),
+                             kind="upload", repository=repository)
+        self._check(resp, f"blob upload to {repository}", repository)
+        location = resp.headers.get("Location")
+        if not location:
+            raise RegistryError(f"{self.where} started an upload to {repository} without a "
+                                "Location header", registry=self.host)
+        upload = self._same_origin(urljoin(resp.url, location))
+        upload += ("&" if "?" in upload else "?") + f"digest={digest}"
+        resp = self._request("PUT", upload, kind="upload", repository=repository, data=data,
+                             headers={"Content-Type": "application/octet-stream"})
+        self._check(resp, f"blob upload to {repository}", repository)
+        return digest
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        _check_digest(repository, digest)
+        resp = self._request("DELETE", self._url(f"/v2/{repository}/manifests/{digest}"),
+                             kind="manifest", repository=repository)
+        if resp.status_code == 405:
+            raise RegistryError(
+                f"deletes are disabled on {self.where} (DELETE {repository}@{digest} answered "
+                "405); enable them in the registry's configuration (distribution: "
+                "storage.delete.enabled: true, or REGISTRY_STORAGE_DELETE_ENABLED=true)",
+                registry=self.host, status=405)
+        self._check(resp, f"manifest {repository}@{digest}", repository)
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return f"{self._scheme}://{self.endpoint}{path}"
+
+    def _same_origin(self, url: str) -> str:
+        """Refuses URLs (Link, Location) that would take our credentials to another host, and
+        keeps our scheme: a registry behind a TLS proxy may announce http:// URLs."""
+        parts = urlsplit(url)
+        if parts.netloc != self.endpoint:
+            raise RegistryError(f"{self.where} pointed to another host ({parts.netloc}); "
+                                "refusing to follow it with this registry's credentials",
+                                registry=self.host)
+        return parts._replace(scheme=self._scheme).geturl()
+
+    def _next_link(self, resp: requests.Response) -> str | None:
+        nxt = resp.links.get("next", {}).get("url")
+        return self._same_origin(urljoin(resp.url, nxt)) if nxt else None
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = self.user_agent
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def _request(self, method: str, url: str, *, kind: str, repository: str,
+                 headers: dict[str, str] | None = None, **kwargs) -> requests.Response:
+        """Sends with the known auth; on 401 authenticates as challenged and sends once more."""
+        scope = _scope(repository, method)
+        headers = dict(headers or {})
+        auth = self._authorization(scope)
+        if auth:
+            headers["Authorization"] = auth
+        resp = self._send(method, url, kind=kind, headers=headers, **kwargs)
+        if resp.status_code != 401:
+            return resp
+        challenge = parse_challenge(resp.headers.get("WWW-Authenticate"))
+        if challenge is None:
+            raise self._auth_error(f"{self.where} answered 401 without a usable "
+                                   "WWW-Authenticate challenge", repository)
+        headers["Authorization"] = self._authenticate(challenge, scope, repository)
+        resp = self._send(method, url, kind=kind, headers=headers, **kwargs)
+        if resp.status_code == 401:
+            raise self._auth_error(f"{self.where} refused access to {repository} (or it does "
+                                   "not exist)", repository)
+        return resp
+
+    def _send(self, method: str, url: str, *, kind: str, headers: dict[str, str],
+              **kwargs) -> requests.Response:
+        """One request with retries: 429 after Retry-After, 5xx and network errors with
+        exponential backoff and jitter, bounded by ``max_retries`` and ``max_wait``."""
+        waited = 0.0
+        attempt = 0
+        while True:
+            url = self._rescheme(url)
+            status: int | None = None
+            delay: float | None = None
+            try:
+                resp = self._once(method, url, kind=kind, headers=headers, **kwargs)
+            except requests.exceptions.SSLError as err:
+                if urlsplit(url).netloc == self.endpoint and self._fall_back_to_http(err):
+                    continue
+                raise self._tls_error(err) from None
+            except (requests.ConnectionError, requests.Timeout) as err:
+                problem = f"could not be reached ({_network_reason(err)})"
+            else:
+                status = resp.status_code
+                if resp.status_code == 429:
+                    delay = parse_retry_after(resp.headers.get("Retry-After"), time.time())
+                    problem = "is rate limiting us (429 Too Many Requests)"
+                elif resp.status_code in RETRY_STATUSES:
+                    problem = f"answered {resp.status_code} ({_error_text(resp)})"
+                else:
+                    return resp
+            if delay is None:
+                delay = min(30.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0)
+            attempt += 1
+            if attempt > self.max_retries or waited + delay > self.max_wait:
+                message = (f"{self.where} {problem} on {method} {urlsplit(url).path}; gave up "
+                           f"after {attempt} attempts over {waited:.0f}s")
+                if status == 429:
+                    raise RateLimitError(message + "; wait for the rate limit to reset or "
+                                         "authenticate to get a larger budget",
+                                         registry=self.host, status=429)
+                raise RegistryError(message + "; check that the registry is up and reachable, "
+                                    "then run again", registry=self.host, status=status)
+            log.debug("%s %s; retrying in %.1fs", self.where, problem, delay)
+            self._sleep(delay)
+            waited += delay
+
+    def _once(self, method: str, url: str, *, kind: str, headers: dict[str, str],
+              **kwargs) -> requests.Response:
+        resp = self._session().request(method, url, headers=headers, timeout=self.timeout,
+                                       verify=self._requests_verify, **kwargs)
+        # Counted once answered, so the numbers match what the registry's access log shows.
+        with self._lock:
+            self.stats[method] += 1
+            self.stats[f"{method} {kind}"] += 1
+        log.debug("%s %s -> %s", method, url, resp.status_code)
+        limit = parse_ratelimit(resp.headers.get("ratelimit-limit"),
+                                resp.headers.get("ratelimit-remaining"))
+        if limit is not None:
+            with self._lock:
+                self.ratelimit = limit
+        return resp
+
+    def _rescheme(self, url: str) -> str:
+        """The registry's URLs in the scheme it speaks; other hosts' (a token realm) as given."""
+        if self._scheme == "http" and url.startswith(f"https://{self.endpoint}/"):
+            return "http://" + url[len("https://"):]
+        return url
+
+    def _fall_back_to_http(self, err: Exception) -> bool:
+        """With tls_verify off, a server that answers TLS with plain HTTP is spoken to in HTTP
+        from then on, as containers/image does for insecure registries."""
+        if self.tls_verify:
+            return False
+        text = str(err).lower()
+        if not any(s in text for s in ("wrong version number", "record layer failure",
+                                       "unknown protocol", "http request")):
+            return False
+        # Another thread may have switched already; retrying in HTTP is right either way.
+        with self._lock:
+            self._scheme = "http"
+        log.debug("%s speaks plain HTTP; using it", self.where)
+        return True
+
+    def _tls_error(self, err: Exception) -> RegistryError:
+        text = str(err)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+            reason = re.search(r"certificate verify failed: ([^(')\"]*)", text)
+            detail = reason.group(1).strip() if reason else "certificate verify failed"
+            return RegistryError(
+                f"the TLS certificate of {self.where} could not be verified ({detail}); provide "
+                "the CA that issued it (ca_file, or REQUESTS_CA_BUNDLE) or set tls_verify: false "
+                "for this registry in catalog/settings.yaml", registry=self.host)
+        if "wrong version number" in text or "record layer failure" in text:
+            return RegistryError(
+                f"{self.where} does not speak HTTPS; set tls_verify: false for it in "
+                "catalog/settings.yaml to allow plain HTTP", registry=self.host)
+        return RegistryError(f"TLS with {self.where} failed ({_network_reason(err)}); check "
+                             "the registry's certificate and tls_verify", registry=self.host)
+
+    # --- auth ------------------------------------------------------------------------------
+
+    def _authorization(self, scope: str) -> str | None:
+        """The Authorization header known to work, without a round trip if possible."""
+        with self._lock:
+            basic, bearer = self._basic, self._bearer
+            token = self._tokens.get(scope)
+        if basic and self._credentials:
+            return _basic_header(self._credentials)
+        if bearer is not None:
+            if token and token.expires > time.monotonic():
+                return f"Bearer {token.value}"
+            return f"Bearer {self._fetch_token(bearer, scope, scope)}"
+        return None
+
+    def _authenticate(self, challenge: Challenge, scope: str, repository: str) -> str:
+        if challenge.scheme == "basic":
+            if not self._credentials:
+                raise self._auth_error(f"{self.where} requires credentials", repository)
+            with self._lock:
+                self._basic = True
+            return _basic_header(self._credentials)
+        if "realm" not in challenge.params:
+            raise self._auth_error(f"{self.where} sent a Bearer challenge without a realm",
+                                   repository)
+        with self._lock:
+            self._bearer = challenge
+        # The challenge's scope is what the registry wants for this request; cache the token
+        # under our own scope key so the next request on this repository sends it up front.
+        want = challenge.params.get("scope") or scope
+        return f"Bearer {self._fetch_token(challenge, want, scope)}"
+
+    def _fetch_token(self, challenge: Challenge, want: str, key: str) -> str:
+        realm = challenge.params["realm"]
+        params = {"scope": want}
+        if challenge.params.get("service"):
+            params["service"] = challenge.params["service"]
+        auth = (self._credentials.username, self._credentials.password) if self._credentials \
+            else None
+        # Same retries as the registry itself: Docker Hub's token service has bad minutes too.
+        resp = self._send("GET", realm, kind="token", headers={}, params=params, auth=auth)
+        if resp.status_code in (401, 403):
+            refused = "the credentials" if self._credentials else "an anonymous token"
+            raise self._auth_error(f"the token server of {self.where} ({urlsplit(realm).netloc}) "
+                                   f"refused {refused}", scope_repository(want))
+        if resp.status_code != 200:
+            raise RegistryError(f"the token server of {self.where} answered {resp.status_code} "
+                                f"({_error_text(resp)}); run again later",
+                                registry=self.host, status=resp.status_code)
+        body = _json(resp, self.where)
+        value = body.get("token") or body.get("access_token")
+        if not value:
+            raise RegistryError(f"the token server of {self.where} sent no token",
+                                registry=self.host)
+        lifetime = int(body.get("expires_in") or TOKEN_LIFETIME_DEFAULT)
+        token = _Token(value, time.monotonic() + max(0, lifetime - TOKEN_EXPIRY_MARGIN))
+        with self._lock:
+            self._tokens[key] = token
+            self._tokens[want] = token
+        return value
+
+    def _auth_error(self, what: str, repository: str) -> RegistryAuthError:
+        if self._credentials:
+            advice = (f"check {self._credentials.origin or 'the credentials'}: they must hold a "
+                      f"valid username and password or token with access to {repository}")
+        else:
+            advice = (f"no credentials are configured for {self.host}; add an auth block for it "
+                      "in catalog/settings.yaml (or check that the repository exists)")
+        return RegistryAuthError(f"{what}; {advice}", registry=self.host, status=401)
+
+    # --- responses -------------------------------------------------------------------------
+
+    def _check(self, resp: requests.Response, what: str, repository: str) -> None:
+        status = resp.status_code
+        if status < 400:
+            return
+        detail = _error_text(resp)
+        if status == 404:
+            raise NotFoundError(f"{what} not found on {self.where} ({detail}); check the "
+                                "repository, tag or digest", registry=self.host, status=404)
+        if status == 403:
+            advice = (f"check that the account in {self._credentials.origin} may access it"
+                      if self._credentials else
+                      "configure credentials for this registry in catalog/settings.yaml")
+            raise RegistryAuthError(f"{self.where} denied {resp.request.method} on {repository} "
+                                    f"({detail}); {advice}", registry=self.host, status=403)
+        raise RegistryError(f"{self.where} answered {status} to {resp.request.method} "
+                            f"{urlsplit(resp.url).path} ({detail})",
+                            registry=self.host, status=status)
+
+    def _verify(self, data: bytes, expected: str | None, what: str) -> str:
+        algorithm = expected.split(":", 1)[0] if expected else "sha256"
+        if algorithm not in ("sha256", "sha512"):
+            raise RegistryError(f"{what} on {self.where} uses unsupported digest algorithm "
+                                f"{algorithm}", registry=self.host)
+        actual = digest_of(data, algorithm)
+        if expected and actual != expected:
+            raise RegistryError(f"{what} from {self.where} has digest {actual}, expected "
+                                f"{expected}; the registry or something in between altered it",
+                                registry=self.host)
+        return actual
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _check_repository(repository: str) -> None:
+    if not REPOSITORY_RE.fullmatch(repository) or len(repository) > 255:
+        raise UsageError(f"invalid repository name {repository!r}: use lower-case path "
+                         "components such as library/nginx")
+
+
+def _check_reference(repository: str, reference: str) -> None:
+    _check_repository(repository)
+    if not (TAG_RE.fullmatch(reference) or is_digest(reference)):
+        raise UsageError(f"invalid tag or digest {reference!r} for {repository}")
+
+
+def _check_digest(repository: str, digest: str) -> None:
+    _check_repository(repository)
+    if not is_digest(digest):
+        raise UsageError(f"{digest!r} is not a digest (sha256:…) for {repository}; blobs are "
+                         "read and manifests deleted by digest only")
+
+
+def _scope(repository: str, method: str) -> str:
+    actions = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(method, "pull,push")
+    return f"repository:{repository}:{actions}"
+
+
+def scope_repository(scope: str) -> str:
+    parts = scope.split(":")
+    return parts[1] if len(parts) >= 3 else scope
+
+
+def _basic_header(creds: Credentials) -> str:
+    pair = f"{creds.username}:{creds.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip()
+
+
+def _json(resp: requests.Response, where: str) -> dict:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise RegistryError(f"{where} sent an answer that is not a JSON object to "
+                            f"{resp.request.method} {urlsplit(resp.url).path}")
+    return body
+
+
+def _error_text(resp: requests.Response) -> str:
+    """The registry's own error codes and messages, short; falls back to the HTTP reason."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors:
+            return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
+                             for e in errors if isinstance(e, dict))[:300]
+        if isinstance(body.get("message"), str):
+            return body["message"][:300]
+    return f"{resp.status_code} {resp.reason}".strip()
+
+
+def _network_reason(err: Exception) -> str:
+    """A short reason without the URL (which would repeat the host) or urllib3's reprs."""
+    text = str(err)
+    for needle in ("Connection refused", "timed out", "Name or service not known",
+                   "Temporary failure in name resolution", "Connection reset",
+                   "RemoteDisconnected", "certificate verify failed", "No route to host"):
+        if needle.lower() in text.lower():
+            return needle.lower()
+    return type(err).__name__
