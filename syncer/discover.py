@@ -1,0 +1,114 @@
+"""Discovery: what upstream has now, found as cheaply as the registry allows.
+
+Per catalog entry: one tag listing when the entry has a ``match`` (explicit tags need none),
+then one ``HEAD`` per selected tag to resolve its digest. Never a manifest ``GET``: Docker
+Hub counts those as pulls. Errors stay with their entry so one bad entry never stops the
+others.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from syncer.endpoints import Endpoint, source_endpoint
+from syncer.errors import NotFoundError, SyncerError
+from syncer.model import Catalog, ImageEntry
+from syncer.registry import RateLimit, RegistryClient
+from syncer.select import needs_listing, select_tags
+
+
+@dataclass(frozen=True)
+class UpstreamTag:
+    name: str  # catalog name
+    tag: str
+    digest: str
+    media_type: str
+    source: str  # upstream reference with digest: docker.io/library/nginx:1.27.3@sha256:…
+
+
+@dataclass
+class EntryDiscovery:
+    entry: ImageEntry
+    tags: list[UpstreamTag] = field(default_factory=list)
+    listed: frozenset[str] | None = None  # the upstream tag list, when it was listed
+    errors: list[str] = field(default_factory=list)  # for the entry as a whole or one tag
+    missing: list[str] = field(default_factory=list)  # explicit tags upstream does not have
+    ratelimit: RateLimit | None = None
+
+
+class Sources:
+    """One registry client per upstream host, shared by every entry from that host."""
+
+    def __init__(self, catalog: Catalog):
+        self._catalog = catalog
+        self._clients: dict[str, RegistryClient] = {}
+        self._endpoints: dict[str, Endpoint] = {}
+
+    def endpoint(self, host: str) -> Endpoint:
+        if host not in self._endpoints:
+            self._endpoints[host] = source_endpoint(self._catalog.settings, host)
+        return self._endpoints[host]
+
+    def client(self, host: str) -> RegistryClient:
+        if host not in self._clients:
+            self._clients[host] = self.endpoint(host).client()
+        return self._clients[host]
+
+    def clients(self) -> dict[str, RegistryClient]:
+        return dict(self._clients)
+
+
+def discover_entry(entry: ImageEntry, client: RegistryClient) -> EntryDiscovery:
+    result = EntryDiscovery(entry=entry)
+    upstream: list[str] | None = None
+    if needs_listing(entry):
+        try:
+            upstream = client.list_tags(entry.source_path)
+        except SyncerError as err:
+            result.errors.append(f"cannot list tags of {entry.source}: {err}")
+            result.ratelimit = client.ratelimit
+            return result
+        result.listed = frozenset(upstream)
+    selection = select_tags(entry, upstream)
+    result.missing.extend(selection.missing_explicit)
+    for tag in selection.tags:
+        try:
+            head = client.head_manifest(entry.source_path, tag)
+        except NotFoundError:
+            result.missing.append(tag)
+            continue
+        except SyncerError as err:
+            result.errors.append(f"{entry.source}:{tag}: {err}")
+            continue
+        result.tags.append(
+            UpstreamTag(
+                name=entry.name,
+                tag=tag,
+                digest=head.digest,
+                media_type=head.media_type,
+                source=f"{entry.source}:{tag}@{head.digest}",
+            )
+        )
+    result.ratelimit = client.ratelimit
+    return result
+
+
+def discover(entries: list[ImageEntry], sources: Sources, *, jobs: int = 4) -> list[EntryDiscovery]:
+    """Discover every entry, ``jobs`` at a time; results keep the entries' order."""
+
+    def one(entry: ImageEntry) -> EntryDiscovery:
+        try:
+            client = sources.client(entry.source_host)
+        except SyncerError as err:  # e.g. a credential variable that is not set
+            return EntryDiscovery(entry=entry, errors=[str(err)])
+        return discover_entry(entry, client)
+
+    # Clients are created up front so that worker threads share them instead of racing.
+    for host in sorted({e.source_host for e in entries}):
+        try:
+            sources.client(host)
+        except SyncerError:
+            pass  # reported per entry by one()
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, entries))

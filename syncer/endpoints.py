@@ -1,0 +1,83 @@
+"""How the pipeline reaches each registry named in settings: upstream sources, the target, replicas.
+
+One ``Endpoint`` describes a registry once, so that the HTTP client (discovery, signatures,
+deletes) and skopeo (copies) always agree on address, TLS and credentials.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from syncer.model import Settings
+from syncer.registry import Credentials, RegistryClient, credentials_from_env
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # the registry as references name it: docker.io, registry.example.com
+    address: str  # host[:port] actually contacted
+    tls_verify: bool = True
+    ca_dir: str | None = None
+    credentials: Credentials | None = field(default=None, repr=False)
+
+    @property
+    def ca_file(self) -> str | None:
+        return os.path.join(self.ca_dir, "ca.crt") if self.ca_dir else None
+
+    def client(self) -> RegistryClient:
+        return RegistryClient(
+            self.name,
+            endpoint=self.address if self.address != self.name else None,
+            tls_verify=self.tls_verify,
+            ca_file=self.ca_file,
+            credentials=self.credentials,
+        )
+
+    def docker_ref(self, repository: str, *, tag: str | None = None, digest: str | None = None) -> str:
+        """A skopeo ``docker://`` reference at the contacted address."""
+        ref = f"docker://{self.address}/{repository}"
+        if digest:
+            return f"{ref}@{digest}"
+        return f"{ref}:{tag}" if tag else ref
+
+    def ref(self, repository: str, *, digest: str) -> str:
+        """A plain reference (for Trivy) at the contacted address, always by digest."""
+        return f"{self.address}/{repository}@{digest}"
+
+
+def source_endpoint(settings: Settings, host: str) -> Endpoint:
+    src = settings.sources.get(host)
+    if src is None:
+        return Endpoint(name=host, address=host)
+    return Endpoint(
+        name=host,
+        address=src.endpoint or host,
+        tls_verify=src.tls_verify,
+        ca_dir=src.ca_dir,
+        credentials=credentials_from_env(src.auth, f"sources.{host}.auth"),
+    )
+
+
+def target_endpoint(settings: Settings) -> Endpoint:
+    t = settings.target
+    return Endpoint(
+        name=t.registry,
+        address=t.registry,
+        tls_verify=t.tls_verify,
+        ca_dir=t.ca_dir,
+        credentials=credentials_from_env(t.auth, "target.auth"),
+    )
+
+
+def replica_endpoints(settings: Settings) -> list[Endpoint]:
+    return [
+        Endpoint(
+            name=r.registry,
+            address=r.registry,
+            tls_verify=r.tls_verify,
+            ca_dir=r.ca_dir,
+            credentials=credentials_from_env(r.auth, f"replicas[{i}].auth"),
+        )
+        for i, r in enumerate(settings.replicas)
+    ]
