@@ -1,0 +1,161 @@
+"""The batch job: discover new upstream tags, mirror them into quarantine, scan them with
+Trivy, evaluate each policy, promote and sign what passes, record every transition under
+reports/records/, regenerate the Markdown reports, and optionally commit and push them.
+
+Credentials come from the environment variables named in catalog/settings.yaml; the pipeline
+key from the variable named by signing.key_env (a file path) and its passphrase from
+signing.passphrase_env. TRIVY_* variables pass through to Trivy.
+
+Exit codes: 0 done (held images are not failures); 1 some images could not be processed
+(the others were, and were recorded); 2 invalid catalog or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timezone
+
+from syncer import report, trivy
+from syncer.catalog import load_catalog
+from syncer.commands import plan as plan_command
+from syncer.commands.plan import add_scan_options
+from syncer.errors import SyncerError, UsageError
+from syncer.ledger import Ledger
+from syncer.lock import run_lock
+from syncer.pipeline import Pipeline, RunOptions, RunResult
+from syncer.progress import Progress
+from syncer.scan import ScanSettings
+from syncer.signer import signer_from_env
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard wants K/N such as 2/4, not {text!r}") from None
+    if not (n >= 1 and 1 <= k <= n):
+        raise argparse.ArgumentTypeError(f"--shard {text}: K must be between 1 and N")
+    return k, n
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, not {text!r}")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jobs", type=positive_int, default=2, metavar="N",
+                        help="tags processed in parallel (default: %(default)s)")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="process only this catalog image name (repeatable)")
+    parser.add_argument("--shard", type=parse_shard, metavar="K/N",
+                        help="process only shard K of N (a stable split of the catalog by name)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="discover and print what would happen; write nothing anywhere")
+    parser.add_argument("--commit", action="store_true", help="commit changed reports with git")
+    parser.add_argument("--push", action="store_true", help="push that commit (implies --commit)")
+    parser.add_argument("--scan-timeout", type=positive_int, default=600, metavar="SECONDS",
+                        help="give up a Trivy scan after this long (default: %(default)s)")
+    add_scan_options(parser)
+
+
+def prepare_scanning(args, catalog, progress: Progress) -> tuple[ScanSettings | None, str]:
+    """The database every scan of this run uses, downloaded at most once per run."""
+    try:
+        if not args.skip_db_update:
+            progress.note("updating the Trivy vulnerability database")
+            trivy.update_db(args.trivy_cache, db_repository=args.db_repository)
+        info = trivy.db_info(args.trivy_cache)
+        licenses = any(p.deny_licenses for p in catalog.policies.values())
+        return ScanSettings(cache_dir=args.trivy_cache, db_updated_at=info.updated_at,
+                            scanner=f"trivy {trivy.version()}", timeout=float(args.scan_timeout),
+                            licenses=licenses), ""
+    except SyncerError as err:
+        return None, str(err)
+
+
+def summary_markdown(result: RunResult) -> str:
+    lines = ["# syncer run", ""]
+    counts = result.counts()
+    lines.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "Nothing changed.")
+    rows = [o for o in result.outcomes if o.changed or o.failed]
+    if rows:
+        lines += ["", "| image | tag | state | detail |", "|---|---|---|---|"]
+        lines += [f"| {o.name} | `{o.tag}` | {o.state.value if o.state else ''} | "
+                  f"{o.message.replace('|', '/')} |" for o in rows]
+    for name, msg in result.plan.errors:
+        lines.append(f"- error in {name}: {msg}")
+    return "\n".join(lines) + "\n"
+
+
+def run(args) -> int:
+    if args.push:
+        args.commit = True
+    catalog = load_catalog(args.catalog)
+    progress = Progress(quiet=False)
+    options = RunOptions(jobs=args.jobs, only=tuple(args.only), shard=args.shard, dry_run=args.dry_run)
+    unknown = [n for n in options.only if catalog.image(n) is None]
+    if unknown:
+        raise UsageError(f"--only {', '.join(unknown)}: no such image in {args.catalog}/images/")
+    if args.dry_run:
+        # A dry run is exactly the plan: discovery only, nothing written anywhere.
+        return plan_command.run(args)
+
+    started = datetime.now(timezone.utc)
+    with run_lock(args.reports):
+        ledger = Ledger(args.reports)
+        scan_settings, scan_problem = prepare_scanning(args, catalog, progress)
+        if scan_problem:
+            progress.note(f"error: {scan_problem}; nothing will be scanned or promoted this run")
+        signer, signer_problem = None, ""
+        try:
+            signer = signer_from_env(catalog.settings.signing)
+        except SyncerError as err:
+            signer_problem = str(err)
+            progress.note(f"warning: {err}; nothing will be promoted this run")
+        pipeline = Pipeline(catalog, ledger, scan_settings=scan_settings, signer=signer,
+                            options=options, progress=progress, scan_problem=scan_problem,
+                            signer_problem=signer_problem)
+        result = pipeline.run()
+        progress.close()
+        written = []
+        if result.changed:
+            written = report.write_reports(ledger, catalog, args.reports, result=result, started=started)
+        commit = None
+        if args.commit and written:
+            from syncer import gitops  # GitPython is imported only when the trail is committed
+
+            message = gitops.summary_message(result.counts(), os.environ.get("GITHUB_RUN_ID"))
+            commit = gitops.commit_reports(os.path.dirname(os.path.abspath(args.reports)) or ".",
+                                           [os.path.abspath(args.reports)], message, push=args.push)
+    summary = summary_markdown(result)
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
+            fh.write(summary)
+    if args.json:
+        json.dump({
+            "counts": result.counts(),
+            "failures": result.failures,
+            "tags": [{"name": o.name, "tag": o.tag, "state": o.state.value if o.state else None,
+                      "changed": o.changed, "failed": o.failed, "deferred": o.deferred,
+                      "message": o.message} for o in result.outcomes],
+            "errors": [{"name": n, "error": e} for n, e in result.plan.errors],
+            "reports_written": written,
+            "commit": commit.sha if commit else None,
+        }, sys.stdout, indent=2)
+        print()
+    else:
+        print(summary, end="")
+        if written:
+            print(f"\nReports: {args.reports}/README.md ({len(written)} files written)")
+        if commit and commit.sha:
+            print(f"Committed {commit.sha[:12]}" + (" and pushed" if commit.pushed else ""))
+    return result.exit_code

@@ -1,0 +1,334 @@
+"""The batch job behind ``syncer run``: discover → plan → mirror → scan → evaluate → promote →
+sign → record.
+
+Each tag is carried as far as it can go in one run, recorded after every stage that changed
+it (so a killed run resumes from the ledger), and a failure stays with its tag. Decisions are
+made by ``syncer.policy.evaluate`` (pure); this module only sequences side effects.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+
+from syncer import policy as policy_mod
+from syncer import promote as promote_mod
+from syncer.discover import Sources, discover
+from syncer.endpoints import Endpoint, target_endpoint
+from syncer.errors import SyncerError
+from syncer.ledger import Ledger, now_iso
+from syncer.mirror import mirror
+from syncer.model import Catalog, Event, ImageEntry, Record, ScanResult, Severity, State
+from syncer.plan import Change, Plan, TagPlan, build_plan, was_mirrored
+from syncer.progress import Progress
+from syncer.registry import RegistryClient
+from syncer.scan import ScanSettings, scan_digest
+from syncer.signer import Signer
+
+
+@dataclass
+class RunOptions:
+    jobs: int = 2
+    only: tuple[str, ...] = ()
+    shard: tuple[int, int] | None = None  # (k, n), 1-based k
+    dry_run: bool = False
+    today: date = field(default_factory=date.today)
+
+
+@dataclass
+class TagOutcome:
+    name: str
+    tag: str
+    state: State | None
+    changed: bool = False
+    failed: bool = False
+    deferred: bool = False
+    message: str = ""
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    outcomes: list[TagOutcome] = field(default_factory=list)
+
+    @property
+    def failures(self) -> int:
+        return sum(o.failed for o in self.outcomes) + len(self.plan.errors) + len(self.plan.missing)
+
+    @property
+    def changed(self) -> list[TagOutcome]:
+        return [o for o in self.outcomes if o.changed]
+
+    def counts(self) -> dict[str, int]:
+        """Changed tags by their new state, for commit messages and summaries."""
+        out: dict[str, int] = {}
+        for o in self.changed:
+            key = o.state.value if o.state else "changed"
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+
+def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
+    """A stable split by catalog name: the same name lands in the same shard on every runner."""
+    if shard is None:
+        return True
+    k, n = shard
+    bucket = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % n
+    return bucket == k - 1
+
+
+def select_entries(catalog: Catalog, options: RunOptions) -> list[ImageEntry]:
+    entries = [e for e in catalog.images if in_shard(e.name, options.shard)]
+    if options.only:
+        entries = [e for e in entries if e.name in options.only]
+    return entries
+
+
+def recorded_for(ledger: Ledger, entries: list[ImageEntry]) -> dict[tuple[str, str], Record]:
+    names = {e.name for e in entries}
+    return {(r.name, r.tag): r for r in ledger.all() if r.name in names}
+
+
+class _ScanCache:
+    """One scan per (digest, database, platforms) in a run, even when several tags share a digest."""
+
+    def __init__(self, recorded: dict[tuple[str, str], Record]):
+        self._lock = threading.Lock()
+        self._keys: dict[tuple, threading.Lock] = {}
+        self._results: dict[tuple, ScanResult] = {}
+        for rec in recorded.values():
+            if rec.scan is not None:
+                self._results.setdefault((rec.scan.digest, rec.scan.db_updated_at), rec.scan)
+
+    def get_or_scan(self, digest: str, db: str, platforms: tuple[str, ...], scan) -> ScanResult:
+        key = (digest, db)
+        with self._lock:
+            key_lock = self._keys.setdefault(key, threading.Lock())
+        with key_lock:
+            cached = self._results.get(key)
+            if cached is not None and (not platforms or set(platforms) <= set(cached.platforms)):
+                return cached
+            result = scan()
+            self._results[key] = result
+            return result
+
+
+class Pipeline:
+    def __init__(self, catalog: Catalog, ledger: Ledger, *, scan_settings: ScanSettings | None,
+                 signer: Signer | None, options: RunOptions, progress: Progress | None = None,
+                 scan_problem: str = "", signer_problem: str = ""):
+        self.catalog = catalog
+        self.ledger = ledger
+        self.scan_settings = scan_settings
+        self.signer = signer
+        # Why scanning or signing is unavailable this run: the reason a tag then fails with.
+        self.scan_problem = scan_problem or "no vulnerability database"
+        self.signer_problem = signer_problem or "no signing key configured"
+        self.options = options
+        self.progress = progress or Progress(quiet=True)
+        self.sources = Sources(catalog)
+        self.settings = catalog.settings
+        self._target: Endpoint | None = None
+        self._target_client: RegistryClient | None = None
+        self._scan_cache: _ScanCache | None = None
+
+    # --- planning -------------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        entries = select_entries(self.catalog, self.options)
+        self.progress.note(f"discovering {len(entries)} catalog entries")
+        discoveries = discover(entries, self.sources, jobs=max(self.options.jobs, 4))
+        recorded = recorded_for(self.ledger, entries)
+        min_remaining = {h: s.min_remaining_pulls for h, s in self.settings.sources.items()
+                         if s.min_remaining_pulls is not None}
+        self._scan_cache = _ScanCache(recorded)
+        return build_plan(discoveries, recorded,
+                          db_updated_at=self.scan_settings.db_updated_at if self.scan_settings else None,
+                          min_remaining=min_remaining)
+
+    # --- running --------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        plan = self.plan()
+        result = RunResult(plan=plan)
+        for name, msg in plan.errors:
+            self.progress.note(f"{name}: error: {msg}")
+        for name, tag in plan.missing:
+            self.progress.note(f"{name}:{tag}: error: tag not found upstream; fix `tags` in the catalog")
+        if self.options.dry_run:
+            return result
+        self._target = target_endpoint(self.settings)
+        self._target_client = self._target.client()
+        work = [t for t in plan.tags if t.change is not Change.VANISHED or t.recorded is not None]
+        self.progress.total = len(work)
+        with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
+            result.outcomes = list(pool.map(self._process_safely, work))
+        return result
+
+    def _process_safely(self, tp: TagPlan) -> TagOutcome:
+        subject = f"{tp.name}:{tp.tag}"
+        try:
+            outcome = self._process(tp)
+        except Exception as err:  # noqa: BLE001 - one image's failure must not stop the others
+            outcome = TagOutcome(tp.name, tp.tag, State.FAILED, failed=True,
+                                 message=f"internal error: {type(err).__name__}: {err}")
+        self.progress.result(subject, outcome.message or (outcome.state.value if outcome.state else "unchanged"))
+        return outcome
+
+    # --- one tag --------------------------------------------------------------------------
+
+    def _entry(self, name: str) -> ImageEntry:
+        entry = self.catalog.image(name)
+        assert entry is not None
+        return entry
+
+    def _event(self, rec: Record, event: str, detail: str = "") -> None:
+        rec.events.append(Event(at=now_iso(), event=event, detail=detail))
+
+    def _process(self, tp: TagPlan) -> TagOutcome:
+        subject = f"{tp.name}:{tp.tag}"
+        entry = self._entry(tp.name)
+        if tp.change is Change.VANISHED:
+            return self._vanished(tp)
+        if tp.deferred:
+            return TagOutcome(tp.name, tp.tag, tp.recorded.state if tp.recorded else None, deferred=True,
+                              message="deferred: upstream pull budget below min_remaining_pulls")
+        rec = copy.deepcopy(tp.recorded) if tp.recorded else Record(
+            name=tp.name, tag=tp.tag, source=tp.source or "", digest=tp.digest or "", state=State.MIRRORED)
+        changed = False
+        try:
+            if tp.change is Change.NEW:
+                self._event(rec, "discovered", tp.source or "")
+            elif tp.change is Change.MOVED:
+                self._event(rec, "moved", f"{rec.digest} -> {tp.digest}")
+                rec.digest, rec.source, rec.scan = tp.digest, tp.source, None
+                rec.reasons = []
+            if tp.needs_copy:
+                self.progress.step(subject, "mirroring")
+                mirror(self.sources.endpoint(entry.source_host), entry.source_path, rec.digest,
+                       self._target, self._quarantine(tp.name), tp.tag)
+                rec.state = State.MIRRORED
+                rec.reasons = []
+                self._event(rec, "mirrored", rec.digest)
+                changed |= self.ledger.save(rec)
+            elif not was_mirrored(rec):
+                raise SyncerError(f"{subject}: record has no mirrored copy of {rec.digest}")
+
+            db = self.scan_settings.db_updated_at if self.scan_settings else None
+            if rec.scan is None or rec.scan.digest != rec.digest or (db and rec.scan.db_updated_at < db):
+                if self.scan_settings is None:
+                    raise SyncerError(f"cannot scan: {self.scan_problem}; nothing is promoted unscanned")
+                self.progress.step(subject, "scanning")
+                rec.scan = self._scan(entry, rec.digest)
+                if rec.promoted_digest != rec.digest:
+                    rec.state = State.SCANNED
+                self._event(rec, "scanned", f"{rec.digest} with {rec.scan.scanner}, database "
+                            f"{rec.scan.db_updated_at}: {_counts_text(rec.scan)}")
+                changed |= self.ledger.save(rec)
+
+            decision = policy_mod.evaluate(
+                name=tp.name, digest=rec.digest, scan=rec.scan, policy=self.catalog.policy_for(entry),
+                exceptions=self.catalog.exceptions, approvals=self.catalog.approvals,
+                today=self.options.today)
+            self._decide(rec, entry, decision, subject)
+        except SyncerError as err:
+            rec.state = State.FAILED
+            rec.reasons = [str(err)]
+            if not (rec.events and rec.events[-1].event == "failed" and rec.events[-1].detail == str(err)):
+                self._event(rec, "failed", str(err))
+            changed |= self.ledger.save(rec)
+            return TagOutcome(tp.name, tp.tag, State.FAILED, changed=changed, failed=True, message=f"failed: {err}")
+        changed |= self.ledger.save(rec)
+        message = rec.state.value + (f" ({'; '.join(rec.reasons)})" if rec.reasons and rec.state in
+                                     (State.HELD, State.FLAGGED, State.DEMOTED) else "")
+        return TagOutcome(tp.name, tp.tag, rec.state, changed=changed, message=message)
+
+    def _vanished(self, tp: TagPlan) -> TagOutcome:
+        rec = copy.deepcopy(tp.recorded)
+        last = next((e for e in reversed(rec.events) if e.event in ("vanished", "discovered", "moved",
+                                                                     "mirrored")), None)
+        if last is not None and last.event == "vanished":
+            return TagOutcome(tp.name, tp.tag, rec.state, message="vanished upstream (recorded earlier)")
+        self._event(rec, "vanished", "the tag is no longer upstream; the record and any approved copy are kept")
+        return TagOutcome(tp.name, tp.tag, rec.state, changed=self.ledger.save(rec), message="vanished upstream")
+
+    def _quarantine(self, name: str) -> str:
+        return f"{self.settings.target.quarantine}/{name}"
+
+    def _approved(self, name: str) -> str:
+        return f"{self.settings.target.approved}/{name}"
+
+    def _scan(self, entry: ImageEntry, digest: str) -> ScanResult:
+        settings = self.scan_settings
+        return self._scan_cache.get_or_scan(
+            digest, settings.db_updated_at, entry.platforms,
+            lambda: scan_digest(self._target, self._target_client, self._quarantine(entry.name), digest,
+                                entry.platforms, settings))
+
+    def _decide(self, rec: Record, entry: ImageEntry, decision, subject: str) -> None:
+        policy = self.catalog.policy_for(entry)
+        reasons = list(decision.reasons)
+        if rec.promoted_digest == rec.digest:
+            # Already in approved/. Only what a scan finds counts against it: an image that
+            # merely aged past max_age_days or lost its approval stays where it is.
+            if decision.promote or not decision.regressed:
+                if rec.state is not State.PROMOTED:
+                    self._event(rec, "cleared", "passes the policy again")
+                rec.state, rec.reasons = State.PROMOTED, reasons
+                return
+            if policy.on_regression == "demote":
+                self.progress.step(subject, "demoting")
+                promote_mod.demote(self._target_client, self._approved(rec.name), rec.digest)
+                rec.promoted_digest = None
+                rec.state, rec.reasons = State.DEMOTED, reasons
+                self._event(rec, "demoted", "; ".join(reasons))
+                return
+            if rec.state is not State.FLAGGED or rec.reasons != reasons:
+                self._event(rec, "flagged", "; ".join(reasons))
+            rec.state, rec.reasons = State.FLAGGED, reasons
+            return
+        if not decision.promote:
+            if rec.state is State.DEMOTED:
+                rec.reasons = reasons
+                return
+            if rec.state is not State.HELD or rec.reasons != reasons:
+                self._event(rec, "held", "; ".join(reasons))
+            rec.state, rec.reasons = State.HELD, reasons
+            return
+        self._promote(rec, subject)
+        rec.state, rec.reasons = State.PROMOTED, reasons
+
+    def _promote(self, rec: Record, subject: str) -> None:
+        if self.signer is None:
+            raise SyncerError(f"cannot sign: {self.signer_problem}; nothing is promoted unsigned")
+        approved = self._approved(rec.name)
+        # Sign first: the signature is a separate .sig tag, so if signing fails nothing has
+        # reached approved/, and an image never sits there unsigned.
+        self.progress.step(subject, "signing")
+        identity = f"{self.settings.target.registry}/{approved}"
+        self.signer.sign(self._target_client, approved, rec.digest, identity)
+        self.progress.step(subject, "promoting")
+        promote_mod.promote(self._target, self._quarantine(rec.name), approved, rec.digest, rec.tag)
+        rec.promoted_digest = rec.digest
+        if self.signer.name not in rec.signatures:
+            rec.signatures = sorted({*rec.signatures, self.signer.name})
+        self._event(rec, "promoted", f"{rec.digest} to {identity}:{rec.tag}, signed by {self.signer.name}")
+
+
+def _counts_text(scan: ScanResult) -> str:
+    counts = {s: 0 for s in Severity}
+    seen = set()
+    for f in scan.findings:
+        if (f.id, f.severity) not in seen:
+            seen.add((f.id, f.severity))
+            counts[f.severity] += 1
+    parts = [f"{counts[s]} {s.key}" for s in sorted(Severity, reverse=True) if counts[s]]
+    return ", ".join(parts) or "no vulnerabilities"

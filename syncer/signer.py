@@ -1,0 +1,44 @@
+"""The pipeline's own signer: its key, loaded once from the environment named in settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from syncer import cosign, signatures
+from syncer.errors import SigningError
+from syncer.model import Signing
+from syncer.registry import RegistryClient
+
+
+@dataclass(frozen=True)
+class Signer:
+    name: str
+    key: object = field(repr=False)  # a cosign private key
+
+    def sign(self, client: RegistryClient, repository: str, digest: str, identity: str) -> None:
+        """Attach this signer's signature for ``digest``; nothing is added if it is already there."""
+        signatures.attach(client, repository, digest, identity, self.key)
+
+
+def signer_from_env(signing: Signing) -> Signer:
+    """Load the pipeline key named by ``signing.key_env``; errors say which variable to set."""
+    path = os.environ.get(signing.key_env)
+    if not path:
+        raise SigningError(
+            f"environment variable {signing.key_env} (settings signing.key_env) is not set; "
+            f"point it at the encrypted private key of signer '{signing.signer}' "
+            f"(make one with `syncer keygen {signing.signer}`)"
+        )
+    passphrase = os.environ.get(signing.passphrase_env)
+    if passphrase is None:
+        raise SigningError(
+            f"environment variable {signing.passphrase_env} (settings signing.passphrase_env) is not set; "
+            f"export the passphrase of {path}"
+        )
+    try:
+        with open(path, "rb") as fh:
+            pem = fh.read()
+    except OSError as err:
+        raise SigningError(f"cannot read the signing key {path} ({signing.key_env}): {err.strerror}") from None
+    return Signer(name=signing.signer, key=cosign.load_private_key(pem, passphrase.encode()))
