@@ -1,0 +1,217 @@
+"""Markdown reports from the records: the index, a page per image, a page per run.
+
+Pages are a pure function of the records (and the catalog, for the signers a policy requires),
+so ``syncer report`` regenerates them byte for byte, and a run that changed nothing leaves the
+tree untouched. Run pages are written once, by the run they describe.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import jinja2
+
+from syncer.model import Catalog, Finding, Record, Severity, State
+
+BADGES = {
+    State.PROMOTED: "✅ promoted",
+    State.HELD: "⏸️ held",
+    State.FLAGGED: "🚩 flagged",
+    State.DEMOTED: "⛔ demoted",
+    State.FAILED: "❌ failed",
+    State.MIRRORED: "⏳ mirrored",
+    State.SCANNED: "⏳ scanned",
+}
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("syncer", "templates"),
+    autoescape=False,  # Markdown, not HTML: values are escaped by the `md` filter instead
+    keep_trailing_newline=True,
+    trim_blocks=False,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def md(value: object) -> str:
+    """Make a value safe inside a Markdown table cell or list item.
+
+    Upstream text (titles, package names) must not break the table or inject HTML.
+    """
+    text = str(value)
+    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"\s*\n\s*", " ", text).strip()
+
+
+def short(digest: str | None) -> str:
+    if not digest:
+        return ""
+    return digest.split(":", 1)[-1][:12]
+
+
+_env.filters["md"] = md
+_env.filters["short"] = short
+
+
+def severity_counts(findings: tuple[Finding, ...] | list[Finding]) -> dict[str, int]:
+    """Distinct vulnerability ids per severity, as the policy counts them."""
+    ids: dict[str, set[str]] = {s.key: set() for s in Severity}
+    for f in findings:
+        ids[f.severity.key].add(f.id)
+    return {k: len(v) for k, v in ids.items()}
+
+
+def sorted_findings(findings) -> list[Finding]:
+    unique = {(f.id, f.package, f.installed, f.fixed, f.severity, f.platform): f for f in findings}
+    return sorted(unique.values(), key=lambda f: (-int(f.severity), f.id, f.package, f.platform, f.installed))
+
+
+def page_for(name: str) -> str:
+    return f"{name}.md"
+
+
+@dataclass
+class _Row:
+    name: str
+    tag: str
+    page: str
+    state: str
+    state_badge: str
+    digest: str
+    promoted: str | None
+    counts: dict[str, int]
+    signers: list[str]
+    missing: list[str]
+    last_change: str
+
+
+def _required_signers(catalog: Catalog | None, name: str) -> tuple[str, ...]:
+    if catalog is None:
+        return ()
+    entry = catalog.image(name)
+    if entry is None or entry.policy not in catalog.policies:
+        return ()
+    return catalog.policies[entry.policy].signers
+
+
+def _missing(rec: Record, catalog: Catalog | None) -> list[str]:
+    if not rec.promoted_digest:
+        return []
+    return [s for s in _required_signers(catalog, rec.name) if s not in rec.signatures]
+
+
+def _row(rec: Record, catalog: Catalog | None) -> _Row:
+    counts = severity_counts(rec.scan.findings) if rec.scan else {s.key: 0 for s in Severity}
+    return _Row(
+        name=rec.name, tag=rec.tag, page=page_for(rec.name), state=rec.state.value,
+        state_badge=BADGES.get(rec.state, rec.state.value), digest=rec.digest,
+        promoted=rec.promoted_digest, counts=counts, signers=list(rec.signatures),
+        missing=_missing(rec, catalog), last_change=rec.events[-1].at if rec.events else "",
+    )
+
+
+def _totals(states: list[str]) -> str:
+    if not states:
+        return ""
+    by_state: dict[str, int] = defaultdict(int)
+    for s in states:
+        by_state[s] += 1
+    order = [s.value for s in State]
+    parts = [f"{by_state[s]} {s}" for s in order if by_state.get(s)]
+    noun = "tag" if len(states) == 1 else "tags"
+    return f"{len(states)} tracked {noun}: " + ", ".join(parts) + "."
+
+
+def render_index(records: list[Record], catalog: Catalog | None) -> str:
+    rows = [_row(r, catalog) for r in sorted(records, key=lambda r: (r.name, r.tag))]
+    return _env.get_template("index.md.j2").render(rows=rows, totals=_totals([r.state for r in rows]))
+
+
+def render_image(name: str, records: list[Record], catalog: Catalog | None) -> str:
+    entry = catalog.image(name) if catalog else None
+    tags = []
+    for rec in sorted(records, key=lambda r: r.tag):
+        findings = sorted_findings(rec.scan.findings) if rec.scan else []
+        counts = severity_counts(findings)
+        counts_text = ", ".join(f"{counts[s.key]} {s.key}" for s in sorted(Severity, reverse=True)
+                                if counts[s.key]) or "none"
+        tags.append(dict(
+            tag=rec.tag, anchor=re.sub(r"[^a-z0-9-]", "-", rec.tag.lower()), state=rec.state.value,
+            state_badge=BADGES.get(rec.state, rec.state.value), digest=rec.digest, source=rec.source,
+            promoted=rec.promoted_digest, counts=counts, counts_text=counts_text,
+            signers=list(rec.signatures), missing=_missing(rec, catalog), scan=rec.scan,
+            scanned=rec.scan.scanned_at if rec.scan else "", reasons=list(rec.reasons),
+            findings=findings, multi_platform=len(rec.scan.platforms) > 1 if rec.scan else False,
+            events=list(reversed(rec.events)),
+        ))
+    return _env.get_template("image.md.j2").render(
+        name=name, up="../" * name.count("/"), source=entry.source if entry else "",
+        policy=entry.policy if entry else "", tags=tags)
+
+
+def render_all(records: list[Record], catalog: Catalog | None) -> dict[str, str]:
+    """Every derived page, keyed by its path relative to the reports directory."""
+    by_name: dict[str, list[Record]] = defaultdict(list)
+    for rec in records:
+        by_name[rec.name].append(rec)
+    pages = {"README.md": render_index(records, catalog)}
+    for name, recs in sorted(by_name.items()):
+        pages[f"images/{page_for(name)}"] = render_image(name, recs, catalog)
+    return pages
+
+
+def render_run(result, started: datetime, run_id: str) -> str:
+    outcomes = [dict(name=o.name, page=page_for(o.name), tag=o.tag,
+                     state=o.state.value if o.state else "", message=o.message)
+                for o in sorted(result.outcomes, key=lambda o: (o.name, o.tag)) if o.changed or o.failed]
+    counts = result.counts()
+    totals = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "No record changed."
+    server, repo, ci_run = (os.environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))
+    ci_url = f"{server}/{repo}/actions/runs/{ci_run}" if server and repo and ci_run else ""
+    return _env.get_template("run.md.j2").render(
+        run_id=run_id, started=started.strftime("%Y-%m-%dT%H:%M:%SZ"), ci_url=ci_url, totals=totals,
+        outcomes=outcomes, errors=list(result.plan.errors))
+
+
+def write_if_changed(path: Path, content: str) -> bool:
+    """Atomically replace ``path`` with ``content``; untouched when the bytes are the same."""
+    data = content.encode("utf-8")
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return True
+
+
+def regenerate(records: list[Record], catalog: Catalog | None, reports_dir: str) -> list[str]:
+    """Write every derived page that differs; returns the paths written."""
+    root = Path(reports_dir)
+    return [str(root / rel) for rel, content in render_all(records, catalog).items()
+            if write_if_changed(root / rel, content)]
+
+
+def write_reports(ledger, catalog: Catalog | None, reports_dir: str, *, result, started: datetime) -> list[str]:
+    """After a run that changed records: the derived pages, and a page for the run itself."""
+    written = regenerate(ledger.all(), catalog, reports_dir)
+    run_id = os.environ.get("GITHUB_RUN_ID") or started.strftime("%Y%m%dT%H%M%SZ")
+    run_page = Path(reports_dir) / "runs" / started.strftime("%Y-%m") / f"{started.strftime('%Y%m%dT%H%M%SZ')}.md"
+    if write_if_changed(run_page, render_run(result, started, run_id)):
+        written.append(str(run_page))
+    return written
