@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.harness.images",
     "tests.harness.gitrepo",
     "tests.harness.trivydb",
+    "tests.harness.world",
 ]
