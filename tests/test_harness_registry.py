@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.harness.images import debian_files
-from tests.harness import registry as registry_module
+from syncer.sandbox import registry as registry_module
 from tests.harness.registry import Registry, Request
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,296 @@
+"""A Trivy vulnerability database built from planted advisories, so Trivy scans offline.
+
+Trivy 0.76 reads ``<cache>/db/trivy.db`` (a bbolt v1.5 file, DB schema 2) and
+``<cache>/db/metadata.json``. This module writes both in pure Python: a minimal bbolt writer
+(``encode_bbolt``) and a builder that lays out Trivy's buckets (``write_trivy_db``). Facts and
+traps are in /work/shared/TRIVY-DB.md; the page layout follows go.etcd.io/bbolt
+(internal/common/page.go, meta.go, inode.go).
+
+The fixture ``trivy_db`` gives each test its own cache directory holding a small default DB
+(``DEFAULT_ADVISORIES``, over the packages of tests.harness.images' base content);
+``TrivyDB.write`` rewrites it, e.g. newer and with more advisories, to exercise re-scans.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from syncer.model import Severity
+
+# --- bbolt -----------------------------------------------------------------------------------
+
+PAGE_SIZE = 4096
+_MAGIC = 0xED0CDAED
+_VERSION = 2
+_BRANCH, _LEAF, _META, _FREELIST = 0x01, 0x02, 0x04, 0x10
+_BUCKET_LEAF_FLAG = 0x01
+_HEADER = struct.Struct("<QHHI")  # page id, flags, count, overflow
+_LEAF_ELEMENT = struct.Struct("<IIII")  # flags, pos, ksize, vsize; pos counts from the element
+_BRANCH_ELEMENT = struct.Struct("<IIQ")  # pos, ksize, child page id
+_BUCKET_HEADER = struct.Struct("<QQ")  # root page id, sequence
+_META_BODY = struct.Struct("<IIIIQQQQQ")  # magic … txid: the 56 bytes the checksum covers
+# Nodes are split near one page so they stay far below count's 16-bit limit.
+_FILL = PAGE_SIZE - _HEADER.size
+
+# A bucket maps keys to values or to nested buckets.
+Bucket = dict[bytes, "bytes | Bucket"]
+
+
+def _fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+class _PageWriter:
+    """Appends nodes as pages, numbering them; pages 0–2 are the metas and the freelist."""
+
+    def __init__(self) -> None:
+        self.pages: list[bytes] = []
+        self.next_id = 3
+
+    def add(self, flags: int, count: int, body: bytes) -> int:
+        pgid = self.next_id
+        size = _HEADER.size + len(body)
+        npages = -(-size // PAGE_SIZE)
+        page = _HEADER.pack(pgid, flags, count, npages - 1) + body
+        self.pages.append(page.ljust(npages * PAGE_SIZE, b"\0"))
+        self.next_id += npages
+        return pgid
+
+
+def _node_body(element: struct.Struct, items: list[tuple[tuple[int, ...], bytes, bytes]],
+               leaf: bool) -> bytes:
+    """Element array followed by the keys and values, each element pointing at its data."""
+    heads, data = [], b""
+    for i, (extra, key, value) in enumerate(items):
+        pos = (len(items) - i) * element.size + len(data)
+        if leaf:
+            heads.append(element.pack(extra[0], pos, len(key), len(value)))
+        else:
+            heads.append(element.pack(pos, len(key), extra[0]))
+        data += key + value
+    return b"".join(heads) + data
+
+
+def _chunks(sizes: list[int]) -> list[slice]:
+    """Consecutive runs whose sizes add up to about one page (at least one item each)."""
+    runs, start, used = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and used + size > _FILL:
+            runs.append(slice(start, i))
+            start, used = i, 0
+        used += size
+    runs.append(slice(start, len(sizes)))
+    return runs
+
+
+def _write_bucket(writer: _PageWriter, bucket: Bucket) -> int:
+    """Writes a bucket's subtree (children first) and returns its root page id."""
+    leaf_items = []
+    for key in sorted(bucket):  # bbolt binary-searches: unsorted keys silently find nothing
+        if not key:
+            raise ValueError("bbolt keys must not be empty")
+        value = bucket[key]
+        if isinstance(value, dict):
+            root = _write_bucket(writer, value)
+            leaf_items.append(((_BUCKET_LEAF_FLAG,), key, _BUCKET_HEADER.pack(root, 0)))
+        else:
+            leaf_items.append(((0,), key, value))
+    sizes = [_LEAF_ELEMENT.size + len(k) + len(v) for _, k, v in leaf_items]
+    level = []  # (first key, page id) of each node of the level just written
+    for run in _chunks(sizes) if leaf_items else [slice(0, 0)]:
+        items = leaf_items[run]
+        pgid = writer.add(_LEAF, len(items), _node_body(_LEAF_ELEMENT, items, leaf=True))
+        level.append((items[0][1] if items else b"", pgid))
+    while len(level) > 1:
+        sizes = [_BRANCH_ELEMENT.size + len(k) for k, _ in level]
+        upper = []
+        for run in _chunks(sizes):
+            items = [((pgid,), key, b"") for key, pgid in level[run]]
+            pgid = writer.add(_BRANCH, len(items), _node_body(_BRANCH_ELEMENT, items, leaf=False))
+            upper.append((items[0][1], pgid))
+        level = upper
+    return level[0][1]
+
+
+def encode_bbolt(root: Bucket) -> bytes:
+    """A complete bbolt file whose top-level buckets are ``root``'s (all values must be buckets)."""
+    if any(not isinstance(v, dict) for v in root.values()):
+        raise ValueError("bbolt's top level holds buckets only")
+    writer = _PageWriter()
+    root_pgid = _write_bucket(writer, root)
+    metas = []
+    for txid in (0, 1):
+        body = _META_BODY.pack(_MAGIC, _VERSION, PAGE_SIZE, 0, root_pgid, 0, 2, writer.next_id,
+                               txid)
+        meta = _HEADER.pack(txid, _META, 0, 0) + body + struct.pack("<Q", _fnv1a64(body))
+        metas.append(meta.ljust(PAGE_SIZE, b"\0"))
+    freelist = _HEADER.pack(2, _FREELIST, 0, 0).ljust(PAGE_SIZE, b"\0")
+    return b"".join(metas) + freelist + b"".join(writer.pages)
+
+
+# --- Trivy's buckets -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ecosystem:
+    bucket: str  # platform bucket name in trivy.db
+    source_id: str  # data source id, the key of VendorSeverity
+    source_name: str
+    url: str
+
+
+ECOSYSTEMS = {
+    "debian 12": _Ecosystem("debian 12", "debian", "Debian Security Tracker",
+                            "https://salsa.debian.org/security-tracker-team/security-tracker"),
+    "alpine 3.20": _Ecosystem("alpine 3.20", "alpine", "Alpine Secdb",
+                              "https://secdb.alpinelinux.org/"),
+    "pip": _Ecosystem("pip::GitHub Security Advisory pip", "ghsa", "GitHub Security Advisory pip",
+                      "https://github.com/advisories?query=type%3Areviewed+ecosystem%3Apip"),
+}
+
+
+@dataclass(frozen=True)
+class Advisory:
+    """One planted vulnerability of one package.
+
+    ``package`` is the *source* package for Debian (dpkg ``Source:``) and the origin for Alpine;
+    Trivy reports it against every binary package built from it. Alpine advisories need a
+    ``fixed_version`` (Trivy skips unfixed Alpine entries). For pip, ``vulnerable_versions``
+    are PEP 440 constraints and default to ``<fixed_version``.
+    """
+
+    id: str
+    ecosystem: str
+    package: str
+    severity: Severity | str
+    fixed_version: str | None = None
+    vulnerable_versions: tuple[str, ...] | None = None
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        if self.ecosystem not in ECOSYSTEMS:
+            raise ValueError(f"ecosystem {self.ecosystem!r} is not one of {sorted(ECOSYSTEMS)}")
+        if isinstance(self.severity, str):
+            object.__setattr__(self, "severity", Severity.parse(self.severity))
+        if self.ecosystem == "alpine 3.20" and not self.fixed_version:
+            raise ValueError(f"{self.id}: Alpine advisories need a fixed_version")
+        if self.ecosystem == "pip" and not (self.fixed_version or self.vulnerable_versions):
+            raise ValueError(f"{self.id}: pip advisories need fixed_version or vulnerable_versions")
+
+
+def _pip_name(name: str) -> str:
+    # Trivy looks pip packages up by their PEP 503 normalised name.
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _advisory_value(adv: Advisory) -> dict:
+    if adv.ecosystem != "pip":
+        return {"FixedVersion": adv.fixed_version} if adv.fixed_version else {}
+    vulnerable = adv.vulnerable_versions or (f"<{adv.fixed_version}",)
+    value: dict = {"VulnerableVersions": list(vulnerable)}
+    if adv.fixed_version:
+        value["PatchedVersions"] = [adv.fixed_version]
+    return value
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def trivy_buckets(advisories: list[Advisory] | tuple[Advisory, ...]) -> Bucket:
+    """Trivy's bucket tree for the advisories: platform buckets, ``vulnerability``, ``data-source``."""
+    platforms: Bucket = {}
+    sources: Bucket = {}
+    details: dict[str, dict] = {}
+    for adv in advisories:
+        eco = ECOSYSTEMS[adv.ecosystem]
+        package = _pip_name(adv.package) if adv.ecosystem == "pip" else adv.package
+        advisories_of = platforms.setdefault(eco.bucket.encode(), {}).setdefault(package.encode(), {})
+        advisories_of[adv.id.encode()] = _json(_advisory_value(adv))
+        sources[eco.bucket.encode()] = _json({"ID": eco.source_id, "Name": eco.source_name,
+                                              "URL": eco.url})
+        detail = details.setdefault(adv.id, {"Title": adv.title or f"{adv.id} in {package}",
+                                             "Severity": adv.severity.name, "VendorSeverity": {}})
+        detail["VendorSeverity"][eco.source_id] = int(adv.severity)
+    return {**platforms, b"data-source": sources,
+            b"vulnerability": {k.encode(): _json(v) for k, v in details.items()}}
+
+
+def _go_time(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_trivy_db(cache_dir: str | os.PathLike, advisories, *,
+                   updated_at: datetime | None = None) -> Path:
+    """Writes ``<cache_dir>/db/trivy.db`` and ``metadata.json``; returns the db directory.
+
+    Both files are replaced atomically, so a rebuilt DB never appears half-written. NextUpdate
+    lies a day in the future so that even a run without ``--skip-db-update`` downloads nothing.
+    """
+    now = datetime.now(timezone.utc)
+    updated_at = updated_at or now
+    db_dir = Path(cache_dir) / "db"
+    db_dir.mkdir(parents=True, exist_ok=True)
+    metadata = {"Version": 2, "NextUpdate": _go_time(max(now, updated_at) + timedelta(days=1)),
+                "UpdatedAt": _go_time(updated_at), "DownloadedAt": _go_time(now)}
+    for name, content in (("trivy.db", encode_bbolt(trivy_buckets(list(advisories)))),
+                          ("metadata.json", json.dumps(metadata, indent=2).encode())):
+        tmp = db_dir / f".{name}.tmp"
+        tmp.write_bytes(content)
+        os.replace(tmp, db_dir / name)
+    return db_dir
+
+
+# --- fixture ---------------------------------------------------------------------------------
+
+# A small set over the packages of tests.harness.images' DEBIAN_BASE, ALPINE_BASE and a
+# python_package_files("requests", "2.31.0"): fixed and unfixed, several severities, and one
+# advisory per OS that the installed version already fixes, which Trivy must not report.
+DEFAULT_UPDATED_AT = datetime(2025, 1, 1, tzinfo=timezone.utc)
+DEFAULT_ADVISORIES: tuple[Advisory, ...] = (
+    Advisory("CVE-2099-0001", "debian 12", "openssl", "CRITICAL", "3.0.99-1",
+             title="openssl: planted critical"),
+    Advisory("CVE-2099-0002", "debian 12", "glibc", "HIGH", title="glibc: planted unfixed high"),
+    Advisory("CVE-2099-0003", "debian 12", "base-files", "LOW", "12.4+deb12u99",
+             title="base-files: planted low"),
+    Advisory("CVE-2099-0004", "debian 12", "openssl", "HIGH", "3.0.15-1~deb12u1",
+             title="openssl: fixed in the installed version"),
+    Advisory("CVE-2099-0101", "alpine 3.20", "busybox", "HIGH", "1.36.99-r0",
+             title="busybox: planted high"),
+    Advisory("CVE-2099-0102", "alpine 3.20", "openssl", "MEDIUM", "3.3.99-r0",
+             title="openssl: planted medium"),
+    Advisory("CVE-2099-0103", "alpine 3.20", "musl", "CRITICAL", "1.2.5-r0",
+             title="musl: fixed in the installed version"),
+    Advisory("GHSA-0000-0000-0001", "pip", "requests", "MEDIUM", "2.99.0",
+             title="requests: planted medium"),
+)
+
+
+@dataclass
+class TrivyDB:
+    """A Trivy cache directory with a generated DB; ``write`` replaces the DB in place."""
+
+    cache_dir: Path
+    advisories: tuple[Advisory, ...] = ()
+    updated_at: datetime = DEFAULT_UPDATED_AT
+
+    def write(self, advisories=None, *, updated_at: datetime | None = None) -> "TrivyDB":
+        """Rebuilds the DB; by default with the same advisories, one day newer."""
+        if advisories is not None:
+            self.advisories = tuple(advisories)
+        self.updated_at = updated_at or self.updated_at + timedelta(days=1)
+        write_trivy_db(self.cache_dir, self.advisories, updated_at=self.updated_at)
+        return self
+
+    def add(self, *advisories: Advisory, updated_at: datetime | None = None) -> "TrivyDB":
+        """Rebuilds the DB with more advisories, newer (by default one day)."""
+        return self.write(self.advisories + advisories, updated_at=updated_at)
