@@ -14,7 +14,7 @@ from syncer.registry import RegistryClient
 @dataclass(frozen=True)
 class Signer:
     name: str
-    key: object = field(repr=False)  # a cosign private key
+    key: cosign.PrivateKey = field(repr=False)
 
     def sign(self, client: RegistryClient, repository: str, digest: str, identity: str) -> None:
         """Attach this signer's signature for ``digest``; nothing is added if it is already there."""
@@ -41,4 +41,4 @@ def signer_from_env(signing: Signing) -> Signer:
             pem = fh.read()
     except OSError as err:
         raise SigningError(f"cannot read the signing key {path} ({signing.key_env}): {err.strerror}") from None
-    return Signer(name=signing.signer, key=cosign.load_private_key(pem, passphrase.encode()))
+    return Signer(name=signing.signer, key=cosign.load_private_key(pem, passphrase.encode(), source=path))
