@@ -247,8 +247,11 @@ class Pipeline:
             changed |= self.ledger.save(rec)
             return TagOutcome(tp.name, tp.tag, State.FAILED, changed=changed, failed=True, message=f"failed: {err}")
         changed |= self.ledger.save(rec)
-        message = rec.state.value + (f" ({'; '.join(rec.reasons)})" if rec.reasons and rec.state in
-                                     (State.HELD, State.FLAGGED, State.DEMOTED) else "")
+        message = rec.state.value
+        if rec.reasons and rec.state in (State.HELD, State.FLAGGED, State.DEMOTED):
+            message += f": {'; '.join(rec.reasons)}"
+        if not changed:
+            message = f"unchanged ({message})"
         return TagOutcome(tp.name, tp.tag, rec.state, changed=changed, message=message)
 
     def _vanished(self, tp: TagPlan) -> TagOutcome:

@@ -174,6 +174,7 @@ class Registry:
         htpasswd: tuple[str, str] | None = None,
         tls: bool = False,
         delete: bool = False,
+        port: int | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -201,7 +202,7 @@ class Registry:
         self._authfile: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self.port = 0
-        self._start_on_free_port()
+        self._start_on_free_port(preferred=port)
 
     def __enter__(self) -> "Registry":
         return self
@@ -225,10 +226,11 @@ class Registry:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def _start_on_free_port(self) -> None:
+    def _start_on_free_port(self, preferred: int | None = None) -> None:
         # Another process may take the port between free_port() and the bind: try again.
+        # A preferred port (the demo keeps its addresses across invocations) is tried first.
         for attempt in range(3):
-            self.port = free_port()
+            self.port = preferred if preferred and attempt == 0 else free_port()
             try:
                 self.start()
                 return

@@ -1,0 +1,26 @@
+"""The built-in demo, offline: a local registry plays Docker Hub (seeded with small images with
+real package metadata, one multi-platform, one vulnerable, one whose tag moves), another is the
+trusted registry, a generated database stands in for Trivy's, and a git repository with a
+bare remote receives the audit trail. The pipeline runs, an upstream tag moves, and it runs
+again; then it prints what was promoted, held, and why.
+
+Everything lives under --dir (default .demo). Running the demo again reuses it and changes
+nothing. Delete the directory to start over.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from syncer.sandbox.demo import run_demo
+
+
+def configure(parser) -> None:
+    parser.add_argument("--dir", default=".demo", metavar="DIR",
+                        help="where the demo keeps its registries, repository and keys (default: %(default)s)")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the registries running afterwards, until Ctrl-C")
+
+
+def run(args) -> int:
+    return run_demo(Path(args.dir), keep=args.keep)
