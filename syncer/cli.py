@@ -20,7 +20,11 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("plan", "plan", "read-only: what a run would mirror, re-scan and resume, as Markdown"),
     ("run", "run", "the batch job: discover, mirror, scan, evaluate, promote, sign, record, report"),
     ("report", "report", "regenerate every Markdown report from the records"),
+    ("demo", "demo", "the built-in demo: local registries play Hub and the trusted registry (offline)"),
     ("keygen", "keygen", "write an encrypted cosign key pair: NAME.key outside the catalog, signers/NAME.pub inside"),
+    ("auth-server", "auth_server", "serve registry tokens granting what catalog/access.yaml allows"),
+    ("access-config", "access_config", "print a registry's auth: token config for auth-server and write its key and bundle"),
+    ("codeowners", "codeowners", "write .github/CODEOWNERS from the catalog's owners; --check for staleness"),
 )
 
 
