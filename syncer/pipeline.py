@@ -17,8 +17,9 @@ from datetime import date
 
 from syncer import policy as policy_mod
 from syncer import promote as promote_mod
+from syncer import replicate
 from syncer.discover import Sources, discover
-from syncer.endpoints import Endpoint, target_endpoint
+from syncer.endpoints import Endpoint, replica_endpoints, target_endpoint
 from syncer.errors import SyncerError
 from syncer.ledger import Ledger, now_iso
 from syncer.mirror import mirror
@@ -138,6 +139,7 @@ class Pipeline:
         self.settings = catalog.settings
         self._target: Endpoint | None = None
         self._target_client: RegistryClient | None = None
+        self._replicas: list[tuple[Endpoint, RegistryClient]] = []
         self._scan_cache: _ScanCache | None = None
 
     # --- planning -------------------------------------------------------------------------
@@ -167,6 +169,7 @@ class Pipeline:
             return result
         self._target = target_endpoint(self.settings)
         self._target_client = self._target.client()
+        self._replicas = [(ep, ep.client()) for ep in replica_endpoints(self.settings)]
         work = [t for t in plan.tags if t.change is not Change.VANISHED or t.recorded is not None]
         self.progress.total = len(work)
         with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
@@ -239,6 +242,7 @@ class Pipeline:
                 exceptions=self.catalog.exceptions, approvals=self.catalog.approvals,
                 today=self.options.today)
             self._decide(rec, entry, decision, subject)
+            lagging = self._replicate(rec, subject)
         except SyncerError as err:
             rec.state = State.FAILED
             rec.reasons = [str(err)]
@@ -250,9 +254,12 @@ class Pipeline:
         message = rec.state.value
         if rec.reasons and rec.state in (State.HELD, State.FLAGGED, State.DEMOTED):
             message += f": {'; '.join(rec.reasons)}"
+        if lagging:
+            message += "; lagging on " + "; ".join(lagging)
         if not changed:
             message = f"unchanged ({message})"
-        return TagOutcome(tp.name, tp.tag, rec.state, changed=changed, message=message)
+        # A lagging replica is work left undone (exit 1) but not a failure of the tag itself.
+        return TagOutcome(tp.name, tp.tag, rec.state, changed=changed, failed=bool(lagging), message=message)
 
     def _vanished(self, tp: TagPlan) -> TagOutcome:
         rec = copy.deepcopy(tp.recorded)
@@ -308,6 +315,39 @@ class Pipeline:
             return
         self._promote(rec, subject)
         rec.state, rec.reasons = State.PROMOTED, reasons
+
+    def _replicate(self, rec: Record, subject: str) -> list[str]:
+        """Bring every replica in step with approved/ for this tag; returns the lagging ones."""
+        lagging = []
+        approved = self._approved(rec.name)
+        for endpoint, client in self._replicas:
+            current = next((st for st in rec.replicas if st.registry == endpoint.name), None)
+            try:
+                if rec.promoted_digest is None:
+                    if current is not None and current.digest:
+                        self.progress.step(subject, f"removing from {endpoint.name}")
+                        replicate.remove_from_replica(client, approved, current.digest)
+                        self._event(rec, "unreplicated", f"{current.digest} removed from {endpoint.name}")
+                        current.digest, current.copied_at, current.lagging = None, None, False
+                    continue
+                if not replicate.needs_copy(rec, endpoint.name):
+                    continue
+                if self.signer is None:
+                    raise SyncerError(f"cannot sign: {self.signer_problem}")
+                self.progress.step(subject, f"replicating to {endpoint.name}")
+                replicate.push_to_replica(self._target, endpoint, client, self.signer, approved,
+                                          rec.promoted_digest, rec.tag)
+                state = replicate.replica_state(rec, endpoint.name)
+                state.digest, state.copied_at, state.lagging = rec.promoted_digest, now_iso(), False
+                self._event(rec, "replicated", f"{rec.promoted_digest} to {endpoint.name}, "
+                            f"signed by {self.signer.name}")
+            except SyncerError as err:
+                state = replicate.replica_state(rec, endpoint.name)
+                if not state.lagging:
+                    self._event(rec, "lagging", f"{endpoint.name}: {err}")
+                state.lagging = True
+                lagging.append(f"{endpoint.name} ({err})")
+        return lagging
 
     def _promote(self, rec: Record, subject: str) -> None:
         if self.signer is None:

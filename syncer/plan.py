@@ -139,6 +139,7 @@ def render_markdown(plan: Plan) -> str:
     vanished = plan.by_change(Change.VANISHED)
     rescans = [t for t in unchanged if t.rescan]
     resume = [t for t in unchanged if not t.rescan and t.has_work]
+    idle = [t for t in unchanged if not t.rescan and not t.has_work]
     deferred = [t for t in plan.tags if t.deferred]
     lines = ["# syncer plan", ""]
     lines.append(
@@ -166,6 +167,17 @@ def render_markdown(plan: Plan) -> str:
           lambda t: [t.name, f"`{t.tag}`", t.recorded.state.value, t.recorded.scan.db_updated_at])
     table("Unfinished (resumed from the ledger)", resume, ["image", "tag", "state"],
           lambda t: [t.name, f"`{t.tag}`", t.recorded.state.value])
+    lagging = [(t, st) for t in unchanged if t.recorded and t.recorded.promoted_digest
+               for st in t.recorded.replicas if st.lagging or st.digest != t.recorded.promoted_digest]
+    if lagging:
+        lines.extend(["", "## Replicas lagging (caught up by the next run)", "",
+                      "| image | tag | replica | has | approved |", "|---|---|---|---|---|"])
+        lines.extend(f"| {t.name} | `{t.tag}` | {st.registry} | `{_short(st.digest) or 'nothing'}` | "
+                     f"`{_short(t.recorded.promoted_digest)}` |" for t, st in lagging)
+    # Listed too, so that a reviewer sees an entry's tags resolved as expected (a `match`
+    # that selects nothing new looks the same in the counts as one that selects nothing).
+    table("Unchanged (nothing to do)", idle, ["image", "tag", "state", "digest"],
+          lambda t: [t.name, f"`{t.tag}`", t.recorded.state.value, f"`{_short(t.digest)}`"])
     table("Vanished upstream (records kept)", vanished, ["image", "tag", "state", "digest"],
           lambda t: [t.name, f"`{t.tag}`", t.recorded.state.value, f"`{_short(t.recorded.digest)}`"])
     table("Deferred (upstream pull budget low)", deferred, ["image", "tag"],

@@ -71,30 +71,35 @@ class World:
         return path
 
     def write_settings(self, extra: str = "", source_extra: str = "", target_extra: str = "") -> None:
-        replicas = ""
+        """settings.yaml for this world; the extras are YAML added to the top level, under
+        ``sources.docker.io`` and under ``target``."""
+        def nest(text: str, spaces: int) -> str:
+            return textwrap.indent(textwrap.dedent(text).strip(), " " * spaces) + "\n" if text.strip() else ""
+
+        text = (
+            "target:\n"
+            f"  registry: {self.target.host}\n"
+            "  quarantine: quarantine\n"
+            "  approved: approved\n"
+            "  tls_verify: false\n"
+            + nest(target_extra, 2)
+            + "sources:\n"
+            "  docker.io:\n"
+            f"    endpoint: {self.hub.host}\n"
+            "    tls_verify: false\n"
+            + nest(source_extra, 4)
+            + "signing:\n"
+            "  signer: ci\n"
+            "  key_env: SYNCER_SIGNING_KEY\n"
+            "  passphrase_env: SYNCER_SIGNING_PASSPHRASE\n"
+            "defaults:\n"
+            "  policy: default\n"
+            'content_admins: ["@acme/security"]\n'
+        )
         if self.replicas:
-            replicas = "replicas:\n" + "".join(
+            text += "replicas:\n" + "".join(
                 f"  - registry: {r.host}\n    tls_verify: false\n" for r in self.replicas)
-        self.write("settings.yaml", f"""
-            target:
-              registry: {self.target.host}
-              quarantine: quarantine
-              approved: approved
-              tls_verify: false
-            {textwrap.indent(textwrap.dedent(target_extra).strip(), "  ") if target_extra else ""}
-            sources:
-              docker.io:
-                endpoint: {self.hub.host}
-                tls_verify: false
-            {textwrap.indent(textwrap.dedent(source_extra).strip(), "    ") if source_extra else ""}
-            signing:
-              signer: ci
-              key_env: SYNCER_SIGNING_KEY
-              passphrase_env: SYNCER_SIGNING_PASSPHRASE
-            defaults:
-              policy: default
-            content_admins: ["@acme/security"]
-        """ + textwrap.dedent(replicas) + textwrap.dedent(extra))
+        self.write("settings.yaml", text + nest(extra, 0))
 
     def images(self, text: str, file: str = "images/test.yaml") -> None:
         self.write(file, text)

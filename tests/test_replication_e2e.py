@@ -1,0 +1,115 @@
+"""Replication to further registries: promoted digests reach every replica from the trusted
+registry (never upstream), signed under each replica's identity; a replica that is down lags
+and catches up; demotion removes everywhere."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from syncer import cosign, signatures
+from syncer.model import State
+from syncer.registry import RegistryClient
+from tests.harness.images import alpine_files, build_image
+from tests.harness.trivydb import Advisory
+
+CLEAN = (("musl", "1.2.5-r0", "musl"), ("busybox", "1.36.1-r29", "busybox"))
+
+
+@pytest.fixture
+def rworld(world, registry_factory):
+    world.replicas = [registry_factory(delete=True), registry_factory(delete=True)]
+    world.write_settings()
+    world.db.write(())
+    world.digest = world.push("library/alpine:3.20", build_image(alpine_files(CLEAN)))
+    world.images("""
+        images:
+          - source: alpine
+            tags: ["3.20"]
+    """)
+    return world
+
+
+def _client(reg):
+    return RegistryClient(reg.host, tls_verify=False)
+
+
+def _verify(world, reg, identity_host):
+    pub = (world.catalog / "signers" / "ci.pub").read_text()
+    return signatures.verify_signers(_client(reg), "approved/alpine", world.digest,
+                                     f"{identity_host}/approved/alpine", {"ci": pub})
+
+
+def test_promotion_reaches_every_replica_signed_under_its_identity(rworld):
+    world = rworld
+    hub_gets = world.hub.count("GET", "/manifests/")
+    world.run()
+    assert world.hub.count("GET", "/manifests/") == hub_gets + 1, "one upstream pull: the mirror copy"
+    rec = world.record("alpine", "3.20")
+    assert rec.state is State.PROMOTED
+    assert [(r.registry, r.digest, r.lagging) for r in rec.replicas] == sorted(
+        (r.host, world.digest, False) for r in world.replicas)
+    for reg in world.replicas:
+        assert world.digest_at(reg, "approved/alpine", "3.20") == world.digest
+        assert _verify(world, reg, reg.host).signed_by == ["ci"]
+        # The primary's identity is not what a node pulling from the replica checks.
+        assert _verify(world, reg, world.target.host).missing == ["ci"]
+
+
+def test_a_signature_copied_from_the_primary_does_not_verify_on_a_replica(rworld, registry_factory):
+    world = rworld
+    world.run()
+    elsewhere = registry_factory()
+    primary, other = _client(world.target), _client(elsewhere)
+    sig_tag = signatures.signature_tag(world.digest)
+    manifest = primary.get_manifest("approved/alpine", sig_tag)
+    for layer in [manifest.json["config"], *manifest.json["layers"]]:
+        other.put_blob("approved/alpine", primary.get_blob("approved/alpine", layer["digest"]))
+    other.put_manifest("approved/alpine", sig_tag, manifest.raw, manifest.media_type)
+    result = _verify(world, elsewhere, elsewhere.host)
+    assert result.missing == ["ci"] and result.problems, result
+
+
+def test_a_replica_that_is_down_lags_and_catches_up(rworld):
+    world = rworld
+    down = world.replicas[1]
+    down.stop()
+    proc = world.run(expect=1)
+    rec = world.record("alpine", "3.20")
+    assert rec.state is State.PROMOTED
+    states = {r.registry: r for r in rec.replicas}
+    assert states[down.host].lagging and states[down.host].digest is None
+    assert states[world.replicas[0].host].digest == world.digest
+    assert "lagging" in proc.stdout + proc.stderr
+
+    plan = world.syncer("plan")
+    assert "Replicas lagging" in plan.stdout and down.host in plan.stdout
+
+    down.start()
+    hub_gets = world.hub.count("GET", "/manifests/")
+    world.run()
+    assert world.hub.count("GET", "/manifests/") == hub_gets, "catching up never pulls from upstream"
+    rec = world.record("alpine", "3.20")
+    assert all(r.digest == world.digest and not r.lagging for r in rec.replicas)
+    assert world.digest_at(down, "approved/alpine", "3.20") == world.digest
+    assert _verify(world, down, down.host).signed_by == ["ci"]
+
+
+def test_demotion_removes_the_tag_from_every_replica(rworld):
+    world = rworld
+    world.policy("default", textwrap.dedent("""
+        vulnerabilities:
+          max: {critical: 0, high: 0}
+        signers: [ci]
+        on_regression: demote
+    """))
+    world.run()
+    world.db.write([Advisory("CVE-2099-7777", "alpine 3.20", "busybox", "CRITICAL", "1.36.2-r0")])
+    world.run()
+    rec = world.record("alpine", "3.20")
+    assert rec.state is State.DEMOTED
+    for reg in (world.target, *world.replicas):
+        assert world.digest_at(reg, "approved/alpine", "3.20") is None
+    assert all(r.digest is None for r in rec.replicas)
+    assert [e.event for e in rec.events].count("unreplicated") == 2
