@@ -7,7 +7,9 @@ Run pages (reports/runs/) are written by the run they describe and are left as t
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections import Counter
 
 from syncer import report
 from syncer.catalog import load_catalog
@@ -15,17 +17,37 @@ from syncer.ledger import Ledger
 
 
 def configure(parser) -> None:
-    pass
+    parser.add_argument("--commit", action="store_true",
+                        help="commit the changed reports and records with git (e.g. after merging shards)")
+    parser.add_argument("--push", action="store_true", help="push that commit (implies --commit)")
+
+
+def _commit(args, records) -> str | None:
+    from syncer import gitops  # GitPython is imported only when committing
+
+    reports = os.path.abspath(args.reports)
+    repo_dir = os.path.dirname(reports)
+    changed = {os.path.realpath(os.path.join(repo_dir, f)) for f in gitops.changed_files(repo_dir, [reports])}
+    ledger = Ledger(args.reports)
+    counts = Counter(r.state.value for r in records
+                     if os.path.realpath(ledger.path_for(r.name, r.tag)) in changed)
+    result = gitops.commit_reports(repo_dir, [reports],
+                                   gitops.summary_message(counts, os.environ.get("GITHUB_RUN_ID")),
+                                   push=args.push)
+    return result.sha if result.committed else None
 
 
 def run(args) -> int:
     catalog = load_catalog(args.catalog)
     records = Ledger(args.reports).all()
     written = report.regenerate(records, catalog, args.reports)
+    sha = _commit(args, records) if args.commit or args.push else None
     if args.json:
-        json.dump({"records": len(records), "written": written}, sys.stdout, indent=2)
+        json.dump({"records": len(records), "written": written, "commit": sha}, sys.stdout, indent=2)
         print()
     else:
         print(f"{len(records)} records; {len(written)} report files written"
               + (":\n  " + "\n  ".join(written) if written else " (all up to date)"))
+        if sha:
+            print(f"Committed {sha[:12]}" + (" and pushed" if args.push else ""))
     return 0

@@ -22,6 +22,7 @@ import sys
 from typing import TextIO
 
 from syncer.catalog import check_catalog, utc_today
+from syncer.codeowners import repo_root_of, stale_check
 from syncer.errors import Diagnostic
 
 
@@ -31,6 +32,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     catalog, diagnostics = check_catalog(args.catalog, utc_today())
+    if catalog is not None and (repo_root_of(catalog) / ".github").is_dir():
+        # Only a repository that lives on GitHub (it has .github/) is held to its CODEOWNERS.
+        stale = stale_check(catalog)
+        if stale is not None:
+            diagnostics.append(stale)
+            catalog = None
     errors = [d for d in diagnostics if d.level == "error"]
     warnings = [d for d in diagnostics if d.level == "warning"]
     human = sys.stderr if args.json else sys.stdout
