@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.harness.gitrepo",
     "tests.harness.trivydb",
     "tests.harness.world",
+    "tests.harness.tokenregistry",
 ]
