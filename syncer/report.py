@@ -87,6 +87,7 @@ class _Row:
     counts: dict[str, int]
     signers: list[str]
     missing: list[str]
+    replicas: str
     last_change: str
 
 
@@ -111,8 +112,18 @@ def _row(rec: Record, catalog: Catalog | None) -> _Row:
         name=rec.name, tag=rec.tag, page=page_for(rec.name), state=rec.state.value,
         state_badge=BADGES.get(rec.state, rec.state.value), digest=rec.digest,
         promoted=rec.promoted_digest, counts=counts, signers=list(rec.signatures),
-        missing=_missing(rec, catalog), last_change=rec.events[-1].at if rec.events else "",
+        missing=_missing(rec, catalog), replicas=_replicas_cell(rec),
+        last_change=rec.events[-1].at if rec.events else "",
     )
+
+
+def _replicas_cell(rec: Record) -> str:
+    """"2/2 in step", "1/2 in step, 1 lagging", or "—" without replicas."""
+    if not rec.replicas:
+        return "—"
+    in_step = sum(1 for r in rec.replicas if r.digest and r.digest == rec.promoted_digest and not r.lagging)
+    lagging = sum(1 for r in rec.replicas if r.lagging)
+    return f"{in_step}/{len(rec.replicas)} in step" + (f", {lagging} lagging" if lagging else "")
 
 
 def _totals(states: list[str]) -> str:
@@ -147,7 +158,7 @@ def render_image(name: str, records: list[Record], catalog: Catalog | None) -> s
             signers=list(rec.signatures), missing=_missing(rec, catalog), scan=rec.scan,
             scanned=rec.scan.scanned_at if rec.scan else "", reasons=list(rec.reasons),
             findings=findings, multi_platform=len(rec.scan.platforms) > 1 if rec.scan else False,
-            events=list(reversed(rec.events)),
+            events=list(reversed(rec.events)), replicas=list(rec.replicas),
         ))
     return _env.get_template("image.md.j2").render(
         name=name, up="../" * name.count("/"), source=entry.source if entry else "",

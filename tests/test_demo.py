@@ -32,6 +32,9 @@ def test_demo_runs_offline_and_a_second_run_changes_nothing(tmp_path):
     moved = records[("alpine", "3.20")]
     assert moved.state is State.HELD and moved.promoted_digest and moved.promoted_digest != moved.digest
     assert "moved" in [e.event for e in moved.events]
+    promoted = [r for r in records.values() if r.promoted_digest]
+    assert promoted and all(len(r.replicas) == 1 and r.replicas[0].digest == r.promoted_digest
+                            and not r.replicas[0].lagging for r in promoted), "the replica is in step"
     assert "held" in first.stderr + first.stdout and "CVE-2026-10001" in first.stderr + first.stdout
     log = _git(repo, "log", "--format=%s", "origin/main")
     assert log.splitlines()[:2] == ["sync: 1 held", "sync: 5 promoted, 1 held"]

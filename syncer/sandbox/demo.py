@@ -149,7 +149,7 @@ CATALOG = {
 }
 
 
-def settings_yaml(hub: str, target: str) -> str:
+def settings_yaml(hub: str, target: str, replica: str) -> str:
     return textwrap.dedent(f"""
         # The demo's registries run on this machine: {hub} plays Docker Hub.
         target:
@@ -165,6 +165,9 @@ def settings_yaml(hub: str, target: str) -> str:
           signer: ci
           key_env: SYNCER_SIGNING_KEY
           passphrase_env: SYNCER_SIGNING_PASSPHRASE
+        replicas:                 # a second region, kept in step with approved/
+          - registry: {replica}
+            tls_verify: false
         defaults:
           policy: default
         content_admins: ["@acme/security"]
@@ -213,11 +216,12 @@ class Demo:
         print(f"demo: {text}", file=self.out, flush=True)
 
     def start(self, state: DemoState) -> None:
-        for role in ("hub", "target"):
+        for role in ("hub", "target", "replica"):
             reg = Registry(self.dir / "registries" / role, delete=True, port=state.ports.get(role))
             self.registries[role] = reg
             state.ports[role] = reg.port
-        self.say(f"registry playing Docker Hub at {self.hub.host}, trusted registry at {self.target.host}")
+        self.say(f"registry playing Docker Hub at {self.hub.host}, trusted registry at {self.target.host}, "
+                 f"replica at {self.replica.host}")
 
     @property
     def hub(self) -> Registry:
@@ -226,6 +230,10 @@ class Demo:
     @property
     def target(self) -> Registry:
         return self.registries["target"]
+
+    @property
+    def replica(self) -> Registry:
+        return self.registries["replica"]
 
     def stop(self) -> None:
         for reg in self.registries.values():
@@ -247,7 +255,7 @@ class Demo:
             path = catalog / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(textwrap.dedent(text).lstrip())
-        (catalog / "settings.yaml").write_text(settings_yaml(self.hub.host, self.target.host))
+        (catalog / "settings.yaml").write_text(settings_yaml(self.hub.host, self.target.host, self.replica.host))
         (catalog / "signers").mkdir(exist_ok=True)
         (catalog / "signers" / "ci.pub").write_bytes(pair.public_pem)
         (self.repo / "reports").mkdir(exist_ok=True)
@@ -261,7 +269,7 @@ class Demo:
     def keep_settings_current(self) -> None:
         """Ports may change if a kept one was taken; the catalog must name the live ones."""
         settings = self.repo / "catalog" / "settings.yaml"
-        wanted = settings_yaml(self.hub.host, self.target.host)
+        wanted = settings_yaml(self.hub.host, self.target.host, self.replica.host)
         if settings.read_text() != wanted:
             settings.write_text(wanted)
             _git(self.repo, "commit", "-q", "-am", "catalog: demo registry addresses")
@@ -289,6 +297,8 @@ class Demo:
                 line += f" (approved/ keeps the last approved digest {rec.promoted_digest[7:19]})"
             lines.append(line.rstrip())
             lines.extend(f"      - {reason}" for reason in rec.reasons)
+            lines.extend(f"      replica {st.registry}: " + ("lagging" if st.lagging else
+                         f"has {st.digest[7:19]}" if st.digest else "nothing") for st in rec.replicas)
         lines += [
             "",
             f"Reports:     {self.repo / 'reports' / 'README.md'}",
