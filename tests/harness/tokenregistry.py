@@ -159,7 +159,10 @@ class TokenAuthRegistry(Registry):
 class TokenWorld:
     """The registry, its token service, the people and robot of SPEC_ACCESS, and helpers."""
 
-    def __init__(self, workdir: Path, *, server_args: tuple[str, ...] = ()):
+    def __init__(self, workdir: Path, *, server_args: tuple[str, ...] = (), realm_host: str = "127.0.0.1"):
+        """``realm_host`` names the auth server in the registry's token realm. Trivy (its
+        go-containerregistry) refuses a realm at a private or loopback IP literal, so tests
+        that scan through this registry use ``localhost``, as production uses a DNS name."""
         self.workdir = workdir
         self.catalog = workdir / "catalog"
         write_catalog(self.catalog, SPEC_ACCESS)
@@ -180,7 +183,7 @@ class TokenWorld:
                                       extra=server_args)
         self.registry: TokenAuthRegistry | None = None
         try:
-            config = access_config(self.auth.url, keys, self.catalog)
+            config = access_config(self.auth.url.replace("127.0.0.1", realm_host), keys, self.catalog)
             self.registry = TokenAuthRegistry(workdir / "registry", config["auth"])
         except BaseException:
             self.stop()
