@@ -1,0 +1,263 @@
+"""Check which required signers have signed an image in the trusted registry.
+
+REF names an image of the trusted registry by tag or digest:
+  registry.example.com/approved/nginx:1.27.3
+  registry.example.com/approved/nginx@sha256:…
+  approved/nginx:1.27.3                 (relative to target.registry)
+  registry.eu.example.com/approved/nginx:1.27.3   (a registry under replicas:)
+The tag is resolved to a digest with one HEAD request. The required signers are those of the
+policy of the catalog image REF belongs to (approved/<name> or quarantine/<name>), or the
+names given with --signers; their public keys come from catalog/signers/NAME.pub. A signature
+counts only if it verifies with that key and names exactly this digest and
+<registry as written in REF>/<repository> as its identity.
+
+Exit 0 when every required signer has signed, 1 when any is missing (or the registry could
+not be read), 2 for usage or catalog errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+
+from syncer import cosign, refs, signatures
+from syncer.catalog import is_valid_signer_name, load_catalog
+from syncer.endpoints import Endpoint, target_endpoint
+from syncer.enforce import required_signers
+from syncer.errors import RegistryError, SigningError, UsageError
+from syncer.model import Catalog, Settings
+from syncer.registry import RegistryClient, credentials_from_env
+
+
+@dataclass(frozen=True)
+class TrustedRef:
+    """A reference to an image of the trusted registry (or a replica), parsed and checked."""
+
+    registry: str  # as written in REF, and as named in settings
+    repository: str  # approved/nginx
+    namespace: str  # the settings prefix the repository is under: approved or quarantine
+    approved: bool  # under the approved prefix (the only one the pipeline signs)
+    name: str  # the catalog name: the repository without the namespace
+    tag: str | None
+    digest: str | None
+
+    @property
+    def identity(self) -> str:
+        """The ``docker-reference`` signatures of this image must carry."""
+        return f"{self.registry}/{self.repository}"
+
+    def __str__(self) -> str:
+        return str(refs.Reference(self.registry, self.repository, self.tag, self.digest))
+
+
+@dataclass(frozen=True)
+class Verification:
+    ref: TrustedRef
+    digest: str
+    required: list[str]
+    required_by: str  # where the required signers came from, for messages
+    result: signatures.VerifyResult
+    notes: list[str]  # signatures that count for nobody asked about: unknown keys, other signers
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ref", metavar="REF",
+                        help="image in the trusted registry: [REGISTRY/]approved/NAME:TAG or @sha256:…")
+    parser.add_argument("--signers", metavar="A,B",
+                        help="required signers instead of those of the image's policy")
+
+
+def run(args: argparse.Namespace) -> int:
+    catalog = load_catalog(args.catalog)
+    ref = parse_trusted_ref(args.ref, catalog.settings)
+    explicit = parse_signer_list(args.signers) if args.signers is not None else None
+    names, required_by = signers_for(catalog, ref, explicit)
+    endpoint = endpoint_for(catalog.settings, ref.registry)
+    with endpoint.client() as client:
+        digest = resolve_digest(client, ref)
+        result = signatures.verify_signers(client, ref.repository, digest, ref.identity,
+                                           {name: catalog.signers[name] for name in names})
+        notes = other_signatures(client, ref, digest, catalog, names)
+    outcome = Verification(ref, digest, names, required_by, result, notes)
+    if args.json:
+        json.dump(_as_json(outcome), sys.stdout, indent=2)
+        print()
+    else:
+        print(render(outcome))
+    return 0 if outcome.ok else 1
+
+
+# --- references ----------------------------------------------------------------------------
+
+
+def parse_trusted_ref(text: str, settings: Settings) -> TrustedRef:
+    """Parses REF against the registries and namespaces named in settings; UsageError if it
+    is not an image of the trusted registry or a replica, or has neither tag nor digest."""
+    target = settings.target
+    known = [target.registry, *(r.registry for r in settings.replicas)]
+    namespaces = (target.approved, target.quarantine)
+    first = text.partition("/")[0]
+    if first in known:
+        full = text
+    elif any(text.startswith(f"{ns}/") for ns in namespaces):
+        full = f"{target.registry}/{text}"
+    else:
+        raise UsageError(
+            f"'{text}' is not an image of the trusted registry: write "
+            f"{target.registry}/{target.approved}/NAME:TAG (or @sha256:…), or "
+            f"{target.approved}/NAME:TAG; the registries named in settings are "
+            f"{', '.join(known)}")
+    try:
+        parsed = refs.parse_reference(full)
+    except ValueError as err:
+        raise UsageError(f"'{text}' is not a valid image reference: {err}") from None
+    registry = full.partition("/")[0]
+    namespace = next((ns for ns in namespaces if parsed.repository.startswith(f"{ns}/")), None)
+    if parsed.registry != registry or namespace is None:
+        raise UsageError(
+            f"'{text}' is outside {target.approved}/ and {target.quarantine}/ of {registry}; "
+            f"images of the trusted registry are {registry}/{target.approved}/NAME")
+    if parsed.tag is None and parsed.digest is None:
+        raise UsageError(f"'{text}' has neither a tag nor a digest; add :TAG or @sha256:…")
+    if parsed.digest is not None and not refs.is_sha256_digest(parsed.digest):
+        raise UsageError(f"'{text}': signatures are stored per sha256 digest; give "
+                         "@sha256:<64 lower-case hex digits>")
+    return TrustedRef(registry=registry, repository=parsed.repository, namespace=namespace,
+                      approved=namespace == target.approved,
+                      name=parsed.repository[len(namespace) + 1:], tag=parsed.tag,
+                      digest=parsed.digest)
+
+
+def endpoint_for(settings: Settings, registry: str) -> Endpoint:
+    """How to reach ``registry``, the target or one replica; only its own credentials are read."""
+    if registry == settings.target.registry:
+        return target_endpoint(settings)
+    for i, replica in enumerate(settings.replicas):
+        if replica.registry == registry:
+            return Endpoint(name=registry, address=registry, tls_verify=replica.tls_verify,
+                            ca_dir=replica.ca_dir,
+                            credentials=credentials_from_env(replica.auth, f"replicas[{i}].auth"))
+    raise UsageError(f"registry {registry} is neither target.registry nor under replicas: in "
+                     "settings.yaml")
+
+
+def resolve_digest(client: RegistryClient, ref: TrustedRef) -> str:
+    """The digest REF names: its own, or what its tag points at now (one HEAD request)."""
+    found = client.head_manifest(ref.repository, ref.digest or ref.tag).digest
+    if not refs.is_sha256_digest(found):
+        raise RegistryError(f"{client.where} serves {ref} as {found}; signatures are stored "
+                            "per sha256 digest only", registry=client.host)
+    return found
+
+
+# --- signers -------------------------------------------------------------------------------
+
+
+def parse_signer_list(text: str) -> list[str]:
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise UsageError("--signers is empty; name at least one signer (--signers ci,alice)")
+    bad = [n for n in names if not is_valid_signer_name(n)]
+    if bad:
+        raise UsageError(f"--signers: {', '.join(repr(n) for n in bad)} is not a signer name "
+                         "(letters, digits, '.', '_' and '-')")
+    return names
+
+
+def signers_for(catalog: Catalog, ref: TrustedRef,
+                explicit: list[str] | None) -> tuple[list[str], str]:
+    """The required signers and a phrase saying where they came from."""
+    if explicit is not None:
+        unknown = [n for n in explicit if n not in catalog.signers]
+        if unknown:
+            known = ", ".join(sorted(catalog.signers)) or "none yet"
+            raise UsageError(
+                f"signer {', '.join(repr(n) for n in unknown)} has no public key in "
+                f"{catalog.root}/signers/ (known signers: {known}); add NAME.pub there "
+                "(syncer keygen NAME) or fix --signers")
+        return explicit, "--signers"
+    entry = catalog.image(ref.name)
+    if entry is None:
+        raise UsageError(
+            f"{ref.repository} belongs to no catalog entry: no image named '{ref.name}' in "
+            f"{catalog.root}/images/; check the name, or pass --signers NAME,… to verify "
+            "against named signers")
+    return list(required_signers(catalog, entry)), f"policy '{entry.policy}' of image '{entry.name}'"
+
+
+def other_signatures(client: RegistryClient, ref: TrustedRef, digest: str, catalog: Catalog,
+                     required: list[str]) -> list[str]:
+    """What verify_signers leaves unsaid: no signatures at all, signatures by keys that are not
+    in the catalog, and signatures by known signers who were not asked about."""
+    layers = signatures.read_signatures(client, ref.repository, digest)
+    if not layers:
+        return [f"no signatures are stored for {ref.repository}@{digest} (no "
+                f"{signatures.signature_tag(digest)} tag)"]
+    keys = {}
+    for name, pem in sorted(catalog.signers.items()):
+        try:
+            keys[name] = cosign.load_public_key(pem.encode(), source=f"signer '{name}'")
+        except SigningError:
+            continue  # verify_signers reports the key of a required signer; others do not matter
+    notes = []
+    for layer in layers:
+        try:
+            blob = client.get_blob(ref.repository, layer.digest)
+        except RegistryError:
+            continue  # reported by verify_signers
+        by = [name for name, key in keys.items() if cosign.verify(key, blob, layer.signature)]
+        if not by:
+            notes.append(f"signature layer {layer.digest} was made by an unknown key (none of "
+                         f"{catalog.root}/signers/*.pub); it counts for no signer")
+        elif not set(by) & set(required):
+            notes.append(f"signature layer {layer.digest} is by {', '.join(by)}, not a required "
+                         "signer here")
+    return notes
+
+
+# --- output --------------------------------------------------------------------------------
+
+
+def render(v: Verification) -> str:
+    pinned = f"{v.ref.registry}/{v.ref.repository}@{v.digest}"
+    lines = [pinned + (f" (tag {v.ref.tag})" if v.ref.tag and not v.ref.digest else ""),
+             f"  required: {', '.join(v.required)} ({v.required_by})",
+             f"  signed:   {', '.join(v.result.signed_by) or 'nobody'}",
+             f"  missing:  {', '.join(v.result.missing) or 'nobody'}"]
+    lines += [f"  problem:  {p}" for p in v.result.problems]
+    lines += [f"  note:     {n}" for n in v.notes]
+    if v.ok:
+        lines.append(f"verified: every required signer has signed it as {v.ref.identity}")
+    elif v.ref.approved:
+        lines.append(f"NOT verified: no valid signature of {', '.join(v.result.missing)}; a "
+                     f"signer adds theirs with 'syncer sign {pinned} --key KEY --signer NAME'")
+    else:
+        lines.append(f"NOT verified: no valid signature of {', '.join(v.result.missing)}; "
+                     f"images under {v.ref.namespace}/ are not signed; the pipeline signs "
+                     "what it promotes")
+    return "\n".join(lines)
+
+
+def _as_json(v: Verification) -> dict:
+    return {
+        "reference": str(v.ref),
+        "registry": v.ref.registry,
+        "repository": v.ref.repository,
+        "name": v.ref.name,
+        "tag": v.ref.tag,
+        "digest": v.digest,
+        "identity": v.ref.identity,
+        "required": v.required,
+        "required_by": v.required_by,
+        "signed_by": v.result.signed_by,
+        "missing": v.result.missing,
+        "problems": v.result.problems,
+        "notes": v.notes,
+        "ok": v.ok,
+    }
