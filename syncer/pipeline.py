@@ -360,6 +360,9 @@ class Pipeline:
         self.signer.sign(self._target_client, approved, rec.digest, identity)
         self.progress.step(subject, "promoting")
         promote_mod.promote(self._target, self._quarantine(rec.name), approved, rec.digest, rec.tag)
+        if rec.promoted_digest != rec.digest:
+            # Signatures belong to a digest: approvals of the one approved before do not carry over.
+            rec.signatures = []
         rec.promoted_digest = rec.digest
         if self.signer.name not in rec.signatures:
             rec.signatures = sorted({*rec.signatures, self.signer.name})

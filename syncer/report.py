@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jinja2
 
+from syncer.enforce import required_signers
 from syncer.model import Catalog, Finding, Record, Severity, State
 
 BADGES = {
@@ -97,7 +98,7 @@ def _required_signers(catalog: Catalog | None, name: str) -> tuple[str, ...]:
     entry = catalog.image(name)
     if entry is None or entry.policy not in catalog.policies:
         return ()
-    return catalog.policies[entry.policy].signers
+    return required_signers(catalog, entry)
 
 
 def _missing(rec: Record, catalog: Catalog | None) -> list[str]:

@@ -196,3 +196,30 @@ def test_broken_trivy_promotes_nothing_and_the_next_run_recovers(world, tmp_path
     assert rec.state is State.PROMOTED
     assert world.digest_at(world.target, "approved/alpine", "3.20") == digest
     assert [e.event for e in rec.events].count("mirrored") == 1, "the quarantined copy is reused"
+
+
+def test_a_moved_tag_is_promoted_as_a_new_digest_and_old_signatures_do_not_carry_over(world):
+    from syncer.ledger import Ledger
+
+    world.db.write(())
+    first = world.push("library/alpine:3.20", build_image(alpine_files(CLEAN_ALPINE)))
+    world.images("""
+        images:
+          - source: alpine
+            tags: ["3.20"]
+    """)
+    world.run()
+    ledger = Ledger(str(world.reports))
+    rec = ledger.load("alpine", "3.20")
+    rec.signatures = ["alice", "ci"]  # a content administrator approved the first digest
+    ledger.save(rec)
+
+    second = world.push("library/alpine:3.20", build_image(alpine_files(CLEAN_ALPINE[:1])))
+    assert second != first
+    world.run()
+    rec = world.record("alpine", "3.20")
+    assert rec.state is State.PROMOTED and rec.digest == rec.promoted_digest == second
+    assert rec.signatures == ["ci"], "alice signed the old digest, not this one"
+    assert world.digest_at(world.target, "approved/alpine", "3.20") == second
+    moved = [e for e in rec.events if e.event == "moved"]
+    assert len(moved) == 1 and first in moved[0].detail and second in moved[0].detail
