@@ -93,6 +93,8 @@ def summary_markdown(result: RunResult) -> str:
                   f"{o.message.replace('|', '/')} |" for o in rows]
     for name, msg in result.plan.errors:
         lines.append(f"- error in {name}: {msg}")
+    for name, tag in result.plan.missing:
+        lines.append(f"- error in {name}: tag `{tag}` not found upstream; fix `tags` in the catalog")
     return "\n".join(lines) + "\n"
 
 
@@ -148,6 +150,7 @@ def run(args) -> int:
                       "changed": o.changed, "failed": o.failed, "deferred": o.deferred,
                       "message": o.message} for o in result.outcomes],
             "errors": [{"name": n, "error": e} for n, e in result.plan.errors],
+            "missing": [{"name": n, "tag": t} for n, t in result.plan.missing],
             "reports_written": written,
             "commit": commit.sha if commit else None,
         }, sys.stdout, indent=2)
