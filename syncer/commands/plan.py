@@ -14,7 +14,7 @@ import sys
 
 from syncer import trivy
 from syncer.catalog import load_catalog
-from syncer.errors import SyncerError
+from syncer.errors import SyncerError, UsageError
 from syncer.ledger import Ledger
 from syncer.pipeline import Pipeline, RunOptions
 from syncer.plan import render_markdown
@@ -42,6 +42,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     catalog = load_catalog(args.catalog)
+    # A misspelt name would otherwise plan nothing and exit 0, which reads as "all is well".
+    unknown = [n for n in args.only if catalog.image(n) is None]
+    if unknown:
+        raise UsageError(f"--only {', '.join(unknown)}: no such image in {args.catalog}/images/")
     try:
         info = trivy.db_info(args.trivy_cache)
         scan_settings = ScanSettings(args.trivy_cache, info.updated_at, "trivy")
