@@ -11,6 +11,10 @@ header; with ``paginate_tags=True`` the proxy pages the registry's full answer a
 distribution spec (and distribution 3, and Docker Hub) do, so clients' pagination can be
 tested against real content.
 
+``add_headers`` are set on every forwarded answer (replacing the registry's own of the same
+name): Docker Hub's ``ratelimit-limit``/``ratelimit-remaining``, which distribution never sends.
+Assign a new dict to change them between requests.
+
     with FaultProxy(registry.url) as proxy:
         proxy.inject(429, headers={"Retry-After": "2"}, times=2, method="HEAD")
         client = RegistryClient(proxy.host, tls_verify=False)
@@ -68,9 +72,10 @@ class FaultProxy:
     """Started by the constructor or ``with``; ``stop()`` shuts it down and joins its thread."""
 
     def __init__(self, upstream: str, *, ca_file: str | None = None,
-                 paginate_tags: bool = False):
+                 paginate_tags: bool = False, add_headers: dict[str, str] | None = None):
         parts = urlsplit(upstream)
         self.paginate_tags = paginate_tags
+        self.add_headers = dict(add_headers or {})
         self._upstream_tls = parts.scheme == "https"
         self._upstream = parts.netloc
         self._context = ssl.create_default_context(cafile=ca_file) if self._upstream_tls else None
@@ -218,6 +223,9 @@ class FaultProxy:
                     if (proxy.paginate_tags and method == "GET" and status == 200
                             and urlsplit(uri).path.endswith("/tags/list")):
                         headers, data = proxy._page(uri, headers, data)
+                    added = proxy.add_headers
+                    headers = [(k, v) for k, v in headers
+                               if k.lower() not in {a.lower() for a in added}] + list(added.items())
                 proxy._record(Seen(method, uri, status, fault is not None, request_headers))
                 self.send_response(status, reason)
                 for name, value in headers:
