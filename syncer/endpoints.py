@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from syncer.errors import UsageError
 from syncer.model import Settings
 from syncer.registry import Credentials, RegistryClient, credentials_from_env
 
@@ -70,14 +71,27 @@ def target_endpoint(settings: Settings) -> Endpoint:
     )
 
 
+def replica_endpoint(settings: Settings, index: int) -> Endpoint:
+    r = settings.replicas[index]
+    return Endpoint(
+        name=r.registry,
+        address=r.registry,
+        tls_verify=r.tls_verify,
+        ca_dir=r.ca_dir,
+        credentials=credentials_from_env(r.auth, f"replicas[{index}].auth"),
+    )
+
+
 def replica_endpoints(settings: Settings) -> list[Endpoint]:
-    return [
-        Endpoint(
-            name=r.registry,
-            address=r.registry,
-            tls_verify=r.tls_verify,
-            ca_dir=r.ca_dir,
-            credentials=credentials_from_env(r.auth, f"replicas[{i}].auth"),
-        )
-        for i, r in enumerate(settings.replicas)
-    ]
+    return [replica_endpoint(settings, i) for i in range(len(settings.replicas))]
+
+
+def endpoint_for(settings: Settings, registry: str) -> Endpoint:
+    """How to reach ``registry``, the target or one replica; only its own credentials are read."""
+    if registry == settings.target.registry:
+        return target_endpoint(settings)
+    for i, replica in enumerate(settings.replicas):
+        if replica.registry == registry:
+            return replica_endpoint(settings, i)
+    raise UsageError(f"registry {registry} is neither target.registry nor under replicas: in "
+                     "settings.yaml")

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from syncer import cosign, report, signatures
 from syncer.catalog import display_path, is_valid_signer_name, load_catalog
-from syncer.commands.verify import TrustedRef, endpoint_for, parse_trusted_ref, resolve_digest
+from syncer.commands.verify import TrustedRef, parse_trusted_ref, resolve_digest
+from syncer.endpoints import endpoint_for
 from syncer.errors import SigningError, UsageError
 from syncer.ledger import Ledger, now_iso
 from syncer.lock import run_lock

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 from syncer import cosign, refs, signatures
 from syncer.catalog import is_valid_signer_name, load_catalog
-from syncer.endpoints import Endpoint, target_endpoint
+from syncer.endpoints import endpoint_for
 from syncer.enforce import required_signers
 from syncer.errors import RegistryError, SigningError, UsageError
 from syncer.model import Catalog, Settings
-from syncer.registry import RegistryClient, credentials_from_env
+from syncer.registry import RegistryClient
 
 
 @dataclass(frozen=True)
@@ -132,19 +132,6 @@ def parse_trusted_ref(text: str, settings: Settings) -> TrustedRef:
                       approved=namespace == target.approved,
                       name=parsed.repository[len(namespace) + 1:], tag=parsed.tag,
                       digest=parsed.digest)
-
-
-def endpoint_for(settings: Settings, registry: str) -> Endpoint:
-    """How to reach ``registry``, the target or one replica; only its own credentials are read."""
-    if registry == settings.target.registry:
-        return target_endpoint(settings)
-    for i, replica in enumerate(settings.replicas):
-        if replica.registry == registry:
-            return Endpoint(name=registry, address=registry, tls_verify=replica.tls_verify,
-                            ca_dir=replica.ca_dir,
-                            credentials=credentials_from_env(replica.auth, f"replicas[{i}].auth"))
-    raise UsageError(f"registry {registry} is neither target.registry nor under replicas: in "
-                     "settings.yaml")
 
 
 def resolve_digest(client: RegistryClient, ref: TrustedRef) -> str:
