@@ -570,9 +570,10 @@ class RegistryClient:
             reason = re.search(r"certificate verify failed: ([^(')\"]*)", text)
             detail = reason.group(1).strip() if reason else "certificate verify failed"
             return RegistryError(
-                f"the TLS certificate of {self.where} could not be verified ({detail}); provide "
-                "the CA that issued it (ca_file, or REQUESTS_CA_BUNDLE) or set tls_verify: false "
-                "for this registry in catalog/settings.yaml", registry=self.host)
+                f"the TLS certificate of {self.where} could not be verified ({detail}); put the "
+                "CA that issued it in a directory as ca.crt and name that directory as this "
+                "registry's ca_dir in catalog/settings.yaml (or set tls_verify: false there)",
+                registry=self.host)
         if "wrong version number" in text or "record layer failure" in text:
             return RegistryError(
                 f"{self.where} does not speak HTTPS; set tls_verify: false for it in "
