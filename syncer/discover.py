@@ -76,7 +76,11 @@ def discover_entry(entry: ImageEntry, client: RegistryClient) -> EntryDiscovery:
         try:
             head = client.head_manifest(entry.source_path, tag)
         except NotFoundError:
-            result.missing.append(tag)
+            if tag in entry.tags:
+                result.missing.append(tag)
+            elif result.listed is not None:
+                # Listed a moment ago, gone now: deleted upstream in between, i.e. vanished.
+                result.listed = result.listed - {tag}
             continue
         except SyncerError as err:
             result.errors.append(f"{entry.source}:{tag}: {err}")

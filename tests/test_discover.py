@@ -1,0 +1,47 @@
+"""Discovery against a faked registry boundary: what counts as missing and what as vanished."""
+
+from __future__ import annotations
+
+from syncer.discover import discover_entry
+from syncer.errors import NotFoundError
+from syncer.model import ImageEntry
+from syncer.registry import ManifestRef
+
+
+class FakeUpstream:
+    """Lists ``listed``; answers HEAD for ``present`` only; counts calls by method."""
+
+    ratelimit = None
+
+    def __init__(self, listed, present):
+        self.listed, self.present = listed, present
+        self.calls: list[str] = []
+
+    def list_tags(self, repository):
+        self.calls.append("list")
+        return list(self.listed)
+
+    def head_manifest(self, repository, tag):
+        self.calls.append("HEAD")
+        if tag not in self.present:
+            raise NotFoundError(f"{repository}:{tag} not found")
+        return ManifestRef(digest="sha256:" + "a" * 64, media_type="application/vnd.oci.image.manifest.v1+json",
+                           size=1)
+
+
+def test_explicit_tags_need_no_listing_and_a_missing_one_is_reported():
+    entry = ImageEntry(source="docker.io/library/nginx", name="nginx", tags=("1.0", "9.9"))
+    up = FakeUpstream(listed=[], present={"1.0"})
+    found = discover_entry(entry, up)
+    assert up.calls == ["HEAD", "HEAD"]
+    assert [t.tag for t in found.tags] == ["1.0"] and found.missing == ["9.9"]
+    assert found.listed is None
+
+
+def test_a_matched_tag_deleted_between_listing_and_head_is_vanished_not_missing():
+    entry = ImageEntry(source="docker.io/library/nginx", name="nginx", match=r"1\.\d+")
+    up = FakeUpstream(listed=["1.0", "1.1"], present={"1.0"})
+    found = discover_entry(entry, up)
+    assert [t.tag for t in found.tags] == ["1.0"]
+    assert found.missing == [] and found.errors == []
+    assert found.listed == frozenset({"1.0"})
