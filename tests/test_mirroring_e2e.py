@@ -468,6 +468,9 @@ def test_low_hub_pull_budget_defers_copies_until_it_is_back(world):
         assert world.hub.count("GET", "/manifests/") == 0, "a deferred copy pulls nothing"
         assert world.digest_at(world.target, "quarantine/nginx", "1.27.3") is None
         assert world.tree() == before
+        summary = world.run().stdout
+        assert "1 deferred: the upstream pull budget is below min_remaining_pulls" in summary
+        assert "| nginx | `1.27.3` |" in summary
 
         proxy.add_headers = {**low, "ratelimit-remaining": "80;w=21600"}
         world.run()

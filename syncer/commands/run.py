@@ -85,8 +85,11 @@ def prepare_scanning(args, catalog, progress: Progress) -> tuple[ScanSettings | 
 def summary_markdown(result: RunResult) -> str:
     lines = ["# syncer run", ""]
     counts = result.counts()
+    deferred = sum(o.deferred for o in result.outcomes)
     lines.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "Nothing changed.")
-    rows = [o for o in result.outcomes if o.changed or o.failed]
+    if deferred:
+        lines[-1] += f" {deferred} deferred: the upstream pull budget is below min_remaining_pulls."
+    rows = [o for o in result.outcomes if o.changed or o.failed or o.deferred]
     if rows:
         lines += ["", "| image | tag | state | detail |", "|---|---|---|---|"]
         lines += [f"| {o.name} | `{o.tag}` | {o.state.value if o.state else ''} | "
