@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from syncer import cosign, signatures
+from syncer import signatures
 from syncer.model import State
 from syncer.registry import RegistryClient
 from tests.harness.images import alpine_files, build_image

@@ -32,6 +32,7 @@ from syncer.sandbox.images import (  # noqa: F401 - re-exported for tests
     alpine_files,
     python_package_files,
 )
+from syncer.sandbox.registry import Registry
 
 
 @pytest.fixture
