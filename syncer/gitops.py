@@ -76,11 +76,16 @@ def redact(text: str) -> str:
 def commit_reports(repo_dir: str | os.PathLike[str], paths: Sequence[str | os.PathLike[str]],
                    message: str, *, identity: tuple[str, str] | None = None, push: bool = False,
                    remote: str = "origin", branch: str | None = None, max_attempts: int = 5,
-                   sleep: Callable[[float], None] = time.sleep) -> CommitResult:
+                   sleep: Callable[[float], None] = time.sleep,
+                   refresh: Callable[[], object] | None = None) -> CommitResult:
     """Commits the changes under ``paths`` (absolute or relative to ``repo_dir``) and pushes.
 
     Nothing changed: no commit, no push. After ``max_attempts`` failed pushes ``GitError`` is
     raised with the commit kept on the local branch and the working tree as it was.
+
+    ``refresh`` is called after another run's commits were integrated, with the working tree
+    holding both runs' files: pages derived from all records (the index) are regenerated
+    there and folded into our commit, so that neither run's rows are lost.
     """
     repo = _open(repo_dir)
     pathspecs = _pathspecs(repo, Path(repo_dir), paths)
@@ -102,7 +107,7 @@ def commit_reports(repo_dir: str | os.PathLike[str], paths: Sequence[str | os.Pa
     if not push:
         return CommitResult(True, sha, False, 0)
     assert branch is not None
-    return _push_with_retries(repo, remote, branch, pathspecs, max_attempts, sleep, ident_env)
+    return _push_with_retries(repo, remote, branch, pathspecs, max_attempts, sleep, ident_env, refresh)
 
 
 def changed_files(repo_dir: str | os.PathLike[str],
@@ -120,14 +125,16 @@ def changed_files(repo_dir: str | os.PathLike[str],
 
 def _push_with_retries(repo: git.Repo, remote: str, branch: str, pathspecs: list[str],
                        max_attempts: int, sleep: Callable[[float], None],
-                       ident_env: dict[str, str]) -> CommitResult:
+                       ident_env: dict[str, str],
+                       refresh: Callable[[], object] | None) -> CommitResult:
     reason = ""
     max_attempts = max(1, max_attempts)
     for attempt in range(1, max_attempts + 1):
         if attempt > 1:
             sleep(min(MAX_BACKOFF, 2.0 ** (attempt - 2)))
             try:
-                _integrate_remote(repo, remote, branch, pathspecs, ident_env)
+                if _integrate_remote(repo, remote, branch, pathspecs, ident_env) and refresh:
+                    _fold_refresh(repo, pathspecs, refresh, ident_env)
             except _RetryableGitError as err:
                 reason = str(err)
                 continue
@@ -142,15 +149,26 @@ def _push_with_retries(repo: git.Repo, remote: str, branch: str, pathspecs: list
                    f"push it with `git push {remote} HEAD:{branch}` once the cause is fixed")
 
 
+def _fold_refresh(repo: git.Repo, pathspecs: list[str], refresh: Callable[[], object],
+                  ident_env: dict[str, str]) -> None:
+    """Regenerates derived files on the integrated tree and amends our top commit with them."""
+    refresh()
+    _git(repo, "add", "--all", "--", *pathspecs, what="stage the regenerated reports")
+    if _git(repo, "diff", "--cached", "--name-only", "--", *pathspecs, what="list changes"):
+        _git(repo, "commit", "--quiet", "--amend", "--no-edit", "--", *pathspecs, env=ident_env,
+             what="fold the regenerated reports into the commit")
+
+
 def _integrate_remote(repo: git.Repo, remote: str, branch: str, pathspecs: list[str],
-                      ident_env: dict[str, str]) -> None:
-    """Re-creates the local commits on top of the remote tip (see the module docstring)."""
+                      ident_env: dict[str, str]) -> bool:
+    """Re-creates the local commits on top of the remote tip (see the module docstring);
+    True when there was something new to integrate."""
     _git(repo, "fetch", "--quiet", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
          what=f"fetch {remote} {branch}", timeout=NETWORK_TIMEOUT, retryable=True)
     onto = _git(repo, "rev-parse", f"refs/remotes/{remote}/{branch}", what="read the remote tip")
     head = repo.head.commit.hexsha
     if repo.is_ancestor(onto, head):
-        return  # nothing new upstream: the push failed for another reason
+        return False  # nothing new upstream: the push failed for another reason
     base = _git(repo, "merge-base", onto, head, what="find the common ancestor")
     theirs = set(_changed(repo, base, onto))
     ours = _git(repo, "rev-list", "--reverse", "--first-parent", head, f"^{onto}",
@@ -167,6 +185,7 @@ def _integrate_remote(repo: git.Repo, remote: str, branch: str, pathspecs: list[
     # nothing) when one of them has local modifications.
     _git(repo, "reset", "--quiet", "--keep", tip,
          what="move the branch onto the remote's changes")
+    return True
 
 
 def _replay(repo: git.Repo, commit: str, onto: str, ident_env: dict[str, str]) -> str:

@@ -22,7 +22,7 @@ def configure(parser) -> None:
     parser.add_argument("--push", action="store_true", help="push that commit (implies --commit)")
 
 
-def _commit(args, records) -> str | None:
+def _commit(args, records, catalog) -> str | None:
     from syncer import gitops  # GitPython is imported only when committing
 
     reports = os.path.abspath(args.reports)
@@ -33,7 +33,9 @@ def _commit(args, records) -> str | None:
                      if os.path.realpath(ledger.path_for(r.name, r.tag)) in changed)
     result = gitops.commit_reports(repo_dir, [reports],
                                    gitops.summary_message(counts, os.environ.get("GITHUB_RUN_ID")),
-                                   push=args.push)
+                                   push=args.push,
+                                   refresh=lambda: report.regenerate(Ledger(args.reports).all(), catalog,
+                                                                     args.reports))
     return result.sha if result.committed else None
 
 
@@ -41,7 +43,7 @@ def run(args) -> int:
     catalog = load_catalog(args.catalog)
     records = Ledger(args.reports).all()
     written = report.regenerate(records, catalog, args.reports)
-    sha = _commit(args, records) if args.commit or args.push else None
+    sha = _commit(args, records, catalog) if args.commit or args.push else None
     if args.json:
         json.dump({"records": len(records), "written": written, "commit": sha}, sys.stdout, indent=2)
         print()

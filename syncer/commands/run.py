@@ -139,8 +139,10 @@ def run(args) -> int:
             from syncer import gitops  # GitPython is imported only when the trail is committed
 
             message = gitops.summary_message(result.counts(), os.environ.get("GITHUB_RUN_ID"))
-            commit = gitops.commit_reports(os.path.dirname(os.path.abspath(args.reports)) or ".",
-                                           [os.path.abspath(args.reports)], message, push=args.push)
+            commit = gitops.commit_reports(
+                os.path.dirname(os.path.abspath(args.reports)) or ".", [os.path.abspath(args.reports)],
+                message, push=args.push,
+                refresh=lambda: report.regenerate(Ledger(args.reports).all(), catalog, args.reports))
     summary = summary_markdown(result)
     if os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
