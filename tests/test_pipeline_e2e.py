@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 
 from syncer.model import State
-from tests.harness.images import alpine_files, build_image, debian_files
+from tests.harness.images import alpine_files, build_image, debian_files, python_package_files
 from tests.harness.trivydb import Advisory
 
 CLEAN_ALPINE = (("musl", "1.2.5-r0", "musl"), ("busybox", "1.36.1-r29", "busybox"))
@@ -223,3 +223,35 @@ def test_a_moved_tag_is_promoted_as_a_new_digest_and_old_signatures_do_not_carry
     assert world.digest_at(world.target, "approved/alpine", "3.20") == second
     moved = [e for e in rec.events if e.event == "moved"]
     assert len(moved) == 1 and first in moved[0].detail and second in moved[0].detail
+
+
+def test_denied_license_and_image_age_hold_through_real_trivy(world):
+    world.db.write(())
+    world.push("library/python:3.12", build_image(
+        {**debian_files(VULNERABLE_DEBIAN), **python_package_files("copyleftlib", "1.0", license="AGPL-3.0-only")},
+        created="2026-10-01T00:00:00Z"))
+    world.push("library/debian:12", build_image(debian_files(VULNERABLE_DEBIAN), created="2020-01-01T00:00:00Z"))
+    world.images("""
+        images:
+          - source: python
+            tags: ["3.12"]
+          - source: debian
+            tags: ["12"]
+    """)
+    world.policy("default", textwrap.dedent("""
+        vulnerabilities:
+          max: {critical: 0, high: 0}
+        licenses:
+          deny: [AGPL-3.0-only]
+        max_age_days: 365
+        signers: [ci]
+    """))
+    world.run()
+    python = world.record("python", "3.12")
+    assert python.state is State.HELD
+    assert len(python.reasons) == 1 and "AGPL-3.0-only" in python.reasons[0] \
+        and "copyleftlib" in python.reasons[0], python.reasons
+    assert any(lic.license == "AGPL-3.0-only" for lic in python.scan.licenses)
+    old = world.record("debian", "12")
+    assert old.state is State.HELD
+    assert len(old.reasons) == 1 and "2020-01-01" in old.reasons[0] and "max 365" in old.reasons[0], old.reasons
