@@ -15,12 +15,10 @@ import datetime
 import ipaddress
 import json
 import re
-import secrets
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,10 +170,13 @@ class Registry:
         workdir: Path,
         *,
         htpasswd: tuple[str, str] | None = None,
+        auth: dict | None = None,
         tls: bool = False,
         delete: bool = False,
         port: int | None = None,
     ) -> None:
+        if htpasswd and auth:
+            raise ValueError("a registry has one auth section: pass htpasswd or auth, not both")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.storage_dir = self.workdir / "storage"
@@ -195,6 +196,9 @@ class Registry:
             self.cert_dir.mkdir(exist_ok=True)
             (self.cert_dir / "ca.crt").write_bytes(self.ca_file.read_bytes())
             self._server_cert = (cert, key)
+        # Any other auth section of distribution's config.yml, as given (e.g. the token
+        # section `syncer access-config` prints).
+        self._auth = auth
         self._htpasswd_file: Path | None = None
         if htpasswd:
             self._htpasswd_file = self.workdir / "htpasswd"
@@ -300,6 +304,8 @@ class Registry:
         }
         if self._htpasswd_file:
             config["auth"] = {"htpasswd": {"realm": "syncer-test", "path": str(self._htpasswd_file)}}
+        elif self._auth:
+            config["auth"] = self._auth
         # JSON is YAML, and needs no quoting rules of its own.
         self.config_file.write_text(json.dumps(config, indent=2))
 
