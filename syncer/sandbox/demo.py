@@ -5,12 +5,18 @@ metadata), another is the trusted registry, a generated database stands in for T
 a git repository with a bare remote holds the catalog and receives the audit trail. The first
 invocation runs the pipeline, then moves one upstream tag to a vulnerable digest and runs it
 again, so that every state a reviewer meets shows up. Later invocations change nothing.
+
+With ``access=True`` the trusted registry runs in ``auth: token`` mode behind a real
+``syncer auth-server`` enforcing the demo catalog's access.yaml; the pipeline logs in as the
+robot ``syncer``, and the demo ends by showing what people may and may not do there.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,13 +27,26 @@ from pathlib import Path
 from typing import TextIO
 
 from syncer import cosign
+from syncer.errors import UsageError
 from syncer.ledger import Ledger
 from syncer.sandbox.images import Artifact, alpine_files, build_image, build_index, debian_files, push, python_package_files
-from syncer.sandbox.registry import Registry
+from syncer.sandbox.registry import Registry, free_port
+from syncer.sandbox.tokenauth import AccessCheck, AccessResult, Robot, TokenAuth, try_access, write_users
 from syncer.sandbox.trivydb import Advisory, write_trivy_db
 
 PASSPHRASE = "syncer-demo-passphrase"
 DB_UPDATED_AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
+TOKEN_SERVICE = "syncer-demo"
+# The people of CATALOG's access.yaml, with demo passwords (bcrypt-hashed for the auth server).
+PEOPLE = {"dev1": "dev1-demo-password", "dev2": "dev2-demo-password", "admin": "admin-demo-password"}
+ROBOT = "syncer"
+# What the demo tries at the end, and what access.yaml says must happen.
+ACCESS_CHECKS = (
+    AccessCheck("dev1", "pull", "approved/nginx", "1.27.4", expected=True),
+    AccessCheck("dev1", "pull", "quarantine/nginx", "1.27.3", expected=False),
+    AccessCheck("dev1", "push", "approved/nginx", expected=False),
+    AccessCheck("admin", "pull", "quarantine/nginx", "1.27.3", expected=True),
+)
 
 DEBIAN = [("base-files", "12.4+deb12u8", "base-files"), ("libc6", "2.36-9+deb12u9", "glibc"),
           ("libssl3", "3.0.15-1~deb12u1", "openssl"), ("zlib1g", "1:1.2.13.dfsg-1", "zlib")]
@@ -149,15 +168,23 @@ CATALOG = {
 }
 
 
-def settings_yaml(hub: str, target: str, replica: str) -> str:
-    return textwrap.dedent(f"""
+_TARGET_AUTH = """\
+  # Tokens from syncer auth-server, granting what access.yaml gives the robot 'syncer'.
+  # (The replica below stays open: the demo shows access control on the trusted registry.)
+  auth: {username_env: TARGET_USERNAME, password_env: TARGET_PASSWORD}
+"""
+
+
+def settings_yaml(hub: str, target: str, replica: str, *, access: bool = False) -> str:
+    # Dedented before the values go in: the auth block has an indentation of its own.
+    return textwrap.dedent("""
         # The demo's registries run on this machine: {hub} plays Docker Hub.
         target:
           registry: {target}
           quarantine: quarantine
           approved: approved
           tls_verify: false
-        sources:
+        {target_auth}sources:
           docker.io:
             endpoint: {hub}
             tls_verify: false
@@ -171,7 +198,26 @@ def settings_yaml(hub: str, target: str, replica: str) -> str:
         defaults:
           policy: default
         content_admins: ["@acme/security"]
-    """).lstrip()
+    """).lstrip().format(hub=hub, target=target, replica=replica,
+                         target_auth=_TARGET_AUTH if access else "")
+
+
+def format_access(results: list[AccessResult], registry: str, audit_log: Path) -> str:
+    """The demo's closing section: what each person tried on the trusted registry."""
+    lines = ["", f"Access control on {registry} (catalog/access.yaml, enforced by syncer auth-server):", ""]
+    for result in results:
+        check = result.check
+        outcome = {True: "ok", False: "refused", None: "failed"}[result.allowed]
+        line = f"  {check.user:<6} {check.action:<5} {check.target:<26} {outcome:<8}"
+        if result.allowed and result.detail:
+            line += f" {result.detail[:19]}"
+        if not result.as_expected:
+            line += f" UNEXPECTED, should be {'ok' if check.expected else 'refused'}"
+            if result.allowed is None:
+                line += f": {result.detail}"
+        lines.append(line.rstrip())
+    lines += ["", f"Audit log:   {audit_log} (one line per token decision, never a password)"]
+    return "\n".join(lines)
 
 
 @dataclass
@@ -179,6 +225,7 @@ class DemoState:
     ports: dict[str, int] = field(default_factory=dict)
     seeded: bool = False
     moved: bool = False
+    access: bool = False  # the trusted registry is behind syncer auth-server
 
     @classmethod
     def load(cls, path: Path) -> "DemoState":
@@ -202,26 +249,57 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 class Demo:
-    def __init__(self, workdir: Path, out: TextIO = sys.stderr):
+    def __init__(self, workdir: Path, out: TextIO = sys.stderr, *, access: bool = False):
         self.dir = workdir.resolve()
         self.out = out
+        self.access = access
         self.state_file = self.dir / "state.json"
         self.repo = self.dir / "repo"
         self.remote = self.dir / "remote.git"
         self.cache = self.dir / "trivy-cache"
         self.key = self.dir / "ci.key"
+        self.access_dir = self.dir / "access"
+        self.users_file = self.access_dir / "users.htpasswd"
+        # A fresh secret per invocation: only this auth server and this pipeline know it.
+        self.robot = Robot(ROBOT, secrets.token_urlsafe(24))
+        self.dev1_auth = self.access_dir / "dev1-auth.json"
         self.registries: dict[str, Registry] = {}
+        self.tokens: TokenAuth | None = None
 
     def say(self, text: str) -> None:
         print(f"demo: {text}", file=self.out, flush=True)
 
+    def check_mode(self, state: DemoState) -> None:
+        if state.seeded and state.access != self.access:
+            made = "with" if state.access else "without"
+            raise UsageError(f"{self.dir} holds a demo made {made} --access; run it {made} "
+                             f"--access, pass another --dir, or delete {self.dir} to start over")
+
     def start(self, state: DemoState) -> None:
-        for role in ("hub", "target", "replica"):
+        """The Hub stand-in and the replica; the trusted registry's port is chosen here, but
+        in access mode it can only start once the catalog its auth server enforces exists."""
+        for role in ("hub", "replica"):
             reg = Registry(self.dir / "registries" / role, delete=True, port=state.ports.get(role))
             self.registries[role] = reg
             state.ports[role] = reg.port
+        if "target" not in state.ports:
+            state.ports["target"] = free_port()
+
+    def start_target(self, state: DemoState) -> None:
+        if self.access:
+            self.tokens = TokenAuth(self.access_dir, catalog=self.repo / "catalog", users=self.users_file,
+                                    robot=self.robot, service=TOKEN_SERVICE, port=state.ports["target"])
+            reg = self.tokens.registry
+            write_authfile(self.dev1_auth, reg.host, "dev1", PEOPLE["dev1"])
+        else:
+            reg = Registry(self.dir / "registries" / "target", delete=True, port=state.ports["target"])
+        self.registries["target"] = reg
+        state.ports["target"] = reg.port
         self.say(f"registry playing Docker Hub at {self.hub.host}, trusted registry at {self.target.host}, "
                  f"replica at {self.replica.host}")
+        if self.tokens is not None:
+            self.say(f"the trusted registry takes tokens from syncer auth-server at {self.tokens.auth.url}, "
+                     f"which enforces {self.repo / 'catalog' / 'access.yaml'}")
 
     @property
     def hub(self) -> Registry:
@@ -238,8 +316,14 @@ class Demo:
     def stop(self) -> None:
         for reg in self.registries.values():
             reg.stop()
+        if self.tokens is not None:
+            self.tokens.stop()
 
-    def seed(self) -> None:
+    def settings(self, state: DemoState) -> str:
+        target = self.target.host if "target" in self.registries else f"127.0.0.1:{state.ports['target']}"
+        return settings_yaml(self.hub.host, target, self.replica.host, access=self.access)
+
+    def seed(self, state: DemoState) -> None:
         self.say("seeding the Hub stand-in with images (Debian and Alpine package metadata, one multi-platform)")
         work = self.dir / "push"
         for ref, artifact in upstream_images().items():
@@ -248,6 +332,8 @@ class Demo:
         pair = cosign.generate_keypair(PASSPHRASE.encode())
         self.key.write_bytes(pair.private_pem)
         self.key.chmod(0o600)
+        if self.access:
+            write_users(self.users_file, PEOPLE)
         _git(self.dir, "init", "-q", "--bare", "-b", "main", str(self.remote))
         _git(self.dir, "clone", "-q", str(self.remote), str(self.repo))
         catalog = self.repo / "catalog"
@@ -255,7 +341,7 @@ class Demo:
             path = catalog / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(textwrap.dedent(text).lstrip())
-        (catalog / "settings.yaml").write_text(settings_yaml(self.hub.host, self.target.host, self.replica.host))
+        (catalog / "settings.yaml").write_text(self.settings(state))
         (catalog / "signers").mkdir(exist_ok=True)
         (catalog / "signers" / "ci.pub").write_bytes(pair.public_pem)
         (self.repo / "reports").mkdir(exist_ok=True)
@@ -266,10 +352,10 @@ class Demo:
         _git(self.repo, "commit", "-q", "-m", "catalog: demo images, policies, exception and signer")
         _git(self.repo, "push", "-q", "origin", "main")
 
-    def keep_settings_current(self) -> None:
+    def keep_settings_current(self, state: DemoState) -> None:
         """Ports may change if a kept one was taken; the catalog must name the live ones."""
         settings = self.repo / "catalog" / "settings.yaml"
-        wanted = settings_yaml(self.hub.host, self.target.host, self.replica.host)
+        wanted = self.settings(state)
         if settings.read_text() != wanted:
             settings.write_text(wanted)
             _git(self.repo, "commit", "-q", "-am", "catalog: demo registry addresses")
@@ -278,6 +364,8 @@ class Demo:
         env = {**os.environ, "SYNCER_SIGNING_KEY": str(self.key), "SYNCER_SIGNING_PASSPHRASE": PASSPHRASE,
                "SYNCER_TRIVY_CACHE": str(self.cache), "SYNCER_GIT_NAME": "syncer demo",
                "SYNCER_GIT_EMAIL": "demo@example.invalid"}
+        if self.access:
+            env.update(TARGET_USERNAME=self.robot.name, TARGET_PASSWORD=self.robot.secret)
         argv = [sys.executable, "-m", "syncer", *args]
         self.say("$ syncer " + " ".join(args))
         return subprocess.run(argv, cwd=self.repo, env=env).returncode
@@ -299,26 +387,51 @@ class Demo:
             lines.extend(f"      - {reason}" for reason in rec.reasons)
             lines.extend(f"      replica {st.registry}: " + ("lagging" if st.lagging else
                          f"has {st.digest[7:19]}" if st.digest else "nothing") for st in rec.replicas)
+        login = f"--authfile {self.dev1_auth} " if self.access else ""
         lines += [
             "",
             f"Reports:     {self.repo / 'reports' / 'README.md'}",
             f"Audit trail: git -C {self.repo} log --stat",
-            f"Try:         skopeo inspect --tls-verify=false docker://{self.target.host}/approved/nginx:1.27.4",
+            f"Try:         skopeo inspect --tls-verify=false {login}docker://{self.target.host}/approved/nginx:1.27.4",
         ]
         return "\n".join(lines)
 
+    def access_control(self) -> tuple[str, bool]:
+        """The closing section of access mode, tried for real; and whether all went as
+        access.yaml says."""
+        assert self.tokens is not None
+        results = [try_access(self.target.host, check, PEOPLE[check.user]) for check in ACCESS_CHECKS]
+        return (format_access(results, self.target.host, self.tokens.auth.log_file),
+                all(r.as_expected for r in results))
 
-def run_demo(workdir: Path, *, keep: bool = False, out: TextIO = sys.stderr) -> int:
-    demo = Demo(workdir, out)
+
+def write_authfile(path: Path, registry: str, user: str, password: str) -> None:
+    """A containers-auth.json (skopeo --authfile), so that the reader can try the registry as
+    ``user`` without a password on the command line."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path.touch(mode=0o600)
+    path.write_text(json.dumps({"auths": {registry: {"auth": token}}}) + "\n")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_demo(workdir: Path, *, keep: bool = False, access: bool = False, out: TextIO = sys.stderr) -> int:
+    demo = Demo(workdir, out, access=access)
     demo.dir.mkdir(parents=True, exist_ok=True)
     state = DemoState.load(demo.state_file)
-    demo.start(state)
+    demo.check_mode(state)
+    # `kill` stops the servers as Ctrl-C does; by default SIGTERM would leave them running.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        demo.start(state)
         if not state.seeded:
-            demo.seed()
-            state.seeded = True
+            demo.seed(state)
+            state.seeded, state.access = True, access
             state.save(demo.state_file)
-        demo.keep_settings_current()
+        demo.start_target(state)
+        demo.keep_settings_current(state)
         state.save(demo.state_file)
         code = demo.run_pipeline()
         if not state.moved and code == 0:
@@ -327,8 +440,13 @@ def run_demo(workdir: Path, *, keep: bool = False, out: TextIO = sys.stderr) -> 
             state.save(demo.state_file)
             code = demo.run_pipeline()
         print(demo.summary(), file=out)
+        if access:
+            section, as_expected = demo.access_control()
+            print(section, file=out)
+            code = code or (0 if as_expected else 1)
         if keep:
-            print(f"\nRegistries stay up (Hub stand-in {demo.hub.url}, trusted {demo.target.url}); "
+            auth = f", token service {demo.tokens.auth.url}" if demo.tokens else ""
+            print(f"\nRegistries stay up (Hub stand-in {demo.hub.url}, trusted {demo.target.url}{auth}); "
                   "Ctrl-C stops them.", file=out, flush=True)
             try:
                 signal.pause()
@@ -337,3 +455,4 @@ def run_demo(workdir: Path, *, keep: bool = False, out: TextIO = sys.stderr) -> 
         return code
     finally:
         demo.stop()
+        signal.signal(signal.SIGTERM, previous)
