@@ -40,15 +40,23 @@ class EntryDiscovery:
 class Sources:
     """One registry client per upstream host, shared by every entry from that host."""
 
-    def __init__(self, catalog: Catalog):
+    def __init__(self, catalog: Catalog, *, anonymous_if_unset: bool = False):
         self._catalog = catalog
+        self._anonymous_if_unset = anonymous_if_unset
         self._clients: dict[str, RegistryClient] = {}
         self._endpoints: dict[str, Endpoint] = {}
 
     def endpoint(self, host: str) -> Endpoint:
         if host not in self._endpoints:
-            self._endpoints[host] = source_endpoint(self._catalog.settings, host)
+            self._endpoints[host] = source_endpoint(self._catalog.settings, host,
+                                                    anonymous_if_unset=self._anonymous_if_unset)
         return self._endpoints[host]
+
+    def anonymous(self) -> list[str]:
+        """Hosts that have credentials configured but are asked anonymously (none set)."""
+        return sorted(h for h, ep in self._endpoints.items() if ep.credentials is None
+                      and (src := self._catalog.settings.sources.get(h)) is not None
+                      and (src.auth.username_env or src.auth.password_env))
 
     def client(self, host: str) -> RegistryClient:
         if host not in self._clients:

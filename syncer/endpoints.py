@@ -47,16 +47,24 @@ class Endpoint:
         return f"{self.address}/{repository}@{digest}"
 
 
-def source_endpoint(settings: Settings, host: str) -> Endpoint:
+def source_endpoint(settings: Settings, host: str, *, anonymous_if_unset: bool = False) -> Endpoint:
+    """``anonymous_if_unset``: when none of the source's credential variables is set, ask
+    anonymously instead of failing. For read-only planning, which pull-request checks run
+    without secrets; a half-set pair is still an error, since it is surely a mistake."""
     src = settings.sources.get(host)
     if src is None:
         return Endpoint(name=host, address=host)
+    names = [n for n in (src.auth.username_env, src.auth.password_env) if n]
+    if anonymous_if_unset and names and not any(os.environ.get(n) for n in names):
+        credentials = None
+    else:
+        credentials = credentials_from_env(src.auth, f"sources.{host}.auth")
     return Endpoint(
         name=host,
         address=src.endpoint or host,
         tls_verify=src.tls_verify,
         ca_dir=src.ca_dir,
-        credentials=credentials_from_env(src.auth, f"sources.{host}.auth"),
+        credentials=credentials,
     )
 
 

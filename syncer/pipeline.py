@@ -135,7 +135,7 @@ class Pipeline:
         self.signer_problem = signer_problem or "no signing key configured"
         self.options = options
         self.progress = progress or Progress(quiet=True)
-        self.sources = Sources(catalog)
+        self.sources = Sources(catalog, anonymous_if_unset=options.dry_run)
         self.settings = catalog.settings
         self._target: Endpoint | None = None
         self._target_client: RegistryClient | None = None
@@ -148,6 +148,9 @@ class Pipeline:
         entries = select_entries(self.catalog, self.options)
         self.progress.note(f"discovering {len(entries)} catalog entries")
         discoveries = discover(entries, self.sources, jobs=max(self.options.jobs, 4))
+        for host in self.sources.anonymous():
+            self.progress.note(f"note: no credentials for {host} are set; it was asked anonymously "
+                               "(enough for a plan; a run needs them)")
         recorded = recorded_for(self.ledger, entries)
         min_remaining = {h: s.min_remaining_pulls for h, s in self.settings.sources.items()
                          if s.min_remaining_pulls is not None}

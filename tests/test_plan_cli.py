@@ -148,3 +148,26 @@ def test_plan_only_an_unknown_name_is_a_usage_error(world):
     """)
     proc = plan(world, "--only", "alpin", expect=2)
     assert "--only alpin: no such image" in proc.stderr, proc.stderr
+
+
+def test_plan_without_any_upstream_credentials_asks_anonymously_but_run_needs_them(world):
+    """Pull-request checks plan without secrets; a scheduled run must have them."""
+    world.write_settings(source_extra="auth: {username_env: HUB_USERNAME, password_env: HUB_TOKEN}")
+    world.push("library/nginx:1.27.3", image("12.7"))
+    world.images("""
+        images:
+          - source: nginx
+            tags: ["1.27.3"]
+    """)
+    proc = plan(world)
+    assert "no credentials for docker.io are set; it was asked anonymously" in proc.stderr
+    assert len(section(proc.stdout, "New tags")) == 1
+
+    world.env["HUB_USERNAME"] = "hubuser"  # half a pair is a mistake, not anonymous access
+    half = plan(world, expect=1)
+    assert "environment variable HUB_TOKEN (sources.docker.io.auth.password_env) is not set" in half.stdout
+    del world.env["HUB_USERNAME"]
+
+    run = world.syncer("run")
+    assert run.returncode == 1
+    assert "HUB_USERNAME (sources.docker.io.auth.username_env) is not set" in run.stdout + run.stderr
