@@ -43,6 +43,12 @@ def _check_first_run(first, repo) -> dict:
     assert "held" in first.stderr + first.stdout and "CVE-2026-10001" in first.stderr + first.stdout
     log = _git(repo, "log", "--format=%s", "origin/main")
     assert log.splitlines()[:2] == ["sync: 1 held", "sync: 5 promoted, 1 held"]
+    # Every promoted tag verifies and every held quarantined digest is refused, by syncer verify.
+    verified = re.findall(r"^  verified +approved/(\S+)$", first.stderr, re.M)
+    refused = re.findall(r"^  refused +quarantine/(\S+?)@", first.stderr, re.M)
+    assert sorted(verified) == sorted(f"{r.name}:{r.tag}" for r in promoted)
+    assert sorted(refused) == ["alpine", "nginx"]
+    assert "UNEXPECTED" not in first.stderr
     return records
 
 

@@ -360,15 +360,38 @@ class Demo:
             settings.write_text(wanted)
             _git(self.repo, "commit", "-q", "-am", "catalog: demo registry addresses")
 
-    def syncer(self, *args: str) -> int:
+    def _env(self) -> dict[str, str]:
         env = {**os.environ, "SYNCER_SIGNING_KEY": str(self.key), "SYNCER_SIGNING_PASSPHRASE": PASSPHRASE,
                "SYNCER_TRIVY_CACHE": str(self.cache), "SYNCER_GIT_NAME": "syncer demo",
                "SYNCER_GIT_EMAIL": "demo@example.invalid"}
         if self.access:
             env.update(TARGET_USERNAME=self.robot.name, TARGET_PASSWORD=self.robot.secret)
+        return env
+
+    def syncer(self, *args: str) -> int:
         argv = [sys.executable, "-m", "syncer", *args]
         self.say("$ syncer " + " ".join(args))
-        return subprocess.run(argv, cwd=self.repo, env=env).returncode
+        return subprocess.run(argv, cwd=self.repo, env=self._env()).returncode
+
+    def verify_all(self) -> tuple[str, bool]:
+        """`syncer verify` on every approved tag (must pass) and every held quarantined digest
+        (must fail): the signatures a node would check."""
+        checks = []
+        for rec in Ledger(str(self.repo / "reports")).all():
+            if rec.promoted_digest:
+                checks.append((f"{self.target.host}/approved/{rec.name}:{rec.tag}", 0))
+            if rec.digest != rec.promoted_digest:
+                checks.append((f"{self.target.host}/quarantine/{rec.name}@{rec.digest}", 1))
+        lines, as_expected = ["", "Signatures (`syncer verify`, as a node would check them):", ""], True
+        for ref, want in checks:
+            done = subprocess.run([sys.executable, "-m", "syncer", "verify", ref], cwd=self.repo,
+                                  env=self._env(), capture_output=True, text=True)
+            verdict = "verified" if done.returncode == 0 else "refused"
+            ok = done.returncode == want
+            as_expected &= ok
+            shown = ref.split("/", 1)[1]
+            lines.append(f"  {verdict:<9} {shown[:60]}" + ("" if ok else "   UNEXPECTED"))
+        return "\n".join(lines), as_expected
 
     def run_pipeline(self) -> int:
         return self.syncer("run", "--skip-db-update", "--jobs", "2", "--commit", "--push")
@@ -440,6 +463,9 @@ def run_demo(workdir: Path, *, keep: bool = False, access: bool = False, out: Te
             state.save(demo.state_file)
             code = demo.run_pipeline()
         print(demo.summary(), file=out)
+        signed, as_expected = demo.verify_all()
+        print(signed, file=out)
+        code = code or (0 if as_expected else 1)
         if access:
             section, as_expected = demo.access_control()
             print(section, file=out)
