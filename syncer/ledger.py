@@ -60,6 +60,9 @@ def validate_tag(tag: str) -> None:
 class Ledger:
     def __init__(self, reports_dir: str | os.PathLike[str]):
         self.records_dir = Path(reports_dir) / "records"
+        # The text and round-trip document this ledger last wrote per file: the next save of
+        # the same record (a tag passes several stages in one run) need not parse it again.
+        self._written: dict[Path, tuple[str, Any]] = {}
 
     def path_for(self, name: str, tag: str) -> Path:
         """The record file of ``name:tag``; ValueError for a name or tag outside the grammar."""
@@ -112,7 +115,8 @@ class Ledger:
         old_text = None
         if path.exists():
             old_text = _read_text(path)
-            existing = _parse(old_text, path)
+            cached = self._written.get(path)
+            existing = cached[1] if cached and cached[0] == old_text else _parse(old_text, path)
             stored = _record_from_doc(existing, path, record.name, record.tag)
             if record.events[: len(stored.events)] != stored.events:
                 raise ValueError(f"events of {record.name}:{record.tag} do not extend the "
@@ -123,6 +127,7 @@ class Ledger:
             return False
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text.encode("utf-8"))
+        self._written[path] = (text, doc)
         return True
 
 
@@ -164,9 +169,16 @@ def _dump(doc: Any) -> str:
     return out.getvalue()
 
 
-def _parse(text: str, path: Path) -> Any:
+def _fast_yaml() -> YAML:
+    # Reading only: the safe loader (libyaml-based when ruamel.yaml.clib is installed) is
+    # several times faster than the round-trip one, which only a save needs (to keep the
+    # file's formatting). A no-op run reads every record, so this is its hot path.
+    return YAML(typ="safe")
+
+
+def _parse(text: str, path: Path, *, round_trip: bool = True) -> Any:
     try:
-        return _yaml().load(text)
+        return (_yaml() if round_trip else _fast_yaml()).load(text)
     except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -183,7 +195,7 @@ def _read_text(path: Path) -> str:
 
 
 def _read_doc(path: Path) -> Any:
-    return _parse(_read_text(path), path)
+    return _parse(_read_text(path), path, round_trip=False)
 
 
 def _merge(existing: Any, desired: Any) -> Any:
