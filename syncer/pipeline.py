@@ -22,7 +22,7 @@ from syncer.discover import Sources, discover
 from syncer.endpoints import Endpoint, replica_endpoints, target_endpoint
 from syncer.errors import SyncerError
 from syncer.ledger import Ledger, now_iso
-from syncer.mirror import mirror
+from syncer.mirror import copy_endpoints, mirror
 from syncer.model import Catalog, Event, ImageEntry, Record, ScanResult, Severity, State
 from syncer.plan import Change, Plan, TagPlan, build_plan, was_mirrored
 from syncer.progress import Progress
@@ -141,6 +141,12 @@ class Pipeline:
         self._target_client: RegistryClient | None = None
         self._replicas: list[tuple[Endpoint, RegistryClient]] = []
         self._scan_cache: _ScanCache | None = None
+        # Tags sharing a digest are processed one at a time (they write the same blobs and the
+        # same .sig tag), and the digest comes from upstream once: later tags are tagged from
+        # quarantine, which Docker Hub does not count as a pull.
+        self._guard = threading.Lock()
+        self._digest_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._quarantined: set[tuple[str, str]] = set()
 
     # --- planning -------------------------------------------------------------------------
 
@@ -174,15 +180,22 @@ class Pipeline:
         self._target_client = self._target.client()
         self._replicas = [(ep, ep.client()) for ep in replica_endpoints(self.settings)]
         work = [t for t in plan.tags if t.change is not Change.VANISHED or t.recorded is not None]
+        self._quarantined = {(t.name, t.recorded.digest) for t in plan.tags
+                             if t.recorded is not None and was_mirrored(t.recorded)}
         self.progress.total = len(work)
         with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
             result.outcomes = list(pool.map(self._process_safely, work))
         return result
 
+    def _digest_lock(self, name: str, digest: str | None) -> threading.Lock:
+        with self._guard:
+            return self._digest_locks.setdefault((name, digest or ""), threading.Lock())
+
     def _process_safely(self, tp: TagPlan) -> TagOutcome:
         subject = f"{tp.name}:{tp.tag}"
         try:
-            outcome = self._process(tp)
+            with self._digest_lock(tp.name, tp.digest):
+                outcome = self._process(tp)
         except Exception as err:  # noqa: BLE001 - one image's failure must not stop the others
             outcome = TagOutcome(tp.name, tp.tag, State.FAILED, failed=True,
                                  message=f"internal error: {type(err).__name__}: {err}")
@@ -219,11 +232,10 @@ class Pipeline:
                 rec.reasons = []
             if tp.needs_copy:
                 self.progress.step(subject, "mirroring")
-                mirror(self.sources.endpoint(entry.source_host), entry.source_path, rec.digest,
-                       self._target, self._quarantine(tp.name), tp.tag)
+                detail = self._mirror(entry, tp.name, tp.tag, rec.digest)
                 rec.state = State.MIRRORED
                 rec.reasons = []
-                self._event(rec, "mirrored", rec.digest)
+                self._event(rec, "mirrored", detail)
                 changed |= self.ledger.save(rec)
             elif not was_mirrored(rec):
                 raise SyncerError(f"{subject}: record has no mirrored copy of {rec.digest}")
@@ -253,7 +265,8 @@ class Pipeline:
                 self._event(rec, "failed", str(err))
             changed |= self.ledger.save(rec)
             return TagOutcome(tp.name, tp.tag, State.FAILED, changed=changed, failed=True, message=f"failed: {err}")
-        changed |= self.ledger.save(rec)
+        if rec != tp.recorded:  # an unchanged record is not even rewritten (the no-op hot path)
+            changed |= self.ledger.save(rec)
         message = rec.state.value
         if rec.reasons and rec.state in (State.HELD, State.FLAGGED, State.DEMOTED):
             message += f": {'; '.join(rec.reasons)}"
@@ -263,6 +276,21 @@ class Pipeline:
             message = f"unchanged ({message})"
         # A lagging replica is work left undone (exit 1) but not a failure of the tag itself.
         return TagOutcome(tp.name, tp.tag, rec.state, changed=changed, failed=bool(lagging), message=message)
+
+    def _mirror(self, entry: ImageEntry, name: str, tag: str, digest: str) -> str:
+        """Bring ``digest`` into quarantine as ``tag``; the event detail (it names the digest)."""
+        quarantine = self._quarantine(name)
+        if (name, digest) in self._quarantined:
+            try:
+                copy_endpoints(self._target, self._target, self._target.docker_ref(quarantine, digest=digest),
+                               self._target.docker_ref(quarantine, tag=tag))
+                return f"{digest} (tagged from quarantine: no upstream pull)"
+            except SyncerError:
+                pass  # e.g. garbage-collected since: fetch it from upstream after all
+        mirror(self.sources.endpoint(entry.source_host), entry.source_path, digest,
+               self._target, quarantine, tag)
+        self._quarantined.add((name, digest))
+        return digest
 
     def _vanished(self, tp: TagPlan) -> TagOutcome:
         rec = copy.deepcopy(tp.recorded)

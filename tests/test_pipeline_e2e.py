@@ -255,3 +255,38 @@ def test_denied_license_and_image_age_hold_through_real_trivy(world):
     old = world.record("debian", "12")
     assert old.state is State.HELD
     assert len(old.reasons) == 1 and "2020-01-01" in old.reasons[0] and "max 365" in old.reasons[0], old.reasons
+
+
+def test_tags_sharing_a_digest_are_pulled_from_upstream_once(world):
+    world.db.write(())
+    image = build_image(alpine_files(CLEAN_ALPINE))
+    digest = world.push("library/alpine:3.20", image)
+    world.images("""
+        images:
+          - source: alpine
+            tags: ["3.20"]
+    """)
+    world.run()
+    one_copy = world.hub.count("GET", "/manifests/")
+    assert one_copy >= 1
+
+    for tag in ("3", "latest"):
+        world.push(f"library/alpine:{tag}", image)
+    busybox = build_image(alpine_files(CLEAN_ALPINE[1:]))
+    for tag in ("1.36", "stable"):
+        world.push(f"library/busybox:{tag}", busybox)
+    world.images("""
+        images:
+          - source: alpine
+            tags: ["3.20", "3", "latest"]
+          - source: busybox
+            tags: ["1.36", "stable"]
+    """)
+    world.run("--jobs", "3")
+    # alpine was already in quarantine; busybox's two new tags cost one upstream copy.
+    assert world.hub.count("GET", "/manifests/") == 2 * one_copy
+    assert world.record("busybox", "stable").state is State.PROMOTED
+    for tag in ("3.20", "3", "latest"):
+        rec = world.record("alpine", tag)
+        assert rec.state is State.PROMOTED and rec.digest == digest
+        assert world.digest_at(world.target, "approved/alpine", tag) == digest
