@@ -15,6 +15,7 @@ Events are append-only and records are never deleted. Finding order is normalise
 from __future__ import annotations
 
 import io
+import re
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -152,6 +153,20 @@ class _Representer(RoundTripRepresenter):
 
 _Representer.add_representer(
     type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+
+# Characters that YAML 1.1 readers (libyaml, PyYAML, and our own fast reader) treat
+# differently from the YAML 1.2 rules ruamel writes by: `installed: 1:1.2.13` is a plain
+# scalar in 1.2 but breaks a 1.1 flow mapping, and `1:20` is the number 80 in 1.1. Quoting
+# such strings keeps records readable by any YAML tool.
+_NEEDS_QUOTES = re.compile(r"[:#,\[\]{}&*!|>'\"%@`]|^[-?]|\s$")
+
+
+def _represent_str(rep: RoundTripRepresenter, data: str) -> Any:
+    style = "'" if _NEEDS_QUOTES.search(data) else None
+    return rep.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Representer.add_representer(str, _represent_str)
 
 
 def _yaml() -> YAML:

@@ -77,6 +77,11 @@ class RunResult:
         return 1 if self.failures else 0
 
 
+# HEAD requests in flight during discovery, whatever --jobs says: they are cheap for the
+# registry (Hub counts none as a pull) and the run mostly waits on their round trips.
+DISCOVERY_JOBS = 8
+
+
 def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
     """A stable split by catalog name: the same name lands in the same shard on every runner."""
     if shard is None:
@@ -153,11 +158,14 @@ class Pipeline:
     def plan(self) -> Plan:
         entries = select_entries(self.catalog, self.options)
         self.progress.note(f"discovering {len(entries)} catalog entries")
-        discoveries = discover(entries, self.sources, jobs=max(self.options.jobs, 4))
+        # Reading the ledger is CPU work and discovery mostly waits on the network: overlap them.
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            reading = reader.submit(recorded_for, self.ledger, entries)
+            discoveries = discover(entries, self.sources, jobs=max(self.options.jobs, DISCOVERY_JOBS))
+            recorded = reading.result()
         for host in self.sources.anonymous():
             self.progress.note(f"note: no credentials for {host} are set; it was asked anonymously "
                                "(enough for a plan; a run needs them)")
-        recorded = recorded_for(self.ledger, entries)
         min_remaining = {h: s.min_remaining_pulls for h, s in self.settings.sources.items()
                          if s.min_remaining_pulls is not None}
         self._scan_cache = _ScanCache(recorded)

@@ -321,3 +321,26 @@ def test_stray_file_under_records_is_reported(ledger: Ledger):
 
 def test_now_iso_is_utc_seconds_with_z():
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", now_iso())
+
+
+def test_records_with_colons_and_flow_characters_are_portable_yaml(tmp_path):
+    """Debian versions carry epochs (1:1.2.13) and titles carry colons and commas: a YAML 1.1
+    reader such as libyaml must read the record as written (the ledger itself reads that way)."""
+    import yaml as pyyaml  # PyYAML: libyaml's rules
+
+    from syncer.model import Finding, ScanResult, Severity, State
+
+    finding = Finding(id="CVE-1", package="zlib1g", installed="1:1.2.13.dfsg-1", fixed="1:1.3",
+                      severity=Severity.HIGH, title="zlib: inflate, {window} #overflow [x] 'q'")
+    scan = ScanResult(digest="sha256:" + "a" * 64, scanner="trivy 0.76.0", db_updated_at="2026-01-01T00:00:00Z",
+                      scanned_at="2026-01-02T00:00:00Z", findings=(finding,))
+    rec = Record(name="zlib", tag="1.2", source="docker.io/library/zlib:1@sha256:" + "a" * 64,
+                 digest="sha256:" + "a" * 64, state=State.HELD, reasons=["1 high: CVE-1 (zlib1g 1:1.2.13.dfsg-1)"],
+                 scan=scan)
+    ledger = Ledger(tmp_path)
+    ledger.save(rec)
+    text = ledger.path_for("zlib", rec.tag).read_text()
+    doc = pyyaml.safe_load(text)
+    assert doc["scan"]["findings"][0]["installed"] == "1:1.2.13.dfsg-1"
+    assert doc["scan"]["findings"][0]["title"] == finding.title
+    assert ledger.load("zlib", rec.tag) == rec
