@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml as pyyaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
@@ -161,8 +162,14 @@ _Representer.add_representer(
 _NEEDS_QUOTES = re.compile(r"[:#,\[\]{}&*!|>'\"%@`]|^[-?]|\s$")
 
 
+_YAML11 = pyyaml.resolver.Resolver()
+_FastLoader = getattr(pyyaml, "CSafeLoader", pyyaml.SafeLoader)
+
+
 def _represent_str(rep: RoundTripRepresenter, data: str) -> Any:
-    style = "'" if _NEEDS_QUOTES.search(data) else None
+    # Also quoted: words YAML 1.1 reads as something else (no, on, 1_000, 0o7, ~).
+    plain_elsewhere = _YAML11.resolve(pyyaml.ScalarNode, data, (True, False)) != "tag:yaml.org,2002:str"
+    style = "'" if _NEEDS_QUOTES.search(data) or plain_elsewhere else None
     return rep.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
 
@@ -184,17 +191,17 @@ def _dump(doc: Any) -> str:
     return out.getvalue()
 
 
-def _fast_yaml() -> YAML:
-    # Reading only: the safe loader (libyaml-based when ruamel.yaml.clib is installed) is
-    # several times faster than the round-trip one, which only a save needs (to keep the
-    # file's formatting). A no-op run reads every record, so this is its hot path.
-    return YAML(typ="safe")
+def _fast_load(text: str) -> Any:
+    # Reading only: PyYAML's libyaml loader is several times faster than ruamel's round-trip
+    # one, which only a save needs (to keep the file's formatting). A no-op run reads every
+    # record, so this is its hot path. Records are written so that both read them alike.
+    return pyyaml.load(text, Loader=_FastLoader)
 
 
 def _parse(text: str, path: Path, *, round_trip: bool = True) -> Any:
     try:
-        return (_yaml() if round_trip else _fast_yaml()).load(text)
-    except YAMLError as err:
+        return _yaml().load(text) if round_trip else _fast_load(text)
+    except (YAMLError, pyyaml.YAMLError) as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(err, "problem", None) or "invalid YAML"

@@ -331,7 +331,8 @@ def test_records_with_colons_and_flow_characters_are_portable_yaml(tmp_path):
     from syncer.model import Finding, ScanResult, Severity, State
 
     finding = Finding(id="CVE-1", package="zlib1g", installed="1:1.2.13.dfsg-1", fixed="1:1.3",
-                      severity=Severity.HIGH, title="zlib: inflate, {window} #overflow [x] 'q'")
+                      severity=Severity.HIGH, title="zlib: inflate, {window} #overflow [x] 'q'",
+                      status="no")  # YAML 1.1 reads a plain `no` as false
     scan = ScanResult(digest="sha256:" + "a" * 64, scanner="trivy 0.76.0", db_updated_at="2026-01-01T00:00:00Z",
                       scanned_at="2026-01-02T00:00:00Z", findings=(finding,))
     rec = Record(name="zlib", tag="1.2", source="docker.io/library/zlib:1@sha256:" + "a" * 64,
@@ -343,4 +344,5 @@ def test_records_with_colons_and_flow_characters_are_portable_yaml(tmp_path):
     doc = pyyaml.safe_load(text)
     assert doc["scan"]["findings"][0]["installed"] == "1:1.2.13.dfsg-1"
     assert doc["scan"]["findings"][0]["title"] == finding.title
+    assert doc["scan"]["findings"][0]["status"] == "no"
     assert ledger.load("zlib", rec.tag) == rec
