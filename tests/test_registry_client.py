@@ -486,3 +486,23 @@ def test_docker_hub_connects_to_registry_1() -> None:
     assert RegistryClient("docker.io").endpoint == "registry-1.docker.io"
     assert RegistryClient("docker.io", endpoint="127.0.0.1:5000").endpoint == "127.0.0.1:5000"
     assert RegistryClient("ghcr.io").endpoint == "ghcr.io"
+
+
+def test_proxy_and_ca_bundle_environment_is_honoured_once_per_host(monkeypatch, registry):
+    """requests no longer reads the environment per request; the client does, per host."""
+    from syncer.registry import RegistryClient
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/custom-bundle.pem")
+    client = RegistryClient("docker.io", endpoint=registry.host, tls_verify=False)
+    assert client._proxies_for(f"http://{registry.host}") == {}  # NO_PROXY wins
+    assert client._proxies_for("http://auth.example.com")["http"] == "http://proxy.example.invalid:3128"
+    # Reached directly: through the (nonexistent) proxy this would be a network error.
+    from syncer.errors import NotFoundError
+    with pytest.raises(NotFoundError):
+        client.head_manifest("library/none", "1")
+    verified = RegistryClient("registry.example.com", tls_verify=True)
+    assert verified._requests_verify == "/etc/ssl/certs/custom-bundle.pem"
+    with_ca = RegistryClient("registry.example.com", tls_verify=True, ca_file="/tmp/ca.crt")
+    assert with_ca._requests_verify == "/tmp/ca.crt"
