@@ -55,6 +55,10 @@ def sync_yaml(path: Path, hub_host: str, repos: int) -> Path:
 
 def main() -> int:
     p = c.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--latency-ms", type=float, default=20.0, metavar="MS",
+                   help="also compare once with this much added to every upstream request, "
+                   "through a proxy, as an upstream across the internet adds (default: %(default)s; "
+                   "0 skips it)")
     p.add_argument("--profile", metavar="FILE", type=Path,
                    help="also run one no-op under cProfile, save the stats to FILE and print "
                    "the functions with the most cumulative time")
@@ -142,7 +146,34 @@ def main() -> int:
         c.line(f"tag lists <= {repos} repositories", _verdict(lists <= repos, str(lists)))
         c.line(">= 5x faster than skopeo sync",
                _verdict(theirs.median >= 5 * ours.median, c.ratio(theirs, ours)))
+        if args.latency_ms > 0:
+            _with_latency(args.latency_ms / 1000, hub, setup, policy, target, repos, ws.root)
     return 0
+
+
+def _with_latency(latency: float, hub, setup, policy, target, repos: int, root: Path) -> None:
+    """The same comparison with every upstream request delayed by ``latency`` seconds."""
+    from tests.harness.faultproxy import FaultProxy
+
+    settings = setup.catalog / "settings.yaml"
+    original = settings.read_text()
+    with FaultProxy(hub.url, latency=latency) as proxy:
+        settings.write_text(original.replace(f"endpoint: {hub.host}", f"endpoint: {proxy.host}"))
+        try:
+            noop = c.require_ok("no-op syncer run (latency)", setup.syncer("run"))
+            if "Nothing changed" not in noop.stdout:
+                raise SystemExit(f"the no-op run changed something:\n{noop.stdout}")
+            source = sync_yaml(root / "sync-latency.yaml", proxy.host, repos)
+            argv = ["skopeo", "--policy", str(policy), "sync", "--src", "yaml", "--dest", "docker",
+                    "--all", "--preserve-digests", "--dest-tls-verify=false", "--dest-no-creds",
+                    str(source), f"{target.host}/quarantine"]
+            sync = c.require_ok("skopeo sync (latency)", c.timed(argv, timeout=3600))
+        finally:
+            settings.write_text(original)
+    c.heading(f"the same, with {latency * 1000:.0f} ms added to every upstream request (1 round)")
+    c.line("syncer run (no-op, --jobs 2)", f"{noop.seconds:.2f} s")
+    c.line("skopeo sync", f"{sync.seconds:.2f} s")
+    c.line("speed-up (skopeo sync / syncer)", f"{sync.seconds / noop.seconds:.2f}x")
 
 
 def _verdict(ok: bool, value: str) -> str:

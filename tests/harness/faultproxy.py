@@ -29,6 +29,7 @@ import json
 import re
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -72,8 +73,13 @@ class FaultProxy:
     """Started by the constructor or ``with``; ``stop()`` shuts it down and joins its thread."""
 
     def __init__(self, upstream: str, *, ca_file: str | None = None,
-                 paginate_tags: bool = False, add_headers: dict[str, str] | None = None):
+                 paginate_tags: bool = False, add_headers: dict[str, str] | None = None,
+                 latency: float = 0.0):
         parts = urlsplit(upstream)
+        # Seconds every request waits before it is forwarded: a registry across the internet
+        # (Hub) is never as near as 127.0.0.1. Sleeping costs no CPU, so clients are compared
+        # on round trips, not on the proxy.
+        self.latency = latency
         self.paginate_tags = paginate_tags
         self.add_headers = dict(add_headers or {})
         self._upstream_tls = parts.scheme == "https"
@@ -204,6 +210,8 @@ class FaultProxy:
                 request_headers = {k.lower(): v for k, v in self.headers.items()}
                 body = self._body()
                 fault = proxy._take_fault(method, uri)
+                if proxy.latency:
+                    time.sleep(proxy.latency)
                 if fault is not None and fault.drop:
                     proxy._record(Seen(method, uri, 0, True, request_headers))
                     self.close_connection = True
