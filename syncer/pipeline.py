@@ -193,6 +193,9 @@ class Pipeline:
         self.progress.total = len(work)
         with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
             result.outcomes = list(pool.map(self._process_safely, work))
+        quiet = sum(not (o.changed or o.failed or o.deferred) for o in result.outcomes)
+        if quiet:
+            self.progress.note(f"{quiet} tag{'s' if quiet != 1 else ''} unchanged")
         return result
 
     def _digest_lock(self, name: str, digest: str | None) -> threading.Lock:
@@ -207,7 +210,10 @@ class Pipeline:
         except Exception as err:  # noqa: BLE001 - one image's failure must not stop the others
             outcome = TagOutcome(tp.name, tp.tag, State.FAILED, failed=True,
                                  message=f"internal error: {type(err).__name__}: {err}")
-        self.progress.result(subject, outcome.message or (outcome.state.value if outcome.state else "unchanged"))
+        if outcome.changed or outcome.failed or outcome.deferred:
+            self.progress.result(subject, outcome.message)
+        else:
+            self.progress.tick()
         return outcome
 
     # --- one tag --------------------------------------------------------------------------

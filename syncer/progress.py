@@ -52,6 +52,12 @@ class Progress:
             self.stream.write(f"{counter}{subject}: {message}\n")
             self.stream.flush()
 
+    def tick(self) -> None:
+        """A finished item with nothing to report (an unchanged tag): counted, not printed, so
+        that a scheduled run over thousands of tags logs what happened, not what did not."""
+        with self._lock:
+            self.done += 1
+
     def note(self, message: str) -> None:
         if self.quiet:
             return

@@ -18,7 +18,7 @@ import os
 import sys
 from datetime import datetime, timezone
 
-from syncer import report, trivy
+from syncer import trivy
 from syncer.catalog import load_catalog
 from syncer.commands import plan as plan_command
 from syncer.commands.plan import add_scan_options
@@ -133,6 +133,8 @@ def run(args) -> int:
         progress.close()
         written = []
         if result.changed:
+            from syncer import report  # jinja2 is imported only when there is something to write
+
             written = report.write_reports(ledger, catalog, args.reports, result=result, started=started)
         commit = None
         if args.commit and written:

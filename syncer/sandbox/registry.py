@@ -158,6 +158,18 @@ def write_htpasswd(path: Path, username: str, password: str) -> None:
     path.chmod(0o600)
 
 
+def terminate(process: "subprocess.Popen[bytes] | None", timeout: float = STOP_TIMEOUT) -> None:
+    """Stops a server process: SIGTERM, then SIGKILL if it lingers; nothing if it has ended."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 class Registry:
     """A distribution registry on 127.0.0.1 with its own storage, stopped by ``stop()``.
 
@@ -275,14 +287,7 @@ class Registry:
         """Terminates the process (then kills it if it lingers); storage is kept."""
         process, self._process = self._process, None
         _running.discard(self)
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
+        terminate(process)
 
     def _write_config(self) -> None:
         http: dict[str, object] = {

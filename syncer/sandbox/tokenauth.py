@@ -23,7 +23,7 @@ from typing import Literal
 
 from syncer.errors import RegistryAuthError, RegistryError
 from syncer.registry import Credentials, RegistryClient
-from syncer.sandbox.registry import Registry
+from syncer.sandbox.registry import Registry, terminate
 
 ROBOT_VAR = "SYNCER_ROBOT"
 STARTUP_TIMEOUT = 15.0
@@ -113,14 +113,7 @@ class AuthServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
+        terminate(process, STOP_TIMEOUT)
 
     def log(self) -> str:
         """What this process logged (not earlier runs into the same file)."""
