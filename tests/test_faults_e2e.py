@@ -326,3 +326,37 @@ def test_a_malformed_upstream_manifest_fails_that_tag_only(world):
         world.run()
     assert world.record("nginx", "1.27.3").state is State.PROMOTED
     assert assert_invariants(world) == {("alpine", "3.20"): alpine, ("nginx", "1.27.3"): nginx}
+
+
+def test_a_failed_signature_promotes_nothing(world):
+    """Signing comes first: a .sig the registry refuses leaves approved/ without the image."""
+    alpine, nginx = _push_two(world)
+    with FaultProxy(world.target.url) as proxy:
+        _route(world, world.target.host, proxy.host)
+        proxy.inject(500, method="PUT", path=r"^/v2/approved/alpine/manifests/sha256-[0-9a-f]{64}\.sig$",
+                     times=1000)
+        world.run(expect=1)
+        rec = world.record("alpine", "3.20")
+        assert rec.state is State.FAILED and rec.promoted_digest is None and rec.signatures == []
+        assert world.digest_at(world.target, "approved/alpine", "3.20") is None
+        assert world.record("nginx", "1.27.3").state is State.PROMOTED
+        assert assert_invariants(world, proxy.host) == {("nginx", "1.27.3"): nginx}
+        proxy.clear()
+        world.run()
+    assert world.record("alpine", "3.20").state is State.PROMOTED
+    assert assert_invariants(world, proxy.host) == {("alpine", "3.20"): alpine, ("nginx", "1.27.3"): nginx}
+
+
+def test_a_wrong_key_passphrase_promotes_nothing_and_says_why(world):
+    alpine, _ = _push_two(world)
+    world.env["SYNCER_SIGNING_PASSPHRASE"] = "not the passphrase"
+    proc = world.run(expect=1)
+    assert "wrong passphrase" in proc.stderr and "not the passphrase" not in proc.stdout + proc.stderr
+    for name, tag in (("alpine", "3.20"), ("nginx", "1.27.3")):
+        rec = world.record(name, tag)
+        assert rec.state is State.FAILED and any("cannot sign" in r for r in rec.reasons), rec.reasons
+    assert assert_invariants(world) == {}
+    assert b"not the passphrase" not in b"".join(world.tree().values())
+    del world.env["SYNCER_SIGNING_PASSPHRASE"]
+    world.run()
+    assert world.record("alpine", "3.20").promoted_digest == alpine
