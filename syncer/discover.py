@@ -63,9 +63,6 @@ class Sources:
             self._clients[host] = self.endpoint(host).client()
         return self._clients[host]
 
-    def clients(self) -> dict[str, RegistryClient]:
-        return dict(self._clients)
-
 
 def discover_entry(entry: ImageEntry, client: RegistryClient) -> EntryDiscovery:
     result = EntryDiscovery(entry=entry)

@@ -59,8 +59,9 @@ class Decision:
 
     @property
     def regressed(self) -> bool:
-        """Held because of what the scan found, the only kind of hold that counts against an
-        image already promoted (see ``is_regression``)."""
+        """Held because of what the scan found: the only kind of hold that counts against an
+        image already promoted. Holds for age or a withdrawn approval are not regressions: the
+        image did not get worse, and ``on_regression: demote`` must not pull it for that."""
         return not self.promote and any(rule in _REGRESSION_RULES for rule in self.failed)
 
 
@@ -122,15 +123,6 @@ def evaluate(
         expired_exceptions=tuple(expired_ids),
         failed=failed,
     )
-
-
-def is_regression(previous: Decision | None, new: Decision) -> bool:
-    """True when a promoted image now fails because of what a (re-)scan found.
-
-    Holds caused by age or by a withdrawn approval are not regressions: the image did not get
-    worse, and ``on_regression: demote`` must not pull images for that.
-    """
-    return previous is not None and previous.promote and new.regressed
 
 
 def count_by_severity(findings: Iterable[Finding]) -> dict[str, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 
 from syncer.model import Approval, Finding, LicenseFinding, Policy, ScanResult, Severity, VulnException
-from syncer.policy import Decision, Rule, count_by_severity, evaluate, is_regression
+from syncer.policy import Decision, Rule, count_by_severity, evaluate
 
 DIGEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64
@@ -309,8 +309,6 @@ def test_regression_is_a_scan_failure_after_a_promotion():
     licensed = decide(scan(licenses=(LicenseFinding("AGPL-3.0-only", "x"),)),
                       Policy(name="p", deny_licenses=("AGPL-3.0-only",)))
     aged = decide(scan(created=None), Policy(name="p", max_age_days=1))
-    assert is_regression(promoted, vulnerable) and is_regression(promoted, licensed)
-    assert not is_regression(promoted, aged)  # time passing is not the image getting worse
-    assert not is_regression(None, vulnerable)
-    assert not is_regression(vulnerable, vulnerable)
-    assert not is_regression(promoted, promoted)
+    assert vulnerable.regressed and licensed.regressed
+    assert not aged.regressed and not aged.promote  # time passing is not the image getting worse
+    assert not promoted.regressed
