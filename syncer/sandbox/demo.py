@@ -410,8 +410,11 @@ class Demo:
             lines.extend(f"      - {reason}" for reason in rec.reasons)
             lines.extend(f"      replica {st.registry}: " + ("lagging" if st.lagging else
                          f"has {st.digest[7:19]}" if st.digest else "nothing") for st in rec.replicas)
+        return "\n".join(lines)
+
+    def where_to_look(self) -> str:
         login = f"--authfile {self.dev1_auth} " if self.access else ""
-        lines += [
+        lines = [
             "",
             f"Reports:     {self.repo / 'reports' / 'README.md'}",
             f"Audit trail: git -C {self.repo} log --stat",
@@ -470,6 +473,7 @@ def run_demo(workdir: Path, *, keep: bool = False, access: bool = False, out: Te
             section, as_expected = demo.access_control()
             print(section, file=out)
             code = code or (0 if as_expected else 1)
+        print(demo.where_to_look(), file=out)
         if keep:
             auth = f", token service {demo.tokens.auth.url}" if demo.tokens else ""
             print(f"\nRegistries stay up (Hub stand-in {demo.hub.url}, trusted {demo.target.url}{auth}); "
