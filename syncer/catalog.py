@@ -860,9 +860,10 @@ def _read_access(doc: _Map) -> list[Located[AccessGroup]]:
         if m is None:
             continue
         m.check_keys(("members", "pull", "push"))
+        # The anonymous group applies to everyone, so it alone needs no members.
+        needs_members = None if name == "anonymous" else "add 'members: [USER, …]'"
         members = [member for member, _ in
-                   m.str_list("members", required="add 'members: [USER, …]'",
-                              example="members: [dev1, dev2]") or []]
+                   m.str_list("members", required=needs_members, example="members: [dev1, dev2]") or []]
         patterns: dict[str, tuple[str, ...]] = {}
         for key in ("pull", "push"):
             globs = []
@@ -996,10 +997,43 @@ def check_approvals(draft: Draft, today: date) -> Iterator[Diagnostic]:
                              f"{hint}")
 
 
+# A user name as a token service sees it: htpasswd's `user:` field, no spaces.
+_USER_RE = re.compile(r"[^\s:]+")
+
+
+def check_access(draft: Draft, today: date) -> Iterator[Diagnostic]:
+    """access.yaml as `syncer auth-server` will apply it: valid user names, and no grant that
+    cannot work or that is silently ignored."""
+    from syncer.access import ANONYMOUS_GROUP, glob_matches  # the rules the server applies
+
+    groups = [g.value for g in draft.access]
+    for located in draft.access:
+        group = located.value
+        for member in group.members:
+            if not _USER_RE.fullmatch(member):
+                yield Diagnostic(located.where("members"),
+                                 f"group '{group.name}' lists '{member}', which is not a user name "
+                                 "(no spaces or ':'); use the name people log in with")
+        if group.name == ANONYMOUS_GROUP and group.members:
+            yield Diagnostic(located.where("members"),
+                             f"group '{ANONYMOUS_GROUP}' applies to everyone, logged in or not; "
+                             "its members are ignored: remove them", level="warning")
+        # The registry checks pull as well as push on every upload: a push without pull fails.
+        for member in group.members:
+            pulls = [p for g in groups if g.name == ANONYMOUS_GROUP or member in g.members for p in g.pull]
+            for pattern in group.push:
+                if not any(glob_matches(pull, pattern) for pull in pulls):
+                    yield Diagnostic(located.where("push"),
+                                     f"'{member}' may push {pattern} (group '{group.name}') but not "
+                                     "pull it, and a registry checks both on every push: add the "
+                                     f"pattern to 'pull' too", level="warning")
+
+
 CHECKS: list[Check] = [
     check_policies_defined,
     check_signers_have_keys,
     check_unique_names,
     check_exceptions,
     check_approvals,
+    check_access,
 ]

@@ -702,3 +702,33 @@ def test_five_thousand_tags_over_many_files_load(cat: Path) -> None:
     elapsed = time.monotonic() - started
     assert sum(len(i.tags) for i in catalog.images) == shipped + 5000
     print(f"loaded 5,000 tags in {elapsed:.2f}s")
+
+
+def test_access_member_must_be_a_user_name(cat: Path) -> None:
+    replace(cat, "access.yaml", "members: [dev1, dev2]", 'members: [dev1, "dev 2"]')
+    assert one_error(cat) == ("catalog/access.yaml:4: error: group 'developers' lists 'dev 2', which "
+                              "is not a user name (no spaces or ':'); use the name people log in with")
+
+
+def test_access_push_without_pull_and_anonymous_members_are_warnings(cat: Path) -> None:
+    replace(cat, "access.yaml", 'pull: ["*"]\n    push: ["*"]', 'pull: ["quarantine/*"]\n    push: ["*"]')
+    write(cat, {"access.yaml": (cat / "access.yaml").read_text()
+                + "  anonymous:\n    members: [someone]\n    pull: [\"approved/*\"]\n"})
+    found = [str(d) for d in diagnostics(cat)]
+    assert found == [
+        "catalog/access.yaml:12: warning: 'syncer' may push * (group 'pipeline') but not pull it, and a "
+        "registry checks both on every push: add the pattern to 'pull' too",
+        "catalog/access.yaml:14: warning: group 'anonymous' applies to everyone, logged in or not; "
+        "its members are ignored: remove them",
+    ], found
+
+
+def test_access_push_covered_by_another_group_or_anonymous_pull_is_fine(cat: Path) -> None:
+    write(cat, {"access.yaml": """
+        groups:
+          readers: {members: [bot], pull: ["approved/*"]}
+          writers: {members: [bot], push: ["approved/app"]}
+          anonymous: {pull: ["public/*"]}
+          publishers: {members: [pub], push: ["public/x"]}
+    """})
+    assert [str(d) for d in diagnostics(cat)] == []
