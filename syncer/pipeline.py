@@ -20,7 +20,7 @@ from syncer import promote as promote_mod
 from syncer import replicate
 from syncer.discover import Sources, discover
 from syncer.endpoints import Endpoint, replica_endpoints, target_endpoint
-from syncer.errors import SyncerError
+from syncer.errors import SigningError, SyncerError
 from syncer.ledger import Ledger, now_iso
 from syncer.mirror import copy_endpoints, mirror
 from syncer.model import Catalog, Event, ImageEntry, Record, ScanResult, Severity, State
@@ -402,7 +402,10 @@ class Pipeline:
         # reached approved/, and an image never sits there unsigned.
         self.progress.step(subject, "signing")
         identity = f"{self.settings.target.registry}/{approved}"
-        self.signer.sign(self._target_client, approved, rec.digest, identity)
+        try:
+            self.signer.sign(self._target_client, approved, rec.digest, identity)
+        except SigningError as err:
+            raise SigningError(f"cannot sign: {err}; nothing is promoted unsigned") from None
         self.progress.step(subject, "promoting")
         promote_mod.promote(self._target, self._quarantine(rec.name), approved, rec.digest, rec.tag)
         if rec.promoted_digest != rec.digest:

@@ -25,7 +25,6 @@ class PlatformError(SyncerError):
 class ScanSettings:
     cache_dir: str
     db_updated_at: str
-    scanner: str  # "trivy 0.76.0"
     timeout: float = 600.0
     licenses: bool = False
 
@@ -71,7 +70,7 @@ def scan_digest(target: Endpoint, client: RegistryClient, repository: str, diges
             created.append(result.created)
     return ScanResult(
         digest=digest,
-        scanner=settings.scanner,
+        scanner=f"trivy {trivy.version()}",  # asked once per process, at the first scan
         db_updated_at=settings.db_updated_at,
         scanned_at=now_iso(),
         findings=tuple(findings),

@@ -1,9 +1,9 @@
-"""The pipeline's own signer: its key, loaded once from the environment named in settings."""
+"""The pipeline's own signer: its key, read once from the environment named in settings."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import threading
 
 from syncer import cosign, signatures
 from syncer.errors import SigningError
@@ -11,10 +11,25 @@ from syncer.model import Signing
 from syncer.registry import RegistryClient
 
 
-@dataclass(frozen=True)
 class Signer:
-    name: str
-    key: cosign.PrivateKey = field(repr=False)
+    """The pipeline's signer. Its key is decrypted on first use: scrypt is slow by design
+    (~0.1 s) and a run with nothing to promote never needs the key."""
+
+    def __init__(self, name: str, pem: bytes, passphrase: bytes, source: str):
+        self.name = name
+        self._pem, self._passphrase, self._source = pem, passphrase, source
+        self._key: cosign.PrivateKey | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Signer({self.name!r}, key={self._source!r})"
+
+    @property
+    def key(self) -> cosign.PrivateKey:
+        with self._lock:
+            if self._key is None:
+                self._key = cosign.load_private_key(self._pem, self._passphrase, source=self._source)
+            return self._key
 
     def sign(self, client: RegistryClient, repository: str, digest: str, identity: str) -> None:
         """Attach this signer's signature for ``digest``; nothing is added if it is already there."""
@@ -41,4 +56,4 @@ def signer_from_env(signing: Signing) -> Signer:
             pem = fh.read()
     except OSError as err:
         raise SigningError(f"cannot read the signing key {path} ({signing.key_env}): {err.strerror}") from None
-    return Signer(name=signing.signer, key=cosign.load_private_key(pem, passphrase.encode(), source=path))
+    return Signer(signing.signer, pem, passphrase.encode(), path)

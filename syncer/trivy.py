@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import functools
 import json
 import os
 import re
@@ -166,14 +167,18 @@ def _reason(stderr: str, secrets: tuple[str, ...]) -> str:
 
 
 def version(*, timeout: float = 60.0) -> str:
-    """Trivy's version, e.g. ``0.76.0``."""
-    out = _run([binary(), "--version", "--format", "json"], what="reporting its version",
-               timeout=timeout)
+    """Trivy's version, e.g. ``0.76.0``; asked once per binary and process."""
+    return _version(binary(), timeout)
+
+
+@functools.lru_cache(maxsize=None)
+def _version(path: str, timeout: float) -> str:
+    out = _run([path, "--version", "--format", "json"], what="reporting its version", timeout=timeout)
     try:
         return str(json.loads(out)["Version"])
     except (ValueError, KeyError, TypeError):
         raise TrivyError("trivy --version printed no version; check the binary "
-                         f"({binary()}) or set {ENV_BINARY}") from None
+                         f"({path}) or set {ENV_BINARY}") from None
 
 
 # --- the vulnerability DB ----------------------------------------------------------------------

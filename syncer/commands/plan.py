@@ -48,7 +48,7 @@ def run(args) -> int:
         raise UsageError(f"--only {', '.join(unknown)}: no such image in {args.catalog}/images/")
     try:
         info = trivy.db_info(args.trivy_cache)
-        scan_settings = ScanSettings(args.trivy_cache, info.updated_at, "trivy")
+        scan_settings = ScanSettings(args.trivy_cache, info.updated_at)
     except SyncerError:
         scan_settings = None  # without a local database, re-scans are simply not planned
     progress = Progress()

@@ -76,7 +76,7 @@ def prepare_scanning(args, catalog, progress: Progress) -> tuple[ScanSettings | 
         info = trivy.db_info(args.trivy_cache)
         licenses = any(p.deny_licenses for p in catalog.policies.values())
         return ScanSettings(cache_dir=args.trivy_cache, db_updated_at=info.updated_at,
-                            scanner=f"trivy {trivy.version()}", timeout=float(args.scan_timeout),
+                            timeout=float(args.scan_timeout),
                             licenses=licenses), ""
     except SyncerError as err:
         return None, str(err)
