@@ -23,7 +23,7 @@ from syncer.endpoints import Endpoint, replica_endpoints, target_endpoint
 from syncer.errors import SigningError, SyncerError
 from syncer.ledger import Ledger, now_iso
 from syncer.mirror import copy_endpoints, mirror
-from syncer.model import Catalog, Event, ImageEntry, Record, ScanResult, Severity, State
+from syncer.model import Catalog, Event, ImageEntry, Record, ScanResult, State
 from syncer.plan import Change, Plan, TagPlan, build_plan, was_mirrored
 from syncer.progress import Progress
 from syncer.registry import RegistryClient
@@ -263,7 +263,8 @@ class Pipeline:
                 if rec.promoted_digest != rec.digest:
                     rec.state = State.SCANNED
                 self._event(rec, "scanned", f"{rec.digest} with {rec.scan.scanner}, database "
-                            f"{rec.scan.db_updated_at}: {_counts_text(rec.scan)}")
+                            f"{rec.scan.db_updated_at}: "
+                            f"{policy_mod.counts_text(policy_mod.count_by_severity(rec.scan.findings))}")
                 changed |= self.ledger.save(rec)
 
             decision = policy_mod.evaluate(
@@ -415,14 +416,3 @@ class Pipeline:
         if self.signer.name not in rec.signatures:
             rec.signatures = sorted({*rec.signatures, self.signer.name})
         self._event(rec, "promoted", f"{rec.digest} to {identity}:{rec.tag}, signed by {self.signer.name}")
-
-
-def _counts_text(scan: ScanResult) -> str:
-    counts = {s: 0 for s in Severity}
-    seen = set()
-    for f in scan.findings:
-        if (f.id, f.severity) not in seen:
-            seen.add((f.id, f.severity))
-            counts[f.severity] += 1
-    parts = [f"{counts[s]} {s.key}" for s in sorted(Severity, reverse=True) if counts[s]]
-    return ", ".join(parts) or "no vulnerabilities"

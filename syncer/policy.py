@@ -131,6 +131,11 @@ def count_by_severity(findings: Iterable[Finding]) -> dict[str, int]:
     return {s.key: len(by_severity.get(s, {})) for s in _SEVERITIES_DESC}
 
 
+def counts_text(counts: dict[str, int]) -> str:
+    """``count_by_severity`` in words, worst first: "1 critical, 2 high"."""
+    return ", ".join(f"{n} {key}" for key, n in counts.items() if n) or "no vulnerabilities"
+
+
 def _exceptions_for(
     name: str, exceptions: Sequence[VulnException], today: date
 ) -> tuple[dict[str, VulnException], dict[str, date]]:

@@ -18,7 +18,8 @@ import jinja2
 
 from syncer.atomic import write_atomic
 from syncer.enforce import required_signers
-from syncer.model import Catalog, Finding, Record, Severity, State
+from syncer.model import Catalog, Finding, Record, State
+from syncer.policy import count_by_severity, counts_text
 
 BADGES = {
     State.PROMOTED: "✅ promoted",
@@ -57,14 +58,6 @@ def short(digest: str | None) -> str:
 
 _env.filters["md"] = md
 _env.filters["short"] = short
-
-
-def severity_counts(findings: tuple[Finding, ...] | list[Finding]) -> dict[str, int]:
-    """Distinct vulnerability ids per severity, as the policy counts them."""
-    ids: dict[str, set[str]] = {s.key: set() for s in Severity}
-    for f in findings:
-        ids[f.severity.key].add(f.id)
-    return {k: len(v) for k, v in ids.items()}
 
 
 def sorted_findings(findings) -> list[Finding]:
@@ -108,7 +101,7 @@ def _missing(rec: Record, catalog: Catalog | None) -> list[str]:
 
 
 def _row(rec: Record, catalog: Catalog | None) -> _Row:
-    counts = severity_counts(rec.scan.findings) if rec.scan else {s.key: 0 for s in Severity}
+    counts = count_by_severity(rec.scan.findings if rec.scan else ())
     return _Row(
         name=rec.name, tag=rec.tag, page=page_for(rec.name), state=rec.state.value,
         state_badge=BADGES.get(rec.state, rec.state.value), digest=rec.digest,
@@ -149,13 +142,11 @@ def render_image(name: str, records: list[Record], catalog: Catalog | None) -> s
     tags = []
     for rec in sorted(records, key=lambda r: r.tag):
         findings = sorted_findings(rec.scan.findings) if rec.scan else []
-        counts = severity_counts(findings)
-        counts_text = ", ".join(f"{counts[s.key]} {s.key}" for s in sorted(Severity, reverse=True)
-                                if counts[s.key]) or "none"
+        counts = count_by_severity(findings)
         tags.append(dict(
             tag=rec.tag, anchor=re.sub(r"[^a-z0-9-]", "-", rec.tag.lower()), state=rec.state.value,
             state_badge=BADGES.get(rec.state, rec.state.value), digest=rec.digest, source=rec.source,
-            promoted=rec.promoted_digest, counts=counts, counts_text=counts_text,
+            promoted=rec.promoted_digest, counts=counts, counts_text=counts_text(counts),
             signers=list(rec.signatures), missing=_missing(rec, catalog), scan=rec.scan,
             scanned=rec.scan.scanned_at if rec.scan else "", reasons=list(rec.reasons),
             findings=findings, multi_platform=len(rec.scan.platforms) > 1 if rec.scan else False,
