@@ -22,7 +22,7 @@ from syncer.discover import Sources, discover
 from syncer.endpoints import Endpoint, replica_endpoints, target_endpoint
 from syncer.errors import SigningError, SyncerError
 from syncer.ledger import Ledger, now_iso
-from syncer.mirror import copy_endpoints, mirror
+from syncer.mirror import mirror
 from syncer.model import Catalog, Event, ImageEntry, Record, ScanResult, State
 from syncer.plan import Change, Plan, TagPlan, build_plan, was_mirrored
 from syncer.progress import Progress
@@ -297,8 +297,8 @@ class Pipeline:
         quarantine = self._quarantine(name)
         if (name, digest) in self._quarantined:
             try:
-                copy_endpoints(self._target, self._target, self._target.docker_ref(quarantine, digest=digest),
-                               self._target.docker_ref(quarantine, tag=tag))
+                promote_mod.copy_in_target(self._target, self._target_client, quarantine, quarantine,
+                                           digest, tag)
                 return f"{digest} (tagged from quarantine: no upstream pull)"
             except SyncerError:
                 pass  # e.g. garbage-collected since: fetch it from upstream after all
@@ -408,7 +408,8 @@ class Pipeline:
         except SigningError as err:
             raise SigningError(f"cannot sign: {err}; nothing is promoted unsigned") from None
         self.progress.step(subject, "promoting")
-        promote_mod.promote(self._target, self._quarantine(rec.name), approved, rec.digest, rec.tag)
+        promote_mod.promote(self._target, self._target_client, self._quarantine(rec.name), approved,
+                            rec.digest, rec.tag)
         if rec.promoted_digest != rec.digest:
             # Signatures belong to a digest: approvals of the one approved before do not carry over.
             rec.signatures = []

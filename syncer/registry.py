@@ -1,8 +1,9 @@
 """HTTP client for the OCI distribution API: cheap upstream checks, signatures, deletes.
 
-Image copies go through skopeo; this client does what skopeo cannot do cheaply: HEAD-only
-discovery (Docker Hub counts a manifest GET as a pull and a HEAD as none), small blob and
-manifest reads and writes for signatures, and deletes. Every failure becomes a typed
+Image copies between registries go through skopeo; this client does what skopeo cannot do
+cheaply: HEAD-only discovery (Docker Hub counts a manifest GET as a pull and a HEAD as none),
+small blob and manifest reads and writes for signatures, cross-repository blob mounts (copies
+inside one registry, ``syncer.mount``), and deletes. Every failure becomes a typed
 ``syncer.errors`` error naming the registry and what to do; credentials never leave this
 module except in the Authorization header.
 """
@@ -34,6 +35,7 @@ from syncer.errors import (
     RateLimitError,
     RegistryAuthError,
     RegistryError,
+    SyncerError,
     UsageError,
 )
 from syncer.model import Auth
@@ -422,6 +424,29 @@ class RegistryClient:
         self._check(resp, f"blob upload to {repository}", repository)
         return digest
 
+    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        """Links blob ``digest`` of ``from_repository`` into ``repository`` of the same registry
+        without sending its bytes (cross-repository mount). False when the registry declined
+        (it then starts an ordinary upload, which is cancelled here): it does not support
+        mounts, or the blob is not in ``from_repository``."""
+        _check_digest(repository, digest)
+        _check_repository(from_repository)
+        resp = self._request("POST", self._url(f"/v2/{repository}/blobs/uploads/"),
+                             kind="upload", repository=repository,
+                             params={"mount": digest, "from": from_repository},
+                             scope=f"{_scope(repository, 'POST')} {_scope(from_repository, 'GET')}")
+        if resp.status_code == 201:
+            return True
+        self._check(resp, f"blob mount into {repository}", repository)
+        location = resp.headers.get("Location")
+        if resp.status_code == 202 and location:
+            try:  # an abandoned upload would linger until the registry purges uploads
+                self._request("DELETE", self._same_origin(urljoin(resp.url, location)),
+                              kind="upload", repository=repository)
+            except SyncerError as err:
+                log.debug("cancelling the upload %s on %s failed: %s", location, self.where, err)
+        return False
+
     def delete_manifest(self, repository: str, digest: str) -> None:
         _check_digest(repository, digest)
         resp = self._request("DELETE", self._url(f"/v2/{repository}/manifests/{digest}"),
@@ -468,9 +493,14 @@ class RegistryClient:
         return session
 
     def _request(self, method: str, url: str, *, kind: str, repository: str,
-                 headers: dict[str, str] | None = None, **kwargs) -> requests.Response:
-        """Sends with the known auth; on 401 authenticates as challenged and sends once more."""
-        scope = _scope(repository, method)
+                 headers: dict[str, str] | None = None, scope: str | None = None,
+                 **kwargs) -> requests.Response:
+        """Sends with the known auth; on 401 authenticates as challenged and sends once more.
+
+        ``scope``: the token scopes the request needs, space-separated, when it is more than
+        the method's actions on ``repository`` (a mount also pulls from another repository).
+        """
+        scope = scope or _scope(repository, method)
         headers = dict(headers or {})
         auth = self._authorization(scope)
         if auth:
@@ -629,7 +659,8 @@ class RegistryClient:
 
     def _fetch_token(self, challenge: Challenge, want: str, key: str) -> str:
         realm = challenge.params["realm"]
-        params = {"scope": want}
+        # Several scopes go as repeated parameters, as the token specification has them.
+        params: dict[str, str | list[str]] = {"scope": want.split(" ")}
         if challenge.params.get("service"):
             params["service"] = challenge.params["service"]
         auth = (self._credentials.username, self._credentials.password) if self._credentials \

@@ -310,6 +310,19 @@ def test_bearer_delete_uses_the_scope_the_registry_asks_for(token_setup) -> None
     assert "repository:team/app:delete" in [q["scope"][0] for q in issuer.requests]
 
 
+
+def test_bearer_mount_asks_for_both_repositories_in_one_token(token_setup) -> None:
+    issuer, registry = token_setup
+    creds = Credentials(issuer.username, issuer.password)
+    with RegistryClient(registry.host, tls_verify=False, credentials=creds) as client:
+        raw = minimal_manifest(client, "quarantine/app")
+        config = json.loads(raw)["config"]["digest"]
+        assert client.mount_blob("approved/app", config, "quarantine/app") is True
+        assert client.blob_exists("approved/app", config)
+    # Repeated scope parameters, as the token specification has several scopes.
+    assert ["repository:approved/app:pull,push", "repository:quarantine/app:pull"] in \
+        [q["scope"] for q in issuer.requests]
+
 @pytest.mark.parametrize("token_setup", [{"anonymous_pull": True}], indirect=True)
 def test_bearer_anonymous_pull_token_like_docker_hub(token_setup) -> None:
     issuer, registry = token_setup

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
+from typing import Callable
 
 # Headers that describe one hop, not the message: never forwarded.
 _HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer",
@@ -51,6 +52,9 @@ class Fault:
     method: str | None = None  # only requests with this method
     path: str | None = None  # only requests whose path and query match this regex (search)
     drop: bool = False  # close the connection without answering
+    # Forward the request after all and call ``then`` with the upstream's status before
+    # answering: for crashes timed right after the upstream acted on a request.
+    then: Callable[[int], None] | None = None
 
     def matches(self, method: str, uri: str) -> bool:
         if self.method and self.method != method:
@@ -217,7 +221,7 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.close()
                     return
-                if fault is not None:
+                if fault is not None and fault.then is None:
                     status, reason = fault.status, None
                     headers, data = list(fault.headers.items()), fault.body
                 else:
@@ -228,6 +232,8 @@ class FaultProxy:
                     except OSError:
                         # The upstream is down: answer like a gateway would.
                         status, reason, headers, data = 502, None, [], b""
+                    if fault is not None and fault.then is not None:
+                        fault.then(status)
                     if (proxy.paginate_tags and method == "GET" and status == 200
                             and urlsplit(uri).path.endswith("/tags/list")):
                         headers, data = proxy._page(uri, headers, data)
