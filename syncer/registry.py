@@ -38,6 +38,7 @@ from syncer.errors import (
     SyncerError,
     UsageError,
 )
+from syncer.headtransport import HeadTransport
 from syncer.model import Auth
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,10 @@ class RegistryClient:
         self._credentials = credentials
         self._sleep = sleep
         self._scheme = "https"
+        self._scheme_probe = threading.Lock()
+        self._scheme_settled = threading.Event()  # set once the registry's scheme is known
+        if tls_verify:
+            self._scheme_settled.set()  # HTTPS, always
         self._lock = threading.Lock()
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
@@ -276,6 +281,7 @@ class RegistryClient:
         # verify setting, which would silently drop ca_file and tls_verify: false.
         self._requests_verify: str | bool = (ca_file or _env_ca_bundle() or True) if tls_verify else False
         self._proxies: dict[str, dict[str, str]] = {}
+        self._heads = HeadTransport(self._requests_verify)
         self._basic = False  # the registry asked for Basic: send it up front from now on
         self._bearer: Challenge | None = None  # realm and service of its token server
         self._tokens: dict[str, _Token] = {}
@@ -297,6 +303,7 @@ class RegistryClient:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
             session.close()
+        self._heads.close()
 
     def __enter__(self) -> "RegistryClient":
         return self
@@ -521,6 +528,19 @@ class RegistryClient:
 
     def _send(self, method: str, url: str, *, kind: str, headers: dict[str, str],
               **kwargs) -> requests.Response:
+        if self._scheme_settled.is_set() or urlsplit(url).netloc != self.endpoint:
+            return self._send_with_retries(method, url, kind=kind, headers=headers, **kwargs)
+        # With tls_verify off the registry may speak HTTPS or plain HTTP. The first request
+        # finds out (``_fall_back_to_http``) while the others wait: threads starting together
+        # would each set up TLS first, loading the system's CAs (~17 ms of CPU) for nothing.
+        with self._scheme_probe:
+            try:
+                return self._send_with_retries(method, url, kind=kind, headers=headers, **kwargs)
+            finally:
+                self._scheme_settled.set()
+
+    def _send_with_retries(self, method: str, url: str, *, kind: str, headers: dict[str, str],
+                           **kwargs) -> requests.Response:
         """One request with retries: 429 after Retry-After, 5xx and network errors with
         exponential backoff and jitter, bounded by ``max_retries`` and ``max_wait``."""
         waited = 0.0
@@ -564,9 +584,12 @@ class RegistryClient:
 
     def _once(self, method: str, url: str, *, kind: str, headers: dict[str, str],
               **kwargs) -> requests.Response:
-        resp = self._session().request(method, url, headers=headers, timeout=self.timeout,
-                                       verify=self._requests_verify, proxies=self._proxies_for(url),
-                                       **kwargs)
+        proxies = self._proxies_for(url)
+        if method == "HEAD" and not kwargs and not proxies:
+            resp = self._heads.head(url, {"User-Agent": self.user_agent, **headers}, self.timeout)
+        else:
+            resp = self._session().request(method, url, headers=headers, timeout=self.timeout,
+                                           verify=self._requests_verify, proxies=proxies, **kwargs)
         # Counted once answered, so the numbers match what the registry's access log shows.
         with self._lock:
             self.stats[method] += 1

@@ -8,9 +8,11 @@ tampered bodies) come from ``tests.harness.faultproxy`` in front of the real reg
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 
 import pytest
@@ -343,6 +345,26 @@ def test_tls_verify_off_falls_back_to_plain_http(registry: Registry) -> None:
         assert client.stats["HEAD"] == 2
 
 
+
+def test_threads_starting_together_learn_plain_http_once(registry: Registry) -> None:
+    """Each HTTPS attempt loads the system's CAs; only the first request should make one."""
+    digest = sha(push_image(registry, "lib/app", "1.0"))
+    fallbacks: list[str] = []
+
+    class Counting(RegistryClient):
+        def _fall_back_to_http(self, err: Exception) -> bool:
+            fallbacks.append(str(err))
+            return super()._fall_back_to_http(err)
+
+    start = threading.Barrier(8)
+    with Counting(registry.host, tls_verify=False) as client:
+        def work() -> str:
+            start.wait(timeout=10)
+            return client.head_manifest("lib/app", "1.0").digest
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(lambda _: work(), range(8))) == [digest] * 8
+    assert len(fallbacks) == 1
+
 def test_plain_http_registry_with_tls_verify_on_is_a_clear_error(registry: Registry) -> None:
     with RegistryClient(registry.host) as client:
         with pytest.raises(RegistryError, match="does not speak HTTPS; set tls_verify: false"):
@@ -363,7 +385,22 @@ def test_one_client_shared_by_threads(registry: Registry) -> None:
             t.join(timeout=20)
         assert results == digests
         assert client.stats["HEAD manifest"] == 12
-        assert len(client._sessions) == 4
+        # One kept-alive connection per thread (each also tried HTTPS first: tls_verify off).
+        plain = [c for c in client._heads._open if not isinstance(c, http.client.HTTPSConnection)]
+        assert len(plain) == 4
+
+
+
+def test_heads_reconnect_when_the_registry_closed_the_kept_alive_connection(registry: Registry) -> None:
+    digest = sha(push_image(registry, "lib/app", "1.0"))
+    sleeps = Sleeps()
+    with client_for(registry.host, sleep=sleeps) as client:
+        assert client.head_manifest("lib/app", "1.0").digest == digest
+        registry.stop()  # closes every connection it had, as an idle timeout would
+        registry.start()
+        assert client.head_manifest("lib/app", "1.0").digest == digest
+        assert sleeps == [], "a connection closed while idle is reopened, not retried after a wait"
+        assert client.stats["HEAD"] == 2
 
 
 # --- retries ---------------------------------------------------------------------------------
