@@ -8,7 +8,6 @@ made by ``syncer.policy.evaluate`` (pure); this module only sequences side effec
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -234,7 +233,7 @@ class Pipeline:
         if tp.deferred:
             return TagOutcome(tp.name, tp.tag, tp.recorded.state if tp.recorded else None, deferred=True,
                               message="deferred: upstream pull budget below min_remaining_pulls")
-        rec = copy.deepcopy(tp.recorded) if tp.recorded else Record(
+        rec = tp.recorded.copy() if tp.recorded else Record(
             name=tp.name, tag=tp.tag, source=tp.source or "", digest=tp.digest or "", state=State.MIRRORED)
         changed = False
         try:
@@ -308,7 +307,7 @@ class Pipeline:
         return digest
 
     def _vanished(self, tp: TagPlan) -> TagOutcome:
-        rec = copy.deepcopy(tp.recorded)
+        rec = tp.recorded.copy()
         last = next((e for e in reversed(rec.events) if e.event in ("vanished", "discovered", "moved",
                                                                      "mirrored")), None)
         if last is not None and last.event == "vanished":

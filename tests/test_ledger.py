@@ -75,6 +75,22 @@ def test_full_record_round_trips_to_an_equal_record(ledger: Ledger):
     assert ledger.load("bitnami/redis", "7.2") == record
 
 
+
+def test_a_copy_of_a_record_changes_without_changing_the_original():
+    original = full_record()
+    assert original.replicas, "the fixture must have a replica state to change"
+    before = replace(original, reasons=list(original.reasons), events=list(original.events),
+                     signatures=list(original.signatures),
+                     replicas=[replace(r) for r in original.replicas])
+    changed = original.copy()
+    assert changed == original
+    changed.events.append(Event(at=now_iso(), event="held", detail="x"))
+    changed.reasons.append("a reason")
+    changed.signatures.append("another")
+    changed.replicas[0].digest, changed.replicas[0].lagging = "sha256:" + "f" * 64, True
+    changed.state = State.HELD
+    assert original == before
+
 def test_layout_keys_follow_the_spec_and_findings_are_one_line_each(ledger: Ledger):
     ledger.save(full_record())
     text = ledger.path_for("bitnami/redis", "7.2").read_text()
