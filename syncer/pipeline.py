@@ -13,6 +13,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Callable
 
 from syncer import policy as policy_mod
 from syncer import promote as promote_mod
@@ -97,9 +98,10 @@ def select_entries(catalog: Catalog, options: RunOptions) -> list[ImageEntry]:
     return entries
 
 
-def recorded_for(ledger: Ledger, entries: list[ImageEntry]) -> dict[tuple[str, str], Record]:
+def recorded_for(records: Callable[[], list[Record]],
+                 entries: list[ImageEntry]) -> dict[tuple[str, str], Record]:
     names = {e.name for e in entries}
-    return {(r.name, r.tag): r for r in ledger.all() if r.name in names}
+    return {(r.name, r.tag): r for r in records() if r.name in names}
 
 
 class _ScanCache:
@@ -129,9 +131,12 @@ class _ScanCache:
 class Pipeline:
     def __init__(self, catalog: Catalog, ledger: Ledger, *, scan_settings: ScanSettings | None,
                  signer: Signer | None, options: RunOptions, progress: Progress | None = None,
-                 scan_problem: str = "", signer_problem: str = ""):
+                 scan_problem: str = "", signer_problem: str = "",
+                 records: Callable[[], list[Record]] | None = None):
         self.catalog = catalog
         self.ledger = ledger
+        # Where the records come from at planning: the ledger, or a prefetch of it.
+        self._records = records or ledger.all
         self.scan_settings = scan_settings
         self.signer = signer
         # Why scanning or signing is unavailable this run: the reason a tag then fails with.
@@ -159,7 +164,7 @@ class Pipeline:
         self.progress.note(f"discovering {len(entries)} catalog entries")
         # Reading the ledger is CPU work and discovery mostly waits on the network: overlap them.
         with ThreadPoolExecutor(max_workers=1) as reader:
-            reading = reader.submit(recorded_for, self.ledger, entries)
+            reading = reader.submit(recorded_for, self._records, entries)
             discoveries = discover(entries, self.sources, jobs=max(self.options.jobs, DISCOVERY_JOBS))
             recorded = reading.result()
         for host in self.sources.anonymous():

@@ -12,14 +12,7 @@ import json
 import os
 import sys
 
-from syncer import trivy
-from syncer.catalog import load_catalog
 from syncer.errors import SyncerError, UsageError
-from syncer.ledger import Ledger
-from syncer.pipeline import Pipeline, RunOptions
-from syncer.plan import render_markdown
-from syncer.progress import Progress
-from syncer.scan import ScanSettings
 
 
 def add_scan_options(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +34,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    # Imported here, not at the top: `syncer run` imports this module for its options.
+    from syncer import trivy
+    from syncer.catalog import load_catalog
+    from syncer.ledger import Ledger
+    from syncer.pipeline import Pipeline, RunOptions
+    from syncer.plan import render_markdown
+    from syncer.progress import Progress
+    from syncer.scan import ScanSettings
+
     catalog = load_catalog(args.catalog)
     # A misspelt name would otherwise plan nothing and exit 0, which reads as "all is well".
     unknown = [n for n in args.only if catalog.image(n) is None]

@@ -18,17 +18,19 @@ import os
 import sys
 from datetime import datetime, timezone
 
-from syncer import trivy
-from syncer.catalog import load_catalog
+from typing import TYPE_CHECKING
+
 from syncer.commands import plan as plan_command
 from syncer.commands.plan import add_scan_options
 from syncer.errors import SyncerError, UsageError
 from syncer.ledger import Ledger
 from syncer.lock import run_lock
-from syncer.pipeline import Pipeline, RunOptions, RunResult
-from syncer.progress import Progress
-from syncer.scan import ScanSettings
-from syncer.signer import signer_from_env
+from syncer.prefetch import LedgerPrefetch
+
+if TYPE_CHECKING:
+    from syncer.pipeline import RunResult
+    from syncer.progress import Progress
+    from syncer.scan import ScanSettings
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -69,6 +71,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def prepare_scanning(args, catalog, progress: Progress) -> tuple[ScanSettings | None, str]:
     """The database every scan of this run uses, downloaded at most once per run."""
+    from syncer import trivy
+    from syncer.scan import ScanSettings
+
     try:
         if not args.skip_db_update:
             progress.note("updating the Trivy vulnerability database")
@@ -104,12 +109,6 @@ def summary_markdown(result: RunResult) -> str:
 def run(args) -> int:
     if args.push:
         args.commit = True
-    catalog = load_catalog(args.catalog)
-    progress = Progress(quiet=False)
-    options = RunOptions(jobs=args.jobs, only=tuple(args.only), shard=args.shard, dry_run=args.dry_run)
-    unknown = [n for n in options.only if catalog.image(n) is None]
-    if unknown:
-        raise UsageError(f"--only {', '.join(unknown)}: no such image in {args.catalog}/images/")
     if args.dry_run:
         # A dry run is exactly the plan: discovery only, nothing written anywhere.
         return plan_command.run(args)
@@ -117,34 +116,53 @@ def run(args) -> int:
     started = datetime.now(timezone.utc)
     with run_lock(args.reports):
         ledger = Ledger(args.reports)
-        scan_settings, scan_problem = prepare_scanning(args, catalog, progress)
-        if scan_problem:
-            progress.note(f"error: {scan_problem}; nothing will be scanned or promoted this run")
-        signer, signer_problem = None, ""
-        try:
-            signer = signer_from_env(catalog.settings.signing)
-        except SyncerError as err:
-            signer_problem = str(err)
-            progress.note(f"warning: {err}; nothing will be promoted this run")
-        pipeline = Pipeline(catalog, ledger, scan_settings=scan_settings, signer=signer,
-                            options=options, progress=progress, scan_problem=scan_problem,
-                            signer_problem=signer_problem)
-        result = pipeline.run()
-        progress.close()
-        written = []
-        if result.changed:
-            from syncer import report  # jinja2 is imported only when there is something to write
+        # The records are parsed in a child process while this one imports the pipeline and
+        # loads the catalog (see syncer/prefetch.py); the modules below are imported here,
+        # after the fork, for that reason.
+        with LedgerPrefetch(ledger) as prefetch:
+            return _run_locked(args, ledger, prefetch, started)
 
-            written = report.write_reports(ledger, catalog, args.reports, result=result, started=started)
-        commit = None
-        if args.commit and written:
-            from syncer import gitops  # GitPython is imported only when the trail is committed
 
-            message = gitops.summary_message(result.counts(), os.environ.get("GITHUB_RUN_ID"))
-            commit = gitops.commit_reports(
-                os.path.dirname(os.path.abspath(args.reports)) or ".", [os.path.abspath(args.reports)],
-                message, push=args.push,
-                refresh=lambda: report.regenerate(Ledger(args.reports).all(), catalog, args.reports))
+def _run_locked(args, ledger: Ledger, prefetch: LedgerPrefetch, started: datetime) -> int:
+    from syncer.catalog import load_catalog
+    from syncer.pipeline import Pipeline, RunOptions
+    from syncer.progress import Progress
+    from syncer.signer import signer_from_env
+
+    catalog = load_catalog(args.catalog)
+    progress = Progress(quiet=False)
+    options = RunOptions(jobs=args.jobs, only=tuple(args.only), shard=args.shard, dry_run=False)
+    unknown = [n for n in options.only if catalog.image(n) is None]
+    if unknown:
+        raise UsageError(f"--only {', '.join(unknown)}: no such image in {args.catalog}/images/")
+    scan_settings, scan_problem = prepare_scanning(args, catalog, progress)
+    if scan_problem:
+        progress.note(f"error: {scan_problem}; nothing will be scanned or promoted this run")
+    signer, signer_problem = None, ""
+    try:
+        signer = signer_from_env(catalog.settings.signing)
+    except SyncerError as err:
+        signer_problem = str(err)
+        progress.note(f"warning: {err}; nothing will be promoted this run")
+    pipeline = Pipeline(catalog, ledger, scan_settings=scan_settings, signer=signer,
+                        options=options, progress=progress, scan_problem=scan_problem,
+                        signer_problem=signer_problem, records=prefetch.records)
+    result = pipeline.run()
+    progress.close()
+    written = []
+    if result.changed:
+        from syncer import report  # jinja2 is imported only when there is something to write
+
+        written = report.write_reports(ledger, catalog, args.reports, result=result, started=started)
+    commit = None
+    if args.commit and written:
+        from syncer import gitops  # GitPython is imported only when the trail is committed
+
+        message = gitops.summary_message(result.counts(), os.environ.get("GITHUB_RUN_ID"))
+        commit = gitops.commit_reports(
+            os.path.dirname(os.path.abspath(args.reports)) or ".", [os.path.abspath(args.reports)],
+            message, push=args.push,
+            refresh=lambda: report.regenerate(Ledger(args.reports).all(), catalog, args.reports))
     summary = summary_markdown(result)
     if os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
