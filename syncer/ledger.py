@@ -155,7 +155,7 @@ class _Representer(RoundTripRepresenter):
 _Representer.add_representer(
     type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
 
-# Characters that YAML 1.1 readers (libyaml, PyYAML, and our own fast reader) treat
+# Characters that YAML 1.1 readers (libyaml and PyYAML, which read records here) treat
 # differently from the YAML 1.2 rules ruamel writes by: `installed: 1:1.2.13` is a plain
 # scalar in 1.2 but breaks a 1.1 flow mapping, and `1:20` is the number 80 in 1.1. Quoting
 # such strings keeps records readable by any YAML tool.
