@@ -32,6 +32,10 @@ def test_syncer_run_against_a_token_mode_registry(tmp_path, registry_factory, tr
         rec = world.record("alpine", "3.20")
         assert rec.state is State.PROMOTED, proc.stderr
         assert tokens.passwords["syncer"] not in proc.stdout + proc.stderr
+        # Promoted by blob mounts: one token naming approved/ (push) and quarantine/ (pull).
+        mounts = [r for r in tokens.registry.requests() if r.method == "POST" and "mount=" in r.uri]
+        assert len(mounts) == 2 and all(r.uri.startswith("/v2/approved/alpine/") and r.status == 201
+                                        for r in mounts), mounts  # the config and the one layer
 
         developer = tokens.client("dev1")
         assert developer.head_manifest("approved/alpine", "3.20").digest == digest
