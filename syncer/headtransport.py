@@ -81,6 +81,10 @@ class HeadTransport:
     def head(self, url: str, headers: dict[str, str], timeout: float) -> Answer:
         parts = urlsplit(url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        for name, value in headers.items():
+            if any(c in name + value for c in "\r\n\0"):
+                # A token from a token server could otherwise add headers of its own.
+                raise requests.exceptions.InvalidHeader(f"the {name} header holds a line break")
         lines = [f"HEAD {path} HTTP/1.1", f"Host: {parts.netloc}",
                  *(f"{name}: {value}" for name, value in headers.items())]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

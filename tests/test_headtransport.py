@@ -25,8 +25,9 @@ class ScriptedServer:
         self.answers = [a.encode("latin-1") for a in answers]
         self.requests: list[bytes] = []
         self.connections = 0
+        self._stopped = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(5)
+        self._listener.settimeout(0.1)
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -35,9 +36,11 @@ class ScriptedServer:
         return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
 
     def _serve(self) -> None:
-        while len(self.requests) < len(self.answers):
+        while len(self.requests) < len(self.answers) and not self._stopped.is_set():
             try:
                 conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
             except OSError:
                 return
             self.connections += 1
@@ -64,6 +67,7 @@ class ScriptedServer:
                     break
 
     def stop(self) -> None:
+        self._stopped.set()
         self._listener.close()
         self._thread.join(timeout=5)
 
@@ -144,3 +148,11 @@ def test_a_server_that_never_answers_times_out(serve) -> None:
                                       timeout=0.3)
     finally:
         listener.close()
+
+
+def test_a_header_with_a_line_break_is_refused_before_sending(serve) -> None:
+    server = serve(OK)
+    with pytest.raises(requests.exceptions.InvalidHeader, match="Authorization"):
+        HeadTransport(False).head(server.url + "/v2/", {"Authorization": "Bearer x\r\nX-Evil: 1"},
+                                  timeout=5)
+    assert server.requests == []
