@@ -412,10 +412,14 @@ class RegistryClient:
         self._verify(resp.content, digest, f"blob {repository}@{digest}")
         return resp.content
 
-    def put_blob(self, repository: str, data: bytes) -> str:
-        """Monolithic upload (POST then PUT); nothing is sent when the blob is there already."""
+    def put_blob(self, repository: str, data: bytes, *, check: bool = True) -> str:
+        """Monolithic upload (POST then PUT); nothing is sent when the blob is there already.
+
+        ``check=False`` skips asking first, for a caller that knows the blob is most likely
+        new: uploading a blob again is harmless, and asking costs a request every time.
+        """
         digest = digest_of(data)
-        if self.blob_exists(repository, digest):
+        if check and self.blob_exists(repository, digest):
             return digest
         resp = self._request("POST", self._url(f"/v2/{repository}/blobs/uploads/"),
                              kind="upload", repository=repository)

@@ -78,7 +78,10 @@ def attach(client: RegistryClient, repository: str, digest: str, docker_referenc
             if layer.digest == payload_digest and \
                     cosign.verify(private_key.public_key, payload, layer.signature):
                 return False
-    client.put_blob(repository, payload)
+    # Without a signature manifest (the first signature of this digest) neither blob can be
+    # there but from an interrupted attempt: upload without asking, two requests fewer.
+    known = manifest is not None
+    client.put_blob(repository, payload, check=known)
     layers = [*existing, {
         "mediaType": SIMPLESIGNING,
         "size": len(payload),
@@ -86,7 +89,7 @@ def attach(client: RegistryClient, repository: str, digest: str, docker_referenc
         "annotations": {SIGNATURE_ANNOTATION: cosign.sign(private_key, payload)},
     }]
     config = _config([layer["digest"] for layer in layers])
-    client.put_blob(repository, config)
+    client.put_blob(repository, config, check=known)
     document = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

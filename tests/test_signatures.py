@@ -76,6 +76,13 @@ def test_attach_writes_cosigns_layout_and_verifies(client, registry, keys):
     assert (result.signed_by, result.missing, result.problems, result.ok) == (["ci"], [], [], True)
 
 
+
+def test_a_first_signature_takes_six_requests(client, registry, keys):
+    """No signature manifest yet: the two blobs are uploaded without asking whether they exist."""
+    signatures.attach(client, REPO, DIGEST, identity(registry), keys["ci"][0])
+    assert client.stats["HEAD"] == 0
+    assert sum(client.stats[m] for m in ("GET", "POST", "PUT")) == 6  # GET .sig, 2 x (POST, PUT), PUT
+
 def test_attach_is_idempotent(client, registry, keys):
     private, _ = keys["ci"]
     assert signatures.attach(client, REPO, DIGEST, identity(registry), private) is True
