@@ -93,18 +93,13 @@ class HeadTransport:
             conn = self._connection(parts, timeout)
             conn.sock.sendall(request)
             return self._answer(conn, url)
-        except ssl.SSLError as err:
-            self._discard(parts, conn)
-            raise requests.exceptions.SSLError(str(err)) from err
-        except (socket.timeout, TimeoutError) as err:
-            self._discard(parts, conn)
-            raise requests.Timeout(f"{type(err).__name__}: timed out") from err
-        except OSError as err:
-            self._discard(parts, conn)
-            raise requests.ConnectionError(f"{type(err).__name__}: {err}") from err
+        except OSError as err:  # ssl.SSLError and timeouts included
+            if conn is not None:
+                conn.usable = False  # mid-exchange: what the socket holds next is unknown
+            raise _as_requests_error(err) from err
         finally:
             if conn is not None and not conn.usable:
-                self._discard(parts, conn)
+                self._forget(self._local.pool, (parts.scheme, parts.netloc), conn)
 
     def close(self) -> None:
         with self._lock:
@@ -165,11 +160,6 @@ class HeadTransport:
             self._open.append(conn)
         return conn
 
-    def _discard(self, parts: SplitResult, conn: _Connection | None) -> None:
-        pool = getattr(self._local, "pool", {})
-        if conn is not None:
-            self._forget(pool, (parts.scheme, parts.netloc), conn)
-
     def _forget(self, pool: dict, key: tuple[str, str], conn: _Connection) -> None:
         if pool.get(key) is conn:
             del pool[key]
@@ -192,6 +182,15 @@ class HeadTransport:
                         **({"capath": where} if os.path.isdir(where) else {"cafile": where}))
                 self._context = context
             return self._context
+
+
+def _as_requests_error(err: OSError) -> requests.RequestException:
+    """The requests exception ``RegistryClient`` handles for this socket or TLS failure."""
+    if isinstance(err, ssl.SSLError):
+        return requests.exceptions.SSLError(str(err))
+    if isinstance(err, TimeoutError):  # socket.timeout is TimeoutError
+        return requests.Timeout(f"{type(err).__name__}: timed out")
+    return requests.ConnectionError(f"{type(err).__name__}: {err}")
 
 
 def _read_header_block(sock: socket.socket, data: bytes) -> tuple[bytes, bytes]:

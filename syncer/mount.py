@@ -15,7 +15,9 @@ caller copies with skopeo instead.
 
 from __future__ import annotations
 
-from syncer.registry import INDEX_TYPES, MANIFEST_TYPES, Manifest, RegistryClient
+from syncer.registry import DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_MANIFEST, Manifest, RegistryClient
+
+IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 
 
 def copy_within(client: RegistryClient, src_repo: str, dst_repo: str, digest: str, tag: str) -> bool:
@@ -34,8 +36,8 @@ def copy_within(client: RegistryClient, src_repo: str, dst_repo: str, digest: st
                 if not isinstance(child_digest, str):
                     return False
                 manifest = client.get_manifest(src_repo, child_digest)
-                if manifest.media_type in INDEX_TYPES or manifest.media_type not in MANIFEST_TYPES:
-                    return False
+                if manifest.media_type not in IMAGE_TYPES:
+                    return False  # a nested index, or a manifest type we do not know
                 children.append(manifest)
             images = children
         else:
