@@ -21,7 +21,7 @@ import tempfile
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,6 +311,17 @@ class Setup:
     def reports_snapshot(self) -> dict[str, bytes]:
         return {str(p.relative_to(self.reports)): p.read_bytes()
                 for p in sorted(self.reports.rglob("*")) if p.is_file()}
+
+
+def team_files(count: int, per_file: int, entry: Callable[[int, str], str]) -> dict[str, str]:
+    """Catalog image files ``team-NNN.yaml`` of ``per_file`` entries each, ``count`` in all;
+    ``entry(i, team)`` is the YAML list item of entry ``i`` in the file of ``team``."""
+    files = {}
+    for start in range(0, count, per_file):
+        team = f"team-{start // per_file:03d}"
+        files[f"{team}.yaml"] = "images:\n" + "".join(
+            entry(i, team) for i in range(start, min(start + per_file, count)))
+    return files
 
 
 def write_catalog(root: Path, *, hub: Registry | None, target_host: str,

@@ -33,16 +33,10 @@ def tags_of(i: int) -> list[str]:
 
 
 def catalog_files(entries: int) -> dict[str, str]:
-    files = {}
-    for start in range(0, entries, ENTRIES_PER_FILE):
-        team = f"team-{start // ENTRIES_PER_FILE:03d}"
-        body = "".join(
-            f"  - source: docker.io/library/{repo_name(i)}\n"
-            f"    tags: [{', '.join(repr(t) for t in tags_of(i))}]\n"
-            f'    owners: ["@acme/{team}"]\n'
-            for i in range(start, min(start + ENTRIES_PER_FILE, entries)))
-        files[f"{team}.yaml"] = "images:\n" + body
-    return files
+    return c.team_files(entries, ENTRIES_PER_FILE, lambda i, team: (
+        f"  - source: docker.io/library/{repo_name(i)}\n"
+        f"    tags: [{', '.join(repr(t) for t in tags_of(i))}]\n"
+        f'    owners: ["@acme/{team}"]\n'))
 
 
 def main() -> int:

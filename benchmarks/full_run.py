@@ -55,13 +55,9 @@ def name_of(i: int) -> str:
     return f"full-{i:03d}"
 
 
-def catalog_files(count: int, per_file: int = 20) -> dict[str, str]:
-    files = {}
-    for start in range(0, count, per_file):
-        entries = "".join(f'  - source: docker.io/library/{name_of(i)}\n    tags: ["{TAG}"]\n'
-                          for i in range(start, min(start + per_file, count)))
-        files[f"batch-{start // per_file:02d}.yaml"] = "images:\n" + entries
-    return files
+def catalog_files(count: int) -> dict[str, str]:
+    return c.team_files(count, 20, lambda i, _team: (
+        f'  - source: docker.io/library/{name_of(i)}\n    tags: ["{TAG}"]\n'))
 
 
 class PlainLoop:

@@ -31,17 +31,11 @@ def repo_name(i: int) -> str:
     return f"bench-{i:03d}"
 
 
-def catalog_files(repos: int, per_file: int = 10) -> dict[str, str]:
-    files = {}
-    for start in range(0, repos, per_file):
-        team = f"team-{start // per_file:02d}"
-        entries = "".join(
-            f"  - source: docker.io/library/{repo_name(i)}\n"
-            f"    match: '{MATCH}'\n"
-            f'    owners: ["@acme/{team}"]\n'
-            for i in range(start, min(start + per_file, repos)))
-        files[f"{team}.yaml"] = "images:\n" + entries
-    return files
+def catalog_files(repos: int) -> dict[str, str]:
+    return c.team_files(repos, 10, lambda i, team: (
+        f"  - source: docker.io/library/{repo_name(i)}\n"
+        f"    match: '{MATCH}'\n"
+        f'    owners: ["@acme/{team}"]\n'))
 
 
 def sync_yaml(path: Path, hub_host: str, repos: int) -> Path:
