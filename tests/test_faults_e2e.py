@@ -66,14 +66,6 @@ def assert_invariants(world, registry_name: str | None = None) -> dict[tuple[str
     return approved
 
 
-def _route(world, host: str, via: str) -> None:
-    """Sends syncer to ``via`` (a fault proxy) wherever settings.yaml names ``host``."""
-    settings = world.catalog / "settings.yaml"
-    text = settings.read_text()
-    assert host in text
-    settings.write_text(text.replace(host, via))
-
-
 def _trivy_wrapper(world, name: str, on_scan: str) -> Path:
     """A Trivy stand-in: ``on_scan`` (shell) runs for image scans, whose reference is "$ref";
     everything else, and any scan ``on_scan`` lets through, is real Trivy."""
@@ -160,7 +152,7 @@ def test_upstream_going_away_mid_run_fails_the_rest_and_the_next_run_completes_t
 def test_rate_limits_and_server_errors_upstream_are_retried(world):
     alpine, nginx = _push_two(world)
     with FaultProxy(world.hub.url) as proxy:
-        _route(world, world.hub.host, proxy.host)
+        world.route(world.hub.host, proxy.host)
         proxy.inject(429, headers={"Retry-After": "1"}, method="HEAD", path="/manifests/", times=2)
         proxy.inject(503, method="HEAD", path="/manifests/", times=1)
         proxy.inject(502, method="GET", path=r"/v2/library/\w+/manifests/sha256:", times=1)
@@ -217,7 +209,7 @@ def test_trivy_hanging_or_crashing_promotes_nothing_and_real_trivy_recovers(worl
 def test_target_refusing_the_promotion_leaves_nothing_half_promoted(world):
     alpine, nginx = _push_two(world)
     with FaultProxy(world.target.url) as proxy:
-        _route(world, world.target.host, proxy.host)
+        world.route(world.target.host, proxy.host)
         proxy.inject(403, method="PUT", path=r"^/v2/approved/alpine/manifests/3\.20$", times=1000,
                      headers={"Content-Type": "application/json"},
                      body=b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}')
@@ -284,7 +276,7 @@ def test_a_run_killed_right_after_the_promoting_copy_converges_on_the_next_run(w
             tags: ["3.20"]
     """)
     with FaultProxy(world.target.url) as proxy:
-        _route(world, world.target.host, proxy.host)
+        world.route(world.target.host, proxy.host)
         # Killed once the target has stored the tag in approved/, before syncer hears so.
         proxy.inject(method="PUT", path=r"^/v2/approved/alpine/manifests/3\.20$",
                      then=lambda status: status == 201 and _kill_syncer(world))
@@ -310,7 +302,7 @@ def test_a_run_killed_right_after_the_promoting_copy_converges_on_the_next_run(w
 def test_a_malformed_upstream_manifest_fails_that_tag_only(world):
     alpine, nginx = _push_two(world)
     with FaultProxy(world.hub.url) as proxy:
-        _route(world, world.hub.host, proxy.host)
+        world.route(world.hub.host, proxy.host)
         proxy.inject(200, method="GET", path=r"^/v2/library/nginx/manifests/", times=1000,
                      headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
                      body=b'{"schemaVersion": 2, "layers": [')
@@ -332,7 +324,7 @@ def test_a_failed_signature_promotes_nothing(world):
     """Signing comes first: a .sig the registry refuses leaves approved/ without the image."""
     alpine, nginx = _push_two(world)
     with FaultProxy(world.target.url) as proxy:
-        _route(world, world.target.host, proxy.host)
+        world.route(world.target.host, proxy.host)
         proxy.inject(500, method="PUT", path=r"^/v2/approved/alpine/manifests/sha256-[0-9a-f]{64}\.sig$",
                      times=1000)
         world.run(expect=1)

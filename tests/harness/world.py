@@ -101,6 +101,13 @@ class World:
                 f"  - registry: {r.host}\n    tls_verify: false\n" for r in self.replicas)
         self.write("settings.yaml", text + nest(extra, 0))
 
+    def route(self, host: str, via: str) -> None:
+        """Sends syncer to ``via`` (a fault proxy) wherever settings.yaml names ``host``."""
+        settings = self.catalog / "settings.yaml"
+        text = settings.read_text()
+        assert host in text
+        settings.write_text(text.replace(host, via))
+
     def images(self, text: str, file: str = "images/test.yaml") -> None:
         self.write(file, text)
 
