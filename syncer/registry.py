@@ -29,7 +29,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from urllib3.exceptions import InsecureRequestWarning
 
-from syncer import __version__
+from syncer import __version__, refs
 from syncer.errors import (
     NotFoundError,
     RateLimitError,
@@ -58,7 +58,6 @@ DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
-DIGEST_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 TOKEN_LIFETIME_DEFAULT = 60  # seconds; the token spec's default when expires_in is absent
@@ -227,10 +226,6 @@ def digest_of(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
-def is_digest(reference: str) -> bool:
-    return DIGEST_RE.fullmatch(reference) is not None
-
-
 # --- client --------------------------------------------------------------------------------
 
 
@@ -347,7 +342,7 @@ class RegistryClient:
                              headers={"Accept": ", ".join(MANIFEST_TYPES)})
         self._check(resp, f"manifest {repository}:{reference}", repository)
         digest = resp.headers.get("Docker-Content-Digest")
-        if not digest and is_digest(reference):
+        if not digest and refs.is_valid_digest(reference):
             digest = reference
         if not digest:
             raise RegistryError(
@@ -368,7 +363,7 @@ class RegistryClient:
                              headers={"Accept": ", ".join(MANIFEST_TYPES)})
         self._check(resp, f"manifest {repository}:{reference}", repository)
         raw = resp.content
-        expected = reference if is_digest(reference) else resp.headers.get("Docker-Content-Digest")
+        expected = reference if refs.is_valid_digest(reference) else resp.headers.get("Docker-Content-Digest")
         digest = self._verify(raw, expected, f"manifest {repository}:{reference}")
         try:
             doc = json.loads(raw)
@@ -382,7 +377,7 @@ class RegistryClient:
         """Stores ``raw`` under a tag or its digest; returns the digest."""
         _check_reference(repository, reference)
         digest = digest_of(raw)
-        if is_digest(reference) and reference != digest:
+        if refs.is_valid_digest(reference) and reference != digest:
             raise RegistryError(f"manifest bytes have digest {digest}, not {reference}",
                                 registry=self.host)
         resp = self._request("PUT", self._url(f"/v2/{repository}/manifests/{reference}"),
@@ -767,13 +762,13 @@ def _check_repository(repository: str) -> None:
 
 def _check_reference(repository: str, reference: str) -> None:
     _check_repository(repository)
-    if not (TAG_RE.fullmatch(reference) or is_digest(reference)):
+    if not (TAG_RE.fullmatch(reference) or refs.is_valid_digest(reference)):
         raise UsageError(f"invalid tag or digest {reference!r} for {repository}")
 
 
 def _check_digest(repository: str, digest: str) -> None:
     _check_repository(repository)
-    if not is_digest(digest):
+    if not refs.is_valid_digest(digest):
         raise UsageError(f"{digest!r} is not a digest (sha256:…) for {repository}; blobs are "
                          "read and manifests deleted by digest only")
 
