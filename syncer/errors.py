@@ -45,6 +45,17 @@ class RegistryError(SyncerError):
         self.status = status
 
 
+class DigestMismatchError(RegistryError):
+    """An answer is of another digest than the one asked for or announced: a registry, mirror
+    or proxy that rewrites answers. ``expected`` is what the client asked for (or the registry
+    announced), ``found`` what it was given."""
+
+    def __init__(self, message: str, *, registry: str, expected: str, found: str):
+        super().__init__(message, registry=registry)
+        self.expected = expected
+        self.found = found
+
+
 class RegistryAuthError(RegistryError):
     """Credentials missing or refused."""
 

@@ -31,6 +31,7 @@ from urllib3.exceptions import InsecureRequestWarning
 
 from syncer import __version__, refs
 from syncer.errors import (
+    DigestMismatchError,
     NotFoundError,
     RateLimitError,
     RegistryAuthError,
@@ -58,6 +59,7 @@ DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_SHOWABLE_RE = re.compile(r"[A-Za-z0-9:+._-]{1,140}")  # what a digest is made of, up to sha512's length
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 TOKEN_LIFETIME_DEFAULT = 60  # seconds; the token spec's default when expires_in is absent
@@ -340,13 +342,13 @@ class RegistryClient:
         resp = self._request("HEAD", self._url(f"/v2/{repository}/manifests/{reference}"),
                              kind="manifest", repository=repository,
                              headers={"Accept": ", ".join(MANIFEST_TYPES)})
-        self._check(resp, f"manifest {repository}:{reference}", repository)
-        digest = resp.headers.get("Docker-Content-Digest")
-        if not digest and refs.is_valid_digest(reference):
-            digest = reference
+        subject = _manifest_name(repository, reference)
+        self._check(resp, f"manifest {subject}", repository)
+        asked = reference if refs.is_valid_digest(reference) else None
+        digest = self._announced_digest(resp, subject, asked) or asked
         if not digest:
             raise RegistryError(
-                f"{self.where} sent no Docker-Content-Digest for {repository}:{reference}, so "
+                f"{self.where} sent no Docker-Content-Digest for {subject}, so "
                 "its digest cannot be known without a pull; use a registry that implements "
                 "the distribution API fully, or list the image by digest",
                 registry=self.host)
@@ -361,14 +363,16 @@ class RegistryClient:
         resp = self._request("GET", self._url(f"/v2/{repository}/manifests/{reference}"),
                              kind="manifest", repository=repository,
                              headers={"Accept": ", ".join(MANIFEST_TYPES)})
-        self._check(resp, f"manifest {repository}:{reference}", repository)
+        subject = _manifest_name(repository, reference)
+        self._check(resp, f"manifest {subject}", repository)
         raw = resp.content
-        expected = reference if refs.is_valid_digest(reference) else resp.headers.get("Docker-Content-Digest")
-        digest = self._verify(raw, expected, f"manifest {repository}:{reference}")
+        asked = reference if refs.is_valid_digest(reference) else None
+        announced = self._announced_digest(resp, subject, asked)
+        digest = self._verify(raw, asked or announced, f"manifest {subject}")
         try:
             doc = json.loads(raw)
         except ValueError:
-            raise RegistryError(f"{self.where} sent a manifest for {repository}:{reference} "
+            raise RegistryError(f"{self.where} sent a manifest for {subject} "
                                 "that is not JSON", registry=self.host) from None
         media_type = _media_type(resp.headers.get("Content-Type", "")) or doc.get("mediaType", "")
         return Manifest(digest=digest, media_type=media_type, raw=raw, json=doc)
@@ -383,11 +387,9 @@ class RegistryClient:
         resp = self._request("PUT", self._url(f"/v2/{repository}/manifests/{reference}"),
                              kind="manifest", repository=repository, data=raw,
                              headers={"Content-Type": media_type})
-        self._check(resp, f"manifest {repository}:{reference}", repository)
-        stored = resp.headers.get("Docker-Content-Digest", digest)
-        if stored != digest:
-            raise RegistryError(f"{self.where} stored {repository}:{reference} as {stored}, "
-                                f"expected {digest}", registry=self.host)
+        subject = _manifest_name(repository, reference)
+        self._check(resp, f"manifest {subject}", repository)
+        self._announced_digest(resp, subject, digest)
         return digest
 
     def blob_exists(self, repository: str, digest: str) -> bool:
@@ -738,6 +740,30 @@ class RegistryClient:
                             f"{urlsplit(resp.url).path} ({detail})",
                             registry=self.host, status=status)
 
+    def _announced_digest(self, resp: requests.Response, subject: str,
+                          expected: str | None) -> str | None:
+        """The answer's Docker-Content-Digest, None when it sent none.
+
+        The value would become a record's digest, a URL path and a signed payload, so it must
+        be the reference grammar's algorithm:hex. When the request named ``expected`` (by
+        digest, or the bytes just stored), an answer naming another digest is refused: the
+        caller acts on the digest it asked for, never on the registry's say-so."""
+        value = resp.headers.get("Docker-Content-Digest")
+        if not value:
+            return None
+        if not refs.is_valid_digest(value):
+            raise RegistryError(
+                f"{self.where} sent a malformed Docker-Content-Digest for {subject} "
+                f"({_shown(value)}; a digest is algorithm:hex, such as sha256: and 64 hex "
+                "digits); the registry, or a proxy in front of it, is broken or rewriting "
+                f"answers: check what answers at {self.endpoint}",
+                registry=self.host, status=resp.status_code)
+        if expected is not None and value != expected:
+            raise DigestMismatchError(
+                f"{self.where} named another digest for {subject}: asked for {expected}, the "
+                f"registry named {value}", registry=self.host, expected=expected, found=value)
+        return value
+
     def _verify(self, data: bytes, expected: str | None, what: str) -> str:
         algorithm = expected.split(":", 1)[0] if expected else "sha256"
         if algorithm not in ("sha256", "sha512"):
@@ -745,9 +771,10 @@ class RegistryClient:
                                 f"{algorithm}", registry=self.host)
         actual = digest_of(data, algorithm)
         if expected and actual != expected:
-            raise RegistryError(f"{what} from {self.where} has digest {actual}, expected "
-                                f"{expected}; the registry or something in between altered it",
-                                registry=self.host)
+            raise DigestMismatchError(f"{what} from {self.where} has digest {actual}, expected "
+                                      f"{expected}; the registry or something in between "
+                                      "altered it", registry=self.host, expected=expected,
+                                      found=actual)
         return actual
 
 
@@ -764,6 +791,21 @@ def _check_reference(repository: str, reference: str) -> None:
     _check_repository(repository)
     if not (TAG_RE.fullmatch(reference) or refs.is_valid_digest(reference)):
         raise UsageError(f"invalid tag or digest {reference!r} for {repository}")
+
+
+def _shown(value: str) -> str:
+    """A value a registry sent, for a message: quoted if it looks like a digest gone wrong,
+    else only described. Messages reach terminals, CI logs and the run reports in git, where
+    line breaks, escapes or Markdown from a hostile registry have no business."""
+    if _SHOWABLE_RE.fullmatch(value):
+        return f"'{value}'"
+    return f"{len(value)} characters, some that no digest has"
+
+
+def _manifest_name(repository: str, reference: str) -> str:
+    """``repo:tag`` or ``repo@digest``, as references write them."""
+    separator = "@" if refs.is_valid_digest(reference) else ":"
+    return f"{repository}{separator}{reference}"
 
 
 def _check_digest(repository: str, digest: str) -> None:

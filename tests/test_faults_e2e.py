@@ -19,7 +19,7 @@ from syncer.ledger import Ledger
 from syncer.model import State
 from syncer.registry import RegistryClient
 from syncer.signatures import read_signatures, verify_signers
-from tests.harness.faultproxy import FaultProxy
+from tests.harness.faultproxy import INJECTED, MALFORMED_DIGESTS, FaultProxy
 from tests.harness.images import alpine_files, build_image
 
 CLEAN_ALPINE = (("musl", "1.2.5-r0", "musl"), ("busybox", "1.36.1-r29", "busybox"))
@@ -318,6 +318,32 @@ def test_a_malformed_upstream_manifest_fails_that_tag_only(world):
         world.run()
     assert world.record("nginx", "1.27.3").state is State.PROMOTED
     assert assert_invariants(world) == {("alpine", "3.20"): alpine, ("nginx", "1.27.3"): nginx}
+
+
+def test_malformed_digest_headers_upstream_fail_those_tags_and_are_never_recorded(world):
+    world.db.write(())
+    alpine = world.push("library/alpine:3.20", build_image(alpine_files(CLEAN_ALPINE)))
+    lies = dict(zip(("nginx", "busybox", "redis"), MALFORMED_DIGESTS))
+    for name in lies:
+        world.push(f"library/{name}:1", build_image(alpine_files(OTHER_ALPINE)))
+    world.images("images:\n" + "".join(f"  - source: {name}\n    tags: ['{tag}']\n"
+                                        for name, tag in [("alpine", "3.20"), *((n, "1") for n in lies)]))
+    with FaultProxy(world.hub.url) as proxy:
+        world.route(world.hub.host, proxy.host)
+        for name, value in lies.items():
+            proxy.inject(200, method="HEAD", path=f"^/v2/library/{name}/manifests/", times=1000,
+                         headers={"Docker-Content-Digest": value,
+                                  "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        proc = world.run(expect=1)
+    for name in lies:
+        assert Ledger(str(world.reports)).load(name, "1") is None, f"{name}: a lie was recorded"
+        assert re.search(rf"malformed Docker-Content-Digest.*library/{name}", proc.stdout), proc.stdout
+    recorded = "".join(p.read_text() for p in (world.reports / "records").rglob("*.yaml"))
+    assert not [v for v in lies.values() if v in recorded]
+    assert INJECTED not in "".join(p.read_text() for p in world.reports.rglob("*.md"))
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert world.record("alpine", "3.20").state is State.PROMOTED, "one tag's lie stops no other"
+    assert assert_invariants(world) == {("alpine", "3.20"): alpine}
 
 
 def test_a_failed_signature_promotes_nothing(world):

@@ -17,7 +17,13 @@ from email.utils import formatdate
 import pytest
 import requests
 
-from syncer.errors import NotFoundError, RateLimitError, RegistryError, UsageError
+from syncer.errors import (
+    DigestMismatchError,
+    NotFoundError,
+    RateLimitError,
+    RegistryError,
+    UsageError,
+)
 from syncer.registry import (
     DOCKER_MANIFEST,
     OCI_INDEX,
@@ -30,7 +36,7 @@ from syncer.registry import (
     parse_ratelimit,
     parse_retry_after,
 )
-from tests.harness.faultproxy import FaultProxy
+from tests.harness.faultproxy import INJECTED, MALFORMED_DIGESTS, FaultProxy
 from tests.harness.registry import Registry
 
 HUB_REFUSAL = (b'{"message":"pagination offset too large for anonymous requests; '
@@ -275,6 +281,39 @@ def test_tampered_manifest_is_refused(registry: Registry, proxy) -> None:
     with client_for(proxy.host) as client:
         with pytest.raises(RegistryError, match="altered"):
             client.get_manifest("lib/app", "1.0")
+
+
+@pytest.mark.parametrize("value", MALFORMED_DIGESTS)
+def test_malformed_digest_headers_are_refused_naming_registry_and_repository(
+        registry: Registry, proxy, value: str) -> None:
+    raw = push_image(registry, "lib/app", "1.0")
+    proxy.inject(200, path="/manifests/", times=1000, body=raw,
+                 headers={"Docker-Content-Digest": value, "Content-Type": OCI_MANIFEST})
+    with client_for(proxy.host) as client:
+        for call in (lambda: client.head_manifest("lib/app", "1.0"),
+                     lambda: client.get_manifest("lib/app", "1.0"),
+                     lambda: client.get_manifest("lib/app", sha(raw)),
+                     lambda: client.put_manifest("lib/app", "1.1", raw, OCI_MANIFEST)):
+            with pytest.raises(RegistryError, match="malformed Docker-Content-Digest") as info:
+                call()
+            message = str(info.value)
+            assert proxy.host in message and "lib/app" in message
+            assert f"\n{INJECTED}" not in message, "the value is quoted, never printed raw"
+
+
+def test_an_answer_naming_another_digest_than_the_one_asked_for_is_refused(
+        registry: Registry, proxy) -> None:
+    asked = sha(push_image(registry, "lib/app", "1.0"))
+    other_raw = push_image(registry, "lib/app", "2.0", arch="arm64")
+    other = sha(other_raw)
+    proxy.inject(200, path=f"/manifests/{asked}$", times=1000, body=other_raw,
+                 headers={"Docker-Content-Digest": other, "Content-Type": OCI_MANIFEST})
+    with client_for(proxy.host) as client:
+        for call in (client.head_manifest, client.get_manifest):
+            with pytest.raises(DigestMismatchError) as info:
+                call("lib/app", asked)
+            assert (info.value.expected, info.value.found) == (asked, other)
+            assert asked in str(info.value) and other in str(info.value)
 
 
 def test_delete_manifest(registry: Registry) -> None:
