@@ -1,21 +1,24 @@
 """syncer verify and syncer sign through the real CLI, against images the pipeline promoted
 and signed in a real distribution registry (the `world` fixture), and signatures tampered
 with the way an attacker or an accident would: missing, by a stranger's key, made for another
-digest, copied from another repository."""
+digest, copied from another repository; and a lying front in place of the registry, naming
+another digest than the one asked for, or a malformed one."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import requests
 
 from syncer import cosign, signatures
 from syncer.commands.verify import parse_trusted_ref
 from syncer.errors import UsageError
 from syncer.model import Settings, Target, RegistryEndpoint
-from syncer.registry import RegistryClient
+from syncer.registry import OCI_MANIFEST, RegistryClient
+from tests.harness.faultproxy import INJECTED, MALFORMED_DIGESTS, FaultProxy
 from tests.harness.images import alpine_files, build_image
-from tests.harness.world import PASSPHRASE
+from tests.harness.world import MANIFEST_ACCEPT, PASSPHRASE
 
 pytestmark = pytest.mark.e2e
 
@@ -110,6 +113,92 @@ def test_promoted_image_verifies_and_tampered_ones_are_refused(world):
 
     # The original is untouched by all of this.
     assert _verify(world, f"{host}/approved/alpine:3.20")[0] == 0
+
+
+# --- a registry that names another digest than the one asked for --------------------------
+
+
+@pytest.fixture
+def lying_front(world):
+    """A fault proxy in front of the target registry, which settings.yaml names as the target:
+    REFs, identities and signatures all say ``front.host``."""
+    with FaultProxy(world.target.url) as front:
+        world.route(world.target.host, front.host)
+        _catalog_alpine(world)
+        yield front
+
+
+def _push_two_approved(world) -> tuple[str, str]:
+    """Two images in approved/alpine of the target itself (no run, so no pipeline signature)."""
+    one = world.push("approved/alpine:3.20", build_image(alpine_files(CLEAN)), registry=world.target)
+    two = world.push("approved/alpine:other", build_image(alpine_files(OTHER)), registry=world.target)
+    return one, two
+
+
+def _answer_as(front: FaultProxy, asked: str, named: str, body: bytes) -> None:
+    """From now on the front answers every manifest request for ``asked`` as ``named``."""
+    front.inject(200, path=f"/manifests/{asked}$", times=1000, body=body,
+                 headers={"Docker-Content-Digest": named, "Content-Type": OCI_MANIFEST})
+
+
+def _manifest_bytes(world, repository: str, digest: str) -> bytes:
+    resp = requests.get(f"{world.target.url}/v2/{repository}/manifests/{digest}",
+                        headers={"Accept": MANIFEST_ACCEPT}, timeout=10)
+    resp.raise_for_status()
+    return resp.content
+
+
+def _assert_clean_failure(proc, *needles: str) -> None:
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)
+
+
+def test_verify_by_digest_checks_that_digest_when_the_registry_serves_a_signed_one(world, lying_front):
+    signed, unsigned = _push_two_approved(world)
+    host = lying_front.host
+    ci = cosign.load_private_key(world.key.read_bytes(), PASSPHRASE.encode())
+    with RegistryClient(world.target.host, tls_verify=False) as client:
+        signatures.attach(client, "approved/alpine", signed, f"{host}/approved/alpine", ci)
+    assert _verify(world, f"{host}/approved/alpine@{signed}")[0] == 0
+
+    # Header and body both those of the signed image: a consistent lie, which only the
+    # digest written in REF can expose.
+    _answer_as(lying_front, unsigned, signed, _manifest_bytes(world, "approved/alpine", signed))
+    proc = world.syncer("verify", f"{host}/approved/alpine@{unsigned}")
+    _assert_clean_failure(proc, f"asked for {unsigned}", f"named {signed}", "nothing was verified",
+                          host)
+    assert lying_front.injected >= 1
+    assert _verify(world, f"{host}/approved/alpine@{signed}")[0] == 0, "the signed one still verifies"
+
+
+def test_sign_by_digest_signs_nothing_when_the_registry_names_another(world, lying_front):
+    reviewed, other = _push_two_approved(world)
+    host = lying_front.host
+    # Only the header lies; the body is the reviewed image's own.
+    _answer_as(lying_front, reviewed, other, _manifest_bytes(world, "approved/alpine", reviewed))
+    before = world.tree()
+    proc = world.syncer("sign", f"{host}/approved/alpine@{reviewed}", "--key", str(world.key))
+    _assert_clean_failure(proc, f"asked for {reviewed}", f"named {other}", "nothing was signed")
+    assert lying_front.injected >= 1
+    tags = world.tags(world.target, "approved/alpine")  # the registry itself, not the front
+    assert not [t for t in tags if t.endswith(".sig")], tags
+    assert world.tree() == before
+
+
+@pytest.mark.parametrize("value", MALFORMED_DIGESTS)
+def test_malformed_digest_headers_are_clean_errors(world, lying_front, value):
+    _push_two_approved(world)
+    lying_front.inject(200, path=r"/manifests/3\.20$", times=1000, body=b"{}",
+                       headers={"Docker-Content-Digest": value, "Content-Type": OCI_MANIFEST})
+    for argv in (("verify", "approved/alpine:3.20"),
+                 ("sign", "approved/alpine:3.20", "--key", str(world.key))):
+        proc = world.syncer(*argv)
+        _assert_clean_failure(proc, "malformed Docker-Content-Digest", lying_front.host,
+                              "approved/alpine")
+        assert f"\n{INJECTED}" not in proc.stdout + proc.stderr, "a header value printed raw"
+    assert not [t for t in world.tags(world.target, "approved/alpine") if t.endswith(".sig")]
 
 
 def test_usage_errors_exit_2_and_name_the_remedy(world):

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     key = _load_key(Path(args.key), catalog.settings.signing.passphrase_env)
     signer = signer_for_key(catalog, key.public_key, args.signer)
     with endpoint_for(catalog.settings, ref.registry).client() as client:
-        digest = resolve_digest(client, ref)
+        digest = resolve_digest(client, ref, "signed")
         added = signatures.attach(client, ref.repository, digest, ref.identity, key)
     recorded: list[str] = []
     written: list[str] = []

@@ -5,11 +5,13 @@ REF names an image of the trusted registry by tag or digest:
   registry.example.com/approved/nginx@sha256:…
   approved/nginx:1.27.3                 (relative to target.registry)
   registry.eu.example.com/approved/nginx:1.27.3   (a registry under replicas:)
-The tag is resolved to a digest with one HEAD request. The required signers are those of the
-policy of the catalog image REF belongs to (approved/<name> or quarantine/<name>), or the
-names given with --signers; their public keys come from catalog/signers/NAME.pub. A signature
-counts only if it verifies with that key and names exactly this digest and
-<registry as written in REF>/<repository> as its identity.
+A digest in REF is the one checked; a registry answering for it with another digest is an
+error. A tag is resolved to the digest of the manifest bytes it points at (one GET), never to
+the registry's word. The required signers are those of the policy of the catalog image REF
+belongs to (approved/<name> or quarantine/<name>), or the names given with --signers; their
+public keys come from catalog/signers/NAME.pub. A signature counts only if it verifies with
+that key and names exactly this digest and <registry as written in REF>/<repository> as its
+identity.
 
 Exit 0 when every required signer has signed, 1 when any is missing (or the registry could
 not be read), 2 for usage or catalog errors.
@@ -26,7 +28,7 @@ from syncer import cosign, refs, signatures
 from syncer.catalog import is_valid_signer_name, load_catalog
 from syncer.endpoints import endpoint_for
 from syncer.enforce import required_signers
-from syncer.errors import RegistryError, SigningError, UsageError
+from syncer.errors import DigestMismatchError, RegistryError, SigningError, UsageError
 from syncer.model import Catalog, Settings
 from syncer.registry import RegistryClient
 
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     names, required_by = signers_for(catalog, ref, explicit)
     endpoint = endpoint_for(catalog.settings, ref.registry)
     with endpoint.client() as client:
-        digest = resolve_digest(client, ref)
+        digest = resolve_digest(client, ref, "verified")
         result = signatures.verify_signers(client, ref.repository, digest, ref.identity,
                                            {name: catalog.signers[name] for name in names})
         notes = other_signatures(client, ref, digest, catalog, names)
@@ -134,13 +136,24 @@ def parse_trusted_ref(text: str, settings: Settings) -> TrustedRef:
                       digest=parsed.digest)
 
 
-def resolve_digest(client: RegistryClient, ref: TrustedRef) -> str:
-    """The digest REF names: its own, or what its tag points at now (one HEAD request)."""
-    found = client.head_manifest(ref.repository, ref.digest or ref.tag).digest
-    if not refs.is_sha256_digest(found):
-        raise RegistryError(f"{client.where} serves {ref} as {found}; signatures are stored "
-                            "per sha256 digest only", registry=client.host)
-    return found
+def resolve_digest(client: RegistryClient, ref: TrustedRef, action: str) -> str:
+    """The digest to act on: REF's own, which the registry must serve as it is, or the digest
+    of the manifest bytes REF's tag points at now (one GET). A signature vouches for a digest,
+    so a registry (or a proxy in front of it) that answers with another manifest must not
+    choose what is verified or signed. ``action`` says what did not happen (verified, signed)."""
+    try:
+        manifest = client.get_manifest(ref.repository, ref.digest or ref.tag)
+    except DigestMismatchError as err:
+        raise DigestMismatchError(
+            f"{err}; nothing was {action}. Check what answers at {client.endpoint} (a mirror or "
+            f"proxy rewriting answers), and that {ref} is the image you mean",
+            registry=err.registry, expected=err.expected, found=err.found) from None
+    if ref.digest is not None:
+        return ref.digest
+    if not refs.is_sha256_digest(manifest.digest):
+        raise RegistryError(f"{client.where} serves {ref} as {manifest.digest}; signatures are "
+                            "stored per sha256 digest only", registry=client.host)
+    return manifest.digest
 
 
 # --- signers -------------------------------------------------------------------------------
