@@ -760,7 +760,7 @@ def _regex(m: _Map, where: Location, key: str, pattern: str) -> bool:
 
 
 _POLICY_KEYS = ("vulnerabilities", "licenses", "max_age_days", "approval", "signers",
-                "on_regression")
+                "on_regression", "unassessed")
 
 
 def _read_policy(m: _Map, name: str) -> Located[Policy]:
@@ -795,6 +795,7 @@ def _read_policy(m: _Map, name: str) -> Located[Policy]:
         approval=m.choice("approval", ("auto", "manual"), "auto"),
         signers=tuple(signers),
         on_regression=m.choice("on_regression", ("flag", "demote"), "flag"),
+        unassessed=m.choice("unassessed", ("hold", "allow"), "hold"),
         location=m.loc())
     at = m.located_keys()
     for index, signer in enumerate(m.data.get("signers") or []):

@@ -30,7 +30,8 @@ from ruamel.yaml.representer import RoundTripRepresenter
 from syncer import refs
 from syncer.atomic import write_atomic
 from syncer.errors import SyncerError
-from syncer.model import Event, Finding, LicenseFinding, Record, ReplicaState, ScanResult, Severity, State
+from syncer.model import (Event, Finding, LicenseFinding, PlatformScan, Record, ReplicaState, ScanResult,
+                          Severity, State)
 from syncer.policy import count_by_severity
 
 _SUFFIX = ".yaml"
@@ -287,12 +288,29 @@ def _scan_doc(scan: ScanResult) -> CommentedMap:
     doc["scanner"] = scan.scanner
     doc["db_updated_at"] = scan.db_updated_at
     doc["scanned_at"] = scan.scanned_at
-    doc["platforms"] = _flow_seq(scan.platforms)
+    doc["platforms"] = _flow_seq(scan.platforms)  # for readers; `covered` is what counts
+    doc["selection"] = _flow_seq(scan.selection) if scan.selection else "all"
+    if scan.artifact:
+        doc["artifact"] = scan.artifact
     doc["created"] = _format_time(scan.created) if scan.created is not None else None
+    doc["covered"] = _block_seq(_covered_doc(c) for c in scan.covered)
     doc["counts"] = _flow_map(**count_by_severity(scan.findings))
     doc["findings"] = _block_seq(_finding_doc(f) for f in sorted(scan.findings, key=_finding_order))
     doc["licenses"] = _block_seq(
         _license_doc(x) for x in sorted(scan.licenses, key=lambda x: (x.license, x.package, x.platform)))
+    return doc
+
+
+def _covered_doc(c: PlatformScan) -> CommentedMap:
+    doc = _flow_map(digest=c.digest, platform=c.platform)
+    if c.created is not None:
+        doc["created"] = _format_time(c.created)
+    doc["os"] = c.os
+    doc["packages"] = _flow_seq(c.packages)
+    if c.unassessed:
+        doc["unassessed"] = _flow_seq(c.unassessed)
+    if c.problem:
+        doc["problem"] = c.problem
     return doc
 
 
@@ -418,11 +436,6 @@ def _record_from_doc(doc: Any, path: Path, name: str, tag: str) -> Record:
 
 def _scan_from_doc(rd: _Reader, doc: dict[str, Any]) -> ScanResult:
     where = "scan"
-    created_text = rd.text(doc, "created", where, optional=True)
-    try:
-        created = datetime.fromisoformat(created_text) if created_text is not None else None
-    except ValueError:
-        raise rd.fail(f"scan.created {created_text!r} is not an ISO 8601 time") from None
     return ScanResult(
         digest=rd.text(doc, "digest", where),
         scanner=rd.text(doc, "scanner", where),
@@ -432,8 +445,33 @@ def _scan_from_doc(rd: _Reader, doc: dict[str, Any]) -> ScanResult:
                        for i, x in enumerate(rd.seq(doc, "findings", where))),
         licenses=tuple(_license_from_doc(rd, rd.map(x, f"scan.licenses[{i}]"), f"scan.licenses[{i}]")
                        for i, x in enumerate(rd.seq(doc, "licenses", where))),
-        created=created,
-        platforms=tuple(rd.strings(doc, "platforms", where)),
+        created=_time(rd, doc, "created", where),
+        # Records written before coverage was recorded have none: they fit no entry, so the
+        # pipeline scans them again rather than trust what they may not have covered.
+        covered=tuple(_covered_from_doc(rd, rd.map(x, f"scan.covered[{i}]"), f"scan.covered[{i}]")
+                      for i, x in enumerate(rd.seq(doc, "covered", where))),
+        selection=() if doc.get("selection", "all") == "all" else tuple(rd.strings(doc, "selection", where)),
+        artifact=rd.text(doc, "artifact", where, default=""),
+    )
+
+
+def _time(rd: _Reader, doc: dict[str, Any], key: str, where: str) -> datetime | None:
+    text = rd.text(doc, key, where, optional=True)
+    try:
+        return datetime.fromisoformat(text) if text is not None else None
+    except ValueError:
+        raise rd.fail(f"{where}.{key} {text!r} is not an ISO 8601 time") from None
+
+
+def _covered_from_doc(rd: _Reader, doc: dict[str, Any], where: str) -> PlatformScan:
+    return PlatformScan(
+        digest=rd.text(doc, "digest", where),
+        platform=rd.text(doc, "platform", where, default=""),
+        created=_time(rd, doc, "created", where),
+        os=rd.text(doc, "os", where, default=""),
+        packages=tuple(rd.strings(doc, "packages", where)),
+        unassessed=tuple(rd.strings(doc, "unassessed", where)),
+        problem=rd.text(doc, "problem", where, default=""),
     )
 
 

@@ -143,6 +143,7 @@ class Policy:
     approval: str = "auto"  # auto | manual
     signers: tuple[str, ...] = ()
     on_regression: str = "flag"  # flag | demote
+    unassessed: str = "hold"  # hold | allow: images with package data Trivy could not match
     location: Location | None = None
 
 
@@ -214,6 +215,22 @@ class LicenseFinding:
 
 
 @dataclass(frozen=True)
+class PlatformScan:
+    """What a scan covered of one image manifest: a child of an index, or the image itself.
+
+    A result counts only for the manifests it names here (by digest), so a scan of one
+    platform can never stand in for another."""
+
+    digest: str  # the image manifest analysed
+    platform: str = ""  # the label its findings carry: os/arch[/variant]; "" for a single image
+    created: datetime | None = None  # its config's 'created'
+    os: str = ""  # what Trivy detected: "debian 12.8"; "none": packages but no OS release; "": no OS
+    packages: tuple[str, ...] = ()  # Trivy's package types found: debian, python-pkg, jar …
+    unassessed: tuple[str, ...] = ()  # package data found that the database cannot match
+    problem: str = ""  # why this manifest could not be scanned at all (nested index, not an image)
+
+
+@dataclass(frozen=True)
 class ScanResult:
     digest: str  # the digest that was scanned (index digest for multi-platform images)
     scanner: str  # "trivy 0.76.0"
@@ -222,7 +239,21 @@ class ScanResult:
     findings: tuple[Finding, ...] = ()
     licenses: tuple[LicenseFinding, ...] = ()
     created: datetime | None = None  # oldest image config 'created' among scanned platforms
-    platforms: tuple[str, ...] = ()
+    covered: tuple[PlatformScan, ...] = ()  # every image manifest the findings are of
+    # The catalog entry's `platforms` the scan was made for; () means every image of the index.
+    selection: tuple[str, ...] = ()
+    artifact: str = ""  # config media type of an OCI artifact that is not a container image
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """Labels of the platforms covered (empty for a single image)."""
+        return tuple(c.platform for c in self.covered if c.platform)
+
+    def fits(self, digest: str, selection: tuple[str, ...]) -> bool:
+        """Whether this result is of ``digest`` and covers what an entry selecting ``selection``
+        requires. A result without coverage (written before coverage was recorded) fits nothing."""
+        return (self.digest == digest and sorted(self.selection) == sorted(selection)
+                and bool(self.covered or self.artifact))
 
 
 # --- ledger --------------------------------------------------------------------------------

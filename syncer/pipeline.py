@@ -27,7 +27,7 @@ from syncer.model import Catalog, Event, ImageEntry, Record, ScanResult, State
 from syncer.plan import Change, Plan, TagPlan, build_plan, was_mirrored
 from syncer.progress import Progress
 from syncer.registry import RegistryClient
-from syncer.scan import ScanSettings, scan_digest
+from syncer.scan import ScanCache, ScanSettings, scan_digest
 from syncer.signer import Signer
 
 
@@ -104,30 +104,6 @@ def recorded_for(records: Callable[[], list[Record]],
     return {(r.name, r.tag): r for r in records() if r.name in names}
 
 
-class _ScanCache:
-    """One scan per (digest, database, platforms) in a run, even when several tags share a digest."""
-
-    def __init__(self, recorded: dict[tuple[str, str], Record]):
-        self._lock = threading.Lock()
-        self._keys: dict[tuple, threading.Lock] = {}
-        self._results: dict[tuple, ScanResult] = {}
-        for rec in recorded.values():
-            if rec.scan is not None:
-                self._results.setdefault((rec.scan.digest, rec.scan.db_updated_at), rec.scan)
-
-    def get_or_scan(self, digest: str, db: str, platforms: tuple[str, ...], scan) -> ScanResult:
-        key = (digest, db)
-        with self._lock:
-            key_lock = self._keys.setdefault(key, threading.Lock())
-        with key_lock:
-            cached = self._results.get(key)
-            if cached is not None and (not platforms or set(platforms) <= set(cached.platforms)):
-                return cached
-            result = scan()
-            self._results[key] = result
-            return result
-
-
 class Pipeline:
     def __init__(self, catalog: Catalog, ledger: Ledger, *, scan_settings: ScanSettings | None,
                  signer: Signer | None, options: RunOptions, progress: Progress | None = None,
@@ -149,7 +125,7 @@ class Pipeline:
         self._target: Endpoint | None = None
         self._target_client: RegistryClient | None = None
         self._replicas: list[tuple[Endpoint, RegistryClient]] = []
-        self._scan_cache: _ScanCache | None = None
+        self._scan_cache = ScanCache()
         # Tags sharing a digest are processed one at a time (they write the same blobs and the
         # same .sig tag), and the digest comes from upstream once: later tags are tagged from
         # quarantine, which Docker Hub does not count as a pull.
@@ -172,7 +148,7 @@ class Pipeline:
                                "(enough for a plan; a run needs them)")
         min_remaining = {h: s.min_remaining_pulls for h, s in self.settings.sources.items()
                          if s.min_remaining_pulls is not None}
-        self._scan_cache = _ScanCache(recorded)
+        self._scan_cache = ScanCache(recorded.values())
         return build_plan(discoveries, recorded,
                           db_updated_at=self.scan_settings.db_updated_at if self.scan_settings else None,
                           min_remaining=min_remaining)
@@ -259,7 +235,8 @@ class Pipeline:
                 raise SyncerError(f"{subject}: record has no mirrored copy of {rec.digest}")
 
             db = self.scan_settings.db_updated_at if self.scan_settings else None
-            if rec.scan is None or rec.scan.digest != rec.digest or (db and rec.scan.db_updated_at < db):
+            if (rec.scan is None or not rec.scan.fits(rec.digest, entry.platforms)
+                    or (db and rec.scan.db_updated_at < db)):
                 if self.scan_settings is None:
                     raise SyncerError(f"cannot scan: {self.scan_problem}; nothing is promoted unscanned")
                 self.progress.step(subject, "scanning")
@@ -327,11 +304,8 @@ class Pipeline:
         return f"{self.settings.target.approved}/{name}"
 
     def _scan(self, entry: ImageEntry, digest: str) -> ScanResult:
-        settings = self.scan_settings
-        return self._scan_cache.get_or_scan(
-            digest, settings.db_updated_at, entry.platforms,
-            lambda: scan_digest(self._target, self._target_client, self._quarantine(entry.name), digest,
-                                entry.platforms, settings))
+        return scan_digest(self._target, self._target_client, self._quarantine(entry.name), digest,
+                           entry.platforms, self.scan_settings, self._scan_cache)
 
     def _decide(self, rec: Record, entry: ImageEntry, decision, subject: str) -> None:
         policy = self.catalog.policy_for(entry)

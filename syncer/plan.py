@@ -106,8 +106,11 @@ def build_plan(
                 change = Change.MOVED
             else:
                 change = Change.UNCHANGED
+            # A scan that does not cover what the entry requires now (its `platforms` changed,
+            # or it predates recorded coverage) is re-done like one against an older database.
             rescan = change is Change.UNCHANGED and rec is not None and rec.scan is not None \
-                and _older(rec.scan.db_updated_at, db_updated_at)
+                and (_older(rec.scan.db_updated_at, db_updated_at)
+                     or not rec.scan.fits(rec.digest, d.entry.platforms))
             tp = TagPlan(name=name, tag=up.tag, change=change, digest=up.digest, source=up.source,
                          recorded=rec, rescan=rescan)
             if low_budget and tp.needs_copy:
@@ -163,7 +166,7 @@ def render_markdown(plan: Plan) -> str:
           lambda t: [t.name, f"`{t.tag}`", f"`{_short(t.digest)}`"])
     table("Moved tags (new digest upstream)", moved, ["image", "tag", "recorded", "upstream now"],
           lambda t: [t.name, f"`{t.tag}`", f"`{_short(t.recorded.digest)}`", f"`{_short(t.digest)}`"])
-    table("Re-scans (database newer than last scan)", rescans, ["image", "tag", "state", "last scan db"],
+    table("Re-scans (database newer than last scan, or the platforms required changed)", rescans, ["image", "tag", "state", "last scan db"],
           lambda t: [t.name, f"`{t.tag}`", t.recorded.state.value, t.recorded.scan.db_updated_at])
     table("Unfinished (resumed from the ledger)", resume, ["image", "tag", "state"],
           lambda t: [t.name, f"`{t.tag}`", t.recorded.state.value])

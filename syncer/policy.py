@@ -10,8 +10,10 @@ one). An id that Trivy rates differently in two packages counts at each of those
 counting it only at its worst would let a new, worse finding lower another severity's count,
 and a policy must never get easier to pass by finding more.
 
-Fail closed: a scan of another digest, a creation date that is unknown (or the Unix epoch of
-reproducible builds) under ``max_age_days``, or a missing manual approval all hold.
+Fail closed: a scan of another digest, an OCI artifact or a manifest that could not be scanned,
+package data the database cannot match (unless the policy says ``unassessed: allow``), a
+creation date that is unknown (or the Unix epoch of reproducible builds) under
+``max_age_days``, or a missing manual approval all hold.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from syncer.model import Approval, Finding, LicenseFinding, Policy, ScanResult, Severity, VulnException
+from syncer.model import (Approval, Finding, LicenseFinding, PlatformScan, Policy, ScanResult, Severity,
+                          VulnException)
 
 # Past this many ids or packages a reason line lists the first ones and "and N more";
 # the record keeps every finding.
@@ -37,6 +40,7 @@ class Rule(str, enum.Enum):
     """A policy rule that can hold an image, in the order reasons are reported."""
 
     SCAN = "scan"
+    UNASSESSED = "unassessed"
     VULNERABILITIES = "vulnerabilities"
     LICENSES = "licenses"
     AGE = "age"
@@ -85,6 +89,17 @@ def evaluate(
     if scan.digest != digest:
         holds.append((Rule.SCAN, f"the scan is of {scan.digest}, not of {digest}: "
                                  "re-scan the digest being promoted"))
+    if scan.artifact:
+        holds.append((Rule.SCAN, f"not a container image but an OCI artifact ({scan.artifact}): syncer "
+                                 "scans and promotes container images only; remove the entry"))
+    for part in scan.covered:
+        if part.problem:
+            holds.append((Rule.SCAN, f"{_which(part)} could not be scanned: it is {part.problem}; "
+                                     "list the platforms you need in the entry's `platforms`"))
+    unassessed = [f"{_which(part)}: {line}" for part in scan.covered for line in part.unassessed]
+    if unassessed and policy.unassessed == "hold":
+        holds.append((Rule.UNASSESSED, "not assessed, so not known to be clean: " + "; ".join(unassessed)
+                      + " (a policy with `unassessed: allow` accepts this)"))
 
     live, expired = _exceptions_for(name, exceptions, today)
     present_ids = {f.id for f in scan.findings}
@@ -110,7 +125,9 @@ def evaluate(
                                      "to catalog/approvals/"))
 
     expired_ids = sorted(i for i in present_ids if i in expired and i not in live)
-    notes = [f"exception for {i} expired on {expired[i].isoformat()}" for i in expired_ids]
+    notes = ["allowed unassessed (`unassessed: allow`): " + "; ".join(unassessed)] \
+        if unassessed and policy.unassessed == "allow" else []
+    notes += [f"exception for {i} expired on {expired[i].isoformat()}" for i in expired_ids]
     notes += [f"exception for {i} applied (expires {live[i].expires.isoformat()}): {live[i].reason}"
               for i in excepted]
 
@@ -123,6 +140,10 @@ def evaluate(
         expired_exceptions=tuple(expired_ids),
         failed=failed,
     )
+
+
+def _which(part: PlatformScan) -> str:
+    return f"platform {part.platform}" if part.platform else f"image {part.digest}"
 
 
 def count_by_severity(findings: Iterable[Finding]) -> dict[str, int]:

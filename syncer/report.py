@@ -150,6 +150,8 @@ def render_image(name: str, records: list[Record], catalog: Catalog | None) -> s
             signers=list(rec.signatures), missing=_missing(rec, catalog), scan=rec.scan,
             scanned=rec.scan.scanned_at if rec.scan else "", reasons=list(rec.reasons),
             findings=findings, multi_platform=len(rec.scan.platforms) > 1 if rec.scan else False,
+            assessed=rec.scan is not None and not rec.scan.artifact
+            and not any(c.unassessed or c.problem for c in rec.scan.covered),
             events=list(reversed(rec.events)), replicas=list(rec.replicas),
         ))
     return _env.get_template("image.md.j2").render(

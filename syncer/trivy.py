@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from syncer import bbolt
 from syncer.errors import TrivyError
 from syncer.model import Finding, LicenseFinding, Severity
 from syncer.refs import is_sha256_digest, parse_reference
@@ -83,6 +84,8 @@ class ImageScan:
     os: OSInfo | None = None  # None when Trivy recognised no OS (distroless, scratch)
     image_id: str = ""  # digest of the image config Trivy scanned
     repo_digests: tuple[str, ...] = ()
+    # Trivy's result types that held packages: debian, alpine, python-pkg, jar …
+    package_types: tuple[str, ...] = ()
 
 
 # --- locating and running ----------------------------------------------------------------------
@@ -217,6 +220,25 @@ def update_db(cache_dir: str | os.PathLike, *, db_repository: str | None = None,
         _run(argv, what="updating its vulnerability DB", timeout=_left(deadline),
              budget=timeout, cwd=work)
     return db_info(cache_dir)
+
+
+def db_sources(cache_dir: str | os.PathLike) -> frozenset[str] | None:
+    """The advisory sources (top-level buckets: ``debian 12``, ``pip::…``) of the DB in
+    ``cache_dir``; None when the file cannot be read, so the caller can say so."""
+    path = Path(cache_dir) / "db" / "trivy.db"
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _db_sources(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _db_sources(path: str, mtime_ns: int, size: int) -> frozenset[str] | None:
+    try:
+        return bbolt.root_buckets(path)
+    except bbolt.BboltError:
+        return None
 
 
 def _db_due(cache_dir: Path) -> bool:
@@ -394,8 +416,10 @@ def parse_report(document: object, *, platform: str = "") -> ImageScan:
         raise TrivyError("trivy's report is not JSON schema 2; use the Trivy version that "
                          "syncer is tested with (see scripts/setup)")
     try:
-        findings, license_findings = [], []
+        findings, license_findings, types = [], [], []
         for result in document.get("Results") or []:
+            if result.get("Class") in ("os-pkgs", "lang-pkgs") and result.get("Type"):
+                types.append(str(result["Type"]))
             for v in result.get("Vulnerabilities") or []:
                 findings.append(Finding(
                     id=v["VulnerabilityID"], package=v["PkgName"],
@@ -412,7 +436,8 @@ def parse_report(document: object, *, platform: str = "") -> ImageScan:
         return ImageScan(
             findings=tuple(findings), licenses=tuple(license_findings),
             created=_go_time((meta.get("ImageConfig") or {}).get("created")), os=os_info,
-            image_id=meta.get("ImageID", ""), repo_digests=tuple(meta.get("RepoDigests") or ()))
+            image_id=meta.get("ImageID", ""), repo_digests=tuple(meta.get("RepoDigests") or ()),
+            package_types=tuple(sorted(set(types))))
     except (KeyError, TypeError, AttributeError) as err:
         raise TrivyError(f"trivy's report has an unexpected shape ({type(err).__name__}: "
                          f"{err}); use the Trivy version syncer is tested with") from None

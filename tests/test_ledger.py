@@ -13,7 +13,8 @@ import pytest
 
 from syncer import ledger as ledger_module
 from syncer.ledger import Ledger, LedgerError, now_iso
-from syncer.model import Event, Finding, LicenseFinding, Record, ReplicaState, ScanResult, Severity, State
+from syncer.model import (Event, Finding, LicenseFinding, PlatformScan, Record, ReplicaState, ScanResult,
+                          Severity, State)
 
 DIGEST = "sha256:" + "a" * 64
 OLD = "sha256:" + "b" * 64
@@ -35,7 +36,14 @@ def full_record(name: str = "bitnami/redis", tag: str = "7.2") -> Record:
         ),
         licenses=(LicenseFinding("GPL-3.0-only", "bash", "linux/amd64"), LicenseFinding("MIT", "zlib")),
         created=datetime(2025, 12, 24, 8, 30, 5, tzinfo=timezone.utc),
-        platforms=("linux/amd64", "linux/arm64"),
+        covered=(
+            PlatformScan("sha256:" + "1" * 64, "linux/amd64", os="debian 12.8", packages=("debian",),
+                         created=datetime(2025, 12, 24, 8, 30, 5, tzinfo=timezone.utc)),
+            PlatformScan("sha256:" + "2" * 64, "linux/arm64", os="debian 99", packages=("debian", "jar"),
+                         unassessed=("debian 99: the vulnerability database has no advisories for this OS release",)),
+            PlatformScan("sha256:" + "3" * 64, "sha256:" + "3" * 64, problem="a nested index, which syncer does not scan"),
+        ),
+        selection=("linux/amd64", "linux/arm64"),
     )
     return Record(
         name=name,
@@ -98,8 +106,8 @@ def test_layout_keys_follow_the_spec_and_findings_are_one_line_each(ledger: Ledg
     assert top == ["name", "tag", "source", "digest", "state", "reasons", "scan", "signatures", "replicas",
                    "promoted_digest", "events"]
     scan_keys = re.findall(r"^  ([a-z_]+):", text, flags=re.M)
-    assert scan_keys == ["digest", "scanner", "db_updated_at", "scanned_at", "platforms", "created", "counts",
-                         "findings", "licenses"]
+    assert scan_keys == ["digest", "scanner", "db_updated_at", "scanned_at", "platforms", "selection", "created",
+                         "covered", "counts", "findings", "licenses"]
     assert "  counts: {critical: 1, high: 1, medium: 1, low: 0, unknown: 1}\n" in text
     assert ("    - {id: CVE-2024-1, package: zlib, installed: 1.2.11, fixed: null, severity: high, "
             "status: affected}\n") in text

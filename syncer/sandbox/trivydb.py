@@ -208,16 +208,18 @@ def _json(value: object) -> bytes:
 
 def trivy_buckets(advisories: list[Advisory] | tuple[Advisory, ...]) -> Bucket:
     """Trivy's bucket tree for the advisories: platform buckets, ``vulnerability``, ``data-source``."""
-    platforms: Bucket = {}
-    sources: Bucket = {}
+    # Every ecosystem's bucket exists, empty or not, as in Trivy's real DB: a bucket is how
+    # syncer tells an OS release the DB knows (no advisories: clean) from one it does not
+    # (nothing matched: unassessed).
+    platforms: Bucket = {eco.bucket.encode(): {} for eco in ECOSYSTEMS.values()}
+    sources: Bucket = {eco.bucket.encode(): _json({"ID": eco.source_id, "Name": eco.source_name,
+                                                   "URL": eco.url}) for eco in ECOSYSTEMS.values()}
     details: dict[str, dict] = {}
     for adv in advisories:
         eco = ECOSYSTEMS[adv.ecosystem]
         package = _pip_name(adv.package) if adv.ecosystem == "pip" else adv.package
         advisories_of = platforms.setdefault(eco.bucket.encode(), {}).setdefault(package.encode(), {})
         advisories_of[adv.id.encode()] = _json(_advisory_value(adv))
-        sources[eco.bucket.encode()] = _json({"ID": eco.source_id, "Name": eco.source_name,
-                                              "URL": eco.url})
         detail = details.setdefault(adv.id, {"Title": adv.title or f"{adv.id} in {package}",
                                              "Severity": adv.severity.name, "VendorSeverity": {}})
         detail["VendorSeverity"][eco.source_id] = int(adv.severity)
