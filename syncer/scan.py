@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from syncer import trivy
+from syncer import layers, trivy
 from syncer.endpoints import Endpoint
 from syncer.errors import SyncerError
 from syncer.ledger import now_iso
@@ -53,7 +53,12 @@ def scan_digest(target: Endpoint, client: RegistryClient, repository: str, diges
         platforms = []
     findings, licenses, created = [], [], []
     creds = target.credentials
+    # The first child of each platform: the one Trivy's --platform picks.
+    children = {p.platform: p.digest for p in reversed(list_platforms(manifest))}
     for platform in platforms or [None]:
+        # Trivy trusts the config's diff_ids for its layer cache: hold them to the bytes first.
+        layers.check_image(client, repository, children[platform] if platform else digest,
+                           settings.cache_dir)
         result = trivy.scan_image(
             ref,
             cache_dir=settings.cache_dir,
