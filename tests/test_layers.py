@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
+import tarfile
 
 import pytest
 import zstandard
@@ -58,6 +60,27 @@ def test_package_databases_are_noted_by_path_and_whiteouts_are_not():
     _, package_dbs = read_layer([gzip_bytes(tar)])
     assert package_dbs == {"var/lib/rpm/Packages", "usr/lib/sysimage/rpm/rpmdb.sqlite",
                            "var/lib/dpkg/status.d/libc6"}
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT],
+                         ids=["gnu", "pax", "ustar"])
+def test_package_databases_are_found_behind_long_names_in_every_tar_format(fmt):
+    deep = "var/lib/dpkg/status.d/" + "x" * 80 + "/" + "y" * 60  # ustar: in the prefix field
+    longer = "var/lib/rpm/" + "z" * 120  # no ustar field holds it: GNU L and PAX path only
+    members = {"etc/os-release": b"ID=debian\n", deep: b"a", "var/lib/dpkg/status": b"b" * 5000}
+    if fmt != tarfile.USTAR_FORMAT:
+        members[longer] = b"c"
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            if fmt == tarfile.PAX_FORMAT:
+                info.pax_headers = {"comment": "ä" * 300}
+            tar.addfile(info, io.BytesIO(data))
+    diff_id, package_dbs = read_layer([gzip_bytes(out.getvalue())])
+    assert diff_id == sha256(out.getvalue())
+    assert package_dbs == set(members) - {"etc/os-release"}
 
 
 def test_content_that_is_no_tar_still_has_a_diff_id():
