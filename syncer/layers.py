@@ -96,13 +96,13 @@ def check_image(client: RegistryClient, repository: str, digest: str,
     manifest = client.get_manifest(repository, digest)
     if manifest.media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
         raise LayerError(f"{ref} is a {manifest.media_type or 'manifest without a media type'}, "
-                         f"not an image manifest: {_NOT_SCANNED}")
+                         f"not an image manifest: {_NOT_SCANNED}; syncer scans container images only")
     descriptors = _layer_descriptors(manifest.json, ref)
     claims = _diff_ids(client, repository, manifest.json, ref)
     if len(claims) != len(descriptors):
         raise LayerError(f"{ref} has {len(descriptors)} layers but its config lists "
                          f"{len(claims)} diff_ids, so Trivy could not tell which analysis "
-                         f"belongs to which layer: {_NOT_SCANNED}")
+                         f"belongs to which layer: {_MALFORMED}")
     store = _store(Path(cache_dir) / CACHE_FILE)
     known = store.read()
     new: dict[str, VerifiedLayer] = {}
@@ -118,7 +118,7 @@ def check_image(client: RegistryClient, repository: str, digest: str,
                 raise LayerError(
                     f"{where} has diff_id {layer.diff_id}, but the image config claims "
                     f"{claimed}; Trivy would take its analysis from whatever layer has that "
-                    f"diff_id: {_NOT_SCANNED}")
+                    f"diff_id: {_MALFORMED}")
             verified.append(layer)
     finally:
         # True whatever the claims were: a re-run reaches the same verdict without downloads.
@@ -126,8 +126,9 @@ def check_image(client: RegistryClient, repository: str, digest: str,
     return LayerCheck(tuple(verified))
 
 
-_NOT_SCANNED = ("the image is not scanned and nothing is promoted; the upstream image is "
-                "malformed or forged: report it to its publisher and do not use it")
+_NOT_SCANNED = "the image is not scanned and nothing is promoted"
+_MALFORMED = (f"{_NOT_SCANNED}; the upstream image is malformed or forged: report it to its "
+              "publisher and do not use it")
 
 
 def _layer_descriptors(doc: dict, ref: str) -> list[tuple[str, str]]:
@@ -136,7 +137,7 @@ def _layer_descriptors(doc: dict, ref: str) -> list[tuple[str, str]]:
             isinstance(d, dict) and isinstance(d.get("digest"), str)
             and isinstance(d.get("mediaType"), str) for d in layers):
         raise LayerError(f"the manifest of {ref} has no readable list of layer descriptors: "
-                         f"{_NOT_SCANNED}")
+                         f"{_MALFORMED}")
     return [(d["digest"], d["mediaType"]) for d in layers]
 
 
@@ -144,20 +145,20 @@ def _diff_ids(client: RegistryClient, repository: str, doc: dict, ref: str) -> l
     config = doc.get("config")
     digest = config.get("digest") if isinstance(config, dict) else None
     if not isinstance(digest, str):
-        raise LayerError(f"the manifest of {ref} names no config: {_NOT_SCANNED}")
+        raise LayerError(f"the manifest of {ref} names no config: {_MALFORMED}")
     data = bytearray()
     for chunk in client.iter_blob(repository, digest):
         data += chunk
         if len(data) > _CONFIG_MAX_BYTES:
             raise LayerError(f"the config of {ref} is larger than {_CONFIG_MAX_BYTES >> 20} "
-                             f"MiB: {_NOT_SCANNED}")
+                             f"MiB: {_MALFORMED}")
     try:
         diff_ids = json.loads(data)["rootfs"]["diff_ids"]
     except (ValueError, KeyError, TypeError):
         diff_ids = None
     if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
         raise LayerError(f"the config of {ref} ({digest}) has no list of rootfs.diff_ids: "
-                         f"{_NOT_SCANNED}")
+                         f"{_MALFORMED}")
     return diff_ids
 
 
@@ -165,17 +166,19 @@ def _check_media_type(media_type: str, where: str) -> None:
     if _FOREIGN.match(media_type):
         raise LayerError(f"{where} is non-distributable ({media_type}): its bytes may come from "
                          "outside the trusted registry, and syncer scans only what that "
-                         f"registry holds: {_NOT_SCANNED}")
+                         f"registry holds: {_NOT_SCANNED}; use an image without "
+                         "non-distributable layers")
     if media_type not in _LAYER_TYPES:
         raise LayerError(f"{where} has media type {media_type}, not an image layer (tar, "
-                         f"tar+gzip or tar+zstd): {_NOT_SCANNED}")
+                         f"tar+gzip or tar+zstd): {_NOT_SCANNED}; ask its publisher for an "
+                         "image of standard layers")
 
 
 def _verify(client: RegistryClient, repository: str, digest: str, where: str) -> VerifiedLayer:
     try:
         diff_id, package_dbs = read_layer(client.iter_blob(repository, digest))
     except CorruptLayer as err:
-        raise LayerError(f"{where} cannot be decompressed ({err}): {_NOT_SCANNED}") from None
+        raise LayerError(f"{where} cannot be decompressed ({err}): {_MALFORMED}") from None
     return VerifiedLayer(digest, diff_id, package_dbs)
 
 
