@@ -96,7 +96,8 @@ def check_image(client: RegistryClient, repository: str, digest: str,
     manifest = client.get_manifest(repository, digest)
     if manifest.media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
         raise LayerError(f"{ref} is a {manifest.media_type or 'manifest without a media type'}, "
-                         f"not an image manifest: {_NOT_SCANNED}; syncer scans container images only")
+                         f"not an image manifest: {_NOT_SCANNED}; syncer scans container "
+                         "images only")
     descriptors = _layer_descriptors(manifest.json, ref)
     claims = _diff_ids(client, repository, manifest.json, ref)
     if len(claims) != len(descriptors):
@@ -277,7 +278,9 @@ def _checksum_ok(header: bytes) -> bool:
 def _number(field: bytes) -> int | None:
     """A tar number: octal text, or base-256 when the high bit is set (sizes from 8 GiB)."""
     if field[:1] and field[0] & 0x80:
-        return None if field[0] == 0xFF else int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+        if field[0] == 0xFF:  # negative: no size
+            return None
+        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
     text = field.split(b"\0", 1)[0].strip()
     try:
         return int(text, 8) if text else 0
