@@ -21,6 +21,7 @@ from syncer import replicate
 from syncer.discover import Sources, discover
 from syncer.endpoints import Endpoint, replica_endpoints, target_endpoint
 from syncer.errors import SigningError, SyncerError
+from syncer.layers import LayerError
 from syncer.ledger import Ledger, now_iso
 from syncer.mirror import mirror
 from syncer.model import Catalog, Event, ImageEntry, Record, ScanResult, State
@@ -235,20 +236,27 @@ class Pipeline:
                 raise SyncerError(f"{subject}: record has no mirrored copy of {rec.digest}")
 
             db = self.scan_settings.db_updated_at if self.scan_settings else None
+            unscannable: LayerError | None = None
             if (rec.scan is None or not rec.scan.fits(rec.digest, entry.platforms)
                     or (db and rec.scan.db_updated_at < db)):
                 if self.scan_settings is None:
                     raise SyncerError(f"cannot scan: {self.scan_problem}; nothing is promoted unscanned")
                 self.progress.step(subject, "scanning")
-                rec.scan = self._scan(entry, rec.digest)
-                if rec.promoted_digest != rec.digest:
-                    rec.state = State.SCANNED
-                self._event(rec, "scanned", f"{rec.digest} with {rec.scan.scanner}, database "
-                            f"{rec.scan.db_updated_at}: "
-                            f"{policy_mod.counts_text(policy_mod.count_by_severity(rec.scan.findings))}")
-                changed |= self.ledger.save(rec)
+                try:
+                    rec.scan = self._scan(entry, rec.digest)
+                except LayerError as err:
+                    # Held, not failed: the digest fixes the content, so every run would fail
+                    # alike; the verdict is recorded once and re-checked from the layer cache.
+                    unscannable = err
+                else:
+                    if rec.promoted_digest != rec.digest:
+                        rec.state = State.SCANNED
+                    self._event(rec, "scanned", f"{rec.digest} with {rec.scan.scanner}, database "
+                                f"{rec.scan.db_updated_at}: "
+                                f"{policy_mod.counts_text(policy_mod.count_by_severity(rec.scan.findings))}")
+                    changed |= self.ledger.save(rec)
 
-            decision = policy_mod.evaluate(
+            decision = policy_mod.unscannable(str(unscannable)) if unscannable else policy_mod.evaluate(
                 name=tp.name, digest=rec.digest, scan=rec.scan, policy=self.catalog.policy_for(entry),
                 exceptions=self.catalog.exceptions, approvals=self.catalog.approvals,
                 today=self.options.today)

@@ -40,6 +40,7 @@ class Rule(str, enum.Enum):
     """A policy rule that can hold an image, in the order reasons are reported."""
 
     SCAN = "scan"
+    LAYERS = "layers"
     UNASSESSED = "unassessed"
     VULNERABILITIES = "vulnerabilities"
     LICENSES = "licenses"
@@ -48,8 +49,9 @@ class Rule(str, enum.Enum):
 
 
 # Rules whose failure after a promotion means the image itself got worse (a re-scan found
-# something), as opposed to time passing (age) or the catalog changing (approval).
-_REGRESSION_RULES = frozenset({Rule.VULNERABILITIES, Rule.LICENSES})
+# something, or found its earlier scan analysed other bytes), as opposed to time passing
+# (age) or the catalog changing (approval).
+_REGRESSION_RULES = frozenset({Rule.LAYERS, Rule.VULNERABILITIES, Rule.LICENSES})
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,12 @@ def evaluate(
         expired_exceptions=tuple(expired_ids),
         failed=failed,
     )
+
+
+def unscannable(reason: str) -> Decision:
+    """The decision for a digest whose layers Trivy must not analyse (``syncer.layers``): held,
+    and for one already promoted a regression, since its earlier scan analysed other bytes."""
+    return Decision(promote=False, reasons=(reason,), counts={}, failed=(Rule.LAYERS,))
 
 
 def _which(part: PlatformScan) -> str:

@@ -22,6 +22,7 @@ import threading
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urljoin, urlsplit
@@ -409,6 +410,28 @@ class RegistryClient:
         self._verify(resp.content, digest, f"blob {repository}@{digest}")
         return resp.content
 
+    def iter_blob(self, repository: str, digest: str, *,
+                  chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The blob in chunks, for blobs too large to hold (layers). Its digest is checked
+        after the last chunk: a caller that reads to the end gets RegistryError instead of
+        the end when the bytes differ, so it must not trust what it read before then."""
+        _check_digest(repository, digest)
+        what = f"blob {repository}@{digest}"
+        hasher = hashlib.new(self._algorithm(digest, what))
+        resp = self._request("GET", self._url(f"/v2/{repository}/blobs/{digest}"),
+                             kind="blob", repository=repository, stream=True)
+        with resp:  # also when the caller stops early: the connection is not left half read
+            self._check(resp, what, repository)
+            try:
+                for chunk in resp.iter_content(chunk_size):
+                    hasher.update(chunk)
+                    yield chunk
+            except requests.RequestException as err:
+                raise RegistryError(f"{self.where} broke off sending {what} "
+                                    f"({_network_reason(err)}); run again",
+                                    registry=self.host) from None
+        self._same_digest(f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}", digest, what)
+
     def put_blob(self, repository: str, data: bytes, *, check: bool = True) -> str:
         """Monolithic upload (POST then PUT); nothing is sent when the blob is there already.
 
@@ -765,17 +788,24 @@ class RegistryClient:
         return value
 
     def _verify(self, data: bytes, expected: str | None, what: str) -> str:
+        actual = digest_of(data, self._algorithm(expected, what))
+        if expected:
+            self._same_digest(actual, expected, what)
+        return actual
+
+    def _algorithm(self, expected: str | None, what: str) -> str:
         algorithm = expected.split(":", 1)[0] if expected else "sha256"
         if algorithm not in ("sha256", "sha512"):
             raise RegistryError(f"{what} on {self.where} uses unsupported digest algorithm "
                                 f"{algorithm}", registry=self.host)
-        actual = digest_of(data, algorithm)
-        if expected and actual != expected:
+        return algorithm
+
+    def _same_digest(self, actual: str, expected: str, what: str) -> None:
+        if actual != expected:
             raise DigestMismatchError(f"{what} from {self.where} has digest {actual}, expected "
                                       f"{expected}; the registry or something in between "
                                       "altered it", registry=self.host, expected=expected,
                                       found=actual)
-        return actual
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from syncer import trivy
+from syncer import layers, trivy
 from syncer.endpoints import Endpoint
 from syncer.errors import SyncerError
 from syncer.ledger import now_iso
@@ -212,6 +212,9 @@ def scan_manifest(target: Endpoint, client: RegistryClient, repository: str, dig
                                             "not an image manifest")
     if kind := artifact_type(manifest):
         return ManifestScan(digest, problem=f"an OCI artifact ({kind}), not a container image")
+    # Trivy keys its layer cache by the diff_ids the config claims: hold them to the bytes
+    # first (syncer.layers), so that no layer's analysis stands in for another's.
+    layers.check_image(client, repository, digest, settings.cache_dir)
     creds = target.credentials
     result = trivy.scan_image(
         ref,

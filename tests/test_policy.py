@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 
 from syncer.model import Approval, Finding, LicenseFinding, Policy, ScanResult, Severity, VulnException
-from syncer.policy import Decision, Rule, count_by_severity, evaluate
+from syncer.policy import Decision, Rule, count_by_severity, evaluate, unscannable
 
 DIGEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64
@@ -312,3 +312,10 @@ def test_regression_is_a_scan_failure_after_a_promotion():
     assert vulnerable.regressed and licensed.regressed
     assert not aged.regressed and not aged.promote  # time passing is not the image getting worse
     assert not promoted.regressed
+
+
+def test_layers_that_cannot_be_scanned_hold_and_count_as_a_regression():
+    decision = unscannable("layer 1 of 1 (sha256:…) has diff_id …")
+    assert not decision.promote and decision.failed == (Rule.LAYERS,)
+    assert decision.reasons == ("layer 1 of 1 (sha256:…) has diff_id …",)
+    assert decision.regressed, "a promoted image whose scan analysed other bytes got worse"

@@ -251,6 +251,8 @@ def test_put_and_get_blob_and_manifest(registry: Registry) -> None:
         assert digest == sha(data)
         assert client.blob_exists("lib/app", digest)
         assert client.get_blob("lib/app", digest) == data
+        assert list(client.iter_blob("lib/app", digest, chunk_size=7)) == [
+            data[i:i + 7] for i in range(0, len(data), 7)]
         assert client.put_blob("lib/app", data) == digest  # already there: no second upload
         assert client.stats["POST upload"] == 1
 
@@ -266,12 +268,16 @@ def test_put_and_get_blob_and_manifest(registry: Registry) -> None:
         assert s.get(f"{registry.url}/v2/lib/app/blobs/{digest}", timeout=5).content == data
 
 
-def test_tampered_blob_is_refused(registry: Registry, proxy) -> None:
+@pytest.mark.parametrize("read", [
+    lambda client, digest: client.get_blob("lib/app", digest),
+    lambda client, digest: b"".join(client.iter_blob("lib/app", digest)),
+], ids=["get_blob", "iter_blob"])
+def test_tampered_blob_is_refused(registry: Registry, proxy, read) -> None:
     digest = push_blob(registry, "lib/app", b"genuine")
     proxy.inject(200, method="GET", path="/blobs/", body=b"forged")
     with client_for(proxy.host) as client:
         with pytest.raises(RegistryError, match=f"expected {digest}"):
-            client.get_blob("lib/app", digest)
+            read(client, digest)
 
 
 def test_tampered_manifest_is_refused(registry: Registry, proxy) -> None:

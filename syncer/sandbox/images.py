@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import zstandard
+
 from syncer.sandbox.registry import HARNESS_AGENT, Registry
 
 Files = Mapping[str, "str | bytes"]
@@ -164,24 +166,54 @@ def gzip_bytes(data: bytes) -> bytes:
     return out.getvalue()
 
 
+# OCI layer media types by compression; Docker's schema 2 has gzip only.
+_OCI_LAYERS = {
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    "none": "application/vnd.oci.image.layer.v1.tar",
+}
+
+
+def compress(data: bytes, compression: str) -> bytes:
+    if compression == "gzip":
+        return gzip_bytes(data)
+    if compression == "zstd":
+        return zstandard.ZstdCompressor(level=3).compress(data)
+    if compression == "none":
+        return data
+    raise ValueError(f"compression {compression!r} is not one of {', '.join(_OCI_LAYERS)}")
+
+
 def build_image(
-    files: Files,
+    files: Files | Sequence[Files],
     *,
     platform: str = "linux/amd64",
     created: str = DEFAULT_CREATED,
     media_types: str = "oci",
+    compression: str = "gzip",
+    diff_ids: Sequence[str] | None = None,
 ) -> Image:
-    """A one-layer image of ``files`` for ``platform``; ``created`` is the config's time."""
+    """An image of ``files`` (one layer), or of a sequence of them (one layer each, bottom
+    first), for ``platform``; ``created`` is the config's time.
+
+    ``compression`` (gzip, zstd, none) needs OCI media types. ``diff_ids`` replaces what the
+    config claims the layers' uncompressed digests are: an upstream image that lies.
+    """
     types = MEDIA_TYPES[media_types]
+    if compression != "gzip" and media_types != "oci":
+        raise ValueError(f"{media_types} media types have gzip layers only")
     plat = Platform.parse(platform)
-    layer_tar = tar_layer(files)
-    layer = Blob(types["layer"], gzip_bytes(layer_tar))
+    tars = [tar_layer(files)] if isinstance(files, Mapping) else [tar_layer(f) for f in files]
+    layer_type = _OCI_LAYERS[compression] if media_types == "oci" else types["layer"]
+    layers = tuple(Blob(layer_type, compress(t, compression)) for t in tars)
     config_doc: dict[str, object] = {
         **plat.as_json(),
         "created": created,
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer_tar)]},
-        "history": [{"created": created, "created_by": "syncer test harness"}],
+        "rootfs": {"type": "layers",
+                   "diff_ids": list(diff_ids) if diff_ids is not None
+                   else [sha256_digest(t) for t in tars]},
+        "history": [{"created": created, "created_by": "syncer test harness"} for _ in tars],
     }
     config = Blob(types["config"], _json_bytes(config_doc))
     manifest = Blob(
@@ -190,10 +222,10 @@ def build_image(
             "schemaVersion": 2,
             "mediaType": types["manifest"],
             "config": config.descriptor(),
-            "layers": [layer.descriptor()],
+            "layers": [layer.descriptor() for layer in layers],
         }),
     )
-    return Image(manifest=manifest, config=config, layers=(layer,), platform=plat)
+    return Image(manifest=manifest, config=config, layers=layers, platform=plat)
 
 
 def build_index(
