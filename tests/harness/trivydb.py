@@ -12,6 +12,8 @@ from syncer.sandbox.trivydb import (  # noqa: F401 - re-exported for tests
     Advisory,
     trivy_buckets,
     write_trivy_db,
+    JavaArtifact,
+    write_java_db,
     DEFAULT_UPDATED_AT,
     DEFAULT_ADVISORIES,
     TrivyDB,
@@ -20,6 +22,7 @@ from syncer.sandbox.trivydb import (  # noqa: F401 - re-exported for tests
 
 @pytest.fixture
 def trivy_db(tmp_path_factory) -> TrivyDB:
-    """A fresh cache directory holding DEFAULT_ADVISORIES, UpdatedAt DEFAULT_UPDATED_AT."""
+    """A fresh cache directory holding DEFAULT_ADVISORIES, UpdatedAt DEFAULT_UPDATED_AT, and an
+    empty Java DB: with both fresh, a run that may update them downloads nothing."""
     db = TrivyDB(tmp_path_factory.mktemp("trivy-cache"), DEFAULT_ADVISORIES)
-    return db.write(updated_at=DEFAULT_UPDATED_AT)
+    return db.write(updated_at=DEFAULT_UPDATED_AT).write_java()
