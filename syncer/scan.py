@@ -27,6 +27,7 @@ class ScanSettings:
     db_updated_at: str
     timeout: float = 600.0
     licenses: bool = False
+    server: str | None = None  # a `trivy server` URL: its DB is the one db_updated_at names
 
 
 def choose_platforms(available: list[str], wanted: tuple[str, ...], ref: str) -> list[str]:
@@ -63,6 +64,7 @@ def scan_digest(target: Endpoint, client: RegistryClient, repository: str, diges
             timeout=settings.timeout,
             licenses=settings.licenses,
             ca_dir=target.ca_dir,
+            server=settings.server,
         )
         findings.extend(result.findings)
         licenses.extend(result.licenses)
@@ -70,7 +72,7 @@ def scan_digest(target: Endpoint, client: RegistryClient, repository: str, diges
             created.append(result.created)
     return ScanResult(
         digest=digest,
-        scanner=f"trivy {trivy.version()}",  # asked once per process, at the first scan
+        scanner=trivy.scanner(settings.server),  # asked once per process, at the first scan
         db_updated_at=settings.db_updated_at,
         scanned_at=now_iso(),
         findings=tuple(findings),

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from syncer.model import Severity
+from syncer.sandbox.images import MEDIA_TYPES, Blob, Image, Platform, gzip_bytes, tar_layer
 
 # --- bbolt -----------------------------------------------------------------------------------
 
@@ -346,6 +347,35 @@ def write_java_db(cache_dir: str | os.PathLike, artifacts=(), *,
     _replace(java_dir, {"trivy-java.db": java_db_bytes(list(artifacts)),
                         "metadata.json": _metadata(JAVA_DB_SCHEMA_VERSION, updated_at)})
     return java_dir
+
+
+# --- as Trivy downloads them ------------------------------------------------------------------
+
+# What ghcr.io/aquasecurity/trivy-db:2 and trivy-java-db:1 serve: a one-layer OCI artifact whose
+# layer is a .tar.gz of the DB directory, its file name in the title annotation (Trivy's
+# pkg/oci and pkg/db, pkg/javadb).
+_DB_ARTIFACTS = {
+    "db": ("application/vnd.aquasec.trivy.db.layer.v1.tar+gzip", "db.tar.gz"),
+    "java-db": ("application/vnd.aquasec.trivy.javadb.layer.v1.tar+gzip", "javadb.tar.gz"),
+}
+_DB_CONFIG = "application/vnd.aquasec.trivy.config.v1+json"
+
+
+def db_artifact(cache_dir: str | os.PathLike, which: str) -> Image:
+    """The OCI artifact of ``<cache_dir>/<which>`` (``db`` or ``java-db``), to push to a
+    registry that a run then downloads that DB from (--db-repository, --java-db-repository)."""
+    media_type, title = _DB_ARTIFACTS[which]
+    directory = Path(cache_dir) / which
+    layer = Blob(media_type, gzip_bytes(tar_layer(
+        {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if not p.name.startswith(".")})))
+    config = Blob(_DB_CONFIG, b"{}")
+    manifest = Blob(MEDIA_TYPES["oci"]["manifest"], json.dumps({
+        "schemaVersion": 2, "mediaType": MEDIA_TYPES["oci"]["manifest"],
+        "config": config.descriptor(),
+        "layers": [layer.descriptor(annotations={"org.opencontainers.image.title": title})],
+    }, sort_keys=True, separators=(",", ":")).encode())
+    return Image(manifest=manifest, config=config, layers=(layer,),
+                 platform=Platform.parse("linux/amd64"))
 
 
 # --- fixture ---------------------------------------------------------------------------------
