@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from typing import TYPE_CHECKING
 
 from syncer.errors import SyncerError, UsageError
@@ -20,14 +21,14 @@ if TYPE_CHECKING:
 
 
 def add_scan_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "Trivy's databases",
+    # Wrapped here: the command's formatter keeps descriptions as written.
+    group = parser.add_argument_group("Trivy's databases", textwrap.fill(
         "Trivy runs in an environment syncer chooses: of its variables only TRIVY_CACHE_DIR, "
         "TRIVY_SKIP_DB_UPDATE, TRIVY_SKIP_JAVA_DB_UPDATE, TRIVY_DB_REPOSITORY and "
         "TRIVY_JAVA_DB_REPOSITORY are honoured, as the defaults of the options below (a flag "
         "wins over its variable); any other TRIVY_* is ignored with a warning, since it would "
         "change what Trivy finds (exceptions belong in catalog/exceptions/). No secret but the "
-        "pull credential of the registry scanned reaches Trivy.")
+        "pull credential of the registry scanned reaches Trivy.", 78))
     group.add_argument("--trivy-cache", metavar="DIR",
                        help="Trivy cache directory holding its databases (default: "
                        "$SYNCER_TRIVY_CACHE, else $TRIVY_CACHE_DIR, else ~/.cache/syncer/trivy)")
