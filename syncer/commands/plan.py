@@ -51,7 +51,7 @@ def add_scan_options(parser: argparse.ArgumentParser) -> None:
                        "Never taken from TRIVY_SERVER")
 
 
-def scan_options(args) -> "TrivyOptions":
+def scan_options(args) -> TrivyOptions:
     """The options of Trivy's databases for this run: flags over Trivy's variables."""
     from syncer import trivy
 
