@@ -560,6 +560,7 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
         if not skip_db_update:
             update_db(cache, db_repository=db_repository, timeout=timeout)
         db_info(cache)  # fails with how to get a DB, instead of Trivy's first-run error
+    cache.mkdir(parents=True, exist_ok=True)  # with a server, nothing may have made it yet
     env: dict[str, str] = {}
     secrets: tuple[str, ...] = ()
     if credentials:

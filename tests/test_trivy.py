@@ -221,13 +221,14 @@ def test_a_jar_is_matched_through_the_java_db(trivy_db, registry, push_image):
 
 
 def test_a_server_scans_with_its_db_and_may_not_fall_behind_the_run(trivy_db, debian_app,
-                                                                     trivy_server):
+                                                                     trivy_server, tmp_path):
     newer = datetime(2025, 3, 3, tzinfo=timezone.utc)
     first = trivy_server([Advisory("CVE-2099-7001", "debian 12", "glibc", "LOW", "2.99")],
                          updated_at=newer)
     assert trivy.server_info(first.url).db.updated_at == "2025-03-03T00:00:00Z"
     assert trivy.scanner(first.url) == f"trivy 0.76.0 server {first.url}"
-    scan = trivy.scan_image(debian_app, cache_dir=trivy_db.cache_dir, insecure=True,
+    # A client needs no local vulnerability DB, not even a cache directory (no jars here).
+    scan = trivy.scan_image(debian_app, cache_dir=tmp_path / "new", insecure=True,
                             server=first.url)
     assert {f.id for f in scan.findings} == {"CVE-2099-7001"}
 
