@@ -48,6 +48,7 @@ class ScanSettings:
     db_updated_at: str
     timeout: float = 600.0
     licenses: bool = False
+    server: str | None = None  # a `trivy server` URL: its DB is the one db_updated_at names
 
 
 # --- which manifests a scan must cover (pure) ----------------------------------------------
@@ -224,6 +225,7 @@ def scan_manifest(target: Endpoint, client: RegistryClient, repository: str, dig
         timeout=settings.timeout,
         licenses=settings.licenses,
         ca_dir=target.ca_dir,
+        server=settings.server,
     )
     os_ = ""
     if result.os is not None:
@@ -231,7 +233,9 @@ def scan_manifest(target: Endpoint, client: RegistryClient, repository: str, dig
     return ManifestScan(
         digest=digest, findings=result.findings, licenses=result.licenses, created=result.created,
         os=os_, packages=result.package_types,
-        unassessed=unassessed(os_, result.package_types, trivy.db_sources(settings.cache_dir)))
+        # A server's database is not on this machine: only what the report says is checked.
+        unassessed=unassessed(os_, result.package_types,
+                              None if settings.server else trivy.db_sources(settings.cache_dir)))
 
 
 class ScanCache:
@@ -276,7 +280,7 @@ def combine(digest: str, parts: list[tuple[str, ManifestScan]], selection: tuple
     created = [p.created for _, p in parts if p.created is not None]
     return ScanResult(
         digest=digest,
-        scanner=f"trivy {trivy.version()}",  # asked once per process, at the first scan
+        scanner=trivy.scanner(settings.server),  # asked once per process, at the first scan
         db_updated_at=settings.db_updated_at,
         scanned_at=now_iso(),
         findings=tuple(replace(f, platform=label) for label, p in parts for f in p.findings),
@@ -298,7 +302,7 @@ def scan_digest(target: Endpoint, client: RegistryClient, repository: str, diges
     if not manifest.is_index:
         kind = artifact_type(manifest) if manifest.media_type in IMAGE_MANIFEST_TYPES else ""
         if kind:
-            return ScanResult(digest=digest, scanner=f"trivy {trivy.version()}",
+            return ScanResult(digest=digest, scanner=trivy.scanner(settings.server),
                               db_updated_at=settings.db_updated_at, scanned_at=now_iso(),
                               selection=wanted_platforms, artifact=kind)
         part = cache.get(digest, settings.db_updated_at,

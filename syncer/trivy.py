@@ -3,6 +3,11 @@
 Results are typed (``ImageScan`` of ``syncer.model.Finding``); every failure is a
 ``TrivyError`` carrying Trivy's own reason with credentials redacted, never raw stderr or a
 stack trace. Credentials reach Trivy through TRIVY_USERNAME/TRIVY_PASSWORD, never argv.
+
+Trivy runs in an environment syncer chooses (``split_environment``): what it needs to run
+and reach registries, nothing that changes what it finds and no secret but the pull
+credential. The variables that say where its databases live are read by syncer instead
+(``resolve_options``) and become flags.
 """
 
 from __future__ import annotations
@@ -20,30 +25,38 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
 
 from syncer import bbolt
-from syncer.errors import TrivyError
+from syncer.errors import TrivyError, UsageError
 from syncer.model import Finding, LicenseFinding, Severity
 from syncer.refs import is_sha256_digest, parse_reference
 
 ENV_BINARY = "SYNCER_TRIVY"
+ENV_CACHE = "SYNCER_TRIVY_CACHE"
+DEFAULT_CACHE = Path("~", ".cache", "syncer", "trivy")
 _NO_DB_HELP = (
     "run Trivy once where it can reach its DB registry (`trivy image --download-db-only "
     "--cache-dir {cache}`), or point it at an internal mirror with --db-repository / "
     "TRIVY_DB_REPOSITORY"
 )
 # Flags on every run: no telemetry, version check or dependency look-ups leave for the
-# internet, and the Java DB is never downloaded mid-scan (see _JAVA_DB_HELP).
-_QUIET_OFFLINE = ("--quiet", "--disable-telemetry", "--skip-version-check", "--offline-scan",
-                  "--skip-java-db-update")
+# internet, and neither DB is downloaded mid-scan: update_db fetches both, under the
+# exclusive lock, before any scan starts.
+_QUIET_OFFLINE = ("--quiet", "--disable-telemetry", "--skip-version-check", "--offline-scan")
+_NO_UPDATES = ("--skip-db-update", "--skip-java-db-update")
 _JAVA_DB_HELP = (
     "the image holds Java archives, which Trivy matches with its Java DB, and {cache}/java-db "
-    "has none: run `trivy image --download-java-db-only --cache-dir {cache}` once"
+    "has none: run without --skip-java-db-update / TRIVY_SKIP_JAVA_DB_UPDATE (with "
+    "--java-db-repository for an internal mirror), or seed it once with `trivy image "
+    "--download-java-db-only --cache-dir {cache}`"
 )
 
 # Concurrency. Trivy holds an exclusive lock on its layer cache (<cache>/fanal/fanal.db) for a
@@ -88,6 +101,122 @@ class ImageScan:
     package_types: tuple[str, ...] = ()
 
 
+# --- the environment Trivy runs in -------------------------------------------------------------
+
+# What Trivy needs to run and to reach registries through the same proxies and CAs as syncer.
+_PASSED = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY",
+                     "https_proxy", "NO_PROXY", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR"})
+# Where Trivy's databases live: read by syncer (resolve_options), passed to Trivy as flags.
+DB_VARIABLES = ("TRIVY_CACHE_DIR", "TRIVY_SKIP_DB_UPDATE", "TRIVY_SKIP_JAVA_DB_UPDATE",
+                "TRIVY_DB_REPOSITORY", "TRIVY_JAVA_DB_REPOSITORY")
+IGNORED_HELP = (
+    "syncer runs Trivy in an environment it chooses, so that nothing outside the catalog "
+    "changes what a scan finds: exceptions belong in catalog/exceptions/, a Trivy server is "
+    "named with `syncer run --trivy-server URL`"
+)
+
+
+@dataclass(frozen=True)
+class TrivyEnvironment:
+    passed: Mapping[str, str]  # copied into every Trivy process's environment
+    honoured: Mapping[str, str]  # DB_VARIABLES that are set: resolve_options reads them
+    ignored: tuple[str, ...]  # names of every other TRIVY_* variable that is set, sorted
+
+
+def split_environment(environ: Mapping[str, str]) -> TrivyEnvironment:
+    """Splits a process environment into what Trivy gets, what syncer reads, and the TRIVY_*
+    variables it drops (TRIVY_SEVERITY, TRIVY_IGNOREFILE, TRIVY_SERVER… each would silently
+    change the findings). Everything else is dropped unnamed: registry passwords, the signing
+    passphrase, cloud credentials. Empty values are unset, as Trivy reads them."""
+    passed, honoured, ignored = {}, {}, []
+    for name, value in environ.items():
+        if name in _PASSED or name.startswith("LC_"):
+            passed[name] = value
+        elif not value:
+            continue
+        elif name in DB_VARIABLES:
+            honoured[name] = value
+        elif name.startswith("TRIVY_"):
+            ignored.append(name)
+    return TrivyEnvironment(passed, honoured, tuple(sorted(ignored)))
+
+
+@dataclass(frozen=True)
+class TrivyOptions:
+    """Where a run's scans find their databases and whether they are refreshed first."""
+
+    cache_dir: str
+    skip_db_update: bool = False
+    skip_java_db_update: bool = False
+    db_repository: str | None = None  # Trivy's --db-repository: one or more, comma-separated
+    java_db_repository: str | None = None
+    server: str | None = None  # a `trivy server`: scans use its vulnerability DB
+
+    @property
+    def updates(self) -> bool:
+        """Whether ``prepare`` may download a database (a server keeps its own)."""
+        return not (self.skip_db_update or self.server) or not self.skip_java_db_update
+
+
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def _env_bool(honoured: Mapping[str, str], name: str) -> bool:
+    """A boolean the way Trivy reads one (Go's strconv.ParseBool); anything else, which Trivy
+    would silently read as false, is refused."""
+    value = honoured.get(name)
+    if value is None or value in _FALSE:
+        return False
+    if value in _TRUE:
+        return True
+    raise UsageError(f"{name}={value!r} is not a boolean; set it to true or false (or 1 or 0), "
+                     "or unset it")
+
+
+def _env_list(value: str | None) -> str | None:
+    """Trivy splits a list variable at commas, or else at white space; its flag takes commas."""
+    if value is None:
+        return None
+    parts = value.split(",") if "," in value else value.split()
+    return ",".join(p.strip() for p in parts if p.strip())
+
+
+def server_url(text: str) -> str:
+    """A Trivy server's base URL, ``http(s)://host[:port][/prefix]``, without a trailing slash."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment:
+        raise UsageError(f"--trivy-server {text!r}: expected the http:// or https:// URL of a "
+                         "`trivy server`, e.g. http://trivy.internal:4954")
+    if parts.username or parts.password:
+        raise UsageError("--trivy-server: the URL must not carry credentials; they would be "
+                         "written into every scan record")
+    return text.rstrip("/")
+
+
+def resolve_options(environ: Mapping[str, str], *, cache_dir: str | None = None,
+                    skip_db_update: bool = False, skip_java_db_update: bool = False,
+                    db_repository: str | None = None, java_db_repository: str | None = None,
+                    server: str | None = None) -> TrivyOptions:
+    """Syncer's options over Trivy's database variables, as a Trivy user expects them: each
+    flag given wins over its variable, a variable over the default. The cache is
+    --trivy-cache, else SYNCER_TRIVY_CACHE, else TRIVY_CACHE_DIR, else ~/.cache/syncer/trivy.
+    UsageError names a variable whose value is not what Trivy accepts."""
+    honoured = split_environment(environ).honoured
+    return TrivyOptions(
+        cache_dir=cache_dir or environ.get(ENV_CACHE) or honoured.get("TRIVY_CACHE_DIR")
+        or str(DEFAULT_CACHE.expanduser()),
+        skip_db_update=skip_db_update or _env_bool(honoured, "TRIVY_SKIP_DB_UPDATE"),
+        skip_java_db_update=(skip_java_db_update
+                             or _env_bool(honoured, "TRIVY_SKIP_JAVA_DB_UPDATE")),
+        db_repository=db_repository or _env_list(honoured.get("TRIVY_DB_REPOSITORY")),
+        java_db_repository=(java_db_repository
+                            or _env_list(honoured.get("TRIVY_JAVA_DB_REPOSITORY"))),
+        server=server_url(server) if server else None,
+    )
+
+
 # --- locating and running ----------------------------------------------------------------------
 
 
@@ -111,14 +240,16 @@ def binary() -> str:
 
 
 def _run(argv: list[str], *, what: str, timeout: float, budget: float | None = None,
-         env: dict[str, str] | None = None, cwd: str | None = None,
+         env: Mapping[str, str] | None = None, cwd: str | None = None,
          secrets: tuple[str, ...] = ()) -> str:
     """Runs Trivy in its own process group, so that a timeout kills it and all its children;
-    returns its stdout. ``budget`` is the caller's whole timeout, for the message."""
+    returns its stdout. Its environment is the chosen one plus ``env``. ``budget`` is the
+    caller's whole timeout, for the message."""
+    environment = {**split_environment(os.environ).passed, **(env or {})}
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, errors="replace", env=env,
-                                cwd=cwd, start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, errors="replace",
+                                env=environment, cwd=cwd, start_new_session=True)
     except OSError as err:
         raise TrivyError(f"could not start {argv[0]} for {what}: {err.strerror}; "
                          f"check the binary or set {ENV_BINARY}") from None
@@ -204,21 +335,18 @@ def db_info(cache_dir: str | os.PathLike) -> DBInfo:
 
 
 def update_db(cache_dir: str | os.PathLike, *, db_repository: str | None = None,
+              java_db_repository: str | None = None, skip_java_db_update: bool = False,
               timeout: float = 600.0) -> DBInfo:
-    """Downloads a newer DB when there is none or its NextUpdate has passed, while no scan is
-    using the DB. Parallel scans cost nothing here until then: a due check reads metadata only."""
+    """Downloads a newer vulnerability DB, and Java DB unless ``skip_java_db_update``, when
+    there is none or it is due, while no scan is using them. Parallel scans cost nothing here
+    until then: a due check reads metadata only."""
     deadline = time.monotonic() + timeout
-    if not _db_due(Path(cache_dir)):
-        return db_info(cache_dir)
-    argv = [binary(), "image", "--download-db-only", "--cache-dir", str(cache_dir),
-            *_QUIET_OFFLINE]
-    if db_repository:
-        argv += ["--db-repository", db_repository]
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    with _locked(Path(cache_dir) / "db.lock", fcntl.LOCK_EX, deadline, "the vulnerability DB"), \
-            tempfile.TemporaryDirectory(prefix="syncer-trivy-") as work:
-        _run(argv, what="updating its vulnerability DB", timeout=_left(deadline),
-             budget=timeout, cwd=work)
+    cache = Path(cache_dir)
+    if _db_due(cache):
+        _download(cache, ["--download-db-only", *_repository("--db-repository", db_repository)],
+                  "its vulnerability DB", deadline, timeout)
+    if not skip_java_db_update:
+        update_java_db(cache, java_db_repository=java_db_repository, timeout=_left(deadline))
     return db_info(cache_dir)
 
 
@@ -241,12 +369,123 @@ def _db_sources(path: str, mtime_ns: int, size: int) -> frozenset[str] | None:
         return None
 
 
+def update_java_db(cache_dir: str | os.PathLike, *, java_db_repository: str | None = None,
+                   timeout: float = 600.0) -> None:
+    """Downloads the Java DB (Trivy's index of Maven artifacts, used for any image holding a
+    jar) when there is none or it is due, under the same lock as the vulnerability DB."""
+    deadline = time.monotonic() + timeout
+    cache = Path(cache_dir)
+    if _java_db_due(cache):
+        _download(cache, ["--download-java-db-only",
+                          *_repository("--java-db-repository", java_db_repository)],
+                  "its Java DB", deadline, timeout)
+
+
+def _repository(flag: str, value: str | None) -> list[str]:
+    return [flag, value] if value else []
+
+
+def _download(cache: Path, flags: list[str], what: str, deadline: float, timeout: float) -> None:
+    argv = [binary(), "image", "--cache-dir", str(cache), *flags, *_QUIET_OFFLINE]
+    cache.mkdir(parents=True, exist_ok=True)
+    with _locked(cache / "db.lock", fcntl.LOCK_EX, deadline, "Trivy's databases"), \
+            tempfile.TemporaryDirectory(prefix="syncer-trivy-") as work:
+        _run(argv, what=f"updating {what}", timeout=_left(deadline), budget=timeout, cwd=work)
+
+
 def _db_due(cache_dir: Path) -> bool:
     try:
         next_update = _go_time(db_info(cache_dir).next_update)
     except TrivyError:
         return True
     return next_update is None or next_update <= datetime.now(timezone.utc)
+
+
+_JAVA_DB_SCHEMA = 1  # trivy-java-db's SchemaVersion, which Trivy 0.76 requires
+
+
+def _java_db_due(cache_dir: Path) -> bool:
+    """Trivy's own rule (pkg/javadb): none, another schema, or NextUpdate passed and the last
+    download more than a day ago."""
+    try:
+        meta = json.loads((cache_dir / "java-db" / "metadata.json").read_text())
+        if meta.get("Version") != _JAVA_DB_SCHEMA:
+            return True
+        next_update, downloaded = _go_time(meta.get("NextUpdate")), _go_time(meta.get("DownloadedAt"))
+    except (OSError, ValueError, AttributeError):
+        return True
+    now = datetime.now(timezone.utc)
+    fresh = (next_update is not None and now < next_update) or (
+        downloaded is not None and now < downloaded + timedelta(days=1))
+    return not fresh
+
+
+def prepare(options: TrivyOptions, *, timeout: float = 600.0) -> DBInfo:
+    """Brings the databases of a run's scans up to date as ``options`` allow, once before any
+    scan, and returns the vulnerability DB's metadata: the server's when scans use a server
+    (the Java DB stays local even then: Trivy's client matches jars itself)."""
+    if not options.server and not options.skip_db_update:
+        update_db(options.cache_dir, db_repository=options.db_repository,
+                  java_db_repository=options.java_db_repository,
+                  skip_java_db_update=options.skip_java_db_update, timeout=timeout)
+    elif not options.skip_java_db_update:
+        update_java_db(options.cache_dir, java_db_repository=options.java_db_repository,
+                       timeout=timeout)
+    return server_info(options.server).db if options.server else db_info(options.cache_dir)
+
+
+# --- a Trivy server ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    url: str
+    version: str  # the server's Trivy, e.g. 0.76.0
+    db: DBInfo  # the vulnerability DB it scans with
+
+
+@functools.lru_cache(maxsize=None)
+def server_info(url: str) -> ServerInfo:
+    """What a `trivy server` says of itself on /version; asked once per server and process,
+    so that every record of a run names the DB the run started with."""
+    try:
+        resp = requests.get(f"{url}/version", timeout=30)
+        resp.raise_for_status()
+        doc = resp.json()
+        meta = doc["VulnerabilityDB"]
+        return ServerInfo(url=url, version=str(doc["Version"]), db=DBInfo(
+            updated_at=str(meta["UpdatedAt"]), next_update=str(meta["NextUpdate"]),
+            schema_version=int(meta["Version"])))
+    except requests.RequestException as err:
+        raise TrivyError(f"the Trivy server at {url} did not answer /version "
+                         f"({type(err).__name__}); check --trivy-server and that "
+                         "`trivy server` runs there") from None
+    except (ValueError, KeyError, TypeError):
+        raise TrivyError(f"{url}/version did not describe a Trivy server with a vulnerability "
+                         "DB; check --trivy-server, and that the server has downloaded its DB"
+                         ) from None
+
+
+def scanner(server: str | None = None) -> str:
+    """The scanner a record names: this Trivy, or a server's Trivy and where it runs."""
+    if server:
+        return f"trivy {server_info(server).version} server {server}"
+    return f"trivy {version()}"
+
+
+def _check_server_db(document: object, server: str) -> None:
+    """A server updates its DB by itself (hourly). A newer DB than the run recorded only
+    means a re-scan next run; an older one would record findings as newer than they are."""
+    expected = server_info(server).db.updated_at
+    try:
+        used = document["Trivy"]["Server"]["VulnerabilityDB"]["UpdatedAt"]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return  # the report does not say: /version, asked at the start, is all there is
+    used_at, expected_at = _go_time(used), _go_time(expected)
+    if used_at and expected_at and used_at < expected_at:
+        raise TrivyError(f"the Trivy server at {server} scanned with a vulnerability DB of "
+                         f"{used}, older than the one of {expected} it reported when the run "
+                         "started; check that a single server answers there, and re-run")
 
 
 # --- locks and slots ---------------------------------------------------------------------------
@@ -326,21 +565,25 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
                insecure: bool = False, credentials: tuple[str, str] | None = None,
                timeout: float = 600.0, skip_db_update: bool = True,
                db_repository: str | None = None, licenses: bool = False,
-               ca_dir: str | None = None) -> ImageScan:
+               ca_dir: str | None = None, server: str | None = None) -> ImageScan:
     """Scans ``host/repo@sha256:…`` straight from its registry; safe to run in parallel.
 
     ``platform`` (``linux/arm64``) picks one image of an index and labels its findings.
-    Without ``skip_db_update`` the DB is first refreshed (``update_db``) if it is due.
+    Without ``skip_db_update`` the DBs are first refreshed (``update_db``) if they are due.
     ``ca_dir`` adds a directory of CA certificates (a private registry CA) to the system's.
+    ``server`` (a ``server_url``) scans in client mode with that server's vulnerability DB;
+    the Java DB is still ``cache_dir``'s, and nothing is refreshed.
     ``timeout`` bounds the whole call, waiting for locks included.
     """
     deadline = time.monotonic() + timeout
     name = _check_ref(ref)
     cache = Path(cache_dir).absolute()
-    if not skip_db_update:
-        update_db(cache, db_repository=db_repository, timeout=timeout)
-    db_info(cache)  # fails with how to get a DB, instead of Trivy's first-run error
-    env = dict(os.environ)  # the caller's TRIVY_* settings pass through
+    if not server:
+        if not skip_db_update:
+            update_db(cache, db_repository=db_repository, timeout=timeout)
+        db_info(cache)  # fails with how to get a DB, instead of Trivy's first-run error
+    cache.mkdir(parents=True, exist_ok=True)  # with a server, nothing may have made it yet
+    env: dict[str, str] = {}
     secrets: tuple[str, ...] = ()
     if credentials:
         username, password = credentials
@@ -350,7 +593,7 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
         secrets = (password, basic, *((username,) if len(username) >= 4 else ()))
     if ca_dir:
         # Go reads every file of each SSL_CERT_DIR entry; keep the system's dirs after ours.
-        system = env.get("SSL_CERT_DIR") or "/etc/ssl/certs:/etc/pki/tls/certs"
+        system = os.environ.get("SSL_CERT_DIR") or "/etc/ssl/certs:/etc/pki/tls/certs"
         env["SSL_CERT_DIR"] = f"{ca_dir}:{system}"
     # Trivy runs in a private directory: a .trivyignore or trivy.yaml in the caller's working
     # directory (the catalog repository) must not silently drop findings; exceptions belong
@@ -360,12 +603,14 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
             tempfile.TemporaryDirectory(prefix="syncer-trivy-") as work:
         report = Path(work) / "report.json"
         left = _left(deadline)
-        argv = [binary(), "image", "--cache-dir", str(slot), "--skip-db-update",
+        argv = [binary(), "image", "--cache-dir", str(slot), *_NO_UPDATES,
                 "--image-src", "remote", "--format", "json", "--output", str(report),
                 "--exit-code", "0", "--list-all-pkgs=false",
                 "--scanners", "vuln,license" if licenses else "vuln",
                 # Trivy's own limit, a little shorter, so that it can still say what it was doing.
                 "--timeout", f"{max(int(left * 0.9), 1)}s", *_QUIET_OFFLINE]
+        if server:
+            argv += ["--server", server]
         if platform:
             argv += ["--platform", platform]
         if insecure:
@@ -384,6 +629,8 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
         except (OSError, ValueError) as err:
             raise TrivyError(f"trivy's report for {ref} could not be read "
                              f"({type(err).__name__}); re-run the scan") from None
+    if server:
+        _check_server_db(document, server)
     return parse_report(document, platform=platform or "")
 
 

@@ -6,6 +6,7 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import stat
 import sys
 import time
@@ -24,9 +25,10 @@ from tests.harness.images import (
     build_image,
     build_index,
     debian_files,
+    java_archive,
     python_package_files,
 )
-from tests.harness.trivydb import Advisory
+from tests.harness.trivydb import Advisory, JavaArtifact
 
 pytestmark = pytest.mark.e2e
 
@@ -185,26 +187,56 @@ def test_private_ca_directory_is_trusted(trivy_db, tls_registry, push_image):
     assert {f.id for f in scan.findings} == {f.id for f in DEBIAN_FINDINGS}
 
 
-def test_trivy_settings_pass_through_but_a_trivyignore_in_cwd_does_not(trivy_db, debian_app,
-                                                                       monkeypatch, tmp_path):
+def test_neither_trivy_variables_nor_a_trivyignore_in_cwd_change_the_findings(
+        trivy_db, debian_app, monkeypatch, tmp_path):
     (tmp_path / ".trivyignore").write_text("CVE-2099-0001\n")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRIVY_SEVERITY", "LOW")
     scan = trivy.scan_image(debian_app, cache_dir=trivy_db.cache_dir, insecure=True)
-    assert "CVE-2099-0001" in {f.id for f in scan.findings}
-    monkeypatch.setenv("TRIVY_SEVERITY", "CRITICAL")
-    scan = trivy.scan_image(debian_app, cache_dir=trivy_db.cache_dir, insecure=True)
-    assert {f.id for f in scan.findings} == {"CVE-2099-0001"}
+    assert set(scan.findings) == DEBIAN_FINDINGS | {REQUESTS_FINDING}
 
 
 def test_java_archives_without_java_db_say_how_to_get_it(trivy_db, registry, push_image):
+    shutil.rmtree(trivy_db.cache_dir / "java-db")
     jar = io.BytesIO()
     with zipfile.ZipFile(jar, "w") as z:
         z.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
     digest = push_image(registry, "team/java:1",
                         build_image({**debian_files(), "app/app.jar": jar.getvalue()}))
-    with pytest.raises(TrivyError, match="--download-java-db-only"):
+    with pytest.raises(TrivyError, match="--download-java-db-only") as err:
         trivy.scan_image(f"{registry.host}/team/java@{digest}", cache_dir=trivy_db.cache_dir,
                          insecure=True, timeout=60)
+    assert "TRIVY_SKIP_JAVA_DB_UPDATE" in str(err.value)
+
+
+def test_a_jar_is_matched_through_the_java_db(trivy_db, registry, push_image):
+    bare = java_archive("org.example", "bare", "1.9", pom_properties=False)
+    trivy_db.add(Advisory("GHSA-jjjj-0000-0009", "maven", "org.example:bare", "HIGH", "1.10"))
+    trivy_db.write_java(JavaArtifact.of(bare, "org.example", "bare", "1.9"))
+    digest = push_image(registry, "team/java:1", build_image({**debian_files(), "app/x.jar": bare}))
+    scan = trivy.scan_image(f"{registry.host}/team/java@{digest}", cache_dir=trivy_db.cache_dir,
+                            insecure=True, timeout=60)
+    assert Finding("GHSA-jjjj-0000-0009", "org.example:bare", "1.9", "1.10", Severity.HIGH,
+                   "fixed", "GHSA-jjjj-0000-0009 in org.example:bare") in scan.findings
+
+
+def test_a_server_scans_with_its_db_and_may_not_fall_behind_the_run(trivy_db, debian_app,
+                                                                     trivy_server, tmp_path):
+    newer = datetime(2025, 3, 3, tzinfo=timezone.utc)
+    first = trivy_server([Advisory("CVE-2099-7001", "debian 12", "glibc", "LOW", "2.99")],
+                         updated_at=newer)
+    assert trivy.server_info(first.url).db.updated_at == "2025-03-03T00:00:00Z"
+    assert trivy.scanner(first.url) == f"trivy 0.76.0 server {first.url}"
+    # A client needs no local vulnerability DB, not even a cache directory (no jars here).
+    scan = trivy.scan_image(debian_app, cache_dir=tmp_path / "new", insecure=True,
+                            server=first.url)
+    assert {f.id for f in scan.findings} == {"CVE-2099-7001"}
+
+    first.stop()  # another server, with an older DB, takes over the address mid-run
+    trivy_server(updated_at=newer.replace(month=1), port=first.port)
+    with pytest.raises(TrivyError, match="older than the one of 2025-03-03T00:00:00Z"):
+        trivy.scan_image(debian_app, cache_dir=trivy_db.cache_dir, insecure=True,
+                         server=first.url)
 
 
 # --- a broken Trivy ----------------------------------------------------------------------------
@@ -280,6 +312,31 @@ def test_update_db_of_a_stale_db_reports_why_it_failed(trivy_db):
                                          "127.0.0.1:9"):
         trivy.update_db(trivy_db.cache_dir, db_repository="127.0.0.1:9/trivy-db:2", timeout=30)
     assert time.monotonic() - started < 30
+
+
+def make_java_stale(cache_dir: Path) -> None:
+    path = cache_dir / "java-db/metadata.json"
+    meta = json.loads(path.read_text())
+    meta.update(NextUpdate="2025-01-02T00:00:00Z", DownloadedAt="2025-01-01T00:00:00Z")
+    path.write_text(json.dumps(meta))
+
+
+def test_update_db_fetches_a_due_java_db_from_its_repository_unless_skipped(trivy_db):
+    make_java_stale(trivy_db.cache_dir)
+    with pytest.raises(TrivyError, match="trivy failed updating its Java DB: .*127.0.0.1:9"):
+        trivy.update_db(trivy_db.cache_dir, java_db_repository="127.0.0.1:9/trivy-java-db:1",
+                        timeout=30)
+    info = trivy.update_db(trivy_db.cache_dir, skip_java_db_update=True, timeout=30)
+    assert info.updated_at == "2025-01-01T00:00:00Z"
+
+
+def test_update_db_does_not_fetch_a_fresh_java_db(trivy_db, monkeypatch, tmp_path):
+    monkeypatch.setenv(trivy.ENV_BINARY, script(tmp_path, "never", "touch ran\nexit 1\n"))
+    trivy.update_java_db(trivy_db.cache_dir)
+    meta = trivy_db.cache_dir / "java-db/metadata.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "Version": 2}))  # another schema
+    with pytest.raises(TrivyError, match="updating its Java DB"):
+        trivy.update_java_db(trivy_db.cache_dir)
 
 
 def test_update_db_waits_for_running_scans_within_its_timeout(trivy_db):

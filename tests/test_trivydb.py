@@ -13,13 +13,21 @@ from pathlib import Path
 import pytest
 
 from syncer.model import Severity
-from tests.harness.images import alpine_files, build_image, debian_files, python_package_files
+from tests.harness.images import (
+    alpine_files,
+    build_image,
+    debian_files,
+    java_archive,
+    python_package_files,
+)
 from tests.harness.trivydb import (
     DEFAULT_ADVISORIES,
     DEFAULT_UPDATED_AT,
     PAGE_SIZE,
     Advisory,
+    JavaArtifact,
     encode_bbolt,
+    write_java_db,
     write_trivy_db,
 )
 
@@ -164,6 +172,39 @@ def test_pip_vulnerable_ranges_and_name_normalisation(tmp_path):
     found = trivy_rootfs(tmp_path / "cache", root)
     # Without PatchedVersions Trivy offers the range's upper bound as the fixed version.
     assert {(f[0], f[3], f[4]) for f in found} == {("GHSA-aaaa-0000-0001", "4.5", "LOW")}
+
+
+def test_java_db_identifies_jars_by_pom_properties_and_by_sha1(tmp_path):
+    """Maven advisories match a jar named by its pom.properties and one known only by its
+    SHA-1 in the generated Java DB; a jar the Java DB does not know is not reported."""
+    write_trivy_db(tmp_path / "cache", [
+        Advisory("GHSA-jjjj-0000-0001", "maven", "org.example:named", "CRITICAL", "2.0.0",
+                 vulnerable_versions=(">=1.0, <2.0.0",)),
+        Advisory("GHSA-jjjj-0000-0002", "maven", "org.example:bare", "HIGH", "1.10"),
+        Advisory("GHSA-jjjj-0000-0003", "maven", "org.example:unknown", "HIGH", "9.0"),
+    ])
+    bare = java_archive("org.example", "bare", "1.9", pom_properties=False)
+    write_java_db(tmp_path / "cache", [JavaArtifact.of(bare, "org.example", "bare", "1.9")])
+    root = write_files(tmp_path / "root", {
+        **debian_files(()),
+        "app/named.jar": java_archive("org.example", "named", "1.4.2"),
+        "app/bare.jar": bare,
+        "app/unknown.jar": java_archive("org.example", "unknown", "1.0", pom_properties=False),
+    })
+    assert {(f[0], f[1], f[2], f[3], f[4]) for f in trivy_rootfs(tmp_path / "cache", root)} == {
+        ("GHSA-jjjj-0000-0001", "org.example:named", "1.4.2", "2.0.0", "CRITICAL"),
+        ("GHSA-jjjj-0000-0002", "org.example:bare", "1.9", "1.10", "HIGH"),
+    }
+    meta = json.loads((tmp_path / "cache/java-db/metadata.json").read_text())
+    assert meta["Version"] == 1 and datetime.fromisoformat(meta["NextUpdate"]) > datetime.now(
+        timezone.utc)
+
+
+def test_java_artifacts_need_a_hex_sha1_and_maven_names_a_group():
+    with pytest.raises(ValueError, match="sha1"):
+        JavaArtifact("g", "a", "1", "not-hex")
+    with pytest.raises(ValueError, match="groupId:artifactId"):
+        Advisory("GHSA-x", "maven", "artifact-only", "HIGH", "1.0")
 
 
 def test_thousands_of_advisories_use_branch_pages_and_still_scan_fast(tmp_path):

@@ -11,20 +11,54 @@ import argparse
 import json
 import os
 import sys
+import textwrap
+from typing import TYPE_CHECKING
 
 from syncer.errors import SyncerError, UsageError
 
+if TYPE_CHECKING:
+    from syncer.trivy import TrivyOptions
+
 
 def add_scan_options(parser: argparse.ArgumentParser) -> None:
-    default_cache = os.environ.get("SYNCER_TRIVY_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "syncer", "trivy")
-    parser.add_argument("--trivy-cache", default=default_cache, metavar="DIR",
-                        help="Trivy cache directory holding the vulnerability database "
-                        "(default: $SYNCER_TRIVY_CACHE or %(default)s)")
-    parser.add_argument("--skip-db-update", action="store_true",
-                        help="use the database already in --trivy-cache; do not download one")
-    parser.add_argument("--db-repository", metavar="REF",
-                        help="OCI repository of the Trivy database (an internal mirror)")
+    # Wrapped here: the command's formatter keeps descriptions as written.
+    group = parser.add_argument_group("Trivy's databases", textwrap.fill(
+        "Trivy runs in an environment syncer chooses: of its variables only TRIVY_CACHE_DIR, "
+        "TRIVY_SKIP_DB_UPDATE, TRIVY_SKIP_JAVA_DB_UPDATE, TRIVY_DB_REPOSITORY and "
+        "TRIVY_JAVA_DB_REPOSITORY are honoured, as the defaults of the options below (a flag "
+        "wins over its variable); any other TRIVY_* is ignored with a warning, since it would "
+        "change what Trivy finds (exceptions belong in catalog/exceptions/). No secret but the "
+        "pull credential of the registry scanned reaches Trivy.", 78))
+    group.add_argument("--trivy-cache", metavar="DIR",
+                       help="Trivy cache directory holding its databases (default: "
+                       "$SYNCER_TRIVY_CACHE, else $TRIVY_CACHE_DIR, else ~/.cache/syncer/trivy)")
+    group.add_argument("--skip-db-update", action="store_true",
+                       help="use the vulnerability database already in --trivy-cache; do not "
+                       "download one ($TRIVY_SKIP_DB_UPDATE)")
+    group.add_argument("--skip-java-db-update", action="store_true",
+                       help="use the Java database (Trivy's index of Maven artifacts, needed to "
+                       "scan images holding jars) already in --trivy-cache; do not download one "
+                       "($TRIVY_SKIP_JAVA_DB_UPDATE)")
+    group.add_argument("--db-repository", metavar="REF",
+                       help="OCI repository of the Trivy vulnerability database, an internal "
+                       "mirror; several comma-separated are tried in order ($TRIVY_DB_REPOSITORY)")
+    group.add_argument("--java-db-repository", metavar="REF",
+                       help="OCI repository of Trivy's Java database "
+                       "($TRIVY_JAVA_DB_REPOSITORY)")
+    group.add_argument("--trivy-server", metavar="URL",
+                       help="scan with this `trivy server` (client mode) and its vulnerability "
+                       "database, which the records then name; the Java database stays local. "
+                       "Never taken from TRIVY_SERVER")
+
+
+def scan_options(args) -> TrivyOptions:
+    """The options of Trivy's databases for this run: flags over Trivy's variables."""
+    from syncer import trivy
+
+    return trivy.resolve_options(
+        os.environ, cache_dir=args.trivy_cache, skip_db_update=args.skip_db_update,
+        skip_java_db_update=args.skip_java_db_update, db_repository=args.db_repository,
+        java_db_repository=args.java_db_repository, server=args.trivy_server)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -48,9 +82,11 @@ def run(args) -> int:
     unknown = [n for n in args.only if catalog.image(n) is None]
     if unknown:
         raise UsageError(f"--only {', '.join(unknown)}: no such image in {args.catalog}/images/")
+    options = scan_options(args)
     try:
-        info = trivy.db_info(args.trivy_cache)
-        scan_settings = ScanSettings(args.trivy_cache, info.updated_at)
+        info = trivy.server_info(options.server).db if options.server else trivy.db_info(
+            options.cache_dir)
+        scan_settings = ScanSettings(options.cache_dir, info.updated_at, server=options.server)
     except SyncerError:
         scan_settings = None  # without a local database, re-scans are simply not planned
     progress = Progress()

@@ -4,7 +4,9 @@ reports/records/, regenerate the Markdown reports, and optionally commit and pus
 
 Credentials come from the environment variables named in catalog/settings.yaml; the pipeline
 key from the variable named by signing.key_env (a file path) and its passphrase from
-signing.passphrase_env. TRIVY_* variables pass through to Trivy.
+signing.passphrase_env. Trivy runs in an environment syncer chooses: of the TRIVY_*
+variables only those that say where its databases live are honoured (see the options below);
+the others are ignored with a warning. No secret but the pull credential reaches Trivy.
 
 Exit codes: 0 done (held images are not failures); 1 some images could not be processed
 (the others were, and were recorded); 2 invalid catalog or usage.
@@ -21,7 +23,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from syncer.commands import plan as plan_command
-from syncer.commands.plan import add_scan_options
+from syncer.commands.plan import add_scan_options, scan_options
 from syncer.errors import SyncerError, UsageError
 from syncer.ledger import Ledger
 from syncer.lock import run_lock
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from syncer.pipeline import RunResult
     from syncer.progress import Progress
     from syncer.scan import ScanSettings
+    from syncer.trivy import TrivyOptions
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -69,20 +72,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_scan_options(parser)
 
 
-def prepare_scanning(args, catalog, progress: Progress) -> tuple[ScanSettings | None, str]:
+def prepare_scanning(options: TrivyOptions, catalog, progress: Progress, scan_timeout: int
+                     ) -> tuple[ScanSettings | None, str]:
     """The database every scan of this run uses, downloaded at most once per run."""
     from syncer import trivy
     from syncer.scan import ScanSettings
 
+    ignored = trivy.split_environment(os.environ).ignored
+    if ignored:
+        progress.note(f"warning: ignoring {', '.join(ignored)}: {trivy.IGNORED_HELP}")
     try:
-        if not args.skip_db_update:
-            progress.note("updating the Trivy vulnerability database")
-            trivy.update_db(args.trivy_cache, db_repository=args.db_repository)
-        info = trivy.db_info(args.trivy_cache)
+        if options.updates:
+            progress.note("updating Trivy's databases where due")
+        info = trivy.prepare(options)
         licenses = any(p.deny_licenses for p in catalog.policies.values())
-        return ScanSettings(cache_dir=args.trivy_cache, db_updated_at=info.updated_at,
-                            timeout=float(args.scan_timeout),
-                            licenses=licenses), ""
+        return ScanSettings(cache_dir=options.cache_dir, db_updated_at=info.updated_at,
+                            timeout=float(scan_timeout), licenses=licenses,
+                            server=options.server), ""
     except SyncerError as err:
         return None, str(err)
 
@@ -114,16 +120,18 @@ def run(args) -> int:
         return plan_command.run(args)
 
     started = datetime.now(timezone.utc)
+    trivy_options = scan_options(args)  # a bad TRIVY_* value is a usage error before anything runs
     with run_lock(args.reports):
         ledger = Ledger(args.reports)
         # The records are parsed in a child process while this one imports the pipeline and
         # loads the catalog (see syncer/prefetch.py); the modules below are imported here,
         # after the fork, for that reason.
         with LedgerPrefetch(ledger) as prefetch:
-            return _run_locked(args, ledger, prefetch, started)
+            return _run_locked(args, trivy_options, ledger, prefetch, started)
 
 
-def _run_locked(args, ledger: Ledger, prefetch: LedgerPrefetch, started: datetime) -> int:
+def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, prefetch: LedgerPrefetch,
+                started: datetime) -> int:
     from syncer.catalog import load_catalog
     from syncer.pipeline import Pipeline, RunOptions
     from syncer.progress import Progress
@@ -135,7 +143,8 @@ def _run_locked(args, ledger: Ledger, prefetch: LedgerPrefetch, started: datetim
     unknown = [n for n in options.only if catalog.image(n) is None]
     if unknown:
         raise UsageError(f"--only {', '.join(unknown)}: no such image in {args.catalog}/images/")
-    scan_settings, scan_problem = prepare_scanning(args, catalog, progress)
+    scan_settings, scan_problem = prepare_scanning(trivy_options, catalog, progress,
+                                                   args.scan_timeout)
     if scan_problem:
         progress.note(f"error: {scan_problem}; nothing will be scanned or promoted this run")
     signer, signer_problem = None, ""

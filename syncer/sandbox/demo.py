@@ -32,7 +32,7 @@ from syncer.ledger import Ledger
 from syncer.sandbox.images import Artifact, alpine_files, build_image, build_index, debian_files, push, python_package_files
 from syncer.sandbox.registry import Registry, free_port
 from syncer.sandbox.tokenauth import AccessCheck, AccessResult, Robot, TokenAuth, try_access, write_users
-from syncer.sandbox.trivydb import Advisory, write_trivy_db
+from syncer.sandbox.trivydb import Advisory, write_java_db, write_trivy_db
 
 PASSPHRASE = "syncer-demo-passphrase"
 DB_UPDATED_AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -329,6 +329,7 @@ class Demo:
         for ref, artifact in upstream_images().items():
             push(artifact, self.hub, ref, work)
         write_trivy_db(self.cache, ADVISORIES, updated_at=DB_UPDATED_AT)
+        write_java_db(self.cache, updated_at=DB_UPDATED_AT)  # offline: the run must not fetch one
         pair = cosign.generate_keypair(PASSPHRASE.encode())
         self.key.write_bytes(pair.private_pem)
         self.key.chmod(0o600)

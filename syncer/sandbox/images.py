@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import tarfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -448,3 +449,22 @@ def python_package_files(
         "\n"
     )
     return {f"{site_packages}/{dist_dir}/METADATA": metadata}
+
+
+def java_archive(group_id: str, artifact_id: str, version: str, *,
+                 pom_properties: bool = True) -> bytes:
+    """A deterministic jar: MANIFEST.MF, one class file and, when ``pom_properties``, Maven's
+    ``META-INF/maven/<group>/<artifact>/pom.properties`` naming it. Without that file Trivy
+    can identify the jar only by its SHA-1 in the Java DB."""
+    entries = {"META-INF/MANIFEST.MF": "Manifest-Version: 1.0\nCreated-By: syncer test harness\n",
+               f"{artifact_id.replace('-', '/')}/Main.class": b"\xca\xfe\xba\xbe"}
+    if pom_properties:
+        entries[f"META-INF/maven/{group_id}/{artifact_id}/pom.properties"] = (
+            f"groupId={group_id}\nartifactId={artifact_id}\nversion={version}\n")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as jar:
+        for name, content in entries.items():
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            jar.writestr(info, content)
+    return out.getvalue()

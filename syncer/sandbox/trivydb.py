@@ -1,4 +1,4 @@
-"""A Trivy vulnerability database built from planted advisories, so Trivy scans offline.
+"""Trivy's databases built from planted advisories and artifacts, so Trivy scans offline.
 
 Trivy 0.76 reads ``<cache>/db/trivy.db`` (a bbolt v1.5 file, DB schema 2) and
 ``<cache>/db/metadata.json``. This module writes both in pure Python: a minimal bbolt writer
@@ -6,22 +6,32 @@ Trivy 0.76 reads ``<cache>/db/trivy.db`` (a bbolt v1.5 file, DB schema 2) and
 traps are in /work/shared/TRIVY-DB.md; the page layout follows go.etcd.io/bbolt
 (internal/common/page.go, meta.go, inode.go).
 
+Java archives are identified with a second database, ``<cache>/java-db/trivy-java.db`` (SQLite,
+schema 1 of github.com/aquasecurity/trivy-java-db pkg/db) and its ``metadata.json``, written
+by ``write_java_db``. Trivy opens it for any image holding a .jar/.war/.ear/.par, even when
+the jar's own pom.properties names it; a jar without one is looked up by its SHA-1.
+
 The fixture ``trivy_db`` gives each test its own cache directory holding a small default DB
-(``DEFAULT_ADVISORIES``, over the packages of tests.harness.images' base content);
-``TrivyDB.write`` rewrites it, e.g. newer and with more advisories, to exercise re-scans.
+(``DEFAULT_ADVISORIES``, over the packages of tests.harness.images' base content) and an empty
+Java DB, as a seeded cache has both; ``TrivyDB.write`` rewrites the first, e.g. newer and with
+more advisories, to exercise re-scans, ``TrivyDB.write_java`` the second.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import sqlite3
 import struct
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from syncer.model import Severity
+from syncer.sandbox.images import MEDIA_TYPES, Blob, Image, Platform, gzip_bytes, tar_layer
 
 # --- bbolt -----------------------------------------------------------------------------------
 
@@ -155,7 +165,12 @@ ECOSYSTEMS = {
                               "https://secdb.alpinelinux.org/"),
     "pip": _Ecosystem("pip::GitHub Security Advisory pip", "ghsa", "GitHub Security Advisory pip",
                       "https://github.com/advisories?query=type%3Areviewed+ecosystem%3Apip"),
+    "maven": _Ecosystem("maven::GitHub Security Advisory Maven", "ghsa",
+                        "GitHub Security Advisory Maven",
+                        "https://github.com/advisories?query=type%3Areviewed+ecosystem%3Amaven"),
 }
+# Language ecosystems: advisories carry version constraints rather than one fixed version.
+_RANGED = ("pip", "maven")
 
 
 @dataclass(frozen=True)
@@ -165,7 +180,8 @@ class Advisory:
     ``package`` is the *source* package for Debian (dpkg ``Source:``) and the origin for Alpine;
     Trivy reports it against every binary package built from it. Alpine advisories need a
     ``fixed_version`` (Trivy skips unfixed Alpine entries). For pip, ``vulnerable_versions``
-    are PEP 440 constraints and default to ``<fixed_version``.
+    are PEP 440 constraints and default to ``<fixed_version``; for maven, ``package`` is
+    ``groupId:artifactId`` and the constraints are Maven versions.
     """
 
     id: str
@@ -183,8 +199,12 @@ class Advisory:
             object.__setattr__(self, "severity", Severity.parse(self.severity))
         if self.ecosystem == "alpine 3.20" and not self.fixed_version:
             raise ValueError(f"{self.id}: Alpine advisories need a fixed_version")
-        if self.ecosystem == "pip" and not (self.fixed_version or self.vulnerable_versions):
-            raise ValueError(f"{self.id}: pip advisories need fixed_version or vulnerable_versions")
+        if self.ecosystem in _RANGED and not (self.fixed_version or self.vulnerable_versions):
+            raise ValueError(f"{self.id}: {self.ecosystem} advisories need fixed_version or "
+                             "vulnerable_versions")
+        if self.ecosystem == "maven" and self.package.count(":") != 1:
+            raise ValueError(f"{self.id}: a maven package is groupId:artifactId, not "
+                             f"{self.package!r}")
 
 
 def _pip_name(name: str) -> str:
@@ -193,7 +213,7 @@ def _pip_name(name: str) -> str:
 
 
 def _advisory_value(adv: Advisory) -> dict:
-    if adv.ecosystem != "pip":
+    if adv.ecosystem not in _RANGED:
         return {"FixedVersion": adv.fixed_version} if adv.fixed_version else {}
     vulnerable = adv.vulnerable_versions or (f"<{adv.fixed_version}",)
     value: dict = {"VulnerableVersions": list(vulnerable)}
@@ -238,18 +258,126 @@ def write_trivy_db(cache_dir: str | os.PathLike, advisories, *,
     Both files are replaced atomically, so a rebuilt DB never appears half-written. NextUpdate
     lies a day in the future so that even a run without ``--skip-db-update`` downloads nothing.
     """
+    db_dir = Path(cache_dir) / "db"
+    _replace(db_dir, {"trivy.db": encode_bbolt(trivy_buckets(list(advisories))),
+                      "metadata.json": _metadata(2, updated_at)})
+    return db_dir
+
+
+def _metadata(version: int, updated_at: datetime | None) -> bytes:
+    """metadata.json of either DB; Trivy reads both with the same four fields."""
     now = datetime.now(timezone.utc)
     updated_at = updated_at or now
-    db_dir = Path(cache_dir) / "db"
-    db_dir.mkdir(parents=True, exist_ok=True)
-    metadata = {"Version": 2, "NextUpdate": _go_time(max(now, updated_at) + timedelta(days=1)),
-                "UpdatedAt": _go_time(updated_at), "DownloadedAt": _go_time(now)}
-    for name, content in (("trivy.db", encode_bbolt(trivy_buckets(list(advisories)))),
-                          ("metadata.json", json.dumps(metadata, indent=2).encode())):
-        tmp = db_dir / f".{name}.tmp"
+    return json.dumps({"Version": version,
+                       "NextUpdate": _go_time(max(now, updated_at) + timedelta(days=1)),
+                       "UpdatedAt": _go_time(updated_at), "DownloadedAt": _go_time(now)},
+                      indent=2).encode()
+
+
+def _replace(directory: Path, files: dict[str, bytes]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        tmp = directory / f".{name}.tmp"
         tmp.write_bytes(content)
-        os.replace(tmp, db_dir / name)
-    return db_dir
+        os.replace(tmp, directory / name)
+
+
+# --- the Java DB -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JavaArtifact:
+    """One indexed Maven artifact: what Trivy answers for a jar whose SHA-1 is ``sha1``."""
+
+    group_id: str
+    artifact_id: str
+    version: str
+    sha1: str  # hex, of the archive's bytes
+    archive_type: str = "jar"  # or "aar"
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[0-9a-f]{40}", self.sha1):
+            raise ValueError(f"{self.group_id}:{self.artifact_id}: sha1 must be 40 lowercase hex "
+                             f"digits, not {self.sha1!r}")
+
+    @classmethod
+    def of(cls, archive: bytes, group_id: str, artifact_id: str, version: str) -> "JavaArtifact":
+        return cls(group_id, artifact_id, version, hashlib.sha1(archive).hexdigest())
+
+
+# trivy-java-db pkg/db DB.Init, verbatim: Trivy's queries join these tables by these names.
+_JAVA_SCHEMA = (
+    "CREATE TABLE artifacts(id INTEGER PRIMARY KEY, group_id TEXT, artifact_id TEXT)",
+    "CREATE TABLE indices(artifact_id INTEGER, version TEXT, sha1 BLOB, archive_type TEXT, "
+    "foreign key (artifact_id) references artifacts(id))",
+    "CREATE UNIQUE INDEX artifacts_idx ON artifacts(artifact_id, group_id)",
+    "CREATE INDEX indices_artifact_idx ON indices(artifact_id)",
+    "CREATE UNIQUE INDEX indices_sha1_idx ON indices(sha1)",
+)
+JAVA_DB_SCHEMA_VERSION = 1  # metadata.json "Version"; any other makes Trivy download a new one
+
+
+def java_db_bytes(artifacts) -> bytes:
+    """The SQLite file trivy-java.db indexing ``artifacts``."""
+    with tempfile.TemporaryDirectory(prefix="syncer-java-db-") as work:
+        path = Path(work) / "trivy-java.db"
+        db = sqlite3.connect(path)
+        try:
+            for statement in _JAVA_SCHEMA:
+                db.execute(statement)
+            for art in artifacts:
+                db.execute("INSERT OR IGNORE INTO artifacts(group_id, artifact_id) VALUES (?, ?)",
+                           (art.group_id, art.artifact_id))
+                # The sha1 is a BLOB: Trivy compares it with the decoded digest's bytes.
+                db.execute("INSERT INTO indices(artifact_id, version, sha1, archive_type) VALUES "
+                           "((SELECT id FROM artifacts WHERE group_id=? AND artifact_id=?), "
+                           "?, ?, ?)", (art.group_id, art.artifact_id, art.version,
+                                        bytes.fromhex(art.sha1), art.archive_type))
+            db.commit()
+        finally:
+            db.close()
+        return path.read_bytes()
+
+
+def write_java_db(cache_dir: str | os.PathLike, artifacts=(), *,
+                  updated_at: datetime | None = None) -> Path:
+    """Writes ``<cache_dir>/java-db/trivy-java.db`` and ``metadata.json``; returns the directory.
+
+    Like ``write_trivy_db``: replaced atomically, NextUpdate a day ahead so nothing downloads.
+    """
+    java_dir = Path(cache_dir) / "java-db"
+    _replace(java_dir, {"trivy-java.db": java_db_bytes(list(artifacts)),
+                        "metadata.json": _metadata(JAVA_DB_SCHEMA_VERSION, updated_at)})
+    return java_dir
+
+
+# --- as Trivy downloads them ------------------------------------------------------------------
+
+# What ghcr.io/aquasecurity/trivy-db:2 and trivy-java-db:1 serve: a one-layer OCI artifact whose
+# layer is a .tar.gz of the DB directory, its file name in the title annotation (Trivy's
+# pkg/oci and pkg/db, pkg/javadb).
+_DB_ARTIFACTS = {
+    "db": ("application/vnd.aquasec.trivy.db.layer.v1.tar+gzip", "db.tar.gz"),
+    "java-db": ("application/vnd.aquasec.trivy.javadb.layer.v1.tar+gzip", "javadb.tar.gz"),
+}
+_DB_CONFIG = "application/vnd.aquasec.trivy.config.v1+json"
+
+
+def db_artifact(cache_dir: str | os.PathLike, which: str) -> Image:
+    """The OCI artifact of ``<cache_dir>/<which>`` (``db`` or ``java-db``), to push to a
+    registry that a run then downloads that DB from (--db-repository, --java-db-repository)."""
+    media_type, title = _DB_ARTIFACTS[which]
+    directory = Path(cache_dir) / which
+    layer = Blob(media_type, gzip_bytes(tar_layer(
+        {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if not p.name.startswith(".")})))
+    config = Blob(_DB_CONFIG, b"{}")
+    manifest = Blob(MEDIA_TYPES["oci"]["manifest"], json.dumps({
+        "schemaVersion": 2, "mediaType": MEDIA_TYPES["oci"]["manifest"],
+        "config": config.descriptor(),
+        "layers": [layer.descriptor(annotations={"org.opencontainers.image.title": title})],
+    }, sort_keys=True, separators=(",", ":")).encode())
+    return Image(manifest=manifest, config=config, layers=(layer,),
+                 platform=Platform.parse("linux/amd64"))
 
 
 # --- fixture ---------------------------------------------------------------------------------
@@ -296,3 +424,8 @@ class TrivyDB:
     def add(self, *advisories: Advisory, updated_at: datetime | None = None) -> "TrivyDB":
         """Rebuilds the DB with more advisories, newer (by default one day)."""
         return self.write(self.advisories + advisories, updated_at=updated_at)
+
+    def write_java(self, *artifacts: JavaArtifact) -> "TrivyDB":
+        """Replaces the Java DB with one indexing ``artifacts`` (none: an empty, fresh one)."""
+        write_java_db(self.cache_dir, artifacts, updated_at=self.updated_at)
+        return self

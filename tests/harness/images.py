@@ -31,6 +31,7 @@ from syncer.sandbox.images import (  # noqa: F401 - re-exported for tests
     debian_files,
     alpine_files,
     python_package_files,
+    java_archive,
 )
 from syncer.sandbox.registry import Registry
 

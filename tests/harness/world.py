@@ -124,28 +124,30 @@ class World:
 
     # --- running syncer -----------------------------------------------------------------
 
-    def run_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "GITHUB_"))}
-        env.update(
-            SYNCER_SIGNING_KEY=str(self.key),
-            SYNCER_SIGNING_PASSPHRASE=PASSPHRASE,
-            SYNCER_TRIVY_CACHE=str(self.db.cache_dir),
-        )
+    def run_env(self, harness_db: bool = True) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SYNCER_", "GITHUB_", "TRIVY_"))}
+        env.update(SYNCER_SIGNING_KEY=str(self.key), SYNCER_SIGNING_PASSPHRASE=PASSPHRASE)
+        if harness_db:
+            env["SYNCER_TRIVY_CACHE"] = str(self.db.cache_dir)
         env.update(self.env)
         return env
 
-    def syncer(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        """``syncer ARGS --catalog … --reports …`` through the real CLI."""
+    def syncer(self, *args: str, timeout: float = 300,
+               harness_db: bool = True) -> subprocess.CompletedProcess:
+        """``syncer ARGS --catalog … --reports …`` through the real CLI. ``harness_db`` points
+        a run at the world's generated DB (SYNCER_TRIVY_CACHE, --skip-db-update); without it,
+        the run's own options and TRIVY_* variables say where the databases are."""
         command, rest = args[0], list(args[1:])
         argv = [sys.executable, "-m", "syncer", command, "--catalog", str(self.catalog),
                 "--reports", str(self.reports), *rest]
-        if command == "run" and "--dry-run" not in rest:
+        if harness_db and command == "run" and "--dry-run" not in rest:
             argv.append("--skip-db-update")
-        return subprocess.run(argv, cwd=self.root, env=self.run_env(), capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(argv, cwd=self.root, env=self.run_env(harness_db), capture_output=True,
+                              text=True, timeout=timeout)
 
-    def run(self, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
-        proc = self.syncer("run", *args)
+    def run(self, *args: str, expect: int = 0, harness_db: bool = True) -> subprocess.CompletedProcess:
+        proc = self.syncer("run", *args, harness_db=harness_db)
         assert proc.returncode == expect, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         return proc
 
