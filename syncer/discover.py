@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from syncer.endpoints import Endpoint, source_endpoint
-from syncer.errors import NotFoundError, SyncerError
+from syncer.errors import NotFoundError, SyncerError, failure_text
 from syncer.model import Catalog, ImageEntry
 from syncer.registry import RateLimit, RegistryClient
 from syncer.select import needs_listing, select_tags
@@ -33,8 +33,12 @@ class EntryDiscovery:
     tags: list[UpstreamTag] = field(default_factory=list)
     listed: frozenset[str] | None = None  # the upstream tag list, when it was listed
     errors: list[str] = field(default_factory=list)  # for the entry as a whole or one tag
+    warnings: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # explicit tags upstream does not have
     ratelimit: RateLimit | None = None
+
+
+DROPPED_SHOWN = 5  # entries named in the warning about a tag list's non-tags
 
 
 class Sources:
@@ -69,11 +73,20 @@ def discover_entry(entry: ImageEntry, client: RegistryClient) -> EntryDiscovery:
     upstream: list[str] | None = None
     if needs_listing(entry):
         try:
-            upstream = client.list_tags(entry.source_path)
+            listing = client.list_tags(entry.source_path)
         except SyncerError as err:
             result.errors.append(f"cannot list tags of {entry.source}: {err}")
             result.ratelimit = client.ratelimit
             return result
+        upstream = listing.tags
+        if listing.dropped:
+            shown = ", ".join(listing.dropped[:DROPPED_SHOWN])
+            more = len(listing.dropped) - DROPPED_SHOWN
+            result.warnings.append(
+                f"the tag list of {entry.source} holds {len(listing.dropped)} "
+                f"entr{'ies' if len(listing.dropped) != 1 else 'y'} that "
+                f"{'are' if len(listing.dropped) != 1 else 'is'} not a tag, ignored: {shown}"
+                + (f" and {more} more" if more > 0 else ""))
         result.listed = frozenset(upstream)
     selection = select_tags(entry, upstream)
     result.missing.extend(selection.missing_explicit)
@@ -111,7 +124,11 @@ def discover(entries: list[ImageEntry], sources: Sources, *, jobs: int = 4) -> l
             client = sources.client(entry.source_host)
         except SyncerError as err:  # e.g. a credential variable that is not set
             return EntryDiscovery(entry=entry, errors=[str(err)])
-        return discover_entry(entry, client)
+        try:
+            return discover_entry(entry, client)
+        except Exception as err:  # noqa: BLE001 - one entry's failure must not stop the others
+            return EntryDiscovery(entry=entry, errors=[
+                f"cannot discover {entry.source}: {failure_text(err)}"])
 
     # Clients are created up front so that worker threads share them instead of racing.
     for host in sorted({e.source_host for e in entries}):

@@ -9,10 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from syncer.model import Location
+from syncer.redact import redact
 
 
 class SyncerError(Exception):
-    """Base class: ``str(err)`` is a complete, user-facing message."""
+    """Base class: ``str(err)`` is a complete, user-facing message, without any secret
+    (``syncer.redact``): whatever text of an answer it quotes, it can be printed and kept."""
+
+    def __init__(self, *args: object):
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class UsageError(SyncerError):
@@ -82,3 +87,13 @@ class SigningError(SyncerError):
 
 class GitError(SyncerError):
     """Committing or pushing the audit trail failed."""
+
+
+def failure_text(err: BaseException) -> str:
+    """What a last-resort handler records for ``err``: a SyncerError's own message; for any
+    other exception (a bug, as every boundary raises typed errors), its type and redacted
+    message, saying so."""
+    if isinstance(err, SyncerError):
+        return str(err)
+    return (f"internal error: {type(err).__name__}: {redact(str(err))[:500]}; this is a bug in "
+            "syncer, please report it with this message")

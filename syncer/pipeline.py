@@ -20,7 +20,7 @@ from syncer import promote as promote_mod
 from syncer import replicate
 from syncer.discover import Sources, discover
 from syncer.endpoints import Endpoint, replica_endpoints, target_endpoint
-from syncer.errors import SigningError, SyncerError
+from syncer.errors import SigningError, SyncerError, failure_text
 from syncer.layers import LayerError
 from syncer.ledger import Ledger, now_iso
 from syncer.mirror import mirror
@@ -144,6 +144,9 @@ class Pipeline:
             reading = reader.submit(recorded_for, self._records, entries)
             discoveries = discover(entries, self.sources, jobs=max(self.options.jobs, DISCOVERY_JOBS))
             recorded = reading.result()
+        for found in discoveries:
+            for warning in found.warnings:
+                self.progress.note(f"{found.entry.name}: warning: {warning}")
         for host in self.sources.anonymous():
             self.progress.note(f"note: no credentials for {host} are set; it was asked anonymously "
                                "(enough for a plan; a run needs them)")
@@ -190,7 +193,7 @@ class Pipeline:
                 outcome = self._process(tp)
         except Exception as err:  # noqa: BLE001 - one image's failure must not stop the others
             outcome = TagOutcome(tp.name, tp.tag, State.FAILED, failed=True,
-                                 message=f"internal error: {type(err).__name__}: {err}")
+                                 message=failure_text(err))
         if outcome.changed or outcome.failed or outcome.deferred:
             self.progress.result(subject, outcome.message)
         else:
@@ -262,13 +265,14 @@ class Pipeline:
                 today=self.options.today)
             self._decide(rec, entry, decision, subject)
             lagging = self._replicate(rec, subject)
-        except SyncerError as err:
+        except Exception as err:  # noqa: BLE001 - recorded as this tag's failure; the others go on
+            reason = failure_text(err)
             rec.state = State.FAILED
-            rec.reasons = [str(err)]
-            if not (rec.events and rec.events[-1].event == "failed" and rec.events[-1].detail == str(err)):
-                self._event(rec, "failed", str(err))
+            rec.reasons = [reason]
+            if not (rec.events and rec.events[-1].event == "failed" and rec.events[-1].detail == reason):
+                self._event(rec, "failed", reason)
             changed |= self.ledger.save(rec)
-            return TagOutcome(tp.name, tp.tag, State.FAILED, changed=changed, failed=True, message=f"failed: {err}")
+            return TagOutcome(tp.name, tp.tag, State.FAILED, changed=changed, failed=True, message=f"failed: {reason}")
         if rec != tp.recorded:  # an unchanged record is not even rewritten (the no-op hot path)
             changed |= self.ledger.save(rec)
         message = rec.state.value

@@ -13,24 +13,28 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import http.client
 import json
 import logging
 import os
 import random
 import re
+import ssl
 import threading
 import time
 import warnings
+import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Callable
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
+import urllib3
 from urllib3.exceptions import InsecureRequestWarning
 
-from syncer import __version__, refs
+from syncer import __version__, redact, refs
 from syncer.errors import (
     DigestMismatchError,
     NotFoundError,
@@ -63,8 +67,18 @@ TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _SHOWABLE_RE = re.compile(r"[A-Za-z0-9:+._-]{1,140}")  # what a digest is made of, up to sha512's length
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10  # Go's http.Client, which skopeo and the docker CLI use, stops at 10 too
+# distribution refuses manifests over 4 MiB (maxManifestBodySize) and serves tag lists in
+# pages; no answer this client reads whole (manifests, tag-list pages, tokens, signature
+# payloads) is larger. Error bodies are read only for their message.
+BODY_MAX = 4 << 20
+ERROR_BODY_MAX = 64 << 10
+_READ_SIZE = 64 << 10
+DEADLINE_DEFAULT = 120.0  # seconds for one answer: 4 MiB at 35 KB/s
 TOKEN_LIFETIME_DEFAULT = 60  # seconds; the token spec's default when expires_in is absent
 TOKEN_EXPIRY_MARGIN = 10  # refresh a little early so a token does not expire in flight
+_TOKEN_VALUE_RE = re.compile(r"[!-~]{1,16384}")  # visible ASCII: a header value, one line
 
 
 # --- credentials ---------------------------------------------------------------------------
@@ -110,6 +124,7 @@ def credentials_from_env(auth: Auth, what: str) -> Credentials | None:
             )
         values[key] = value
     names = "/".join(v for v in (auth.username_env, auth.password_env) if v)
+    redact.remember_credentials(values.get("username_env", ""), values.get("password_env", ""))
     return Credentials(
         username=values.get("username_env", ""),
         password=values.get("password_env", ""),
@@ -118,6 +133,12 @@ def credentials_from_env(auth: Auth, what: str) -> Credentials | None:
 
 
 # --- results -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TagListing:
+    tags: list[str]  # in the registry's order, every one a valid tag
+    dropped: tuple[str, ...] = ()  # what was not, each described for a message (``_described``)
 
 
 @dataclass(frozen=True)
@@ -194,19 +215,79 @@ class Challenge:
     params: dict[str, str]
 
 
+class ChallengeError(ValueError):
+    """A ``WWW-Authenticate`` header that is not a list of challenges (RFC 9110, 11.6.1)."""
+
+
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_TOKEN68_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*(?=\s*(?:,|$))")
+_QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_SPACE_RE = re.compile(r"[ \t]*")
+
+
+def parse_challenges(header: str) -> list[Challenge]:
+    """Every challenge of a ``WWW-Authenticate`` value, several headers joined by commas as
+    requests joins them. ChallengeError when it does not follow the grammar: a parameter
+    before any scheme, a repeated parameter, an unterminated quoted string."""
+    found: list[Challenge] = []
+    pos = 0
+
+    def skip(pattern: re.Pattern[str] = _SPACE_RE) -> None:
+        nonlocal pos
+        pos = pattern.match(header, pos).end()
+
+    while True:
+        while True:  # empty list elements are allowed ("a, , b")
+            skip()
+            if header.startswith(",", pos):
+                pos += 1
+                continue
+            break
+        if pos >= len(header):
+            return found
+        name = _TOKEN_RE.match(header, pos)
+        if name is None:
+            raise ChallengeError(f"unexpected character at position {pos}")
+        pos = name.end()
+        skip()
+        if not header.startswith("=", pos):
+            found.append(Challenge(name.group().lower(), {}))
+            token68 = _TOKEN68_RE.match(header, pos)
+            if token68 is not None:
+                pos = token68.end()  # the value some schemes carry instead of parameters
+            continue
+        if not found:
+            raise ChallengeError(f"parameter {name.group()!r} before any scheme")
+        pos += 1
+        skip()
+        quoted = _QUOTED_RE.match(header, pos)
+        if quoted is not None:
+            value = re.sub(r"\\(.)", r"\1", quoted.group(1))
+            pos = quoted.end()
+        elif (token := _TOKEN_RE.match(header, pos)) is not None:
+            value = token.group()
+            pos = token.end()
+        elif header.startswith('"', pos):
+            raise ChallengeError(f"the value of {name.group()!r} is an unterminated quoted string")
+        else:
+            raise ChallengeError(f"parameter {name.group()!r} has no value")
+        key = name.group().lower()
+        if key in found[-1].params:
+            raise ChallengeError(f"parameter {key!r} appears twice in one challenge")
+        found[-1].params[key] = value
+
+
 def parse_challenge(header: str | None) -> Challenge | None:
-    """The first Basic or Bearer challenge of a ``WWW-Authenticate`` header."""
+    """The challenge to answer: Bearer if offered, else Basic, else None (no usable one).
+    ChallengeError when the header is malformed."""
     if not header:
         return None
-    match = re.match(r"\s*(\w+)\s*(.*)", header, re.S)
-    if not match:
-        return None
-    scheme, rest = match.group(1).lower(), match.group(2)
-    if scheme not in ("basic", "bearer"):
-        return None
-    params = {k.lower(): (q if q is not None and q != "" else t)
-              for k, q, t in re.findall(r'(\w+)\s*=\s*(?:"([^"]*)"|([^,\s]*))', rest)}
-    return Challenge(scheme, params)
+    challenges = parse_challenges(header)
+    for scheme in ("bearer", "basic"):
+        chosen = next((c for c in challenges if c.scheme == scheme), None)
+        if chosen is not None:
+            return chosen
+    return None
 
 
 def list_platforms(index: Manifest) -> list[PlatformManifest]:
@@ -227,6 +308,136 @@ def list_platforms(index: Manifest) -> list[PlatformManifest]:
 
 def digest_of(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+# --- answers -------------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    """A registry's answer, its body read within the request's cap; for a blob streamed
+    (``stream``), the open response whose body ``chunks`` reads."""
+
+    method: str
+    url: str
+    status_code: int
+    reason: str
+    headers: Mapping[str, str]  # case-insensitive, as requests' and headtransport's are
+    content: bytes = b""
+    stream: requests.Response | None = field(default=None, repr=False)
+
+    @property
+    def links(self) -> dict[str, dict[str, str]]:
+        """``Link`` header entries by their ``rel``, as requests' ``Response.links``."""
+        header = self.headers.get("Link")
+        links = requests.utils.parse_header_links(header) if header else []
+        return {link.get("rel") or link.get("url", ""): link for link in links}
+
+    def json(self) -> object:
+        """The body as JSON; ValueError when it is not (too deep a nesting included)."""
+        try:
+            return json.loads(self.content)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+class BodyError(Exception):
+    """An answer's body could not be read as it must be; ``retry`` when trying again may
+    help (it was cut off), not when the registry sent what it should not."""
+
+    def __init__(self, reason: str, *, retry: bool = False):
+        super().__init__(reason)
+        self.retry = retry
+
+
+def read_body(resp: requests.Response, limit: int, deadline: float, status: int) -> bytes:
+    """The body of an answer sent with ``stream=True``: at most ``limit`` bytes (decoded),
+    in by ``deadline`` (time.monotonic()), whatever the server does. Redirect bodies are
+    not read; error bodies only up to ERROR_BODY_MAX, for their message (b"" beyond that:
+    the status tells what went wrong)."""
+    if 300 <= status < 400:
+        return b""
+    error = status >= 400
+    cap = min(limit, ERROR_BODY_MAX) if error else limit
+    try:
+        return _read_capped(resp, cap, deadline)
+    except (BodyError, urllib3.exceptions.HTTPError, OSError, http.client.HTTPException):
+        if error:
+            return b""
+        raise
+
+
+def _read_capped(resp: requests.Response, cap: int, deadline: float) -> bytes:
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip"):
+        raise BodyError(f"sent a body in Content-Encoding {_shown(encoding)}, which was not "
+                        "asked for")
+    length = resp.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > cap:
+        raise BodyError(f"announced an answer of {int(length)} bytes, more than the "
+                        f"{cap >> 10} KiB such an answer may have")
+    too_large = BodyError(f"sent an answer larger than the {cap >> 10} KiB such an answer "
+                          "may have")
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
+    body = bytearray()
+    received = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise BodyError(f"sent its answer too slowly ({received} bytes received before "
+                            "the deadline)")
+        # read1: whatever one read of the socket returns, so that a server sending a byte at
+        # a time cannot hold the loop past the deadline.
+        data = resp.raw.read1(_READ_SIZE, decode_content=False)
+        if not data:
+            break
+        received += len(data)
+        if decoder is None:
+            body += data
+        else:
+            try:
+                body += decoder.decompress(data, cap + 1 - len(body))
+            except zlib.error:
+                raise BodyError("sent a body marked Content-Encoding: gzip that is not "
+                                "gzip") from None
+            if decoder.unconsumed_tail:
+                raise too_large
+        if len(body) > cap or received > cap:
+            raise too_large
+    if decoder is not None and not decoder.eof:
+        raise BodyError("sent a gzip body that ends before its gzip stream does")
+    return bytes(body)
+
+
+def transport_failure(err: BaseException) -> tuple[bool, str]:
+    """Whether trying again may help, and what happened, for any failure of a request below
+    the status line: requests' and urllib3's exceptions, socket and TLS errors (also as
+    ``syncer.headtransport`` raises them), and BodyError. The one mapping every request
+    path goes through, so that each failure reads the same wherever it happened."""
+    if isinstance(err, BodyError):
+        return err.retry, str(err)
+    if isinstance(err, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
+                        http.client.IncompleteRead)):
+        return True, "broke off its answer (the connection closed before the end of the body)"
+    if isinstance(err, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
+        return True, "timed out"
+    if isinstance(err, (requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError)):
+        return False, "sent a body its Content-Encoding header does not describe"
+    if isinstance(err, requests.TooManyRedirects):
+        return False, f"redirected more than {MAX_REDIRECTS} times, a loop"
+    if isinstance(err, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                        requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader,
+                        urllib3.exceptions.LocationParseError, http.client.InvalidURL,
+                        UnicodeError)):
+        return False, (f"could not be asked: a URL or header it sent for this request is "
+                       f"invalid ({type(err).__name__})")
+    if isinstance(err, (requests.ConnectionError, urllib3.exceptions.HTTPError, OSError,
+                        http.client.HTTPException)):
+        return True, f"could not be reached ({_network_reason(err)})"
+    return False, f"failed ({type(err).__name__})"
 
 
 # --- client --------------------------------------------------------------------------------
@@ -250,6 +461,7 @@ class RegistryClient:
         ca_file: str | None = None,
         credentials: Credentials | None = None,
         timeout: float = 30.0,
+        deadline: float = DEADLINE_DEFAULT,
         max_retries: int = 4,
         max_wait: float = 120.0,
         user_agent: str = f"syncer/{__version__}",
@@ -259,7 +471,8 @@ class RegistryClient:
         self.endpoint = endpoint or (DOCKER_HUB_ENDPOINT if host == DOCKER_HUB else host)
         self.tls_verify = tls_verify
         self.ca_file = ca_file
-        self.timeout = timeout
+        self.timeout = timeout  # seconds to connect, and between two reads of an answer
+        self.deadline = deadline  # seconds for one answer, body included
         self.max_retries = max_retries
         self.max_wait = max_wait  # total seconds slept across retries of one request
         self.user_agent = user_agent
@@ -312,12 +525,19 @@ class RegistryClient:
     # --- public API ------------------------------------------------------------------------
 
     def list_tags(self, repository: str, *, page_size: int | None = None,
-                  max_pages: int = 1000) -> list[str]:
-        """All tags, following ``Link: <…>; rel="next"`` for at most ``max_pages`` pages."""
+                  max_pages: int = 1000) -> TagListing:
+        """All tags, following ``Link: <…>; rel="next"`` for at most ``max_pages`` pages.
+
+        Entries that are not tags (not strings, or outside the reference grammar) are
+        dropped, and named in ``dropped``: they could not be pulled by that name anyway, and
+        would otherwise reach selection regexes, paths and reports. A page whose ``tags`` is
+        not a list is an error; ``null`` is an empty page, as distribution answers for a
+        repository whose tags were all deleted."""
         _check_repository(repository)
         url: str | None = self._url(f"/v2/{repository}/tags/list")
         params = {"n": str(page_size)} if page_size else None
         tags: list[str] = []
+        dropped: list[object] = []
         for page in range(1, max_pages + 1):
             resp = self._request("GET", url, kind="tags", repository=repository, params=params)
             if resp.status_code in (400, 403) and (page > 1 or b"pagination" in resp.content):
@@ -328,10 +548,20 @@ class RegistryClient:
                     "catalog/settings.yaml",
                     registry=self.host, status=resp.status_code)
             self._check(resp, f"repository {repository}", repository)
-            tags.extend(_json(resp, self.where).get("tags") or [])
+            listed = _json(resp, self.where).get("tags")
+            if listed is None:
+                listed = []
+            if not isinstance(listed, list):
+                raise RegistryError(
+                    f"{self.where} sent a tag list for {repository} whose 'tags' is "
+                    f"{_described(listed)}, not a list (page {page}); the registry, or a proxy in "
+                    f"front of it, is broken: check what answers at {self.endpoint}, or name the "
+                    "tags you need under tags: in the catalog entry", registry=self.host)
+            for value in listed:
+                (tags if isinstance(value, str) and refs.is_valid_tag(value) else dropped).append(value)
             url, params = self._next_link(resp), None
             if url is None:
-                return tags
+                return TagListing(tags, tuple(_described(v) for v in dropped))
         raise RegistryError(
             f"{self.where} returned more than {max_pages} pages of tags for {repository}; "
             "name the tags you need under tags: in the catalog entry",
@@ -371,10 +601,12 @@ class RegistryClient:
         announced = self._announced_digest(resp, subject, asked)
         digest = self._verify(raw, asked or announced, f"manifest {subject}")
         try:
-            doc = json.loads(raw)
+            doc = resp.json()
         except ValueError:
-            raise RegistryError(f"{self.where} sent a manifest for {subject} "
-                                "that is not JSON", registry=self.host) from None
+            doc = None
+        if not isinstance(doc, dict):
+            raise RegistryError(f"{self.where} sent a manifest for {subject} that is not a "
+                                "JSON object", registry=self.host)
         media_type = _media_type(resp.headers.get("Content-Type", "")) or doc.get("mediaType", "")
         return Manifest(digest=digest, media_type=media_type, raw=raw, json=doc)
 
@@ -402,12 +634,21 @@ class RegistryClient:
         self._check(resp, f"blob {repository}@{digest}", repository)
         return True
 
-    def get_blob(self, repository: str, digest: str) -> bytes:
+    def get_blob(self, repository: str, digest: str, size: int | None = None) -> bytes:
+        """A small blob whole (a signature payload), of the ``size`` its descriptor gives:
+        refused before any download when that is over BODY_MAX, and never read past it
+        (without a size, past BODY_MAX)."""
         _check_digest(repository, digest)
+        what = f"blob {repository}@{digest}"
+        size = BODY_MAX if size is None else size
+        if not 0 <= size <= BODY_MAX:
+            raise RegistryError(f"{what} is described as {size} bytes; a blob read whole may "
+                                f"have up to {BODY_MAX >> 20} MiB, so it was not downloaded",
+                                registry=self.host)
         resp = self._request("GET", self._url(f"/v2/{repository}/blobs/{digest}"),
-                             kind="blob", repository=repository)
-        self._check(resp, f"blob {repository}@{digest}", repository)
-        self._verify(resp.content, digest, f"blob {repository}@{digest}")
+                             kind="blob", repository=repository, limit=size)
+        self._check(resp, what, repository)
+        self._verify(resp.content, digest, what)
         return resp.content
 
     def iter_blob(self, repository: str, digest: str, *,
@@ -419,17 +660,26 @@ class RegistryClient:
         what = f"blob {repository}@{digest}"
         hasher = hashlib.new(self._algorithm(digest, what))
         resp = self._request("GET", self._url(f"/v2/{repository}/blobs/{digest}"),
-                             kind="blob", repository=repository, stream=True)
-        with resp:  # also when the caller stops early: the connection is not left half read
+                             kind="blob", repository=repository, stream=True,
+                             # the bytes as stored: their digest is the blob's
+                             headers={"Accept-Encoding": "identity"})
+        try:  # also when the caller stops early: the connection is not left half read
             self._check(resp, what, repository)
-            try:
-                for chunk in resp.iter_content(chunk_size):
-                    hasher.update(chunk)
-                    yield chunk
-            except requests.RequestException as err:
-                raise RegistryError(f"{self.where} broke off sending {what} "
-                                    f"({_network_reason(err)}); run again",
-                                    registry=self.host) from None
+            stream = resp.stream
+            assert stream is not None  # a successful answer to a streamed request
+            while True:
+                try:
+                    chunk = stream.raw.read(chunk_size, decode_content=False)
+                except Exception as err:  # noqa: BLE001 - the boundary, as in _send_with_retries
+                    raise RegistryError(f"{self.where} failed sending {what}: "
+                                        f"{transport_failure(err)[1]}; run again",
+                                        registry=self.host) from None
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                yield chunk
+        finally:
+            resp.close()
         self._same_digest(f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}", digest, what)
 
     def put_blob(self, repository: str, data: bytes, *, check: bool = True) -> str:
@@ -448,7 +698,7 @@ class RegistryClient:
         if not location:
             raise RegistryError(f"{self.where} started an upload to {repository} without a "
                                 "Location header", registry=self.host)
-        upload = self._same_origin(urljoin(resp.url, location))
+        upload = self._same_origin(location, resp.url)
         upload += ("&" if "?" in upload else "?") + f"digest={digest}"
         resp = self._request("PUT", upload, kind="upload", repository=repository, data=data,
                              headers={"Content-Type": "application/octet-stream"})
@@ -472,7 +722,7 @@ class RegistryClient:
         location = resp.headers.get("Location")
         if resp.status_code == 202 and location:
             try:  # an abandoned upload would linger until the registry purges uploads
-                self._request("DELETE", self._same_origin(urljoin(resp.url, location)),
+                self._request("DELETE", self._same_origin(location, resp.url),
                               kind="upload", repository=repository)
             except SyncerError as err:
                 log.debug("cancelling the upload %s on %s failed: %s", location, self.where, err)
@@ -495,19 +745,32 @@ class RegistryClient:
     def _url(self, path: str) -> str:
         return f"{self._scheme}://{self.endpoint}{path}"
 
-    def _same_origin(self, url: str) -> str:
+    def _same_origin(self, url: str, base: str) -> str:
         """Refuses URLs (Link, Location) that would take our credentials to another host, and
         keeps our scheme: a registry behind a TLS proxy may announce http:// URLs."""
-        parts = urlsplit(url)
+        parts = self._split(url, base)
         if parts.netloc != self.endpoint:
-            raise RegistryError(f"{self.where} pointed to another host ({parts.netloc}); "
+            raise RegistryError(f"{self.where} pointed to another host "
+                                f"({_printable(parts.netloc, 80)}); "
                                 "refusing to follow it with this registry's credentials",
                                 registry=self.host)
         return parts._replace(scheme=self._scheme).geturl()
 
-    def _next_link(self, resp: requests.Response) -> str | None:
+    def _split(self, url: str, base: str = "") -> SplitResult:
+        """``url`` (a Location, Link or realm the registry sent), resolved against ``base``
+        and split; RegistryError if it cannot be, rather than urllib's ValueError."""
+        try:
+            parts = urlsplit(urljoin(base, url))
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise RegistryError(f"{self.where} sent a URL that cannot be parsed "
+                                f"({_described(url, 80)}); check what answers at "
+                                f"{self.endpoint}", registry=self.host) from None
+        return parts
+
+    def _next_link(self, resp: Answer) -> str | None:
         nxt = resp.links.get("next", {}).get("url")
-        return self._same_origin(urljoin(resp.url, nxt)) if nxt else None
+        return self._same_origin(nxt, resp.url) if nxt else None
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -518,6 +781,9 @@ class RegistryClient:
             # time of a HEAD, and discovery sends one per tracked tag.
             session.trust_env = False
             session.headers["User-Agent"] = self.user_agent
+            # The one encoding read_body decodes (within its cap); requests would offer
+            # whichever decoders happen to be installed.
+            session.headers["Accept-Encoding"] = "gzip"
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
@@ -525,7 +791,7 @@ class RegistryClient:
 
     def _request(self, method: str, url: str, *, kind: str, repository: str,
                  headers: dict[str, str] | None = None, scope: str | None = None,
-                 **kwargs) -> requests.Response:
+                 **kwargs) -> Answer:
         """Sends with the known auth; on 401 authenticates as challenged and sends once more.
 
         ``scope``: the token scopes the request needs, space-separated, when it is more than
@@ -539,10 +805,14 @@ class RegistryClient:
         resp = self._send(method, url, kind=kind, headers=headers, **kwargs)
         if resp.status_code != 401:
             return resp
-        challenge = parse_challenge(resp.headers.get("WWW-Authenticate"))
+        try:
+            challenge = parse_challenge(resp.headers.get("WWW-Authenticate"))
+        except ChallengeError as err:
+            raise self._auth_error(f"{self.where} answered 401 with a malformed "
+                                   f"WWW-Authenticate header ({err})", repository) from None
         if challenge is None:
             raise self._auth_error(f"{self.where} answered 401 without a usable "
-                                   "WWW-Authenticate challenge", repository)
+                                   "WWW-Authenticate challenge (Bearer or Basic)", repository)
         headers["Authorization"] = self._authenticate(challenge, scope, repository)
         resp = self._send(method, url, kind=kind, headers=headers, **kwargs)
         if resp.status_code == 401:
@@ -551,7 +821,7 @@ class RegistryClient:
         return resp
 
     def _send(self, method: str, url: str, *, kind: str, headers: dict[str, str],
-              **kwargs) -> requests.Response:
+              **kwargs) -> Answer:
         if self._scheme_settled.is_set() or urlsplit(url).netloc != self.endpoint:
             return self._send_with_retries(method, url, kind=kind, headers=headers, **kwargs)
         # With tls_verify off the registry may speak HTTPS or plain HTTP. The first request
@@ -564,9 +834,12 @@ class RegistryClient:
                 self._scheme_settled.set()
 
     def _send_with_retries(self, method: str, url: str, *, kind: str, headers: dict[str, str],
-                           **kwargs) -> requests.Response:
+                           **kwargs) -> Answer:
         """One request with retries: 429 after Retry-After, 5xx and network errors with
-        exponential backoff and jitter, bounded by ``max_retries`` and ``max_wait``."""
+        exponential backoff and jitter, bounded by ``max_retries`` and ``max_wait``.
+
+        The error boundary of this module: whatever the transport raises ends here as a
+        RegistryError saying what happened (``transport_failure``)."""
         waited = 0.0
         attempt = 0
         while True:
@@ -574,13 +847,21 @@ class RegistryClient:
             status: int | None = None
             delay: float | None = None
             try:
-                resp = self._once(method, url, kind=kind, headers=headers, **kwargs)
-            except requests.exceptions.SSLError as err:
+                resp = self._follow(method, url, kind=kind, headers=headers, **kwargs)
+            except RegistryError:
+                raise
+            except (requests.exceptions.SSLError, ssl.SSLError) as err:
                 if urlsplit(url).netloc == self.endpoint and self._fall_back_to_http(err):
                     continue
                 raise self._tls_error(err) from None
-            except (requests.ConnectionError, requests.Timeout) as err:
-                problem = f"could not be reached ({_network_reason(err)})"
+            except Exception as err:  # noqa: BLE001 - the boundary: nothing untyped leaves
+                retry, reason = transport_failure(err)
+                problem = reason
+                if not retry:
+                    raise RegistryError(f"{self.where} {reason} on {method} "
+                                        f"{_shown_path(url)}; check what answers at "
+                                        f"{self.endpoint} (a proxy or the registry itself is "
+                                        "broken), then run again", registry=self.host) from None
             else:
                 status = resp.status_code
                 if resp.status_code == 429:
@@ -594,7 +875,7 @@ class RegistryClient:
                 delay = min(30.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0)
             attempt += 1
             if attempt > self.max_retries or waited + delay > self.max_wait:
-                message = (f"{self.where} {problem} on {method} {urlsplit(url).path}; gave up "
+                message = (f"{self.where} {problem} on {method} {_shown_path(url)}; gave up "
                            f"after {attempt} attempts over {waited:.0f}s")
                 if status == 429:
                     raise RateLimitError(message + "; wait for the rate limit to reset or "
@@ -606,24 +887,68 @@ class RegistryClient:
             self._sleep(delay)
             waited += delay
 
+    def _follow(self, method: str, url: str, *, kind: str, headers: dict[str, str],
+                **kwargs) -> Answer:
+        """One exchange, following redirects of reads (blob GETs go to storage or a CDN).
+
+        Followed here rather than by requests, which reads each redirect's body whole and
+        sends on to any scheme: the Authorization header goes only to the registry's own
+        origin, and with tls_verify nothing is fetched over plain HTTP."""
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = self._once(method, url, kind=kind, headers=headers, **kwargs)
+            location = resp.headers.get("Location")
+            if resp.status_code not in REDIRECT_STATUSES or method not in ("GET", "HEAD") \
+                    or not location:
+                return resp
+            parts = self._split(location, url)
+            target = parts.geturl()
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise RegistryError(f"{self.where} redirected {method} {_shown_path(url)} to "
+                                    "something that is not an HTTP URL; check what answers at "
+                                    f"{self.endpoint}", registry=self.host)
+            if self.tls_verify and parts.scheme == "http":
+                raise RegistryError(f"{self.where} redirected {method} {_shown_path(url)} to "
+                                    f"plain HTTP ({_shown(parts.netloc)}); with tls_verify on, "
+                                    "nothing is fetched unencrypted", registry=self.host)
+            if urlsplit(url).netloc != parts.netloc:
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            url = target
+        raise RegistryError(f"{self.where} redirected {method} more than {MAX_REDIRECTS} times "
+                            f"(last to {_shown_path(url)}), a loop; check what answers at "
+                            f"{self.endpoint}", registry=self.host)
+
     def _once(self, method: str, url: str, *, kind: str, headers: dict[str, str],
-              **kwargs) -> requests.Response:
+              stream: bool = False, limit: int = BODY_MAX, **kwargs) -> Answer:
+        """One request and its answer, the body read unless ``stream`` and it succeeded.
+        Transport failures are raised as they come: ``transport_failure`` maps them."""
         proxies = self._proxies_for(url)
         if method == "HEAD" and not kwargs and not proxies:
-            resp = self._heads.head(url, {"User-Agent": self.user_agent, **headers}, self.timeout)
+            head = self._heads.head(url, {"User-Agent": self.user_agent, **headers}, self.timeout)
+            resp = Answer("HEAD", head.url, head.status_code, head.reason, head.headers)
         else:
-            resp = self._session().request(method, url, headers=headers, timeout=self.timeout,
-                                           verify=self._requests_verify, proxies=proxies, **kwargs)
+            deadline = time.monotonic() + self.deadline
+            raw = self._session().request(
+                method, url, headers=headers, timeout=(self.timeout, self.timeout),
+                verify=self._requests_verify, proxies=proxies, allow_redirects=False,
+                stream=True, **kwargs)
+            resp = Answer(method, raw.url, raw.status_code, raw.reason or "", raw.headers)
+            if stream and raw.status_code < 300:
+                resp.stream = raw
+            else:
+                try:
+                    resp.content = read_body(raw, limit, deadline, raw.status_code)
+                finally:
+                    raw.close()
         # Counted once answered, so the numbers match what the registry's access log shows.
         with self._lock:
             self.stats[method] += 1
             self.stats[f"{method} {kind}"] += 1
         log.debug("%s %s -> %s", method, url, resp.status_code)
-        limit = parse_ratelimit(resp.headers.get("ratelimit-limit"),
-                                resp.headers.get("ratelimit-remaining"))
-        if limit is not None:
+        budget = parse_ratelimit(resp.headers.get("ratelimit-limit"),
+                                 resp.headers.get("ratelimit-remaining"))
+        if budget is not None:
             with self._lock:
-                self.ratelimit = limit
+                self.ratelimit = budget
         return resp
 
     def _proxies_for(self, url: str) -> dict[str, str]:
@@ -697,12 +1022,29 @@ class RegistryClient:
         if "realm" not in challenge.params:
             raise self._auth_error(f"{self.where} sent a Bearer challenge without a realm",
                                    repository)
+        self._check_realm(challenge.params["realm"])
         with self._lock:
             self._bearer = challenge
         # The challenge's scope is what the registry wants for this request; cache the token
         # under our own scope key so the next request on this repository sends it up front.
         want = challenge.params.get("scope") or scope
         return f"Bearer {self._fetch_token(challenge, want, scope)}"
+
+    def _check_realm(self, realm: str) -> None:
+        """The token server must be an absolute URL; with tls_verify, an HTTPS one: the
+        credentials and the token it returns would otherwise cross the network in clear."""
+        parts = self._split(realm)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise RegistryAuthError(
+                f"{self.where} names a token server (realm) that is not an absolute http(s) "
+                f"URL ({_described(realm, 80)}); check what answers at {self.endpoint}",
+                registry=self.host)
+        if parts.scheme == "http" and self.tls_verify:
+            raise RegistryAuthError(
+                f"{self.where} names a plain-HTTP token server ({_described(parts.netloc, 80)}); "
+                "with tls_verify on, no credentials or tokens are sent unencrypted: fix the "
+                "registry's auth.token.realm, or set tls_verify: false for this registry in "
+                "catalog/settings.yaml if it is a test registry", registry=self.host)
 
     def _fetch_token(self, challenge: Challenge, want: str, key: str) -> str:
         realm = challenge.params["realm"]
@@ -727,7 +1069,14 @@ class RegistryClient:
         if not value:
             raise RegistryError(f"the token server of {self.where} sent no token",
                                 registry=self.host)
-        lifetime = int(body.get("expires_in") or TOKEN_LIFETIME_DEFAULT)
+        if not isinstance(value, str) or not _TOKEN_VALUE_RE.fullmatch(value):
+            raise RegistryError(f"the token server of {self.where} sent a token that cannot "
+                                "be an Authorization header (not a string of printable "
+                                "characters)", registry=self.host)
+        expires_in = body.get("expires_in")
+        lifetime = expires_in if isinstance(expires_in, int) and not isinstance(expires_in, bool) \
+            and expires_in > 0 else TOKEN_LIFETIME_DEFAULT
+        redact.remember(value)
         token = _Token(value, time.monotonic() + max(0, lifetime - TOKEN_EXPIRY_MARGIN))
         with self._lock:
             self._tokens[key] = token
@@ -745,7 +1094,7 @@ class RegistryClient:
 
     # --- responses -------------------------------------------------------------------------
 
-    def _check(self, resp: requests.Response, what: str, repository: str) -> None:
+    def _check(self, resp: Answer, what: str, repository: str) -> None:
         status = resp.status_code
         if status < 400:
             return
@@ -757,13 +1106,13 @@ class RegistryClient:
             advice = (f"check that the account in {self._credentials.origin} may access it"
                       if self._credentials else
                       "configure credentials for this registry in catalog/settings.yaml")
-            raise RegistryAuthError(f"{self.where} denied {resp.request.method} on {repository} "
+            raise RegistryAuthError(f"{self.where} denied {resp.method} on {repository} "
                                     f"({detail}); {advice}", registry=self.host, status=403)
-        raise RegistryError(f"{self.where} answered {status} to {resp.request.method} "
-                            f"{urlsplit(resp.url).path} ({detail})",
+        raise RegistryError(f"{self.where} answered {status} to {resp.method} "
+                            f"{_shown_path(resp.url)} ({detail})",
                             registry=self.host, status=status)
 
-    def _announced_digest(self, resp: requests.Response, subject: str,
+    def _announced_digest(self, resp: Answer, subject: str,
                           expected: str | None) -> str | None:
         """The answer's Docker-Content-Digest, None when it sent none.
 
@@ -864,19 +1213,21 @@ def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip()
 
 
-def _json(resp: requests.Response, where: str) -> dict:
+def _json(resp: Answer, where: str) -> dict:
     try:
         body = resp.json()
     except ValueError:
         body = None
     if not isinstance(body, dict):
         raise RegistryError(f"{where} sent an answer that is not a JSON object to "
-                            f"{resp.request.method} {urlsplit(resp.url).path}")
+                            f"{resp.method} {_shown_path(resp.url)}")
     return body
 
 
-def _error_text(resp: requests.Response) -> str:
-    """The registry's own error codes and messages, short; falls back to the HTTP reason."""
+def _error_text(resp: Answer) -> str:
+    """The registry's own error codes and messages, short and on one line; falls back to the
+    HTTP status. Only printable text of the answer is kept: it reaches terminals, CI logs and
+    the reports in git."""
     try:
         body = resp.json()
     except ValueError:
@@ -884,11 +1235,37 @@ def _error_text(resp: requests.Response) -> str:
     if isinstance(body, dict):
         errors = body.get("errors")
         if isinstance(errors, list) and errors:
-            return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
-                             for e in errors if isinstance(e, dict))[:300]
+            text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
+                             for e in errors if isinstance(e, dict))
+            if text:
+                return _printable(text, 300)
         if isinstance(body.get("message"), str):
-            return body["message"][:300]
-    return f"{resp.status_code} {resp.reason}".strip()
+            return _printable(body["message"], 300)
+    return f"{resp.status_code} {_printable(resp.reason, 60)}".strip()
+
+
+def _printable(text: str, limit: int) -> str:
+    """``text`` with control characters as spaces, cut to ``limit`` characters."""
+    text = re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+", " ", text).strip()
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _described(value: object, limit: int = 40) -> str:
+    """A JSON value a registry sent, for a message: escaped (no line break, escape sequence
+    or non-ASCII character reaches a terminal or log) and cut to ``limit`` characters."""
+    if isinstance(value, str):
+        text = ascii(value)
+    elif value is None or isinstance(value, (bool, int, float)):
+        text = json.dumps(value)
+    else:
+        text = "an object" if isinstance(value, dict) else "an array"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _shown_path(url: str) -> str:
+    """The path of a URL for a message, as ``_printable`` text (a redirect or realm from the
+    registry may hold anything)."""
+    return _printable(urlsplit(url).path, 120)
 
 
 def _env_ca_bundle() -> str | None:

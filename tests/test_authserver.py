@@ -102,7 +102,7 @@ def test_pipeline_pushes_both_promotes_and_demotes(token_world: TokenWorld, layo
         digest = client.head_manifest("approved/app", "v1").digest
         assert client.head_manifest("quarantine/app", "v1").digest == digest
         client.delete_manifest("approved/app", digest)  # demotion
-        assert client.list_tags("approved/app") == []
+        assert client.list_tags("approved/app").tags == []
 
 
 # --- authentication ----------------------------------------------------------------------------

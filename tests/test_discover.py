@@ -5,7 +5,7 @@ from __future__ import annotations
 from syncer.discover import discover_entry
 from syncer.errors import NotFoundError
 from syncer.model import ImageEntry
-from syncer.registry import ManifestRef
+from syncer.registry import ManifestRef, TagListing
 
 
 class FakeUpstream:
@@ -19,7 +19,7 @@ class FakeUpstream:
 
     def list_tags(self, repository):
         self.calls.append("list")
-        return list(self.listed)
+        return TagListing(list(self.listed))
 
     def head_manifest(self, repository, tag):
         self.calls.append("HEAD")

@@ -105,7 +105,7 @@ def test_basic_auth_with_right_credentials(auth_registry: Registry,
         raw = minimal_manifest(client, "team/app")
         assert client.put_manifest("team/app", "v1", raw, OCI_MANIFEST) == digest_of(raw)
         assert client.head_manifest("team/app", "v1").digest == digest_of(raw)
-        assert client.list_tags("team/app") == ["v1"]
+        assert client.list_tags("team/app").tags == ["v1"]
         assert auth_registry.password not in repr(client)
     assert "/v2/team/app/manifests/v1" in caplog.text  # the debug log is on, yet…
     assert auth_registry.password not in caplog.text
@@ -286,7 +286,7 @@ def test_bearer_token_flow_against_token_mode_registry(token_setup) -> None:
         digest = client.put_manifest("team/app", "v1", raw, OCI_MANIFEST)
         assert client.head_manifest("team/app", "v1").digest == digest == digest_of(raw)
         assert client.head_manifest("team/app", "v1").digest == digest
-        assert client.list_tags("team/app") == ["v1"]
+        assert client.list_tags("team/app").tags == ["v1"]
     # The registry's own challenge named the service and scope we asked the issuer for.
     assert all(q["service"] == [SERVICE] for q in issuer.requests)
     scopes = [q["scope"][0] for q in issuer.requests]

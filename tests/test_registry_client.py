@@ -129,7 +129,7 @@ def test_list_tags_follows_pagination(registry: Registry, paging_proxy) -> None:
     for tag in tags[1:]:
         push_manifest(registry, "lib/app", tag, json.loads(raw), OCI_MANIFEST)
     with client_for(paging_proxy.host) as client:
-        assert client.list_tags("lib/app", page_size=2) == sorted(tags)
+        assert client.list_tags("lib/app", page_size=2).tags == sorted(tags)
     pages = [s.uri for s in paging_proxy.seen]
     assert pages == ["/v2/lib/app/tags/list?n=2", "/v2/lib/app/tags/list?last=1.0.1&n=2",
                      "/v2/lib/app/tags/list?last=1.0.3&n=2", "/v2/lib/app/tags/list?last=1.0.5&n=2"]
@@ -140,7 +140,7 @@ def test_list_tags_without_page_size_takes_one_request(registry: Registry) -> No
     raw = push_image(registry, "lib/app", "a")
     push_manifest(registry, "lib/app", "b", json.loads(raw), OCI_MANIFEST)
     with client_for(registry.host) as client:
-        assert sorted(client.list_tags("lib/app")) == ["a", "b"]
+        assert sorted(client.list_tags("lib/app").tags) == ["a", "b"]
     assert registry.count("GET", "/tags/list") == 1
 
 
