@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from syncer.endpoints import Endpoint, source_endpoint
 from syncer.errors import NotFoundError, SyncerError, failure_text
 from syncer.model import Catalog, ImageEntry
-from syncer.registry import RateLimit, RegistryClient
+from syncer.registry import DEADLINE_DEFAULT, RateLimit, RegistryClient
 from syncer.select import needs_listing, select_tags
 
 
@@ -44,9 +44,11 @@ DROPPED_SHOWN = 5  # entries named in the warning about a tag list's non-tags
 class Sources:
     """One registry client per upstream host, shared by every entry from that host."""
 
-    def __init__(self, catalog: Catalog, *, anonymous_if_unset: bool = False):
+    def __init__(self, catalog: Catalog, *, anonymous_if_unset: bool = False,
+                 deadline: float = DEADLINE_DEFAULT):
         self._catalog = catalog
         self._anonymous_if_unset = anonymous_if_unset
+        self._deadline = deadline
         self._clients: dict[str, RegistryClient] = {}
         self._endpoints: dict[str, Endpoint] = {}
 
@@ -64,7 +66,7 @@ class Sources:
 
     def client(self, host: str) -> RegistryClient:
         if host not in self._clients:
-            self._clients[host] = self.endpoint(host).client()
+            self._clients[host] = self.endpoint(host).client(self._deadline)
         return self._clients[host]
 
 

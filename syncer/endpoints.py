@@ -9,9 +9,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from syncer import redact
 from syncer.errors import UsageError
-from syncer.model import Settings
-from syncer.registry import Credentials, RegistryClient, credentials_from_env
+from syncer.model import Auth, Settings
+from syncer.registry import (DEADLINE_DEFAULT, Credentials, RegistryClient,
+                             credentials_from_env)
+
+# Seconds to connect, and between two reads of an answer, at most: a registry silent for
+# this long is not answering, whatever the deadline for the whole answer.
+READ_TIMEOUT_MAX = 30.0
 
 
 @dataclass(frozen=True)
@@ -26,13 +32,16 @@ class Endpoint:
     def ca_file(self) -> str | None:
         return os.path.join(self.ca_dir, "ca.crt") if self.ca_dir else None
 
-    def client(self) -> RegistryClient:
+    def client(self, deadline: float = DEADLINE_DEFAULT) -> RegistryClient:
+        """``deadline``: seconds for one answer of the registry, body included."""
         return RegistryClient(
             self.name,
             endpoint=self.address if self.address != self.name else None,
             tls_verify=self.tls_verify,
             ca_file=self.ca_file,
             credentials=self.credentials,
+            timeout=min(READ_TIMEOUT_MAX, deadline),
+            deadline=deadline,
         )
 
     def docker_ref(self, repository: str, *, tag: str | None = None, digest: str | None = None) -> str:
@@ -88,6 +97,18 @@ def replica_endpoint(settings: Settings, index: int) -> Endpoint:
         ca_dir=r.ca_dir,
         credentials=credentials_from_env(r.auth, f"replicas[{index}].auth"),
     )
+
+
+def remember_secrets(settings: Settings) -> None:
+    """Every password the catalog names, as far as it is set, is redacted from messages
+    from now on, also one of a registry this run does not read credentials for (a plan
+    reads none for the target): an answer may echo any secret the process environment has."""
+    blocks: list[Auth] = [settings.target.auth, *(s.auth for s in settings.sources.values()),
+                          *(r.auth for r in settings.replicas)]
+    for auth in blocks:
+        password = os.environ.get(auth.password_env or "")
+        if password:
+            redact.remember_credentials(os.environ.get(auth.username_env or "", ""), password)
 
 
 def replica_endpoints(settings: Settings) -> list[Endpoint]:

@@ -15,7 +15,8 @@ caller copies with skopeo instead.
 
 from __future__ import annotations
 
-from syncer.registry import DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_MANIFEST, Manifest, RegistryClient
+from syncer.registry import (DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_MANIFEST, Manifest,
+                             RegistryClient, descriptor_digest)
 
 IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 
@@ -35,7 +36,8 @@ def copy_within(client: RegistryClient, src_repo: str, dst_repo: str, digest: st
                 child_digest = child.get("digest") if isinstance(child, dict) else None
                 if not isinstance(child_digest, str):
                     return False
-                manifest = client.get_manifest(src_repo, child_digest)
+                manifest = client.get_manifest(
+                    src_repo, descriptor_digest(child_digest, f"an entry of index {digest}"))
                 if manifest.media_type not in IMAGE_TYPES:
                     return False  # a nested index, or a manifest type we do not know
                 children.append(manifest)
@@ -66,5 +68,5 @@ def image_blobs(image: Manifest) -> list[str] | None:
         if not isinstance(descriptor, dict) or not isinstance(descriptor.get("digest"), str) \
                 or descriptor.get("urls"):
             return None
-        digests.append(descriptor["digest"])
+        digests.append(descriptor_digest(descriptor["digest"], f"a descriptor of {image.digest}"))
     return digests

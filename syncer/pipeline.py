@@ -19,7 +19,7 @@ from syncer import policy as policy_mod
 from syncer import promote as promote_mod
 from syncer import replicate
 from syncer.discover import Sources, discover
-from syncer.endpoints import Endpoint, replica_endpoints, target_endpoint
+from syncer.endpoints import Endpoint, remember_secrets, replica_endpoints, target_endpoint
 from syncer.errors import SigningError, SyncerError, failure_text
 from syncer.layers import LayerError
 from syncer.ledger import Ledger, now_iso
@@ -27,7 +27,7 @@ from syncer.mirror import mirror
 from syncer.model import Catalog, Event, ImageEntry, Record, ScanResult, State
 from syncer.plan import Change, Plan, TagPlan, build_plan, was_mirrored
 from syncer.progress import Progress
-from syncer.registry import RegistryClient
+from syncer.registry import DEADLINE_DEFAULT, RegistryClient
 from syncer.scan import ScanCache, ScanSettings, scan_digest
 from syncer.signer import Signer
 
@@ -39,6 +39,7 @@ class RunOptions:
     shard: tuple[int, int] | None = None  # (k, n), 1-based k
     dry_run: bool = False
     today: date = field(default_factory=date.today)
+    registry_deadline: float = DEADLINE_DEFAULT  # seconds for one registry answer
 
 
 @dataclass
@@ -121,7 +122,9 @@ class Pipeline:
         self.signer_problem = signer_problem or "no signing key configured"
         self.options = options
         self.progress = progress or Progress(quiet=True)
-        self.sources = Sources(catalog, anonymous_if_unset=options.dry_run)
+        remember_secrets(catalog.settings)
+        self.sources = Sources(catalog, anonymous_if_unset=options.dry_run,
+                               deadline=options.registry_deadline)
         self.settings = catalog.settings
         self._target: Endpoint | None = None
         self._target_client: RegistryClient | None = None
@@ -169,8 +172,9 @@ class Pipeline:
         if self.options.dry_run:
             return result
         self._target = target_endpoint(self.settings)
-        self._target_client = self._target.client()
-        self._replicas = [(ep, ep.client()) for ep in replica_endpoints(self.settings)]
+        self._target_client = self._target.client(self.options.registry_deadline)
+        self._replicas = [(ep, ep.client(self.options.registry_deadline))
+                          for ep in replica_endpoints(self.settings)]
         work = [t for t in plan.tags if t.change is not Change.VANISHED or t.recorded is not None]
         self._quarantined = {(t.name, t.recorded.digest) for t in plan.tags
                              if t.recorded is not None and was_mirrored(t.recorded)}

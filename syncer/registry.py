@@ -298,12 +298,24 @@ def list_platforms(index: Manifest) -> list[PlatformManifest]:
     for entry in index.json.get("manifests", []):
         plat = entry.get("platform") or {}
         os_, arch = plat.get("os", ""), plat.get("architecture", "")
-        if not os_ or not arch or os_ == "unknown" or not entry.get("digest"):
+        if not os_ or not arch or os_ == "unknown" or not isinstance(entry.get("digest"), str) \
+                or not refs.is_valid_digest(entry["digest"]):
             continue
         name = "/".join(p for p in (os_, arch, plat.get("variant", "")) if p)
         found.append(PlatformManifest(name, entry["digest"], entry.get("mediaType", ""),
                                       int(entry.get("size", 0))))
     return found
+
+
+def descriptor_digest(value: object, where: str) -> str:
+    """The digest of a descriptor in a manifest (an index's entry, a layer), before it names
+    a URL, a record or a scan: the reference grammar's algorithm:hex, else RegistryError
+    naming ``where`` (a manifest names a tag or a path only by mistake or malice)."""
+    if isinstance(value, str) and refs.is_valid_digest(value):
+        return value
+    shown = _described(value) if value is not None else "no digest"
+    raise RegistryError(f"{where} names {shown} where a digest (algorithm:hex) belongs; the "
+                        "manifest is malformed: report it to the image's publisher")
 
 
 def digest_of(data: bytes, algorithm: str = "sha256") -> str:
@@ -474,7 +486,7 @@ class RegistryClient:
         self.timeout = timeout  # seconds to connect, and between two reads of an answer
         self.deadline = deadline  # seconds for one answer, body included
         self.max_retries = max_retries
-        self.max_wait = max_wait  # total seconds slept across retries of one request
+        self.max_wait = max_wait  # seconds one request may spend retrying: sleeps and failed tries
         self.user_agent = user_agent
         self.ratelimit: RateLimit | None = None
         self.stats: Counter[str] = Counter()
@@ -808,8 +820,10 @@ class RegistryClient:
         try:
             challenge = parse_challenge(resp.headers.get("WWW-Authenticate"))
         except ChallengeError as err:
-            raise self._auth_error(f"{self.where} answered 401 with a malformed "
-                                   f"WWW-Authenticate header ({err})", repository) from None
+            raise RegistryAuthError(f"{self.where} answered 401 with a malformed "
+                                    f"WWW-Authenticate header ({err}); the registry, or a proxy "
+                                    f"in front of it, is broken: check what answers at "
+                                    f"{self.endpoint}", registry=self.host, status=401) from None
         if challenge is None:
             raise self._auth_error(f"{self.where} answered 401 without a usable "
                                    "WWW-Authenticate challenge (Bearer or Basic)", repository)
@@ -840,12 +854,13 @@ class RegistryClient:
 
         The error boundary of this module: whatever the transport raises ends here as a
         RegistryError saying what happened (``transport_failure``)."""
-        waited = 0.0
-        attempt = 0
+        waited = 0.0  # sleeps and failed attempts: a dripping answer cut off at its end
+        attempt = 0   # must not be tried max_retries times over, deadline after deadline
         while True:
             url = self._rescheme(url)
             status: int | None = None
             delay: float | None = None
+            started = time.monotonic()
             try:
                 resp = self._follow(method, url, kind=kind, headers=headers, **kwargs)
             except RegistryError:
@@ -873,6 +888,7 @@ class RegistryClient:
                     return resp
             if delay is None:
                 delay = min(30.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0)
+            waited += time.monotonic() - started
             attempt += 1
             if attempt > self.max_retries or waited + delay > self.max_wait:
                 message = (f"{self.where} {problem} on {method} {_shown_path(url)}; gave up "

@@ -24,7 +24,7 @@ from syncer.endpoints import Endpoint
 from syncer.errors import SyncerError
 from syncer.ledger import now_iso
 from syncer.model import Finding, LicenseFinding, PlatformScan, Record, ScanResult
-from syncer.registry import INDEX_TYPES, Manifest, RegistryClient
+from syncer.registry import INDEX_TYPES, Manifest, RegistryClient, descriptor_digest
 
 # Config media types of container images; any other config makes an OCI artifact (a Helm
 # chart, a WASM module, an SBOM) that Trivy cannot scan as an image.
@@ -66,8 +66,8 @@ class Child:
 
 def _is_attestation(entry: dict) -> bool:
     # BuildKit's provenance and SBOM manifests: unknown/unknown, annotated, never run.
-    plat = entry.get("platform") or {}
-    annotations = entry.get("annotations") or {}
+    plat = entry.get("platform") if isinstance(entry.get("platform"), dict) else {}
+    annotations = entry.get("annotations") if isinstance(entry.get("annotations"), dict) else {}
     return (plat.get("os") == "unknown" and plat.get("architecture") == "unknown"
             and annotations.get("vnd.docker.reference.type") == "attestation-manifest")
 
@@ -76,12 +76,13 @@ def image_children(index: Manifest) -> list[Child]:
     """The entries of ``index`` a runtime may run: all but BuildKit's attestations. Entries
     without a platform are kept (labelled by digest), duplicates of one platform too."""
     raw = []
-    for entry in index.json.get("manifests") or []:
-        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str) or _is_attestation(entry):
+    for n, entry in enumerate(index.json.get("manifests") or [], 1):
+        if not isinstance(entry, dict) or _is_attestation(entry):
             continue
+        digest = descriptor_digest(entry.get("digest"), f"entry {n} of index {index.digest}")
         plat = entry.get("platform") if isinstance(entry.get("platform"), dict) else {}
         name = "/".join(str(plat[k]) for k in ("os", "architecture", "variant") if plat.get(k))
-        raw.append((entry["digest"], name, str(entry.get("mediaType", ""))))
+        raw.append((digest, name, str(entry.get("mediaType", ""))))
     seen: dict[str, int] = {}
     for _, name, _ in raw:
         seen[name] = seen.get(name, 0) + 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from syncer import cosign
 from syncer.errors import NotFoundError, RegistryError, SigningError
+from syncer.refs import is_valid_digest
 from syncer.registry import OCI_MANIFEST, RegistryClient, digest_of
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -119,7 +120,7 @@ def verify_signers(client: RegistryClient, repository: str, digest: str, docker_
     for layer in read_signatures(client, repository, digest):
         where = f"signature layer {layer.digest} of {repository}:{signature_tag(digest)}"
         try:
-            blob = client.get_blob(repository, layer.digest)
+            blob = client.get_blob(repository, layer.digest, layer.size)
         except RegistryError as err:
             problems.append(f"{where}: payload blob unreadable ({err})")
             continue
@@ -169,7 +170,9 @@ def _layers(manifest: dict, client: RegistryClient, repository: str,
         annotations = layer.get("annotations") or {}
         signature, blob, size = (annotations.get(SIGNATURE_ANNOTATION), layer.get("digest"),
                                  layer.get("size"))
-        if isinstance(signature, str) and isinstance(blob, str) and isinstance(size, int):
+        # A digest outside the grammar could not be fetched, and would reach a URL.
+        if isinstance(signature, str) and isinstance(blob, str) and is_valid_digest(blob) \
+                and isinstance(size, int) and not isinstance(size, bool):
             found.append(SignatureLayer(digest=blob, size=size, signature=signature,
                                         annotations=dict(annotations)))
     return found

@@ -61,9 +61,28 @@ def scan_options(args) -> TrivyOptions:
         java_db_repository=args.java_db_repository, server=args.trivy_server)
 
 
+def add_registry_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry-timeout", type=float, metavar="SECONDS",
+                        help="give up one answer of a registry (a tag list, manifest, token) "
+                        "after this long, its body included; a silent registry is given up "
+                        "after 30 seconds at most (default: 120)")
+
+
+def registry_deadline(args) -> float:
+    from syncer.registry import DEADLINE_DEFAULT
+
+    if args.registry_timeout is None:
+        return DEADLINE_DEFAULT
+    if not args.registry_timeout > 0:
+        raise UsageError(f"--registry-timeout {args.registry_timeout:g}: give a number of "
+                         "seconds above 0")
+    return float(args.registry_timeout)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
                         help="plan only this catalog image name (repeatable)")
+    add_registry_options(parser)
     add_scan_options(parser)
 
 
@@ -92,7 +111,8 @@ def run(args) -> int:
     progress = Progress()
     pipeline = Pipeline(catalog, Ledger(args.reports), scan_settings=scan_settings, signer=None,
                         options=RunOptions(only=tuple(args.only), shard=getattr(args, "shard", None),
-                                           dry_run=True), progress=progress)
+                                           dry_run=True, registry_deadline=registry_deadline(args)),
+                        progress=progress)
     plan = pipeline.plan()
     progress.close()
     if args.json:

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from syncer.commands import plan as plan_command
-from syncer.commands.plan import add_scan_options, scan_options
+from syncer.commands.plan import add_registry_options, add_scan_options, registry_deadline, scan_options
 from syncer.errors import SyncerError, UsageError
 from syncer.ledger import Ledger
 from syncer.lock import run_lock
@@ -69,6 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--push", action="store_true", help="push that commit (implies --commit)")
     parser.add_argument("--scan-timeout", type=positive_int, default=600, metavar="SECONDS",
                         help="give up a Trivy scan after this long (default: %(default)s)")
+    add_registry_options(parser)
     add_scan_options(parser)
 
 
@@ -139,7 +140,8 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, prefetch: Led
 
     catalog = load_catalog(args.catalog)
     progress = Progress(quiet=False)
-    options = RunOptions(jobs=args.jobs, only=tuple(args.only), shard=args.shard, dry_run=False)
+    options = RunOptions(jobs=args.jobs, only=tuple(args.only), shard=args.shard, dry_run=False,
+                         registry_deadline=registry_deadline(args))
     unknown = [n for n in options.only if catalog.image(n) is None]
     if unknown:
         raise UsageError(f"--only {', '.join(unknown)}: no such image in {args.catalog}/images/")

@@ -208,7 +208,7 @@ def other_signatures(client: RegistryClient, ref: TrustedRef, digest: str, catal
     notes = []
     for layer in layers:
         try:
-            blob = client.get_blob(ref.repository, layer.digest)
+            blob = client.get_blob(ref.repository, layer.digest, layer.size)
         except RegistryError:
             continue  # reported by verify_signers
         by = [name for name, key in keys.items() if cosign.verify(key, blob, layer.signature)]

@@ -70,9 +70,11 @@ class World:
         path.write_text(textwrap.dedent(text).lstrip())
         return path
 
-    def write_settings(self, extra: str = "", source_extra: str = "", target_extra: str = "") -> None:
+    def write_settings(self, extra: str = "", source_extra: str = "", target_extra: str = "",
+                       other_sources: str = "") -> None:
         """settings.yaml for this world; the extras are YAML added to the top level, under
-        ``sources.docker.io`` and under ``target``."""
+        ``sources.docker.io`` and under ``target``; ``other_sources`` are more entries of
+        ``sources`` (other upstream hosts)."""
         def nest(text: str, spaces: int) -> str:
             return textwrap.indent(textwrap.dedent(text).strip(), " " * spaces) + "\n" if text.strip() else ""
 
@@ -88,6 +90,7 @@ class World:
             f"    endpoint: {self.hub.host}\n"
             "    tls_verify: false\n"
             + nest(source_extra, 4)
+            + nest(other_sources, 2)
             + "signing:\n"
             "  signer: ci\n"
             "  key_env: SYNCER_SIGNING_KEY\n"

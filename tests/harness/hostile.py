@@ -1,0 +1,220 @@
+"""A hostile upstream registry: each repository answers with one thing a registry must not send.
+
+A threaded HTTP server on 127.0.0.1 (HTTPS with ``tls=``), bounded in every way a client's
+failure could make it run on: a dripping answer stops after ``DRIP_LIMIT`` seconds, a huge one
+after its size, and every connection thread is a daemon that ``stop()`` outlives by at most
+its own bound. Repositories (``/v2/<name>/…``) and what their tag list answers:
+
+- ``seven``: ``{"tags": 7}``; ``nulltags``: ``{"tags": null}`` (what distribution answers
+  for a repository whose tags were all deleted); ``junk``: a list of one tag and things that
+  are no tags (numbers, null, Markdown, HTML, a line break).
+- ``loop``: a redirect to itself; ``gzip``: ``Content-Encoding: gzip`` on a body that is not;
+  ``cut``: a ``Content-Length`` of more than is sent before the connection closes.
+- ``huge``: 300 MiB of tag list, streamed without a length; ``announced``: 300 MiB announced
+  by ``Content-Length``; ``hugemanifest``: a manifest as large.
+- ``stall``: the start of an answer, then one byte every half second.
+- ``malformed``: 401 with a ``WWW-Authenticate`` that is not one.
+- ``realm``: 401 with two challenges, Basic and a Bearer whose token server is plain HTTP.
+- ``echo403``, ``echo500``: with ``credentials`` set, 401 (Basic) until the client sends
+  them, then 403 or 500 whose body and reason phrase echo the Authorization header and the
+  password.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+HUGE = 300 << 20
+DRIP_LIMIT = 60.0  # seconds a dripping answer goes on at most, whatever the client does
+_CHUNK = b'"' + b"a" * 1022 + b'",'
+_CASES = frozenset({"seven", "nulltags", "junk", "loop", "gzip", "cut", "huge", "announced",
+                    "hugemanifest", "stall", "malformed", "realm", "echo403", "echo500"})
+
+
+class HostileRegistry:
+    """Started by the constructor; ``stop()`` shuts it down. ``seen`` lists (method, path,
+    the Authorization header or "") of every request."""
+
+    def __init__(self, *, credentials: tuple[str, str] | None = None,
+                 tls: tuple[Path, Path] | None = None):
+        self.credentials = credentials
+        self.seen: list[tuple[str, str, str]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    def requests_to(self, repository: str) -> list[tuple[str, str, str]]:
+        with self._lock:
+            return [s for s in self.seen if s[1].startswith(f"/v2/{repository}/")]
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "HostileRegistry":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        hostile = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = 30  # a client that stops reading does not hold a thread for longer
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def _answer(self, status: int, body: bytes = b"", headers: dict | None = None,
+                        reason: str | None = None) -> None:
+                self.send_response(status, reason)
+                for name, value in (headers or {}).items():
+                    for one in value if isinstance(value, list) else [value]:
+                        self.send_header(name, one)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _tags(self, value: object) -> None:
+                self._answer(200, json.dumps({"name": "x", "tags": value}).encode(),
+                             {"Content-Type": "application/json"})
+
+            def _handle(self) -> None:
+                auth = self.headers.get("Authorization", "")
+                with hostile._lock:
+                    hostile.seen.append((self.command, self.path, auth))
+                parts = self.path.split("/")
+                repo = parts[2] if len(parts) > 3 and parts[1] == "v2" else ""
+                if self.path == "/v2/" or not repo:
+                    return self._answer(200, b"{}")
+                try:
+                    getattr(self, f"_{repo}")() if repo in _CASES else self._unknown()
+                except OSError:
+                    self.close_connection = True  # the client gave up on the answer: right
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _handle
+
+            def _unknown(self) -> None:
+                self._answer(404, b'{"errors":[{"code":"NAME_UNKNOWN","message":"no"}]}')
+
+            def _seven(self) -> None:
+                self._tags(7)
+
+            def _nulltags(self) -> None:
+                self._tags(None)
+
+            def _junk(self) -> None:
+                self._tags(["1.0", 7, None, "<img src=x onerror=alert(1)>",
+                            "[Approve now](https://evil.example/)", "a\nb", "@acme/security",
+                            {"tag": "x"}, "-rc"])
+
+            def _loop(self) -> None:
+                self._answer(302, headers={"Location": self.path})
+
+            def _gzip(self) -> None:
+                self._answer(200, b'{"tags": ["1.0"]}', {"Content-Encoding": "gzip",
+                                                         "Content-Type": "application/json"})
+
+            def _cut(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                self.wfile.write(b'{"tags": ["1.0", "1.1')
+                self.wfile.flush()
+                self.close_connection = True
+
+            def _stream(self, head: bytes, size: int, headers: dict[str, str]) -> None:
+                """``head`` then filler up to ``size`` bytes; stops when the client leaves."""
+                self.send_response(200)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.close_connection = True
+                sent = 0
+                try:
+                    self.wfile.write(head)
+                    while sent < size:
+                        self.wfile.write(_CHUNK * 64)
+                        sent += len(_CHUNK) * 64
+                except OSError:
+                    pass  # the client hung up, as it should
+
+            def _huge(self) -> None:
+                # No length: read until the connection closes, 300 MiB later.
+                self._stream(b'{"tags": [', HUGE, {"Content-Type": "application/json",
+                                                   "Connection": "close"})
+
+            def _announced(self) -> None:
+                self._stream(b'{"tags": [', HUGE, {"Content-Type": "application/json",
+                                                   "Content-Length": str(HUGE)})
+
+            def _hugemanifest(self) -> None:
+                self._stream(b'{"schemaVersion": 2, "layers": [', HUGE, {
+                    "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+                    "Connection": "close"})
+
+            def _stall(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "100000")
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.close_connection = True
+                end = time.monotonic() + DRIP_LIMIT
+                try:
+                    self.wfile.write(b'{"tags": ["')
+                    while time.monotonic() < end:
+                        self.wfile.write(b"a")
+                        self.wfile.flush()
+                        time.sleep(0.5)
+                except OSError:
+                    pass
+
+            def _malformed(self) -> None:
+                self._answer(401, headers={"WWW-Authenticate": 'Bearer realm="http://x/token'})
+
+            def _realm(self) -> None:
+                if self.path.startswith("/v2/realm/") and not self.headers.get("Authorization"):
+                    return self._answer(401, headers={"WWW-Authenticate": [
+                        'Basic realm="hostile"',
+                        f'Bearer realm="http://{hostile.host}/token",service="hostile"']})
+                self._tags([])
+
+            def _echo(self, status: int) -> None:
+                auth = self.headers.get("Authorization", "")
+                if not auth:
+                    return self._answer(401, headers={"WWW-Authenticate": 'Basic realm="echo"'})
+                password = hostile.credentials[1] if hostile.credentials else ""
+                body = json.dumps({"errors": [{"code": "DENIED", "message":
+                                               f"you sent Authorization: {auth} ({password})"}]})
+                self._answer(status, body.encode(), {"Content-Type": "application/json"},
+                             reason=f"Denied {auth}")
+
+            def _echo403(self) -> None:
+                self._echo(403)
+
+            def _echo500(self) -> None:
+                self._echo(500)
+
+        return Handler
