@@ -391,8 +391,8 @@ def _read_capped(resp: requests.Response, cap: int, deadline: float) -> bytes:
     length = resp.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > cap:
         raise BodyError(f"announced an answer of {int(length)} bytes, more than the "
-                        f"{cap >> 10} KiB such an answer may have")
-    too_large = BodyError(f"sent an answer larger than the {cap >> 10} KiB such an answer "
+                        f"{_amount(cap)} such an answer may have")
+    too_large = BodyError(f"sent an answer larger than the {_amount(cap)} such an answer "
                           "may have")
     decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
     body = bytearray()
@@ -422,6 +422,10 @@ def _read_capped(resp: requests.Response, cap: int, deadline: float) -> bytes:
     if decoder is not None and not decoder.eof:
         raise BodyError("sent a gzip body that ends before its gzip stream does")
     return bytes(body)
+
+
+def _amount(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= 1 << 20 and not size % (1 << 20) else f"{size} bytes"
 
 
 def transport_failure(err: BaseException) -> tuple[bool, str]:

@@ -14,7 +14,9 @@ its own bound. Repositories (``/v2/<name>/…``) and what their tag list answers
   by ``Content-Length``; ``hugemanifest``: a manifest as large.
 - ``stall``: the start of an answer, then one byte every half second.
 - ``malformed``: 401 with a ``WWW-Authenticate`` that is not one.
-- ``realm``: 401 with two challenges, Basic and a Bearer whose token server is plain HTTP.
+- ``realm``: 401 with two challenges, Basic and a Bearer whose token server is plain HTTP;
+  ``twice``: the same, answered (tag ``1.0``) once the client sends the token that
+  ``/token`` hands out (``TOKEN``), for a client that may use a plain-HTTP token server.
 - ``echo403``, ``echo500``: with ``credentials`` set, 401 (Basic) until the client sends
   them, then 403 or 500 whose body and reason phrase echo the Authorization header and the
   password.
@@ -33,7 +35,8 @@ HUGE = 300 << 20
 DRIP_LIMIT = 60.0  # seconds a dripping answer goes on at most, whatever the client does
 _CHUNK = b'"' + b"a" * 1022 + b'",'
 _CASES = frozenset({"seven", "nulltags", "junk", "loop", "gzip", "cut", "huge", "announced",
-                    "hugemanifest", "stall", "malformed", "realm", "echo403", "echo500"})
+                    "hugemanifest", "stall", "malformed", "realm", "twice", "echo403", "echo500"})
+TOKEN = "hostile-token-0123456789"
 
 
 class HostileRegistry:
@@ -107,6 +110,8 @@ class HostileRegistry:
                     hostile.seen.append((self.command, self.path, auth))
                 parts = self.path.split("/")
                 repo = parts[2] if len(parts) > 3 and parts[1] == "v2" else ""
+                if self.path.startswith("/token"):
+                    return self._answer(200, json.dumps({"token": TOKEN}).encode())
                 if self.path == "/v2/" or not repo:
                     return self._answer(200, b"{}")
                 try:
@@ -195,11 +200,13 @@ class HostileRegistry:
                 self._answer(401, headers={"WWW-Authenticate": 'Bearer realm="http://x/token'})
 
             def _realm(self) -> None:
-                if self.path.startswith("/v2/realm/") and not self.headers.get("Authorization"):
+                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                     return self._answer(401, headers={"WWW-Authenticate": [
                         'Basic realm="hostile"',
                         f'Bearer realm="http://{hostile.host}/token",service="hostile"']})
-                self._tags([])
+                self._tags(["1.0"])
+
+            _twice = _realm
 
             def _echo(self, status: int) -> None:
                 auth = self.headers.get("Authorization", "")
