@@ -25,11 +25,12 @@ its own bound. Repositories (``/v2/<name>/…``) and what their tag list answers
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from tests.harness.localserver import LocalServer
 
 HUGE = 300 << 20
 DRIP_LIMIT = 60.0  # seconds a dripping answer goes on at most, whatever the client does
@@ -39,7 +40,7 @@ _CASES = frozenset({"seven", "nulltags", "junk", "loop", "gzip", "cut", "huge", 
 TOKEN = "hostile-token-0123456789"
 
 
-class HostileRegistry:
+class HostileRegistry(LocalServer):
     """Started by the constructor; ``stop()`` shuts it down. ``seen`` lists (method, path,
     the Authorization header or "") of every request."""
 
@@ -48,36 +49,11 @@ class HostileRegistry:
         self.credentials = credentials
         self.seen: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self.scheme = "http"
-        if tls is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(str(tls[0]), str(tls[1]))
-            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-            self.scheme = "https"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        super().__init__(self._handler_class(), tls)
 
     def requests_to(self, repository: str) -> list[tuple[str, str, str]]:
         with self._lock:
             return [s for s in self.seen if s[1].startswith(f"/v2/{repository}/")]
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> "HostileRegistry":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         hostile = self
