@@ -138,8 +138,10 @@ def render_image(name: str, records: list[Record], catalog: Catalog | None) -> s
     for rec in sorted(records, key=lambda r: r.tag):
         findings = sorted_findings(rec.scan.findings) if rec.scan else []
         counts = count_by_severity(findings)
+        # The anchor is written into raw HTML (<a id=…>) and a link: [a-z0-9-] needs no escape.
+        anchor = markdown.Markdown(re.sub(r"[^a-z0-9-]", "-", rec.tag.lower()))
         tags.append(dict(
-            tag=rec.tag, anchor=markdown.Markdown(re.sub(r"[^a-z0-9-]", "-", rec.tag.lower())), state=rec.state.value,
+            tag=rec.tag, anchor=anchor, state=rec.state.value,
             state_badge=BADGES.get(rec.state, rec.state.value), digest=rec.digest, source=rec.source,
             promoted=rec.promoted_digest, counts=counts, counts_text=counts_text(counts),
             signers=list(rec.signatures), missing=_missing(rec, catalog), scan=rec.scan,

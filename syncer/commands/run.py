@@ -26,8 +26,8 @@ from syncer.commands import plan as plan_command
 from syncer.commands.plan import add_scan_options, scan_options
 from syncer.errors import SyncerError, UsageError
 from syncer.ledger import Ledger
-from syncer.markdown import code, text
 from syncer.lock import run_lock
+from syncer.markdown import code, text
 from syncer.prefetch import LedgerPrefetch
 
 if TYPE_CHECKING:
