@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jinja2
 
+from syncer import markdown
 from syncer.atomic import write_atomic
 from syncer.enforce import required_signers
 from syncer.model import Catalog, Finding, Record, State
@@ -33,21 +34,14 @@ BADGES = {
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("syncer", "templates"),
-    autoescape=False,  # Markdown, not HTML: values are escaped by the `md` filter instead
+    # Markdown, not HTML: every value a template writes goes through markdown.text (a `code`
+    # span, already Markdown, passes as it is), so that no value can be left unescaped.
+    autoescape=False,
+    finalize=markdown.text,
     keep_trailing_newline=True,
     trim_blocks=False,
     undefined=jinja2.StrictUndefined,
 )
-
-
-def md(value: object) -> str:
-    """Make a value safe inside a Markdown table cell or list item.
-
-    Upstream text (titles, package names) must not break the table or inject HTML.
-    """
-    text = str(value)
-    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"\s*\n\s*", " ", text).strip()
 
 
 def short(digest: str | None) -> str:
@@ -56,7 +50,8 @@ def short(digest: str | None) -> str:
     return digest.split(":", 1)[-1][:12]
 
 
-_env.filters["md"] = md
+_env.filters["code"] = markdown.code
+_env.filters["target"] = markdown.target
 _env.filters["short"] = short
 
 
@@ -143,8 +138,10 @@ def render_image(name: str, records: list[Record], catalog: Catalog | None) -> s
     for rec in sorted(records, key=lambda r: r.tag):
         findings = sorted_findings(rec.scan.findings) if rec.scan else []
         counts = count_by_severity(findings)
+        # The anchor is written into raw HTML (<a id=…>) and a link: [a-z0-9-] needs no escape.
+        anchor = markdown.Markdown(re.sub(r"[^a-z0-9-]", "-", rec.tag.lower()))
         tags.append(dict(
-            tag=rec.tag, anchor=re.sub(r"[^a-z0-9-]", "-", rec.tag.lower()), state=rec.state.value,
+            tag=rec.tag, anchor=anchor, state=rec.state.value,
             state_badge=BADGES.get(rec.state, rec.state.value), digest=rec.digest, source=rec.source,
             promoted=rec.promoted_digest, counts=counts, counts_text=counts_text(counts),
             signers=list(rec.signatures), missing=_missing(rec, catalog), scan=rec.scan,

@@ -27,6 +27,7 @@ from syncer.commands.plan import add_scan_options, scan_options
 from syncer.errors import SyncerError, UsageError
 from syncer.ledger import Ledger
 from syncer.lock import run_lock
+from syncer.markdown import code, text
 from syncer.prefetch import LedgerPrefetch
 
 if TYPE_CHECKING:
@@ -103,12 +104,13 @@ def summary_markdown(result: RunResult) -> str:
     rows = [o for o in result.outcomes if o.changed or o.failed or o.deferred]
     if rows:
         lines += ["", "| image | tag | state | detail |", "|---|---|---|---|"]
-        lines += [f"| {o.name} | `{o.tag}` | {o.state.value if o.state else ''} | "
-                  f"{o.message.replace('|', '/')} |" for o in rows]
+        lines += [f"| {text(o.name)} | {code(o.tag)} | {text(o.state.value if o.state else '')} | "
+                  f"{text(o.message)} |" for o in rows]
     for name, msg in result.plan.errors:
-        lines.append(f"- error in {name}: {msg}")
+        lines.append(f"- error in {text(name)}: {text(msg)}")
     for name, tag in result.plan.missing:
-        lines.append(f"- error in {name}: tag `{tag}` not found upstream; fix `tags` in the catalog")
+        lines.append(f"- error in {text(name)}: tag {code(tag)} not found upstream; fix `tags` in "
+                     "the catalog")
     return "\n".join(lines) + "\n"
 
 
