@@ -80,5 +80,9 @@ class SigningError(SyncerError):
     """A key could not be read, a signature not made, stored or verified."""
 
 
+class UnsafePathError(SyncerError):
+    """A path under the audit trail is a symlink, or not the kind of file it must be."""
+
+
 class GitError(SyncerError):
     """Committing or pushing the audit trail failed."""
