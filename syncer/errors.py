@@ -80,8 +80,9 @@ class SigningError(SyncerError):
     """A key could not be read, a signature not made, stored or verified."""
 
 
-class UnsafePathError(SyncerError):
-    """A path under the audit trail is a symlink, or not the kind of file it must be."""
+class UnsafePathError(SyncerError, ValueError):
+    """A path under the audit trail is a symlink, or not the kind of file it must be; a
+    ValueError too, as a path outside the reference grammar is."""
 
 
 class GitError(SyncerError):

@@ -95,13 +95,16 @@ class Ledger:
         self._written: dict[Path, tuple[str, Any]] = {}
 
     def path_for(self, name: str, tag: str) -> Path:
-        """The record file of ``name:tag``; ValueError for a name or tag outside the grammar."""
+        """The record file of ``name:tag``; ValueError for a name or tag outside the grammar,
+        UnsafePathError (also a ValueError) for one that a symlink leads elsewhere."""
         validate_name(name)
         validate_tag(tag)
         path = self.records_dir.joinpath(*name.split("/"), tag + _SUFFIX)
         # The grammar already rules out escapes; this also catches a symlinked directory.
         if not path.resolve().is_relative_to(self.records_dir.resolve()):
-            raise ValueError(f"record path for {name}:{tag} resolves outside {self.records_dir}")
+            raise UnsafePathError(f"record path for {name}:{tag} resolves outside "
+                                  f"{self.records_dir}: a symlink on the way; replace it with a "
+                                  "real directory or file (git rm the link)")
         return path
 
     def load(self, name: str, tag: str) -> Record | None:

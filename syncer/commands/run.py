@@ -226,7 +226,8 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, prefetch: Led
         if earlier:
             print(f"Committing {len(earlier)} files an earlier run left uncommitted under {args.reports}/")
         if commit and commit.unpushed and commit.pushed:
-            print(f"Pushing {commit.unpushed} commits an earlier run left unpushed")
+            print(f"Pushing {commit.unpushed} commit{'s' if commit.unpushed != 1 else ''} "
+                  "an earlier run left unpushed")
         if commit and commit.committed:
             print(f"Committed {commit.sha[:12]}" + (" and pushed" if commit.pushed else ""))
         elif commit and commit.pushed:
