@@ -31,8 +31,8 @@ def write_atomic(path: Path, data: bytes, *, root: Path | None = None) -> None:
     directories between them are created as needed, and none of them nor ``path`` may be a
     symlink (UnsafePathError)."""
     if root is not None:
-        ensure_directories(root, path.parent)
-        refuse_symlink(root, path)
+        _ensure_directories(root, path.parent)
+        _refuse_symlink(root, path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
@@ -47,15 +47,23 @@ def write_atomic(path: Path, data: bytes, *, root: Path | None = None) -> None:
     fsync_dir(path.parent)
 
 
-def ensure_directories(root: Path, directory: Path) -> None:
+def _ensure_directories(root: Path, directory: Path) -> None:
     """Creates ``directory`` and its parents up from ``root``, refusing any that is a symlink."""
     root.mkdir(parents=True, exist_ok=True)  # the trail's root itself may be a link
+    _real_directories(root, directory, create=True)
+
+
+def _real_directories(root: Path, directory: Path, *, create: bool) -> bool:
+    """Whether every directory from ``root`` down to ``directory`` exists (made when
+    ``create``); UnsafePathError for one that is a symlink or no directory."""
     current = root
     for part in _parts_below(root, directory):
         current = current / part
         try:
             mode = os.lstat(current).st_mode
         except FileNotFoundError:
+            if not create:
+                return False
             try:
                 os.mkdir(current)
                 continue
@@ -66,11 +74,12 @@ def ensure_directories(root: Path, directory: Path) -> None:
         if not stat.S_ISDIR(mode):
             raise UnsafePathError(f"{current} is a file where syncer needs a directory; "
                                   f"move it away (git mv) and run again")
+    return True
 
 
-def refuse_symlink(root: Path, path: Path) -> None:
+def _refuse_symlink(root: Path, path: Path) -> None:
     """UnsafePathError when ``path`` itself is a symlink (its parents are checked by
-    ``ensure_directories``)."""
+    ``_ensure_directories``)."""
     try:
         if stat.S_ISLNK(os.lstat(path).st_mode):
             raise _link_error(root, path)
@@ -81,21 +90,14 @@ def refuse_symlink(root: Path, path: Path) -> None:
 def read_regular(root: Path, path: Path) -> bytes | None:
     """The bytes of ``path``, None when it does not exist; UnsafePathError for a symlink on
     the way or a ``path`` that is no regular file."""
-    parent = root
-    for part in _parts_below(root, path):
-        parent = parent / part
-        try:
-            mode = os.lstat(parent).st_mode
-        except FileNotFoundError:
-            return None
-        if stat.S_ISLNK(mode):
-            raise _link_error(root, parent)
+    if not _real_directories(root, path.parent, create=False):
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as err:
-        if err.errno == errno.ELOOP:  # swapped for a link since the check above
+        if err.errno == errno.ELOOP:
             raise _link_error(root, path) from None
         raise
     with open(fd, "rb") as f:

@@ -237,9 +237,7 @@ def test_temporary_files_of_interrupted_writes_are_never_staged(git_remote):
 
 
 def test_commits_a_failed_push_left_behind_are_pushed_when_nothing_else_changed(git_remote):
-    hook = git_remote.bare / "hooks" / "pre-receive"
-    hook.write_text("#!/bin/sh\necho 'pushes are frozen' >&2\nexit 1\n")
-    hook.chmod(0o755)
+    hook = git_remote.refuse_pushes("pushes are frozen")
     clone = git_remote.clone
     write(clone, "reports/records/nginx/1.27.3.yaml", "state: promoted\n")
     with pytest.raises(GitError):

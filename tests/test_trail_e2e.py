@@ -16,7 +16,8 @@ from tests.harness.faultproxy import FaultProxy
 from tests.harness.gitrepo import git
 from tests.harness.images import alpine_files, build_image
 from tests.harness.world import World
-from tests.test_faults_e2e import CLEAN_ALPINE, OTHER_ALPINE, _push_two, _trivy_wrapper, assert_invariants
+from tests.test_faults_e2e import CLEAN_ALPINE, _push_two, _trivy_wrapper, assert_invariants
+from tests.test_gitops_e2e import publish
 
 pytestmark = pytest.mark.e2e
 
@@ -26,12 +27,7 @@ def gworld(git_remote, registry_factory, trivy_db):
     """A world inside a clone of a real bare remote, catalog committed and pushed."""
     world = World(root=git_remote.clone, hub=registry_factory(), target=registry_factory(delete=True), db=trivy_db)
     _push_two(world)
-    (world.root / ".gitignore").write_text("ci.key\npush/\n.syncer-run.lock\ntrivy-*\n")
-    git(world.root, "add", "-A")
-    git(world.root, "commit", "-q", "-m", "catalog")
-    git(world.root, "push", "-q", "origin", "main")
-    world.remote = git_remote
-    return world
+    return publish(world, git_remote)
 
 
 def _pushed_files(world) -> list[str]:
@@ -179,9 +175,7 @@ def test_a_run_stopped_by_sigterm_is_committed_and_pushed_by_the_next_run(gworld
 
 def test_a_failed_push_is_pushed_by_the_next_run(gworld):
     world = gworld
-    hook = world.remote.bare / "hooks" / "pre-receive"
-    hook.write_text("#!/bin/sh\necho 'the remote is down for maintenance' >&2\nexit 1\n")
-    hook.chmod(0o755)
+    hook = world.remote.refuse_pushes("the remote is down for maintenance")
     before = world.remote.head()
     proc = world.syncer("run", "--commit", "--push")
     assert proc.returncode == 1 and "maintenance" in proc.stderr, proc.stderr

@@ -111,7 +111,8 @@ def prepare_scanning(options: TrivyOptions, catalog, progress: Progress, scan_ti
         return None, str(err)
 
 
-def summary_markdown(result: RunResult) -> str:
+def summary_markdown(result: RunResult, problems: list[str]) -> str:
+    """The run's summary; ``problems`` are what failed after the tags were done (pages, git)."""
     lines = ["# syncer run", ""]
     counts = result.counts()
     deferred = sum(o.deferred for o in result.outcomes)
@@ -127,6 +128,7 @@ def summary_markdown(result: RunResult) -> str:
         lines.append(f"- error in {name}: {msg}")
     for name, tag in result.plan.missing:
         lines.append(f"- error in {name}: tag `{tag}` not found upstream; fix `tags` in the catalog")
+    lines += [f"- error: {problem}" for problem in problems]
     return "\n".join(lines) + "\n"
 
 
@@ -198,7 +200,7 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, prefetch: Led
             problems.append(str(err))
     for problem in problems:
         print(f"syncer run: error: {problem}", file=sys.stderr)
-    summary = summary_markdown(result)
+    summary = summary_markdown(result, problems)
     if os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
             fh.write(summary)
