@@ -17,12 +17,12 @@ from typing import Callable
 
 from syncer import policy as policy_mod
 from syncer import promote as promote_mod
-from syncer import replicate
+from syncer import replicate, skopeo
 from syncer.discover import Sources, discover
 from syncer.endpoints import Endpoint, replica_endpoints, target_endpoint
 from syncer.errors import SigningError, SyncerError
 from syncer.layers import LayerError
-from syncer.ledger import Ledger, now_iso
+from syncer.ledger import Ledger, LedgerContents, Unreadable, now_iso
 from syncer.mirror import mirror
 from syncer.model import Catalog, Event, ImageEntry, Record, ScanResult, State
 from syncer.plan import Change, Plan, TagPlan, build_plan, was_mirrored
@@ -38,6 +38,7 @@ class RunOptions:
     only: tuple[str, ...] = ()
     shard: tuple[int, int] | None = None  # (k, n), 1-based k
     dry_run: bool = False
+    copy_timeout: float = skopeo.COPY_TIMEOUT  # seconds per skopeo copy
     today: date = field(default_factory=date.today)
 
 
@@ -99,21 +100,32 @@ def select_entries(catalog: Catalog, options: RunOptions) -> list[ImageEntry]:
     return entries
 
 
-def recorded_for(records: Callable[[], list[Record]],
-                 entries: list[ImageEntry]) -> dict[tuple[str, str], Record]:
+def recorded_for(contents: Callable[[], LedgerContents], entries: list[ImageEntry]
+                 ) -> tuple[dict[tuple[str, str], Record], list[Unreadable], list[str]]:
+    """The records of ``entries``, their unreadable ones, and every stray file's message."""
     names = {e.name for e in entries}
-    return {(r.name, r.tag): r for r in records() if r.name in names}
+    read = contents()
+    return ({(r.name, r.tag): r for r in read.records if r.name in names},
+            [u for u in read.unreadable if u.name in names], read.strays)
+
+
+def fail_unreadable(plan: Plan, unreadable: list[Unreadable]) -> None:
+    """Each unreadable record fails its own tag: it is never planned (a run would overwrite
+    the evidence, or copy the tag again as if new), and is reported with its remedy."""
+    broken = {(u.name, u.tag) for u in unreadable}
+    plan.tags = [t for t in plan.tags if (t.name, t.tag) not in broken]
+    plan.errors.extend((u.name, f"tag {u.tag}: {u.message}") for u in unreadable)
 
 
 class Pipeline:
     def __init__(self, catalog: Catalog, ledger: Ledger, *, scan_settings: ScanSettings | None,
                  signer: Signer | None, options: RunOptions, progress: Progress | None = None,
                  scan_problem: str = "", signer_problem: str = "",
-                 records: Callable[[], list[Record]] | None = None):
+                 records: Callable[[], LedgerContents] | None = None):
         self.catalog = catalog
         self.ledger = ledger
         # Where the records come from at planning: the ledger, or a prefetch of it.
-        self._records = records or ledger.all
+        self._records = records or ledger.contents
         self.scan_settings = scan_settings
         self.signer = signer
         # Why scanning or signing is unavailable this run: the reason a tag then fails with.
@@ -143,16 +155,20 @@ class Pipeline:
         with ThreadPoolExecutor(max_workers=1) as reader:
             reading = reader.submit(recorded_for, self._records, entries)
             discoveries = discover(entries, self.sources, jobs=max(self.options.jobs, DISCOVERY_JOBS))
-            recorded = reading.result()
+            recorded, unreadable, strays = reading.result()
+        for stray in strays:
+            self.progress.note(f"warning: {stray}")
         for host in self.sources.anonymous():
             self.progress.note(f"note: no credentials for {host} are set; it was asked anonymously "
                                "(enough for a plan; a run needs them)")
         min_remaining = {h: s.min_remaining_pulls for h, s in self.settings.sources.items()
                          if s.min_remaining_pulls is not None}
         self._scan_cache = ScanCache(recorded.values())
-        return build_plan(discoveries, recorded,
+        plan = build_plan(discoveries, recorded,
                           db_updated_at=self.scan_settings.db_updated_at if self.scan_settings else None,
                           min_remaining=min_remaining)
+        fail_unreadable(plan, unreadable)
+        return plan
 
     # --- running --------------------------------------------------------------------------
 
@@ -172,8 +188,13 @@ class Pipeline:
         self._quarantined = {(t.name, t.recorded.digest) for t in plan.tags
                              if t.recorded is not None and was_mirrored(t.recorded)}
         self.progress.total = len(work)
-        with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs))
+        try:
             result.outcomes = list(pool.map(self._process_safely, work))
+        finally:
+            # Interrupted (Ctrl-C, SIGTERM): tags in progress finish and are
+            # recorded, the queued ones are left for the next run rather than started now.
+            pool.shutdown(wait=True, cancel_futures=True)
         quiet = sum(not (o.changed or o.failed or o.deferred) for o in result.outcomes)
         if quiet:
             self.progress.note(f"{quiet} tag{'s' if quiet != 1 else ''} unchanged")
@@ -267,7 +288,11 @@ class Pipeline:
             rec.reasons = [str(err)]
             if not (rec.events and rec.events[-1].event == "failed" and rec.events[-1].detail == str(err)):
                 self._event(rec, "failed", str(err))
-            changed |= self.ledger.save(rec)
+            try:
+                changed |= self.ledger.save(rec)
+            except SyncerError as unsaved:  # the record's own path is refused (a symlink)
+                return TagOutcome(tp.name, tp.tag, State.FAILED, changed=changed, failed=True,
+                                  message=f"failed: {err}; the record could not be saved: {unsaved}")
             return TagOutcome(tp.name, tp.tag, State.FAILED, changed=changed, failed=True, message=f"failed: {err}")
         if rec != tp.recorded:  # an unchanged record is not even rewritten (the no-op hot path)
             changed |= self.ledger.save(rec)
@@ -287,12 +312,12 @@ class Pipeline:
         if (name, digest) in self._quarantined:
             try:
                 promote_mod.copy_in_target(self._target, self._target_client, quarantine, quarantine,
-                                           digest, tag)
+                                           digest, tag, timeout=self.options.copy_timeout)
                 return f"{digest} (tagged from quarantine: no upstream pull)"
             except SyncerError:
                 pass  # e.g. garbage-collected since: fetch it from upstream after all
         mirror(self.sources.endpoint(entry.source_host), entry.source_path, digest,
-               self._target, quarantine, tag)
+               self._target, quarantine, tag, timeout=self.options.copy_timeout)
         self._quarantined.add((name, digest))
         return digest
 
@@ -368,7 +393,8 @@ class Pipeline:
                     raise SyncerError(f"cannot sign: {self.signer_problem}")
                 self.progress.step(subject, f"replicating to {endpoint.name}")
                 replicate.push_to_replica(self._target, endpoint, client, self.signer, approved,
-                                          rec.promoted_digest, rec.tag)
+                                          rec.promoted_digest, rec.tag,
+                                          timeout=self.options.copy_timeout)
                 state = replicate.replica_state(rec, endpoint.name)
                 state.digest, state.copied_at, state.lagging = rec.promoted_digest, now_iso(), False
                 self._event(rec, "replicated", f"{rec.promoted_digest} to {endpoint.name}, "
@@ -395,7 +421,7 @@ class Pipeline:
             raise SigningError(f"cannot sign: {err}; nothing is promoted unsigned") from None
         self.progress.step(subject, "promoting")
         promote_mod.promote(self._target, self._target_client, self._quarantine(rec.name), approved,
-                            rec.digest, rec.tag)
+                            rec.digest, rec.tag, timeout=self.options.copy_timeout)
         if rec.promoted_digest != rec.digest:
             # Signatures belong to a digest: approvals of the one approved before do not carry over.
             rec.signatures = []

@@ -17,8 +17,10 @@ from pathlib import Path
 import jinja2
 
 from syncer import markdown
-from syncer.atomic import write_atomic
+from syncer.atomic import read_regular, write_atomic
 from syncer.enforce import required_signers
+from syncer.errors import SyncerError
+from syncer.ledger import Ledger
 from syncer.model import Catalog, Finding, Record, State
 from syncer.policy import count_by_severity, counts_text
 
@@ -180,31 +182,59 @@ def render_run(result, started: datetime, run_id: str) -> str:
         outcomes=outcomes, errors=list(result.plan.errors))
 
 
-def write_if_changed(path: Path, content: str) -> bool:
-    """Atomically replace ``path`` with ``content``; untouched when the bytes are the same."""
+class PageWriteError(SyncerError):
+    """Some pages could not be written; ``written`` lists the ones that were."""
+
+    def __init__(self, problems: list[str], written: list[str]):
+        super().__init__("could not write " + "; ".join(problems) + " (the records are "
+                         "unaffected; fix the path and run `syncer report`)")
+        self.written = written
+
+
+def write_if_changed(root: Path, rel: str, content: str) -> bool:
+    """Atomically replace ``root/rel`` with ``content``; untouched when the bytes are the same.
+    Never through a symlink under ``root`` (UnsafePathError)."""
+    path = root / rel
     data = content.encode("utf-8")
-    try:
-        if path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, data)
+    if read_regular(root, path) == data:
+        return False
+    write_atomic(path, data, root=root)
     return True
+
+
+def _write_pages(root: Path, pages: dict[str, str]) -> list[str]:
+    """Writes each page that differs; one that cannot be written does not stop the others
+    (PageWriteError at the end, naming every failure)."""
+    written, problems = [], []
+    for rel, content in pages.items():
+        try:
+            if write_if_changed(root, rel, content):
+                written.append(str(root / rel))
+        except (OSError, SyncerError) as err:
+            problems.append(f"{root / rel}: {err}")
+    if problems:
+        raise PageWriteError(problems, written)
+    return written
 
 
 def regenerate(records: list[Record], catalog: Catalog | None, reports_dir: str) -> list[str]:
     """Write every derived page that differs; returns the paths written."""
-    root = Path(reports_dir)
-    return [str(root / rel) for rel, content in render_all(records, catalog).items()
-            if write_if_changed(root / rel, content)]
+    return _write_pages(Path(reports_dir), render_all(records, catalog))
+
+
+def refresh_pages(reports_dir: str, catalog: Catalog | None) -> None:
+    """The pages regenerated from the records on disk, after another run's commits were
+    integrated; a page that cannot be written was reported by the run already."""
+    try:
+        regenerate(Ledger(reports_dir).all(), catalog, reports_dir)
+    except PageWriteError:
+        pass
 
 
 def write_reports(ledger, catalog: Catalog | None, reports_dir: str, *, result, started: datetime) -> list[str]:
     """After a run that changed records: the derived pages, and a page for the run itself."""
-    written = regenerate(ledger.all(), catalog, reports_dir)
     run_id = os.environ.get("GITHUB_RUN_ID") or started.strftime("%Y%m%dT%H%M%SZ")
-    run_page = Path(reports_dir) / "runs" / started.strftime("%Y-%m") / f"{started.strftime('%Y%m%dT%H%M%SZ')}.md"
-    if write_if_changed(run_page, render_run(result, started, run_id)):
-        written.append(str(run_page))
-    return written
+    run_page = f"runs/{started.strftime('%Y-%m')}/{started.strftime('%Y%m%dT%H%M%SZ')}.md"
+    pages = render_all(ledger.all(), catalog)
+    pages[run_page] = render_run(result, started, run_id)
+    return _write_pages(Path(reports_dir), pages)
