@@ -128,7 +128,7 @@ def _documents(v: Values) -> dict[str, str]:
     return {**report.render_all(records, None),
             "run page": report.render_run(result, started, "20261102T000000Z"),
             "plan": render_markdown(result.plan),
-            "run summary": summary_markdown(result)}
+            "run summary": summary_markdown(result, [v()])}
 
 
 def _expected(block: str, tame: Values, hostile: Values) -> str:
