@@ -17,6 +17,8 @@ from tests.harness.images import alpine_files, build_image
 from tests.harness.trivydb import Advisory
 
 CLEAN = (("musl", "1.2.5-r0", "musl"), ("busybox", "1.36.1-r29", "busybox"))
+# What a later re-scan finds in the promoted image.
+CRITICAL = Advisory("CVE-2099-7777", "alpine 3.20", "busybox", "CRITICAL", "1.36.2-r0")
 
 
 @pytest.fixture
@@ -98,16 +100,20 @@ def test_a_replica_that_is_down_lags_and_catches_up(rworld):
     assert _verify(world, down, down.host).signed_by == ["ci"]
 
 
-def test_demotion_removes_the_tag_from_every_replica(rworld):
-    world = rworld
+def _demote_on_regression(world) -> None:
     world.policy("default", textwrap.dedent("""
         vulnerabilities:
           max: {critical: 0, high: 0}
         signers: [ci]
         on_regression: demote
     """))
+
+
+def test_demotion_removes_the_tag_from_every_replica(rworld):
+    world = rworld
+    _demote_on_regression(world)
     world.run()
-    world.db.write([Advisory("CVE-2099-7777", "alpine 3.20", "busybox", "CRITICAL", "1.36.2-r0")])
+    world.db.write([CRITICAL])
     world.run()
     rec = world.record("alpine", "3.20")
     assert rec.state is State.DEMOTED
@@ -131,12 +137,7 @@ def _push_back(world, reg) -> None:
 
 def test_demotion_removes_signatures_so_a_pushed_back_digest_does_not_verify(rworld):
     world = rworld
-    world.policy("default", textwrap.dedent("""
-        vulnerabilities:
-          max: {critical: 0, high: 0}
-        signers: [ci]
-        on_regression: demote
-    """))
+    _demote_on_regression(world)
     world.run()
     sig = signatures.signature_tag(world.digest)
     att = sig.removesuffix(".sig") + ".att"
@@ -152,7 +153,7 @@ def test_demotion_removes_signatures_so_a_pushed_back_digest_does_not_verify(rwo
         ref = f"{reg.host}/approved/alpine:3.20"
         assert world.syncer("verify", ref).returncode == 0
 
-    world.db.write([Advisory("CVE-2099-7777", "alpine 3.20", "busybox", "CRITICAL", "1.36.2-r0")])
+    world.db.write([CRITICAL])
     world.run()
     rec = world.record("alpine", "3.20")
     assert rec.state is State.DEMOTED
