@@ -101,8 +101,9 @@ def select_entries(catalog: Catalog, options: RunOptions) -> list[ImageEntry]:
 
 def _removal(digest: str, attachments: list[str]) -> str:
     """What a demotion took away, for the record's event."""
-    what = f"and {', '.join(attachments)}" if attachments else "(no signature or attestation was there)"
-    return f"removed {digest} {what}"
+    if not attachments:
+        return f"removed {digest} (no signature or attestation was there)"
+    return f"removed {digest} and {', '.join(attachments)}"
 
 
 def recorded_for(records: Callable[[], list[Record]],
@@ -338,7 +339,8 @@ class Pipeline:
                                              rec.digest)
                 rec.promoted_digest = None
                 rec.state, rec.reasons = State.DEMOTED, reasons
-                self._event(rec, "demoted", f"{'; '.join(reasons)}; {_removal(rec.digest, removed)}")
+                self._event(rec, "demoted",
+                            f"{'; '.join(reasons)}; {_removal(rec.digest, removed)}")
                 return
             if rec.state is not State.FLAGGED or rec.reasons != reasons:
                 self._event(rec, "flagged", "; ".join(reasons))
