@@ -100,6 +100,13 @@ def select_entries(catalog: Catalog, options: RunOptions) -> list[ImageEntry]:
     return entries
 
 
+def _removal(digest: str, attachments: list[str]) -> str:
+    """What a demotion took away, for the record's event."""
+    if not attachments:
+        return f"removed {digest} (no signature or attestation was there)"
+    return f"removed {digest} and {', '.join(attachments)}"
+
+
 def recorded_for(contents: Callable[[], LedgerContents], entries: list[ImageEntry]
                  ) -> tuple[dict[tuple[str, str], Record], list[Unreadable], list[str]]:
     """The records of ``entries``, their unreadable ones, and every stray file's message."""
@@ -353,10 +360,12 @@ class Pipeline:
                 return
             if policy.on_regression == "demote":
                 self.progress.step(subject, "demoting")
-                promote_mod.demote(self._target_client, self._approved(rec.name), rec.digest)
+                removed = promote_mod.demote(self._target_client, self._approved(rec.name),
+                                             rec.digest)
                 rec.promoted_digest = None
                 rec.state, rec.reasons = State.DEMOTED, reasons
-                self._event(rec, "demoted", "; ".join(reasons))
+                self._event(rec, "demoted",
+                            f"{'; '.join(reasons)}; {_removal(rec.digest, removed)}")
                 return
             if rec.state is not State.FLAGGED or rec.reasons != reasons:
                 self._event(rec, "flagged", "; ".join(reasons))
@@ -383,8 +392,9 @@ class Pipeline:
                 if rec.promoted_digest is None:
                     if current is not None and current.digest:
                         self.progress.step(subject, f"removing from {endpoint.name}")
-                        replicate.remove_from_replica(client, approved, current.digest)
-                        self._event(rec, "unreplicated", f"{current.digest} removed from {endpoint.name}")
+                        removed = promote_mod.demote(client, approved, current.digest)
+                        self._event(rec, "unreplicated",
+                                    f"{_removal(current.digest, removed)} from {endpoint.name}")
                         current.digest, current.copied_at, current.lagging = None, None, False
                     continue
                 if not replicate.needs_copy(rec, endpoint.name):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from syncer import skopeo
 from syncer.endpoints import Endpoint
-from syncer.errors import NotFoundError
 from syncer.mirror import copy_endpoints
 from syncer.model import Record, ReplicaState
 from syncer.registry import RegistryClient
@@ -47,9 +46,3 @@ def push_to_replica(source: Endpoint, replica: Endpoint, replica_client: Registr
     copy_endpoints(source, replica, source.docker_ref(approved_repo, digest=digest),
                    replica.docker_ref(approved_repo, tag=tag), timeout=timeout)
 
-
-def remove_from_replica(replica_client: RegistryClient, approved_repo: str, digest: str) -> None:
-    try:
-        replica_client.delete_manifest(approved_repo, digest)
-    except NotFoundError:
-        pass  # already gone: the demotion's goal is met
