@@ -10,7 +10,8 @@ The answer is a short-lived JWT signed with our key, carrying the certificate ch
 The catalog and the users file are reloaded when they change on disk; a version that does
 not load is logged and the last good one stays in force, so that a broken commit never
 opens or closes the registry by accident. Every decision is logged as one line, never with
-a password or a token.
+a password or a token. Failed logins make further attempts of that user or address wait
+(``LoginThrottle``), and an unknown user costs the bcrypt check a known one does.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ import binascii
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 import threading
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -48,8 +52,17 @@ TOKEN_PATH = "/token"
 BASIC_REALM = "syncer registry"
 MIN_ROBOT_SECRET = 16
 
+# The cost docs/access.md asks for (htpasswd -B defaults to 5, about 3 ms a guess here).
+MIN_BCRYPT_COST = 10
+# bcrypt reads no further; the library refuses longer input rather than truncate silently.
+BCRYPT_MAX_PASSWORD = 72
+# Said to the client as well: it tells nothing about accounts, and saves a long search.
+TOO_LONG_PASSWORD = f"password longer than {BCRYPT_MAX_PASSWORD} bytes"
+
 _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
-_BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
+# $2y$ (htpasswd), $2b$, $2a$; the cost; 22 characters of salt and 31 of hash.
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}")
+_BCRYPT_COSTS = range(4, 32)  # what the algorithm defines
 _USER_RE = re.compile(r"[^\s:]+")
 # Values logged as they are unless they could break the one-line key=value format.
 _PLAIN_LOG_VALUE = re.compile(r"[\x21\x23-\x7e]+")
@@ -175,33 +188,65 @@ class Accounts:
 
     users: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     robots: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # What an unknown user's password is checked against, so that it costs what a user's does.
+    _dummy: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         both = sorted(set(self.users) & set(self.robots))
         if both:
             raise UsageError(f"{', '.join(both)} is both a user in the users file and a robot; "
                              "rename one of them")
+        object.__setattr__(self, "_dummy", _dummy_hash(_usual_cost(self.users)))
+
+    def is_robot(self, user: str) -> bool:
+        return user in self.robots
 
     def check(self, user: str, password: str) -> str | None:
         """None when ``password`` is right for ``user``; otherwise why not, for the log."""
         if user in self.robots:
             good = hmac.compare_digest(self.robots[user].encode(), password.encode())
             return None if good else "wrong robot secret"
+        secret = password.encode()
+        if len(secret) > BCRYPT_MAX_PASSWORD:
+            # Refused before the lookup, so known and unknown users are refused alike.
+            return TOO_LONG_PASSWORD
         stored = self.users.get(user)
-        # An unknown user costs a bcrypt check too, so that timing does not tell who exists.
-        good = bcrypt.checkpw(password.encode(), stored or _dummy_hash(self.users))
+        good = bcrypt.checkpw(secret, stored or self._dummy)
         if stored is None:
             return "unknown user"
         return None if good else "wrong password"
 
 
-def _dummy_hash(users: Mapping[str, bytes]) -> bytes:
-    cost = int(next(iter(users.values())).split(b"$")[2]) if users else 5
-    return _DUMMY_HASHES.setdefault(cost, bcrypt.hashpw(secrets.token_bytes(16),
-                                                        bcrypt.gensalt(rounds=cost)))
+def bcrypt_cost(hashed: bytes) -> int:
+    """The cost of a ``$2y$NN$…`` hash (``parse_htpasswd`` checked its form)."""
+    return int(hashed[4:6])
+
+
+def weak_users(users: Mapping[str, bytes], minimum: int = MIN_BCRYPT_COST) -> dict[str, int]:
+    """The users whose hash has a cost below ``minimum``, with that cost."""
+    return {user: bcrypt_cost(hashed) for user, hashed in sorted(users.items())
+            if bcrypt_cost(hashed) < minimum}
+
+
+def _usual_cost(users: Mapping[str, bytes]) -> int:
+    """The cost most users' hashes have (the higher one on a tie), so that an unknown user
+    takes as long as most known ones; MIN_BCRYPT_COST without users."""
+    costs = Counter(bcrypt_cost(hashed) for hashed in users.values())
+    return max(costs, key=lambda cost: (costs[cost], cost)) if costs else MIN_BCRYPT_COST
+
+
+def _dummy_hash(cost: int) -> bytes:
+    # Made once per cost: making it costs a bcrypt round of its own, which the request of an
+    # unknown user must not pay (it would then take twice as long as a known user's).
+    with _DUMMY_LOCK:
+        if cost not in _DUMMY_HASHES:
+            _DUMMY_HASHES[cost] = bcrypt.hashpw(secrets.token_bytes(16),
+                                                bcrypt.gensalt(rounds=cost))
+        return _DUMMY_HASHES[cost]
 
 
 _DUMMY_HASHES: dict[int, bytes] = {}
+_DUMMY_LOCK = threading.Lock()
 
 
 def parse_htpasswd(text: str, file: str) -> dict[str, bytes]:
@@ -215,9 +260,11 @@ def parse_htpasswd(text: str, file: str) -> dict[str, bytes]:
         if not sep or not _USER_RE.fullmatch(user):
             raise UsageError(f"{file}:{number}: expected USER:HASH; create entries with "
                              "`htpasswd -B FILE USER`")
-        if not hashed.startswith(_BCRYPT_PREFIXES) or len(hashed) != 60:
+        form = _BCRYPT_HASH.fullmatch(hashed)
+        if form is None or int(form.group(1)) not in _BCRYPT_COSTS:
             raise UsageError(f"{file}:{number}: user '{user}' has a hash that is not bcrypt; "
-                             f"set it again with `htpasswd -B {file} {user}`")
+                             f"set it again with "
+                             f"`htpasswd -B -C {MIN_BCRYPT_COST} {file} {user}`")
         if user in users:
             raise UsageError(f"{file}:{number}: user '{user}' appears twice; keep one line")
         users[user] = hashed.encode()
@@ -254,6 +301,113 @@ def robots_from_env(variables: Sequence[str], environ: Mapping[str, str]) -> dic
                              "give each robot one variable")
         robots[name] = secret
     return robots
+
+
+# --- throttling failed logins --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThrottleSettings:
+    """When failed logins make further attempts wait (see ``LoginThrottle``)."""
+
+    user_failures: int = 5  # of one user, before that user's logins wait
+    client_failures: int = 20  # of one client address: people behind one NAT share it
+    max_delay: float = 60.0  # seconds; the longest any wait lasts
+    first_delay: float = 1.0
+    forget_after: float = 900.0  # seconds without a failure, after which a key starts afresh
+    capacity: int = 10_000  # keys remembered; the oldest are forgotten first
+
+    def __post_init__(self) -> None:
+        if min(self.user_failures, self.client_failures, self.capacity) < 1:
+            raise UsageError("--user-login-failures and --client-login-failures must be at "
+                             "least 1")
+        if not 0 < self.first_delay <= self.max_delay <= self.forget_after:
+            raise UsageError(f"--login-lockout must be between {self.first_delay:g} and "
+                             f"{self.forget_after:g} seconds")
+
+
+@dataclass
+class _Failures:
+    count: int
+    last: float
+    locked_until: float
+
+
+class LoginThrottle:
+    """Failed logins per user and per client address, in memory of bounded size.
+
+    Once a key (a user, or a client address) has failed ``*_failures`` times, its next
+    attempts are answered 429 with ``Retry-After`` and not checked at all until a delay has
+    passed: ``first_delay``, doubling with each further failure, never above ``max_delay``.
+    Attempts refused that way neither count nor prolong the wait, so a lock always ends
+    within ``max_delay`` of the last checked failure. Failures are forgotten after
+    ``forget_after`` seconds without one, and a user's when the user logs in.
+
+    So that guessing at a password cannot keep its user out, a user's lock does not apply at
+    addresses the user logged in from within ``forget_after`` (their own limit still does), and
+    robots have no per-user lock at all: their secrets are long and random, and a lock would
+    only let anyone stop the pipeline.
+    """
+
+    def __init__(self, settings: ThrottleSettings = ThrottleSettings(),
+                 clock: Callable[[], float] = time.monotonic):
+        self.settings, self._clock = settings, clock
+        # Both ordered by last use, oldest first, so that forgetting pops from the front.
+        self._failures: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+        self._known: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def wait(self, user: str | None, client: str, *, robot: bool = False) -> float:
+        """Seconds before this attempt may be checked; 0 when it may be now."""
+        with self._lock:
+            now = self._forget(self._clock())
+            waits = [entry.locked_until - now for key in self._keys(user, client, robot)
+                     if (entry := self._failures.get(key)) is not None]
+            return max([0.0, *waits])
+
+    def failed(self, user: str | None, client: str, *, robot: bool = False) -> None:
+        with self._lock:
+            now = self._forget(self._clock())
+            for key in self._keys(user, client, robot):
+                entry = self._failures.pop(key, None) or _Failures(0, now, now)
+                entry.count, entry.last = entry.count + 1, now
+                limit = (self.settings.user_failures if key[0] == "user"
+                         else self.settings.client_failures)
+                if entry.count >= limit:
+                    # Capped before the power: the count of a long attack would overflow it.
+                    doublings = min(entry.count - limit, 32)
+                    entry.locked_until = now + min(self.settings.first_delay * 2 ** doublings,
+                                                   self.settings.max_delay)
+                _bounded_put(self._failures, key, entry, self.settings.capacity)
+
+    def succeeded(self, user: str, client: str) -> None:
+        with self._lock:
+            now = self._forget(self._clock())
+            self._failures.pop(("user", user), None)
+            self._known.pop((user, client), None)
+            _bounded_put(self._known, (user, client), now, self.settings.capacity)
+
+    def _keys(self, user: str | None, client: str, robot: bool) -> list[tuple[str, str]]:
+        keys = [("client", client)]
+        if user is not None and not robot and (user, client) not in self._known:
+            keys.append(("user", user))
+        return keys
+
+    def _forget(self, now: float) -> float:
+        horizon = now - self.settings.forget_after
+        while self._failures and next(iter(self._failures.values())).last < horizon:
+            self._failures.popitem(last=False)
+        while self._known and next(iter(self._known.values())) < horizon:
+            self._known.popitem(last=False)
+        return now
+
+
+def _bounded_put(table: OrderedDict[tuple[str, str], Any], key: tuple[str, str], value: Any,
+                 capacity: int) -> None:
+    """Puts ``key`` last (newest), forgetting the oldest keys beyond ``capacity``."""
+    table[key] = value
+    while len(table) > capacity:
+        table.popitem(last=False)
 
 
 # --- reloading -------------------------------------------------------------------------------
@@ -323,9 +477,11 @@ class TokenService:
 
     def __init__(self, signer: TokenSigner, *, issuer: str, lifetime: int,
                  rules: Callable[[], Sequence[AccessGroup]], accounts: Callable[[], Accounts],
+                 throttle: LoginThrottle | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self.signer, self.issuer, self.lifetime = signer, issuer, lifetime
         self.rules, self.accounts, self.clock = rules, accounts, clock
+        self.throttle = throttle or LoginThrottle()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         response = self.respond(environ)
@@ -371,19 +527,32 @@ class TokenService:
 
     def _authenticate(self, header: str | None, now: datetime,
                       client: str) -> str | None | Response:
-        """The user name; None for a request without credentials; a 401 when refused."""
+        """The user name; None for a request without credentials; a 401 when refused, a 429
+        while failed logins of this user or address make it wait."""
         user = _basic_user(header)
         if user is None:
             return None
+        name = user.name if isinstance(user, _Credentials) else None
+        accounts = self.accounts()
+        robot = name is not None and accounts.is_robot(name)
+        wait = self.throttle.wait(name, client, robot=robot)
+        if wait > 0:
+            seconds = str(math.ceil(wait))
+            _audit(now, "throttled", name, client, retry_after=seconds)
+            return Response("429 Too Many Requests",
+                            _errors("TOOMANYREQUESTS", "too many failed logins; try again in "
+                                    f"{seconds} seconds"), (("Retry-After", seconds),))
         if isinstance(user, _Credentials):
-            refusal = self.accounts().check(user.name, user.password)
+            refusal = accounts.check(user.name, user.password)
             if refusal is None:
+                self.throttle.succeeded(user.name, client)
                 return user.name
-            _audit(now, "refused", user.name, client, reason=refusal)
-            message = "incorrect username or password"
+            message = (refusal if refusal == TOO_LONG_PASSWORD
+                       else "incorrect username or password")
         else:
-            _audit(now, "refused", None, client, reason="malformed Authorization header")
-            message = "send credentials as HTTP Basic"
+            refusal, message = "malformed Authorization header", "send credentials as HTTP Basic"
+        _audit(now, "refused", name, client, reason=refusal)
+        self.throttle.failed(name, client, robot=robot)
         return Response("401 Unauthorized", _errors("UNAUTHORIZED", message),
                         (("WWW-Authenticate", f'Basic realm="{BASIC_REALM}"'),))
 

@@ -970,6 +970,50 @@ def check_unique_names(draft: Draft, today: date) -> Iterator[Diagnostic]:
                                     "of them a different 'name'")
 
 
+def check_report_paths(draft: Draft, today: date) -> Iterator[Diagnostic]:
+    """Names whose files under reports/ would collide: a record (records/<name>/<tag>.yaml)
+    or page (images/<name>.md) of one name is a directory of another's, so the run could
+    write neither. Checked for any tag, since `match` finds tags nobody listed. Also tags of
+    one entry that differ only in case: one file on a case-insensitive checkout (macOS)."""
+    first: dict[str, Located[ImageEntry]] = {}
+    for image in draft.images:
+        first.setdefault(image.value.name, image)
+    for image in first.values():
+        name = image.value.name
+        where = _name_where(image)
+        parts = name.split("/")
+        for k, part in enumerate(parts):
+            if k and part.endswith(".yaml") and is_valid_tag(part[:-5]):
+                other = first.get("/".join(parts[:k]))
+                if other is not None:
+                    yield Diagnostic(where, _collision(
+                        name, f"the record of {other.value.name}:{part[:-5]} "
+                        f"(reports/records/{other.value.name}/{part})", other))
+            if k < len(parts) - 1 and part.endswith(".md") and part[:-3]:
+                other = first.get("/".join([*parts[:k], part[:-3]]))
+                if other is not None:
+                    yield Diagnostic(where, _collision(
+                        name, f"the page of {other.value.name} "
+                        f"(reports/images/{other.value.name}.md)", other))
+        folded: dict[str, list[str]] = {}
+        for tag in image.value.tags:
+            folded.setdefault(tag.casefold(), []).append(tag)
+        for same in (tags for tags in folded.values() if len(tags) > 1):
+            yield Diagnostic(image.where("tags"), f"tags {', '.join(repr(t) for t in same)} of "
+                             f"'{name}' differ only in case: their records would be one file "
+                             "on a case-insensitive checkout; keep one of them")
+
+
+def _name_where(image: Located[ImageEntry]) -> Location:
+    return image.where("name") if "name" in image.at else image.where("source")
+
+
+def _collision(name: str, theirs: str, other: Located[ImageEntry]) -> str:
+    return (f"name '{name}' collides with {theirs}, defined at {_name_where(other)}: one would be "
+            "a directory where the other is a file under reports/; give one of them a "
+            "different 'name'")
+
+
 def check_exceptions(draft: Draft, today: date) -> Iterator[Diagnostic]:
     names = [i.value.name for i in draft.images]
     for exception in draft.exceptions:
@@ -1034,6 +1078,7 @@ CHECKS: list[Check] = [
     check_policies_defined,
     check_signers_have_keys,
     check_unique_names,
+    check_report_paths,
     check_exceptions,
     check_approvals,
     check_access,

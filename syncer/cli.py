@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from syncer import __version__
 from syncer.errors import CatalogError, SyncerError, UsageError
@@ -76,12 +80,32 @@ def _command_in(argv: list[str]) -> str | None:
     return next((a for a in argv if a in names), None)
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _terminate_like_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI runner cancelling the job, ``kill``) stops a command as Ctrl-C does:
+    writes in progress finish or are removed, the run lock is released, exit 130. Left as it
+    was when not on the main thread, where no handler can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     try:
-        return int(args._run(args))
+        with _terminate_like_interrupt():
+            return int(args._run(args))
     except CatalogError as err:
         print(err, file=sys.stderr)
         return 2

@@ -85,6 +85,11 @@ class SigningError(SyncerError):
     """A key could not be read, a signature not made, stored or verified."""
 
 
+class UnsafePathError(SyncerError, ValueError):
+    """A path under the audit trail is a symlink, or not the kind of file it must be; a
+    ValueError too, as a path outside the reference grammar is."""
+
+
 class GitError(SyncerError):
     """Committing or pushing the audit trail failed."""
 

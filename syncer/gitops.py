@@ -38,6 +38,9 @@ MAX_BACKOFF = 30.0
 _SUBJECT_ORDER = [State.PROMOTED, State.HELD, State.FLAGGED, State.DEMOTED, State.FAILED,
                   State.SCANNED, State.MIRRORED]
 _URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+# Temporary files of atomic writes (syncer.atomic) are never staged: one an interrupted run
+# left behind holds half a record.
+_NO_TEMP_FILES = ":(exclude,glob)**/.*.tmp"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class CommitResult:
     sha: str | None  # the commit that holds the changes (after integration, if any)
     pushed: bool
     attempts: int  # push attempts made; 0 when nothing was pushed
+    # Commits that were on the branch but not on the remote before this call (an earlier
+    # run's push failed or it was killed before pushing), pushed now with this one.
+    unpushed: int = 0
 
 
 def summary_message(counts: Mapping[str, int], run_id: str | None,
@@ -80,7 +86,8 @@ def commit_reports(repo_dir: str | os.PathLike[str], paths: Sequence[str | os.Pa
                    refresh: Callable[[], object] | None = None) -> CommitResult:
     """Commits the changes under ``paths`` (absolute or relative to ``repo_dir``) and pushes.
 
-    Nothing changed: no commit, no push. After ``max_attempts`` failed pushes ``GitError`` is
+    Nothing changed: no commit, and no push unless the branch holds commits the remote lacks
+    (an earlier run's push failed): those are pushed, so nothing finished is lost. After ``max_attempts`` failed pushes ``GitError`` is
     raised with the commit kept on the local branch and the working tree as it was.
 
     ``refresh`` is called after another run's commits were integrated, with the working tree
@@ -92,22 +99,36 @@ def commit_reports(repo_dir: str | os.PathLike[str], paths: Sequence[str | os.Pa
     name, email = identity or identity_from_env()
     ident_env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
                  "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+    unpushed = 0
     if push:
         # Resolved before committing so that a detached HEAD fails without leaving a commit.
         branch = branch or _current_branch(repo)
+        unpushed = _unpushed(repo, remote, branch)
     if not pathspecs:
         return CommitResult(False, None, False, 0)
-    _git(repo, "add", "--all", "--", *pathspecs, what="stage the reports")
-    if not _git(repo, "diff", "--cached", "--name-only", "--", *pathspecs, what="list changes"):
-        return CommitResult(False, None, False, 0)
-    # `commit -- paths` commits only those paths, even if other changes are staged.
-    _git(repo, "commit", "--quiet", "--file=-", "--", *pathspecs, istream_text=message,
-         env=ident_env, what="commit the reports")
-    sha = repo.head.commit.hexsha
-    if not push:
-        return CommitResult(True, sha, False, 0)
+    _git(repo, "add", "--all", "--", *pathspecs, _NO_TEMP_FILES, what="stage the reports")
+    committed = bool(_git(repo, "diff", "--cached", "--name-only", "--", *pathspecs, _NO_TEMP_FILES,
+                          what="list changes"))
+    if committed:
+        # `commit -- paths` commits only those paths, even if other changes are staged.
+        _git(repo, "commit", "--quiet", "--file=-", "--", *pathspecs, _NO_TEMP_FILES,
+             istream_text=message, env=ident_env, what="commit the reports")
+    if not push or not (committed or unpushed):
+        return CommitResult(committed, repo.head.commit.hexsha if committed else None, False, 0)
     assert branch is not None
-    return _push_with_retries(repo, remote, branch, pathspecs, max_attempts, sleep, ident_env, refresh)
+    result = _push_with_retries(repo, remote, branch, pathspecs, max_attempts, sleep, ident_env, refresh)
+    return CommitResult(committed, result.sha, result.pushed, result.attempts, unpushed)
+
+
+def _unpushed(repo: git.Repo, remote: str, branch: str) -> int:
+    """Commits on HEAD that the remote-tracking branch lacks; 0 when there is none to compare
+    with (git updates it on every successful push and fetch, so no network is needed)."""
+    tracking = f"refs/remotes/{remote}/{branch}"
+    try:
+        repo.git.execute(["git", "rev-parse", "--verify", "--quiet", tracking])
+    except git.GitCommandError:
+        return 0
+    return int(_git(repo, "rev-list", "--count", f"{tracking}..HEAD", what="count unpushed commits"))
 
 
 def changed_files(repo_dir: str | os.PathLike[str],
@@ -119,7 +140,7 @@ def changed_files(repo_dir: str | os.PathLike[str],
     if not pathspecs:
         return []
     out = _git(repo, "status", "--porcelain", "-z", "--no-renames", "--untracked-files=all",
-               "--", *pathspecs, what="list changed reports")
+               "--", *pathspecs, _NO_TEMP_FILES, what="list changed reports")
     return sorted(entry[3:] for entry in out.split("\0") if entry)
 
 
@@ -153,10 +174,11 @@ def _fold_refresh(repo: git.Repo, pathspecs: list[str], refresh: Callable[[], ob
                   ident_env: dict[str, str]) -> None:
     """Regenerates derived files on the integrated tree and amends our top commit with them."""
     refresh()
-    _git(repo, "add", "--all", "--", *pathspecs, what="stage the regenerated reports")
-    if _git(repo, "diff", "--cached", "--name-only", "--", *pathspecs, what="list changes"):
-        _git(repo, "commit", "--quiet", "--amend", "--no-edit", "--", *pathspecs, env=ident_env,
-             what="fold the regenerated reports into the commit")
+    _git(repo, "add", "--all", "--", *pathspecs, _NO_TEMP_FILES, what="stage the regenerated reports")
+    if _git(repo, "diff", "--cached", "--name-only", "--", *pathspecs, _NO_TEMP_FILES,
+            what="list changes"):
+        _git(repo, "commit", "--quiet", "--amend", "--no-edit", "--", *pathspecs, _NO_TEMP_FILES,
+             env=ident_env, what="fold the regenerated reports into the commit")
 
 
 def _integrate_remote(repo: git.Repo, remote: str, branch: str, pathspecs: list[str],

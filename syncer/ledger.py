@@ -8,6 +8,10 @@ Records are the audit trail and live in git, so writing them is careful about th
 - no half files: a write goes to a temporary file in the same directory, is fsynced and then
   atomically renamed over the record.
 
+A file that cannot be read never stops a reader (``Ledger.contents``): it fails its own tag
+and is left as it is, to be restored from git history; a file that is no record is reported
+and skipped.
+
 Events are append-only and records are never deleted. Finding order is normalised on save
 (severity, worst first, then id, then package), so it does not depend on the scanner's order.
 """
@@ -15,8 +19,9 @@ Events are append-only and records are never deleted. Finding order is normalise
 from __future__ import annotations
 
 import io
-import re
 import os
+import re
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,8 +33,8 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.representer import RoundTripRepresenter
 
 from syncer import refs
-from syncer.atomic import write_atomic
-from syncer.errors import SyncerError
+from syncer.atomic import is_temp_name, read_regular, write_atomic
+from syncer.errors import SyncerError, UnsafePathError
 from syncer.model import (Event, Finding, LicenseFinding, PlatformScan, Record, ReplicaState, ScanResult,
                           Severity, State)
 from syncer.policy import count_by_severity
@@ -60,64 +65,121 @@ def validate_tag(tag: str) -> None:
                          "or '-', not starting with '.' or '-'")
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A record file at a valid ``<name>/<tag>.yaml`` path that could not be read: its tag
+    fails (``message`` says why and how to restore it) and the file is left as it is."""
+
+    name: str
+    tag: str
+    path: str
+    message: str
+
+
+@dataclass(frozen=True)
+class LedgerContents:
+    """Every record that could be read, every one that could not, and every file under
+    ``records/`` that is no record (``strays``: one message each, the file skipped)."""
+
+    records: list[Record] = field(default_factory=list)
+    unreadable: list[Unreadable] = field(default_factory=list)
+    strays: list[str] = field(default_factory=list)
+
+
 class Ledger:
     def __init__(self, reports_dir: str | os.PathLike[str]):
-        self.records_dir = Path(reports_dir) / "records"
+        self.root = Path(reports_dir)
+        self.records_dir = self.root / "records"
         # The text and round-trip document this ledger last wrote per file: the next save of
         # the same record (a tag passes several stages in one run) need not parse it again.
         self._written: dict[Path, tuple[str, Any]] = {}
 
     def path_for(self, name: str, tag: str) -> Path:
-        """The record file of ``name:tag``; ValueError for a name or tag outside the grammar."""
+        """The record file of ``name:tag``; ValueError for a name or tag outside the grammar,
+        UnsafePathError (also a ValueError) for one that a symlink leads elsewhere."""
         validate_name(name)
         validate_tag(tag)
         path = self.records_dir.joinpath(*name.split("/"), tag + _SUFFIX)
         # The grammar already rules out escapes; this also catches a symlinked directory.
         if not path.resolve().is_relative_to(self.records_dir.resolve()):
-            raise ValueError(f"record path for {name}:{tag} resolves outside {self.records_dir}")
+            raise UnsafePathError(f"record path for {name}:{tag} resolves outside "
+                                  f"{self.records_dir}: a symlink on the way; replace it with a "
+                                  "real directory or file (git rm the link)")
         return path
 
     def load(self, name: str, tag: str) -> Record | None:
         path = self.path_for(name, tag)
-        if not path.exists():
-            return None
-        return _load_path(path, name, tag)
+        text = _read_text(self.root, path)
+        return None if text is None else _record_from_doc(_parse(text, path, round_trip=False),
+                                                         path, name, tag)
 
     def records_for(self, name: str) -> list[Record]:
-        """Every record of one repository, sorted by tag."""
+        """Every readable record of one repository, sorted by tag."""
         validate_name(name)
-        directory = self.records_dir.joinpath(*name.split("/"))
-        if not directory.is_dir():
-            return []
-        records = [self._load_file(p) for p in directory.glob("*" + _SUFFIX) if _is_record_file(p)]
-        return sorted(records, key=lambda r: r.tag)
+        return [r for r in self.contents().records if r.name == name]
 
     def all(self) -> list[Record]:
-        """Every record, sorted by (name, tag)."""
-        if not self.records_dir.is_dir():
-            return []
-        records = [self._load_file(p) for p in self.records_dir.rglob("*" + _SUFFIX) if _is_record_file(p)]
-        return sorted(records, key=lambda r: (r.name, r.tag))
+        """Every readable record, sorted by (name, tag); see ``contents`` for the others."""
+        return self.contents().records
 
-    def _load_file(self, path: Path) -> Record:
+    def contents(self) -> LedgerContents:
+        """Every file under ``records/``: one that cannot be read fails only its own tag, and
+        one that is no record is reported and skipped; neither stops the reader. Only a
+        directory that cannot be listed raises LedgerError: which tags it holds is unknown."""
+        out = LedgerContents()
+        if not self.records_dir.is_dir():
+            return out
+
+        def unlisted(err: OSError) -> None:
+            raise LedgerError(f"{err.filename}: cannot list the records ({err.strerror}); fix its "
+                              "permissions: a run must know every record before it acts") from None
+
+        for directory, subdirs, files in os.walk(self.records_dir, onerror=unlisted):
+            here = Path(directory)
+            for sub in [d for d in subdirs if (here / d).is_symlink()]:
+                subdirs.remove(sub)
+                out.strays.append(f"{here / sub}: a symlink under records/ is never followed; "
+                                  "skipped: replace it with a directory (git rm the link)")
+            for file in files:
+                self._classify(here / file, out)
+        out.records.sort(key=lambda r: (r.name, r.tag))
+        out.unreadable.sort(key=lambda u: (u.name, u.tag))
+        out.strays.sort()
+        return out
+
+    def _classify(self, path: Path, out: LedgerContents) -> None:
+        if is_temp_name(path.name) or path.name.startswith(".git"):
+            return  # a write in progress (the run removes leftovers), or git's own files
         rel = path.relative_to(self.records_dir)
-        name, tag = "/".join(rel.parent.parts), path.name[: -len(_SUFFIX)]
+        name, tag = "/".join(rel.parent.parts), path.name.removesuffix(_SUFFIX)
         try:
+            if not path.name.endswith(_SUFFIX):
+                raise ValueError("not a .yaml file")
             validate_name(name)
             validate_tag(tag)
         except ValueError as err:
-            raise LedgerError(f"{path}: not a record path ({err}); only records "
-                              "<name>/<tag>.yaml belong under records/: move the file away") from None
-        return _load_path(path, name, tag)
+            out.strays.append(f"{path}: not a record path ({err}); only records <name>/<tag>.yaml "
+                              "belong under records/: skipped; move the file away")
+            return
+        try:
+            text = _read_text(self.root, path)
+            if text is not None:  # gone since it was listed: nothing to read
+                out.records.append(_record_from_doc(_parse(text, path, round_trip=False),
+                                                    path, name, tag))
+        except SyncerError as err:
+            out.unreadable.append(Unreadable(name, tag, str(path), str(err)))
+        except Exception as err:  # noqa: BLE001 - no file under records/ may stop a reader
+            out.unreadable.append(Unreadable(name, tag, str(path), (
+                f"{path}: corrupt record ({type(err).__name__}: {err}); "
+                f"{_RESTORE.format(path=path)}")))
 
     def save(self, record: Record) -> bool:
         """Write ``record``; True if the file changed. Refuses (ValueError) to drop events."""
         path = self.path_for(record.name, record.tag)
         desired = _record_doc(record)
         doc: Any = desired
-        old_text = None
-        if path.exists():
-            old_text = _read_text(path)
+        old_text = _read_text(self.root, path)
+        if old_text is not None:
             cached = self._written.get(path)
             existing = cached[1] if cached and cached[0] == old_text else _parse(old_text, path)
             stored = _record_from_doc(existing, path, record.name, record.tag)
@@ -128,19 +190,9 @@ class Ledger:
         text = _dump(doc)
         if text == old_text:
             return False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, text.encode("utf-8"))
+        write_atomic(path, text.encode("utf-8"), root=self.root)
         self._written[path] = (text, doc)
         return True
-
-
-def _load_path(path: Path, name: str, tag: str) -> Record:
-    return _record_from_doc(_read_doc(path), path, name, tag)
-
-
-def _is_record_file(path: Path) -> bool:
-    # Dot files are temporary files of a write in progress.
-    return path.is_file() and not path.name.startswith(".")
 
 
 # --- YAML ----------------------------------------------------------------------------------
@@ -202,6 +254,9 @@ def _fast_load(text: str) -> Any:
 def _parse(text: str, path: Path, *, round_trip: bool = True) -> Any:
     try:
         return _yaml().load(text) if round_trip else _fast_load(text)
+    except RecursionError:
+        raise LedgerError(f"{path}: corrupt record (nested too deeply); "
+                          f"{_RESTORE.format(path=path)}") from None
     except (YAMLError, pyyaml.YAMLError) as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -209,16 +264,16 @@ def _parse(text: str, path: Path, *, round_trip: bool = True) -> Any:
         raise LedgerError(f"{where}: corrupt record ({problem}); {_RESTORE.format(path=path)}") from None
 
 
-def _read_text(path: Path) -> str:
+def _read_text(root: Path, path: Path) -> str | None:
+    """The record's text, None when there is no file; never through a symlink."""
     try:
-        return path.read_text(encoding="utf-8")
+        data = read_regular(root, path)
+        return None if data is None else data.decode("utf-8")
+    except UnsafePathError as err:
+        raise LedgerError(f"{err} ({_RESTORE.format(path=path)})") from None
     except (OSError, UnicodeDecodeError) as err:
         raise LedgerError(f"{path}: cannot read record ({err.__class__.__name__}); "
                           f"{_RESTORE.format(path=path)}") from None
-
-
-def _read_doc(path: Path) -> Any:
-    return _parse(_read_text(path), path, round_trip=False)
 
 
 def _merge(existing: Any, desired: Any) -> Any:

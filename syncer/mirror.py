@@ -10,8 +10,10 @@ from syncer import skopeo
 from syncer.endpoints import Endpoint
 
 
-def copy_endpoints(src: Endpoint, dst: Endpoint, src_ref: str, dst_ref: str) -> None:
-    """One ``skopeo copy --all --preserve-digests`` between two endpoints."""
+def copy_endpoints(src: Endpoint, dst: Endpoint, src_ref: str, dst_ref: str, *,
+                   timeout: float = skopeo.COPY_TIMEOUT) -> None:
+    """One ``skopeo copy --all --preserve-digests`` between two endpoints, stopped (and failed)
+    after ``timeout`` seconds."""
     skopeo.copy(
         src_ref,
         dst_ref,
@@ -21,14 +23,16 @@ def copy_endpoints(src: Endpoint, dst: Endpoint, src_ref: str, dst_ref: str) -> 
         dst_creds=dst.credentials,
         src_cert_dir=src.ca_dir,
         dst_cert_dir=dst.ca_dir,
+        timeout=timeout,
     )
 
 
 def mirror(source: Endpoint, source_path: str, digest: str, target: Endpoint, quarantine_repo: str,
-           tag: str) -> None:
+           tag: str, *, timeout: float = skopeo.COPY_TIMEOUT) -> None:
     copy_endpoints(
         source,
         target,
         source.docker_ref(source_path, digest=digest),
         target.docker_ref(quarantine_repo, tag=tag),
+        timeout=timeout,
     )

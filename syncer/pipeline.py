@@ -17,12 +17,12 @@ from typing import Callable
 
 from syncer import policy as policy_mod
 from syncer import promote as promote_mod
-from syncer import replicate
+from syncer import replicate, skopeo
 from syncer.discover import Sources, discover
 from syncer.endpoints import Endpoint, remember_secrets, replica_endpoints, target_endpoint
 from syncer.errors import SigningError, SyncerError, failure_text
 from syncer.layers import LayerError
-from syncer.ledger import Ledger, now_iso
+from syncer.ledger import Ledger, LedgerContents, Unreadable, now_iso
 from syncer.mirror import mirror
 from syncer.model import Catalog, Event, ImageEntry, Record, ScanResult, State
 from syncer.plan import Change, Plan, TagPlan, build_plan, was_mirrored
@@ -38,6 +38,7 @@ class RunOptions:
     only: tuple[str, ...] = ()
     shard: tuple[int, int] | None = None  # (k, n), 1-based k
     dry_run: bool = False
+    copy_timeout: float = skopeo.COPY_TIMEOUT  # seconds per skopeo copy
     today: date = field(default_factory=date.today)
     registry_deadline: float = DEADLINE_DEFAULT  # seconds for one registry answer
 
@@ -100,21 +101,39 @@ def select_entries(catalog: Catalog, options: RunOptions) -> list[ImageEntry]:
     return entries
 
 
-def recorded_for(records: Callable[[], list[Record]],
-                 entries: list[ImageEntry]) -> dict[tuple[str, str], Record]:
+def _removal(digest: str, attachments: list[str]) -> str:
+    """What a demotion took away, for the record's event."""
+    if not attachments:
+        return f"removed {digest} (no signature or attestation was there)"
+    return f"removed {digest} and {', '.join(attachments)}"
+
+
+def recorded_for(contents: Callable[[], LedgerContents], entries: list[ImageEntry]
+                 ) -> tuple[dict[tuple[str, str], Record], list[Unreadable], list[str]]:
+    """The records of ``entries``, their unreadable ones, and every stray file's message."""
     names = {e.name for e in entries}
-    return {(r.name, r.tag): r for r in records() if r.name in names}
+    read = contents()
+    return ({(r.name, r.tag): r for r in read.records if r.name in names},
+            [u for u in read.unreadable if u.name in names], read.strays)
+
+
+def fail_unreadable(plan: Plan, unreadable: list[Unreadable]) -> None:
+    """Each unreadable record fails its own tag: it is never planned (a run would overwrite
+    the evidence, or copy the tag again as if new), and is reported with its remedy."""
+    broken = {(u.name, u.tag) for u in unreadable}
+    plan.tags = [t for t in plan.tags if (t.name, t.tag) not in broken]
+    plan.errors.extend((u.name, f"tag {u.tag}: {u.message}") for u in unreadable)
 
 
 class Pipeline:
     def __init__(self, catalog: Catalog, ledger: Ledger, *, scan_settings: ScanSettings | None,
                  signer: Signer | None, options: RunOptions, progress: Progress | None = None,
                  scan_problem: str = "", signer_problem: str = "",
-                 records: Callable[[], list[Record]] | None = None):
+                 records: Callable[[], LedgerContents] | None = None):
         self.catalog = catalog
         self.ledger = ledger
         # Where the records come from at planning: the ledger, or a prefetch of it.
-        self._records = records or ledger.all
+        self._records = records or ledger.contents
         self.scan_settings = scan_settings
         self.signer = signer
         # Why scanning or signing is unavailable this run: the reason a tag then fails with.
@@ -146,7 +165,9 @@ class Pipeline:
         with ThreadPoolExecutor(max_workers=1) as reader:
             reading = reader.submit(recorded_for, self._records, entries)
             discoveries = discover(entries, self.sources, jobs=max(self.options.jobs, DISCOVERY_JOBS))
-            recorded = reading.result()
+            recorded, unreadable, strays = reading.result()
+        for stray in strays:
+            self.progress.note(f"warning: {stray}")
         for found in discoveries:
             for warning in found.warnings:
                 self.progress.note(f"{found.entry.name}: warning: {warning}")
@@ -156,9 +177,11 @@ class Pipeline:
         min_remaining = {h: s.min_remaining_pulls for h, s in self.settings.sources.items()
                          if s.min_remaining_pulls is not None}
         self._scan_cache = ScanCache(recorded.values())
-        return build_plan(discoveries, recorded,
+        plan = build_plan(discoveries, recorded,
                           db_updated_at=self.scan_settings.db_updated_at if self.scan_settings else None,
                           min_remaining=min_remaining)
+        fail_unreadable(plan, unreadable)
+        return plan
 
     # --- running --------------------------------------------------------------------------
 
@@ -179,8 +202,13 @@ class Pipeline:
         self._quarantined = {(t.name, t.recorded.digest) for t in plan.tags
                              if t.recorded is not None and was_mirrored(t.recorded)}
         self.progress.total = len(work)
-        with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs))
+        try:
             result.outcomes = list(pool.map(self._process_safely, work))
+        finally:
+            # Interrupted (Ctrl-C, SIGTERM): tags in progress finish and are
+            # recorded, the queued ones are left for the next run rather than started now.
+            pool.shutdown(wait=True, cancel_futures=True)
         quiet = sum(not (o.changed or o.failed or o.deferred) for o in result.outcomes)
         if quiet:
             self.progress.note(f"{quiet} tag{'s' if quiet != 1 else ''} unchanged")
@@ -275,7 +303,11 @@ class Pipeline:
             rec.reasons = [reason]
             if not (rec.events and rec.events[-1].event == "failed" and rec.events[-1].detail == reason):
                 self._event(rec, "failed", reason)
-            changed |= self.ledger.save(rec)
+            try:
+                changed |= self.ledger.save(rec)
+            except SyncerError as unsaved:  # the record's own path is refused (a symlink)
+                return TagOutcome(tp.name, tp.tag, State.FAILED, changed=changed, failed=True,
+                                  message=f"failed: {reason}; the record could not be saved: {unsaved}")
             return TagOutcome(tp.name, tp.tag, State.FAILED, changed=changed, failed=True, message=f"failed: {reason}")
         if rec != tp.recorded:  # an unchanged record is not even rewritten (the no-op hot path)
             changed |= self.ledger.save(rec)
@@ -295,12 +327,12 @@ class Pipeline:
         if (name, digest) in self._quarantined:
             try:
                 promote_mod.copy_in_target(self._target, self._target_client, quarantine, quarantine,
-                                           digest, tag)
+                                           digest, tag, timeout=self.options.copy_timeout)
                 return f"{digest} (tagged from quarantine: no upstream pull)"
             except SyncerError:
                 pass  # e.g. garbage-collected since: fetch it from upstream after all
         mirror(self.sources.endpoint(entry.source_host), entry.source_path, digest,
-               self._target, quarantine, tag)
+               self._target, quarantine, tag, timeout=self.options.copy_timeout)
         self._quarantined.add((name, digest))
         return digest
 
@@ -336,10 +368,12 @@ class Pipeline:
                 return
             if policy.on_regression == "demote":
                 self.progress.step(subject, "demoting")
-                promote_mod.demote(self._target_client, self._approved(rec.name), rec.digest)
+                removed = promote_mod.demote(self._target_client, self._approved(rec.name),
+                                             rec.digest)
                 rec.promoted_digest = None
                 rec.state, rec.reasons = State.DEMOTED, reasons
-                self._event(rec, "demoted", "; ".join(reasons))
+                self._event(rec, "demoted",
+                            f"{'; '.join(reasons)}; {_removal(rec.digest, removed)}")
                 return
             if rec.state is not State.FLAGGED or rec.reasons != reasons:
                 self._event(rec, "flagged", "; ".join(reasons))
@@ -366,8 +400,9 @@ class Pipeline:
                 if rec.promoted_digest is None:
                     if current is not None and current.digest:
                         self.progress.step(subject, f"removing from {endpoint.name}")
-                        replicate.remove_from_replica(client, approved, current.digest)
-                        self._event(rec, "unreplicated", f"{current.digest} removed from {endpoint.name}")
+                        removed = promote_mod.demote(client, approved, current.digest)
+                        self._event(rec, "unreplicated",
+                                    f"{_removal(current.digest, removed)} from {endpoint.name}")
                         current.digest, current.copied_at, current.lagging = None, None, False
                     continue
                 if not replicate.needs_copy(rec, endpoint.name):
@@ -376,7 +411,8 @@ class Pipeline:
                     raise SyncerError(f"cannot sign: {self.signer_problem}")
                 self.progress.step(subject, f"replicating to {endpoint.name}")
                 replicate.push_to_replica(self._target, endpoint, client, self.signer, approved,
-                                          rec.promoted_digest, rec.tag)
+                                          rec.promoted_digest, rec.tag,
+                                          timeout=self.options.copy_timeout)
                 state = replicate.replica_state(rec, endpoint.name)
                 state.digest, state.copied_at, state.lagging = rec.promoted_digest, now_iso(), False
                 self._event(rec, "replicated", f"{rec.promoted_digest} to {endpoint.name}, "
@@ -403,7 +439,7 @@ class Pipeline:
             raise SigningError(f"cannot sign: {err}; nothing is promoted unsigned") from None
         self.progress.step(subject, "promoting")
         promote_mod.promote(self._target, self._target_client, self._quarantine(rec.name), approved,
-                            rec.digest, rec.tag)
+                            rec.digest, rec.tag, timeout=self.options.copy_timeout)
         if rec.promoted_digest != rec.digest:
             # Signatures belong to a digest: approvals of the one approved before do not carry over.
             rec.signatures = []

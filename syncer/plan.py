@@ -11,7 +11,8 @@ import enum
 from dataclasses import dataclass, field
 
 from syncer.discover import EntryDiscovery
-from syncer.model import Record, State
+from syncer.markdown import code, text
+from syncer.model import Record, ReplicaState, State
 
 
 class Change(str, enum.Enum):
@@ -153,42 +154,44 @@ def render_markdown(plan: Plan) -> str:
         + "."
     )
     if plan.db_updated_at:
-        lines += ["", f"Vulnerability database updated at {plan.db_updated_at}."]
+        lines += ["", f"Vulnerability database updated at {text(plan.db_updated_at)}."]
 
-    def table(title: str, rows: list[TagPlan], cols: list[str], cells) -> None:
+    def table(title: str, rows: list, cols: list[str], cells) -> None:
         if not rows:
             return
         lines.extend(["", f"## {title}", "", "| " + " | ".join(cols) + " |",
                       "|" + "---|" * len(cols)])
-        lines.extend("| " + " | ".join(cells(t)) + " |" for t in rows)
+        lines.extend("| " + " | ".join(text(c) for c in cells(row)) + " |" for row in rows)
 
     table("New tags (will be mirrored and scanned)", new, ["image", "tag", "digest"],
-          lambda t: [t.name, f"`{t.tag}`", f"`{_short(t.digest)}`"])
+          lambda t: [t.name, code(t.tag), code(_short(t.digest))])
     table("Moved tags (new digest upstream)", moved, ["image", "tag", "recorded", "upstream now"],
-          lambda t: [t.name, f"`{t.tag}`", f"`{_short(t.recorded.digest)}`", f"`{_short(t.digest)}`"])
+          lambda t: [t.name, code(t.tag), code(_short(t.recorded.digest)), code(_short(t.digest))])
     table("Re-scans (database newer than last scan, or the platforms required changed)", rescans, ["image", "tag", "state", "last scan db"],
-          lambda t: [t.name, f"`{t.tag}`", t.recorded.state.value, t.recorded.scan.db_updated_at])
+          lambda t: [t.name, code(t.tag), t.recorded.state.value, t.recorded.scan.db_updated_at])
     table("Unfinished (resumed from the ledger)", resume, ["image", "tag", "state"],
-          lambda t: [t.name, f"`{t.tag}`", t.recorded.state.value])
+          lambda t: [t.name, code(t.tag), t.recorded.state.value])
     lagging = [(t, st) for t in unchanged if t.recorded and t.recorded.promoted_digest
                for st in t.recorded.replicas if st.lagging or st.digest != t.recorded.promoted_digest]
-    if lagging:
-        lines.extend(["", "## Replicas lagging (caught up by the next run)", "",
-                      "| image | tag | replica | has | approved |", "|---|---|---|---|---|"])
-        lines.extend(f"| {t.name} | `{t.tag}` | {st.registry} | `{_short(st.digest) or 'nothing'}` | "
-                     f"`{_short(t.recorded.promoted_digest)}` |" for t, st in lagging)
+    def lagging_cells(row: tuple[TagPlan, ReplicaState]) -> list[object]:
+        t, st = row
+        return [t.name, code(t.tag), st.registry, code(_short(st.digest) or "nothing"),
+                code(_short(t.recorded.promoted_digest))]
+
+    table("Replicas lagging (caught up by the next run)", lagging,
+          ["image", "tag", "replica", "has", "approved"], lagging_cells)
     # Listed too, so that a reviewer sees an entry's tags resolved as expected (a `match`
     # that selects nothing new looks the same in the counts as one that selects nothing).
     table("Unchanged (nothing to do)", idle, ["image", "tag", "state", "digest"],
-          lambda t: [t.name, f"`{t.tag}`", t.recorded.state.value, f"`{_short(t.digest)}`"])
+          lambda t: [t.name, code(t.tag), t.recorded.state.value, code(_short(t.digest))])
     table("Vanished upstream (records kept)", vanished, ["image", "tag", "state", "digest"],
-          lambda t: [t.name, f"`{t.tag}`", t.recorded.state.value, f"`{_short(t.recorded.digest)}`"])
+          lambda t: [t.name, code(t.tag), t.recorded.state.value, code(_short(t.recorded.digest))])
     table("Deferred (upstream pull budget low)", deferred, ["image", "tag"],
-          lambda t: [t.name, f"`{t.tag}`"])
+          lambda t: [t.name, code(t.tag)])
     if plan.missing:
         lines.extend(["", "## Explicit tags missing upstream", ""])
-        lines.extend(f"- {name}: `{tag}`" for name, tag in plan.missing)
+        lines.extend(f"- {text(name)}: {code(tag)}" for name, tag in plan.missing)
     if plan.errors:
         lines.extend(["", "## Errors", ""])
-        lines.extend(f"- {name}: {msg}" for name, msg in plan.errors)
+        lines.extend(f"- {text(name)}: {text(msg)}" for name, msg in plan.errors)
     return "\n".join(lines) + "\n"

@@ -8,9 +8,9 @@ competing for the CPU that discovery then needs (``benchmarks/noop_discovery.py`
 
 Forking is done only while this is the process's one thread: another thread's locks (the
 import lock, a logging lock) would stay held in the child. Wherever the child cannot help
-(no fork, threads running, the child died), ``records()`` reads the ledger itself, so the
-result is always what ``Ledger.all()`` returns. The caller must hold the run lock from
-before the fork until ``records()`` or ``close()``, so no other run writes records meanwhile.
+(no fork, threads running, the child died), ``contents()`` reads the ledger itself, so the
+result is always what ``Ledger.contents()`` returns. The caller must hold the run lock from
+before the fork until ``contents()`` or ``close()``, so no other run writes records meanwhile.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import signal
 import threading
 
 from syncer.errors import SyncerError
-from syncer.ledger import Ledger
-from syncer.model import Record
+from syncer.ledger import Ledger, LedgerContents
 
 
 class LedgerPrefetch:
@@ -39,15 +38,15 @@ class LedgerPrefetch:
         os.close(write_end)
         self._pid, self._fd = pid, read_end
 
-    def records(self) -> list[Record]:
-        """Every record, as ``Ledger.all()`` returns them (and raising what it raises)."""
+    def contents(self) -> LedgerContents:
+        """What ``Ledger.contents()`` returns (and raising what it raises)."""
         if self._fd is None:
-            return self._ledger.all()
+            return self._ledger.contents()
         with os.fdopen(self._fd, "rb") as pipe:
             self._fd = None
             data = pipe.read()
         if self._reap() != 0:  # the child died (killed, out of memory): read here instead
-            return self._ledger.all()
+            return self._ledger.contents()
         kind, value = pickle.loads(data)
         if kind == "error":
             raise value
@@ -81,7 +80,7 @@ def _child(ledger: Ledger, read_end: int, write_end: int) -> None:
     try:
         os.close(read_end)
         try:
-            payload = pickle.dumps(("ok", ledger.all()), protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps(("ok", ledger.contents()), protocol=pickle.HIGHEST_PROTOCOL)
         except SyncerError as err:
             payload = pickle.dumps(("error", err), protocol=pickle.HIGHEST_PROTOCOL)
         with os.fdopen(write_end, "wb") as out:

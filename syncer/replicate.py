@@ -8,8 +8,8 @@ push lags; the next run catches it up from the record.
 
 from __future__ import annotations
 
+from syncer import skopeo
 from syncer.endpoints import Endpoint
-from syncer.errors import NotFoundError
 from syncer.mirror import copy_endpoints
 from syncer.model import Record, ReplicaState
 from syncer.registry import RegistryClient
@@ -36,18 +36,13 @@ def needs_copy(rec: Record, registry: str) -> bool:
 
 
 def push_to_replica(source: Endpoint, replica: Endpoint, replica_client: RegistryClient, signer: Signer,
-                    approved_repo: str, digest: str, tag: str) -> None:
+                    approved_repo: str, digest: str, tag: str, *,
+                    timeout: float = skopeo.COPY_TIMEOUT) -> None:
     """Sign on the replica under its identity, then copy the digest there from the trusted registry.
 
     Signing first, as at promotion: a replica never serves the tag without its signature.
     """
     signer.sign(replica_client, approved_repo, digest, f"{replica.name}/{approved_repo}")
     copy_endpoints(source, replica, source.docker_ref(approved_repo, digest=digest),
-                   replica.docker_ref(approved_repo, tag=tag))
+                   replica.docker_ref(approved_repo, tag=tag), timeout=timeout)
 
-
-def remove_from_replica(replica_client: RegistryClient, approved_repo: str, digest: str) -> None:
-    try:
-        replica_client.delete_manifest(approved_repo, digest)
-    except NotFoundError:
-        pass  # already gone: the demotion's goal is met

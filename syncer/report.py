@@ -16,8 +16,11 @@ from pathlib import Path
 
 import jinja2
 
-from syncer.atomic import write_atomic
+from syncer import markdown
+from syncer.atomic import read_regular, write_atomic
 from syncer.enforce import required_signers
+from syncer.errors import SyncerError
+from syncer.ledger import Ledger
 from syncer.model import Catalog, Finding, Record, State
 from syncer.policy import count_by_severity, counts_text
 
@@ -33,21 +36,14 @@ BADGES = {
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("syncer", "templates"),
-    autoescape=False,  # Markdown, not HTML: values are escaped by the `md` filter instead
+    # Markdown, not HTML: every value a template writes goes through markdown.text (a `code`
+    # span, already Markdown, passes as it is), so that no value can be left unescaped.
+    autoescape=False,
+    finalize=markdown.text,
     keep_trailing_newline=True,
     trim_blocks=False,
     undefined=jinja2.StrictUndefined,
 )
-
-
-def md(value: object) -> str:
-    """Make a value safe inside a Markdown table cell or list item.
-
-    Upstream text (titles, package names) must not break the table or inject HTML.
-    """
-    text = str(value)
-    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"\s*\n\s*", " ", text).strip()
 
 
 def short(digest: str | None) -> str:
@@ -56,7 +52,8 @@ def short(digest: str | None) -> str:
     return digest.split(":", 1)[-1][:12]
 
 
-_env.filters["md"] = md
+_env.filters["code"] = markdown.code
+_env.filters["target"] = markdown.target
 _env.filters["short"] = short
 
 
@@ -143,8 +140,10 @@ def render_image(name: str, records: list[Record], catalog: Catalog | None) -> s
     for rec in sorted(records, key=lambda r: r.tag):
         findings = sorted_findings(rec.scan.findings) if rec.scan else []
         counts = count_by_severity(findings)
+        # The anchor is written into raw HTML (<a id=…>) and a link: [a-z0-9-] needs no escape.
+        anchor = markdown.Markdown(re.sub(r"[^a-z0-9-]", "-", rec.tag.lower()))
         tags.append(dict(
-            tag=rec.tag, anchor=re.sub(r"[^a-z0-9-]", "-", rec.tag.lower()), state=rec.state.value,
+            tag=rec.tag, anchor=anchor, state=rec.state.value,
             state_badge=BADGES.get(rec.state, rec.state.value), digest=rec.digest, source=rec.source,
             promoted=rec.promoted_digest, counts=counts, counts_text=counts_text(counts),
             signers=list(rec.signatures), missing=_missing(rec, catalog), scan=rec.scan,
@@ -183,31 +182,59 @@ def render_run(result, started: datetime, run_id: str) -> str:
         outcomes=outcomes, errors=list(result.plan.errors))
 
 
-def write_if_changed(path: Path, content: str) -> bool:
-    """Atomically replace ``path`` with ``content``; untouched when the bytes are the same."""
+class PageWriteError(SyncerError):
+    """Some pages could not be written; ``written`` lists the ones that were."""
+
+    def __init__(self, problems: list[str], written: list[str]):
+        super().__init__("could not write " + "; ".join(problems) + " (the records are "
+                         "unaffected; fix the path and run `syncer report`)")
+        self.written = written
+
+
+def write_if_changed(root: Path, rel: str, content: str) -> bool:
+    """Atomically replace ``root/rel`` with ``content``; untouched when the bytes are the same.
+    Never through a symlink under ``root`` (UnsafePathError)."""
+    path = root / rel
     data = content.encode("utf-8")
-    try:
-        if path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, data)
+    if read_regular(root, path) == data:
+        return False
+    write_atomic(path, data, root=root)
     return True
+
+
+def _write_pages(root: Path, pages: dict[str, str]) -> list[str]:
+    """Writes each page that differs; one that cannot be written does not stop the others
+    (PageWriteError at the end, naming every failure)."""
+    written, problems = [], []
+    for rel, content in pages.items():
+        try:
+            if write_if_changed(root, rel, content):
+                written.append(str(root / rel))
+        except (OSError, SyncerError) as err:
+            problems.append(f"{root / rel}: {err}")
+    if problems:
+        raise PageWriteError(problems, written)
+    return written
 
 
 def regenerate(records: list[Record], catalog: Catalog | None, reports_dir: str) -> list[str]:
     """Write every derived page that differs; returns the paths written."""
-    root = Path(reports_dir)
-    return [str(root / rel) for rel, content in render_all(records, catalog).items()
-            if write_if_changed(root / rel, content)]
+    return _write_pages(Path(reports_dir), render_all(records, catalog))
+
+
+def refresh_pages(reports_dir: str, catalog: Catalog | None) -> None:
+    """The pages regenerated from the records on disk, after another run's commits were
+    integrated; a page that cannot be written was reported by the run already."""
+    try:
+        regenerate(Ledger(reports_dir).all(), catalog, reports_dir)
+    except PageWriteError:
+        pass
 
 
 def write_reports(ledger, catalog: Catalog | None, reports_dir: str, *, result, started: datetime) -> list[str]:
     """After a run that changed records: the derived pages, and a page for the run itself."""
-    written = regenerate(ledger.all(), catalog, reports_dir)
     run_id = os.environ.get("GITHUB_RUN_ID") or started.strftime("%Y%m%dT%H%M%SZ")
-    run_page = Path(reports_dir) / "runs" / started.strftime("%Y-%m") / f"{started.strftime('%Y%m%dT%H%M%SZ')}.md"
-    if write_if_changed(run_page, render_run(result, started, run_id)):
-        written.append(str(run_page))
-    return written
+    run_page = f"runs/{started.strftime('%Y-%m')}/{started.strftime('%Y%m%dT%H%M%SZ')}.md"
+    pages = render_all(ledger.all(), catalog)
+    pages[run_page] = render_run(result, started, run_id)
+    return _write_pages(Path(reports_dir), pages)

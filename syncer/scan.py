@@ -149,15 +149,22 @@ def _covers_os(sources: frozenset[str], family: str, release: str) -> bool:
     return False
 
 
-def unassessed(os_: str, package_types: Iterable[str], sources: frozenset[str] | None) -> tuple[str, ...]:
+def unassessed(os_: str, package_types: Iterable[str], sources: frozenset[str] | None,
+               package_dbs: Iterable[str] = ()) -> tuple[str, ...]:
     """What of one image's package data the vulnerability database cannot match (pure).
 
     ``os_`` is Trivy's ``"<family> <release>"``, ``"none"`` when it found OS packages but no
-    OS release; ``sources`` the DB's advisory buckets (None: unknown, e.g. a Trivy server's).
+    OS release; ``sources`` the DB's advisory buckets (None: unknown, e.g. a Trivy server's);
+    ``package_dbs`` the OS package databases syncer itself saw in the layers (syncer.layers),
+    a cross-check on a Trivy that reports no OS at all.
     """
     found = []
     family, _, release = os_.partition(" ")
     os_types = {family}
+    dbs = sorted(set(package_dbs))
+    if not os_ and dbs:
+        found.append(f"OS package database in the layers ({', '.join(dbs[:3])}) but Trivy "
+                     "reported no OS packages: they were not matched")
     if os_ == "none":
         found.append("OS packages without an OS release (no etc/os-release Trivy recognises): "
                      "their advisories cannot be matched")
@@ -216,7 +223,7 @@ def scan_manifest(target: Endpoint, client: RegistryClient, repository: str, dig
         return ManifestScan(digest, problem=f"an OCI artifact ({kind}), not a container image")
     # Trivy keys its layer cache by the diff_ids the config claims: hold them to the bytes
     # first (syncer.layers), so that no layer's analysis stands in for another's.
-    layers.check_image(client, repository, digest, settings.cache_dir)
+    checked = layers.check_image(client, repository, digest, settings.cache_dir)
     creds = target.credentials
     result = trivy.scan_image(
         ref,
@@ -236,7 +243,8 @@ def scan_manifest(target: Endpoint, client: RegistryClient, repository: str, dig
         os=os_, packages=result.package_types,
         # A server's database is not on this machine: only what the report says is checked.
         unassessed=unassessed(os_, result.package_types,
-                              None if settings.server else trivy.db_sources(settings.cache_dir)))
+                              None if settings.server else trivy.db_sources(settings.cache_dir),
+                              checked.package_dbs))
 
 
 class ScanCache:

@@ -48,8 +48,35 @@ class VerifyResult:
 
 def signature_tag(digest: str) -> str:
     """``sha256:<hex>`` -> ``sha256-<hex>.sig``, the tag cosign stores signatures under."""
+    return _attachment_tag(digest, "sig")
+
+
+def attestation_tag(digest: str) -> str:
+    """``sha256:<hex>`` -> ``sha256-<hex>.att``, the tag ``cosign attest`` stores under."""
+    return _attachment_tag(digest, "att")
+
+
+def _attachment_tag(digest: str, kind: str) -> str:
     algorithm, _, hexdigest = digest.partition(":")
-    return f"{algorithm}-{hexdigest}.sig"
+    return f"{algorithm}-{hexdigest}.{kind}"
+
+
+def remove_attachments(client: RegistryClient, repository: str, digest: str) -> list[str]:
+    """Deletes the signature and attestation manifests of ``repository@digest``; returns the
+    tags that were there.
+
+    They are tags of their own, so deleting the image's manifest leaves them behind, and the
+    same digest pushed back later would verify again with the old signatures.
+    """
+    removed = []
+    for tag in (signature_tag(digest), attestation_tag(digest)):
+        try:
+            # Distribution deletes manifests by digest only.
+            client.delete_manifest(repository, client.head_manifest(repository, tag).digest)
+        except NotFoundError:
+            continue
+        removed.append(tag)
+    return removed
 
 
 def read_signatures(client: RegistryClient, repository: str, digest: str) -> list[SignatureLayer]:

@@ -50,6 +50,9 @@ _POLICY = {"default": [{"type": "insecureAcceptAnything"}]}
 _PASSED_ENV = ("PATH", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY",
                "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 _BACKOFF_FIRST, _BACKOFF_MAX = 2.0, 60.0
+# Seconds one copy may take before skopeo is stopped: `syncer run --copy-timeout` sets it. A
+# stalled transfer holds no lock, but it holds a --jobs slot and the run's end.
+COPY_TIMEOUT = 1800.0
 
 
 class Kind(str, enum.Enum):
@@ -95,7 +98,7 @@ def copy(src: str, dst: str, *, all_platforms: bool = True, preserve_digests: bo
          src_tls_verify: bool = True, dst_tls_verify: bool = True,
          src_creds: Credentials | None = None, dst_creds: Credentials | None = None,
          src_cert_dir: str | None = None, dst_cert_dir: str | None = None,
-         retries: int = 2, timeout: float = 1800, sleep: Callable[[float], None] = time.sleep,
+         retries: int = 2, timeout: float = COPY_TIMEOUT, sleep: Callable[[float], None] = time.sleep,
          ) -> None:
     """``skopeo copy`` between two ``docker://`` references; raises SkopeoCommandError.
 
@@ -332,7 +335,8 @@ def _timeout_error(command: str, sides: tuple[_Side, ...], timeout: float, attem
     refs = " -> ".join(s.ref.removeprefix(_TRANSPORT) for s in sides)
     return SkopeoCommandError(
         f"skopeo {command} {refs} did not finish within {timeout:g}s and was stopped. "
-        "What to do: check the registries' speed, or raise the timeout for very large images.",
+        "What to do: check the registries' speed, or raise the timeout for very large images "
+        "(syncer run --copy-timeout SECONDS); the next run tries again.",
         kind=Kind.TIMEOUT, registry=sides[-1].registry, reference=sides[-1].ref, attempts=attempts)
 
 

@@ -7,12 +7,14 @@ import base64
 import io
 import json
 import stat
+import statistics
 import subprocess
 import time
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import bcrypt
 import jwt
 import pytest
 import requests
@@ -21,7 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from syncer import cli
 from syncer.authserver import (
+    MIN_BCRYPT_COST,
     Accounts,
+    LoginThrottle,
+    ThrottleSettings,
     Scope,
     TokenService,
     issue_token,
@@ -32,6 +37,7 @@ from syncer.authserver import (
 )
 from syncer.errors import RegistryAuthError, UsageError
 from syncer.registry import OCI_MANIFEST
+from syncer.sandbox.tokenauth import AuthServer, Robot
 from tests.harness.images import build_image, write_layout
 from tests.harness.tokenregistry import SERVICE, SPEC_ACCESS, TokenWorld, write_users
 
@@ -280,6 +286,144 @@ def test_log_has_no_secrets(token_world: TokenWorld, layout: str) -> None:
         assert line.split(" ")[1].startswith("event=")
 
 
+# --- hostile logins ----------------------------------------------------------------------------
+
+UNTHROTTLED = ("--user-login-failures", "1000", "--client-login-failures", "1000")
+THROTTLED = ("--user-login-failures", "3", "--client-login-failures", "6", "--login-lockout", "1",
+             "--trusted-proxy", "127.0.0.1")
+LOCKOUT = 1.0
+
+
+@pytest.mark.parametrize("token_world", [UNTHROTTLED], indirect=True)
+def test_over_long_password_is_refused_cleanly(token_world: TokenWorld) -> None:
+    passwords = ["x" * 73, "é" * 37, "p" * 4096]
+    for password in passwords:
+        for user in ("dev1", "nobody"):
+            # As UTF-8 (requests sends a str as Latin-1): 'é' * 37 is 37 characters, 74 bytes.
+            answer = requests.get(f"{token_world.auth.url}/token", timeout=10,
+                                  params={"service": SERVICE,
+                                          "scope": "repository:approved/app:pull"},
+                                  auth=(user.encode(), password.encode()))
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["errors"][0]["message"] == "password longer than 72 bytes"
+    log = token_world.auth.log()
+    assert "Traceback" not in log and not any(password in log for password in passwords)
+    refusals = [e for e in token_world.auth.events() if e["event"] == "refused"]
+    assert [(e["user"], e["reason"]) for e in refusals] == len(passwords) * [
+        ("dev1", "password longer than 72 bytes"), ("nobody", "password longer than 72 bytes")]
+    # 72 bytes exactly is an ordinary password: checked, and wrong.
+    answer = token_world.token("dev1", password="y" * 72)
+    assert answer.status_code == 401 and token_world.auth.events()[-1]["reason"] == "wrong password"
+
+
+def _seconds(attempt) -> float:
+    start = time.perf_counter()
+    attempt()
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize("token_world", [UNTHROTTLED], indirect=True)
+def test_unknown_user_costs_what_a_known_one_does(token_world: TokenWorld) -> None:
+    def known() -> None:
+        assert token_world.token("dev1", password="wrong-password").status_code == 401
+
+    def unknown() -> None:
+        assert token_world.token("nobody", password="wrong-password").status_code == 401
+
+    known(), unknown()  # connections and the dummy hash are made before anything is timed
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=MIN_BCRYPT_COST))
+    one_check = min(_seconds(lambda: bcrypt.checkpw(b"no", hashed)) for _ in range(3))
+    # In adjacent pairs, in alternating order, so that a busy machine slows both alike.
+    pairs = []
+    for n in range(9):
+        if n % 2:
+            known_one = _seconds(known)
+            unknown_one = _seconds(unknown)
+        else:
+            unknown_one = _seconds(unknown)
+            known_one = _seconds(known)
+        pairs.append((known_one, unknown_one))
+    known_time = statistics.median(k for k, _ in pairs)
+    unknown_time = statistics.median(u for _, u in pairs)
+    ratio = statistics.median(u / k for k, u in pairs)
+    # Each costs one bcrypt check of the users' cost, no more: not two (a hash made per
+    # request, as before), and not none (a shortcut for names that do not exist).
+    assert known_time >= 0.8 * one_check and unknown_time >= 0.8 * one_check, (
+        known_time, unknown_time, one_check)
+    assert 1 / 1.5 < ratio < 1.5, (ratio, pairs, one_check)
+
+
+def _status(world: TokenWorld, user: str, address: str, password: str | None = None) -> int:
+    return world.token(user, password=password, forwarded_for=address).status_code
+
+
+@pytest.mark.parametrize("token_world", [THROTTLED], indirect=True)
+def test_failed_logins_of_a_user_are_throttled_then_recover(token_world: TokenWorld) -> None:
+    world = token_world
+    assert _status(world, "dev2", "192.0.2.10") == 200  # where dev2 works
+    for n in range(3):
+        assert _status(world, "dev1", f"192.0.2.{n + 1}", "guess") == 401
+        assert _status(world, "dev2", f"192.0.2.{n + 11}", "guess") == 401
+    locked_at = time.monotonic()
+    answer = world.token("dev1", forwarded_for="192.0.2.4")  # the right password, elsewhere
+    assert answer.status_code == 429 and answer.headers["Retry-After"] == "1"
+    assert "too many failed logins" in answer.json()["errors"][0]["message"]
+    # Attempts while locked are not checked, do not count and do not prolong the lock.
+    for _ in range(5):
+        assert _status(world, "dev1", "192.0.2.5", "guess") == 429
+    assert _status(world, "dev2", "192.0.2.14") == 429
+    # Guessing at dev2's password does not keep him out where he logged in before.
+    assert _status(world, "dev2", "192.0.2.10") == 200
+
+    time.sleep(max(0.0, locked_at + LOCKOUT + 0.2 - time.monotonic()))
+    assert _status(world, "dev1", "192.0.2.4") == 200
+    assert _status(world, "dev2", "192.0.2.14") == 200
+    throttled = [e for e in world.auth.events() if e["event"] == "throttled"]
+    first = {"user": "dev1", "client": "192.0.2.4", "retry_after": "1"}
+    assert first.items() <= throttled[0].items()
+    assert sum(e["user"] == "dev1" for e in throttled) == 6
+    assert sum(e["event"] == "refused" and e["user"] == "dev1" for e in world.auth.events()) == 3
+
+
+@pytest.mark.parametrize("token_world", [THROTTLED], indirect=True)
+def test_failed_logins_from_an_address_are_throttled_then_recover(token_world: TokenWorld) -> None:
+    world = token_world
+    for n in range(6):  # a different name each time: only the address's limit is reached
+        assert _status(world, f"user{n}", "198.51.100.7", "guess") == 401
+    locked_at = time.monotonic()
+    assert _status(world, "admin", "198.51.100.7") == 429
+    assert _status(world, "admin", "198.51.100.8") == 200
+    # A robot has no lock of its own: guessing its secret cannot stop the pipeline.
+    for n in range(5):
+        assert _status(world, "syncer", f"203.0.113.{n}", "robot-guess") == 401
+    assert _status(world, "syncer", "203.0.113.99") == 200
+    time.sleep(max(0.0, locked_at + LOCKOUT + 0.2 - time.monotonic()))
+    assert _status(world, "admin", "198.51.100.7") == 200
+    assert {e["client"] for e in world.auth.events() if e["event"] == "throttled"} == {
+        "198.51.100.7"}
+
+
+def test_weak_bcrypt_cost_is_warned_about_at_start(token_world: TokenWorld) -> None:
+    weak = token_world.workdir / "weak.htpasswd"
+    write_users(weak, {"dev1": token_world.passwords["dev1"]}, cost=5)
+    strong = (token_world.users_file.read_text().splitlines())[1]  # dev2, at cost 10
+    weak.write_text(weak.read_text() + strong + "\n")
+    server = AuthServer(token_world.workdir / "weak-server.log", key=token_world.key,
+                        cert=token_world.cert, catalog=token_world.catalog, users=weak,
+                        robot=Robot("syncer", token_world.passwords["syncer"]))
+    try:
+        warning = next(line for line in server.log().splitlines() if "warning" in line)
+        assert f"{weak}: bcrypt cost below 10 for dev1 (5);" in warning
+        assert "htpasswd -B -C 10" in warning and "dev2" not in warning
+        # A warning, not a refusal: the user still logs in.
+        answer = requests.get(f"{server.url}/token", params={"service": SERVICE},
+                              auth=("dev1", token_world.passwords["dev1"]), timeout=10)
+        assert answer.status_code == 200
+    finally:
+        server.stop()
+    assert "warning" not in token_world.auth.log()
+
+
 # --- access-config -----------------------------------------------------------------------------
 
 
@@ -372,6 +516,12 @@ def test_htpasswd_from_the_real_tool_and_refusals(tmp_path: Path) -> None:
         parse_htpasswd(path.read_text().splitlines()[0] + "\n" + path.read_text(), "users")
     with pytest.raises(UsageError, match="users:1: expected USER:HASH"):
         parse_htpasswd("no colon here\n", "users")
+    bad_cost = users["ann"].decode()[:4] + "99" + users["ann"].decode()[6:]
+    with pytest.raises(UsageError, match="users:1: user 'ann' has a hash that is not bcrypt"):
+        parse_htpasswd(f"ann:{bad_cost}\n", "users")
+    assert accounts.check("ann", "ann-password" + "x" * 61) == "password longer than 72 bytes"
+    assert accounts.check("carl", "x" * 73) == "password longer than 72 bytes"
+    assert accounts.check("robot", "r" * 100) == "wrong robot secret"
     with pytest.raises(UsageError, match="ann is both a user"):
         Accounts(users, {"ann": "x" * 20})
 
@@ -423,3 +573,62 @@ def test_service_answers_only_get_token_with_basic_credentials(tmp_path: Path) -
     answer = service.respond({**base, "HTTP_AUTHORIZATION": robot})
     assert answer.status == "200 OK"
     assert jwt.decode(answer.body["token"], options={"verify_signature": False})["sub"] == "robot"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throttle_doubles_the_wait_up_to_the_cap_and_forgets() -> None:
+    clock = _Clock()
+    throttle = LoginThrottle(ThrottleSettings(user_failures=2, client_failures=100,
+                                              max_delay=5, forget_after=60), clock)
+    waits = []
+    for _ in range(6):
+        throttle.failed("ann", "10.0.0.1")
+        waits.append(throttle.wait("ann", "10.0.0.2"))
+        clock.now += waits[-1]  # the next guess comes as soon as it may
+    assert waits == [0, 1, 2, 4, 5, 5]
+    assert throttle.wait("bob", "10.0.0.2") == 0 and throttle.wait(None, "10.0.0.2") == 0
+    clock.now += 61
+    assert throttle.wait("ann", "10.0.0.2") == 0
+    throttle.failed("ann", "10.0.0.1")
+    assert throttle.wait("ann", "10.0.0.1") == 0, "forgotten: counting starts afresh"
+
+
+def test_throttle_lets_the_user_in_where_he_logged_in_and_never_locks_robots() -> None:
+    clock = _Clock()
+    throttle = LoginThrottle(ThrottleSettings(user_failures=1, client_failures=3), clock)
+    throttle.succeeded("ann", "10.0.0.9")
+    throttle.failed("ann", "10.0.0.1")
+    assert throttle.wait("ann", "10.0.0.2") == 1
+    assert throttle.wait("ann", "10.0.0.9") == 0
+    for n in range(3):
+        throttle.failed("robot", f"10.0.1.{n}", robot=True)
+    assert throttle.wait("robot", "10.0.1.99", robot=True) == 0
+    for _ in range(3):
+        throttle.failed("robot", "10.0.1.50", robot=True)
+    assert throttle.wait("robot", "10.0.1.50", robot=True) == 1, "the address's limit holds"
+    throttle.succeeded("ann", "10.0.0.2")
+    assert throttle.wait("ann", "10.0.0.3") == 0, "a login clears the user's failures"
+
+
+def test_throttle_memory_is_bounded() -> None:
+    throttle = LoginThrottle(ThrottleSettings(user_failures=1, client_failures=1, capacity=50),
+                             _Clock())
+    for n in range(10_000):
+        throttle.failed(f"user{n}", f"10.{n // 65536}.{n // 256 % 256}.{n % 256}")
+        throttle.succeeded(f"user{n}", "10.255.0.1")
+    assert len(throttle._failures) <= 50 and len(throttle._known) <= 50
+    assert throttle.wait("user9999", "10.0.39.15") > 0, "the newest are kept"
+
+
+def test_throttle_settings_are_checked() -> None:
+    with pytest.raises(UsageError, match="between 1 and 900 seconds"):
+        ThrottleSettings(max_delay=0.5)
+    with pytest.raises(UsageError, match="at least 1"):
+        ThrottleSettings(user_failures=0)

@@ -220,3 +220,35 @@ def test_changed_files_lists_what_a_commit_would_take(git_remote):
     assert gitops.changed_files(clone, ["reports"]) == [
         "reports/README.md", "reports/records/nginx/1.27.3.yaml", "reports/records/redis/7.yaml"]
     assert gitops.changed_files(clone / "reports", ["."]) == gitops.changed_files(clone, ["reports"])
+
+
+def test_temporary_files_of_interrupted_writes_are_never_staged(git_remote):
+    clone = git_remote.clone
+    write(clone, "reports/records/nginx/1.27.3.yaml", "state: promoted\n")
+    write(clone, "reports/records/nginx/.1.27.4.yaml.k2j4x9_a.tmp", "state: prom")
+    write(clone, "reports/.README.md.abcdefgh.tmp", "# ind")
+    assert gitops.changed_files(clone, ["reports"]) == ["reports/records/nginx/1.27.3.yaml"]
+
+    result = gitops.commit_reports(clone, ["reports"], "sync: 1 promoted", push=True, sleep=no_sleep)
+
+    assert changed_in(clone, result.sha) == {"reports/records/nginx/1.27.3.yaml"}
+    assert git(clone, "ls-files", "--others", "reports").split() == [
+        "reports/.README.md.abcdefgh.tmp", "reports/records/nginx/.1.27.4.yaml.k2j4x9_a.tmp"]
+
+
+def test_commits_a_failed_push_left_behind_are_pushed_when_nothing_else_changed(git_remote):
+    hook = git_remote.refuse_pushes("pushes are frozen")
+    clone = git_remote.clone
+    write(clone, "reports/records/nginx/1.27.3.yaml", "state: promoted\n")
+    with pytest.raises(GitError):
+        gitops.commit_reports(clone, ["reports"], "sync: 1 promoted", push=True, max_attempts=1)
+    kept = git(clone, "rev-parse", "HEAD").strip()
+    hook.unlink()
+
+    again = gitops.commit_reports(clone, ["reports"], "sync: nothing", push=True, sleep=no_sleep)
+
+    assert again == gitops.CommitResult(committed=False, sha=kept, pushed=True, attempts=1, unpushed=1)
+    assert git_remote.head() == kept
+    # Pushed now, so the next call has nothing left to do.
+    assert gitops.commit_reports(clone, ["reports"], "sync", push=True) == gitops.CommitResult(
+        committed=False, sha=None, pushed=False, attempts=0)

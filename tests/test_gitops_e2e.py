@@ -29,11 +29,16 @@ def gworld(git_remote, registry_factory, trivy_db):
           - source: busybox
             tags: ["1.36"]
     """)
-    (world.root / ".gitignore").write_text("ci.key\npush/\n.syncer-run.lock\n")
+    return publish(world, git_remote)
+
+
+def publish(world: World, remote) -> World:
+    """Commits and pushes the world's catalog to ``remote`` (whose clone is ``world.root``)."""
+    (world.root / ".gitignore").write_text("ci.key\npush/\n.syncer-run.lock\ntrivy-*\n")
     git(world.root, "add", "-A")
     git(world.root, "commit", "-q", "-m", "catalog")
     git(world.root, "push", "-q", "origin", "main")
-    world.remote = git_remote
+    world.remote = remote
     return world
 
 

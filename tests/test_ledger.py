@@ -328,19 +328,74 @@ def test_corrupt_record_error_names_the_file_and_the_problem(ledger: Ledger, tex
     path = ledger.path_for("nginx", "1.0")
     path.parent.mkdir(parents=True)
     path.write_text(text)
-    for read in (lambda: ledger.load("nginx", "1.0"), ledger.all, lambda: ledger.save(full_record("nginx", "1.0"))):
+    for read in (lambda: ledger.load("nginx", "1.0"), lambda: ledger.save(full_record("nginx", "1.0"))):
         with pytest.raises(LedgerError) as err:
             read()
         assert str(path) in str(err.value) and re.search(problem, str(err.value))
         assert "git log" in str(err.value)
+    # Listing never raises: the record is named, with the same message, and left out.
+    ledger.save(full_record("alpine", "3.20"))
+    contents = ledger.contents()
+    assert [(r.name, r.tag) for r in contents.records] == [("alpine", "3.20")]
+    assert [(u.name, u.tag, u.path) for u in contents.unreadable] == [("nginx", "1.0", str(path))]
+    assert re.search(problem, contents.unreadable[0].message) and "git log" in contents.unreadable[0].message
+    assert ledger.all() == contents.records
     assert path.read_text() == text  # a corrupt record is never overwritten
 
 
-def test_stray_file_under_records_is_reported(ledger: Ledger):
-    ledger.records_dir.mkdir(parents=True)
+@pytest.mark.parametrize("data", [
+    b"",  # empty: a killed editor, a truncated checkout
+    b"name: nginx\ntag: '1.0'\nsource: s\ndig",  # truncated mid-key
+    b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe",  # binary
+    b"name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nevents: 7\n",  # mistyped
+    b"name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nreasons: {a: 1}\n",
+    b"name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nscan: {created: 2025-01-01}\n",
+    b"[" * 5000 + b"]" * 5000,  # nested too deeply for a recursive constructor
+    b"\x00\x01 name: nginx",
+])
+def test_an_unreadable_record_of_any_kind_is_named_and_never_raises_from_a_listing(
+        ledger: Ledger, data: bytes):
+    path = ledger.path_for("nginx", "1.0")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    contents = ledger.contents()
+    assert contents.records == [] and contents.strays == []
+    [broken] = contents.unreadable
+    assert (broken.name, broken.tag) == ("nginx", "1.0")
+    assert str(path) in broken.message and "restore it from git history" in broken.message
+
+
+def test_stray_files_under_records_are_reported_once_each_and_skipped(ledger: Ledger, tmp_path: Path):
+    ledger.save(full_record("nginx", "1.0"))
     (ledger.records_dir / "Notes.yaml").write_text("hello: world\n")
-    with pytest.raises(LedgerError, match="Notes.yaml: not a record path"):
-        ledger.all()
+    (ledger.records_dir / "nginx" / "README.txt").write_text("notes\n")
+    (ledger.records_dir / "Upper").mkdir()
+    (ledger.records_dir / "Upper" / "1.0.yaml").write_text("x: 1\n")
+    (ledger.records_dir / "nginx" / ".1.1.yaml.abcd1234.tmp").write_text("half")  # a write in progress
+    (ledger.records_dir / ".gitkeep").write_text("")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "9.9.yaml").write_text("x: 1\n")
+    (ledger.records_dir / "linked").symlink_to(tmp_path / "elsewhere")
+    contents = ledger.contents()
+    assert [(r.name, r.tag) for r in contents.records] == [("nginx", "1.0")]
+    assert contents.unreadable == []
+    assert len(contents.strays) == 4, contents.strays
+    for fragment in ("Notes.yaml: not a record path", "README.txt: not a record path",
+                     "Upper/1.0.yaml: not a record path", "linked: a symlink under records/"):
+        assert sum(fragment in s for s in contents.strays) == 1, (fragment, contents.strays)
+
+
+def test_a_symlinked_record_is_never_read_through_and_fails_its_tag(ledger: Ledger, tmp_path: Path):
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: promoted\n")
+    path = ledger.path_for("nginx", "1.0")
+    path.parent.mkdir(parents=True)
+    path.symlink_to(secret)
+    [broken] = ledger.contents().unreadable
+    assert "symlink" in broken.message and broken.tag == "1.0"
+    with pytest.raises(ValueError, match="outside"):  # resolved by path_for before reading
+        ledger.save(full_record("nginx", "1.0"))
+    assert path.is_symlink() and "promoted" in secret.read_text()
 
 
 def test_now_iso_is_utc_seconds_with_z():

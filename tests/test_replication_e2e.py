@@ -4,6 +4,8 @@ and catches up; demotion removes everywhere."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import textwrap
 
 import pytest
@@ -15,6 +17,8 @@ from tests.harness.images import alpine_files, build_image
 from tests.harness.trivydb import Advisory
 
 CLEAN = (("musl", "1.2.5-r0", "musl"), ("busybox", "1.36.1-r29", "busybox"))
+# What a later re-scan finds in the promoted image.
+CRITICAL = Advisory("CVE-2099-7777", "alpine 3.20", "busybox", "CRITICAL", "1.36.2-r0")
 
 
 @pytest.fixture
@@ -96,16 +100,20 @@ def test_a_replica_that_is_down_lags_and_catches_up(rworld):
     assert _verify(world, down, down.host).signed_by == ["ci"]
 
 
-def test_demotion_removes_the_tag_from_every_replica(rworld):
-    world = rworld
+def _demote_on_regression(world) -> None:
     world.policy("default", textwrap.dedent("""
         vulnerabilities:
           max: {critical: 0, high: 0}
         signers: [ci]
         on_regression: demote
     """))
+
+
+def test_demotion_removes_the_tag_from_every_replica(rworld):
+    world = rworld
+    _demote_on_regression(world)
     world.run()
-    world.db.write([Advisory("CVE-2099-7777", "alpine 3.20", "busybox", "CRITICAL", "1.36.2-r0")])
+    world.db.write([CRITICAL])
     world.run()
     rec = world.record("alpine", "3.20")
     assert rec.state is State.DEMOTED
@@ -113,3 +121,51 @@ def test_demotion_removes_the_tag_from_every_replica(rworld):
         assert world.digest_at(reg, "approved/alpine", "3.20") is None
     assert all(r.digest is None for r in rec.replicas)
     assert [e.event for e in rec.events].count("unreplicated") == 2
+
+
+def _push_back(world, reg) -> None:
+    """What a careless operator (or an attacker with push rights) does after a demotion: copy
+    the demoted digest, still in quarantine, back under its approved tag with skopeo."""
+    source = f"docker://{world.target.host}/quarantine/alpine@{world.digest}"
+    dest = f"docker://{reg.host}/approved/alpine:3.20"
+    done = subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", "--preserve-digests",
+                           "--src-tls-verify=false", "--dest-tls-verify=false", source, dest],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert world.digest_at(reg, "approved/alpine", "3.20") == world.digest
+
+
+def test_demotion_removes_signatures_so_a_pushed_back_digest_does_not_verify(rworld):
+    world = rworld
+    _demote_on_regression(world)
+    world.run()
+    sig = signatures.signature_tag(world.digest)
+    att = sig.removesuffix(".sig") + ".att"
+    # An attestation next to the signature (cosign attest stores it under .att): the .sig
+    # manifest's shape, made distinct so that it is a manifest of its own.
+    primary = _client(world.target)
+    manifest = primary.get_manifest("approved/alpine", sig)
+    attestation = {**manifest.json, "annotations": {"test": "attestation"}}
+    primary.put_manifest("approved/alpine", att, json.dumps(attestation).encode(),
+                         manifest.media_type)
+    for reg in (world.target, *world.replicas):
+        assert sig in world.tags(reg, "approved/alpine")
+        ref = f"{reg.host}/approved/alpine:3.20"
+        assert world.syncer("verify", ref).returncode == 0
+
+    world.db.write([CRITICAL])
+    world.run()
+    rec = world.record("alpine", "3.20")
+    assert rec.state is State.DEMOTED
+    for reg in (world.target, *world.replicas):
+        assert world.tags(reg, "approved/alpine") == [], reg.host
+    demoted = next(e for e in rec.events if e.event == "demoted")
+    assert sig in demoted.detail and att in demoted.detail
+    removed = [e.detail for e in rec.events if e.event == "unreplicated"]
+    assert len(removed) == 2 and all(sig in detail for detail in removed)
+
+    for reg in (world.target, *world.replicas):
+        _push_back(world, reg)
+        proc = world.syncer("verify", f"{reg.host}/approved/alpine:3.20")
+        assert proc.returncode == 1, f"{reg.host}: {proc.stdout}{proc.stderr}"
+        assert "ci" in proc.stdout + proc.stderr

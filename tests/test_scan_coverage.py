@@ -73,6 +73,13 @@ def test_unassessed_names_what_the_database_cannot_match(os_, types, expected):
     assert unassessed(os_, types, SOURCES) == expected
 
 
+def test_a_package_database_trivy_did_not_report_is_unassessed():
+    assert unassessed("", (), SOURCES, {"var/lib/dpkg/status"}) == (
+        "OS package database in the layers (var/lib/dpkg/status) but Trivy reported no OS "
+        "packages: they were not matched",)
+    assert unassessed("debian 12.8", ("debian",), SOURCES, {"var/lib/dpkg/status"}) == ()
+
+
 def test_without_the_database_sources_only_what_trivy_says_counts():
     assert unassessed("debian 99", ("debian",), None) == ()
     assert unassessed("none", (), None) != ()

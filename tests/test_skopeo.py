@@ -3,6 +3,7 @@ between real registries with the real skopeo."""
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from syncer import skopeo
+from syncer.commands import run as run_command
 from syncer.registry import Credentials
 from syncer.skopeo import Kind, SkopeoCommandError
 from tests.harness.images import build_index
@@ -361,3 +363,10 @@ def test_delete_removes_the_manifest(registry, push_image, private_tmp):
     with pytest.raises(SkopeoCommandError) as err:
         skopeo.inspect_raw(ref, tls_verify=False, retries=0)
     assert err.value.kind is Kind.NOT_FOUND and err.value.registry == registry.host
+
+
+def test_syncer_runs_copy_timeout_defaults_to_skopeos():
+    parser = argparse.ArgumentParser()
+    run_command.configure(parser)
+    assert parser.parse_args([]).copy_timeout == skopeo.COPY_TIMEOUT
+    assert parser.parse_args(["--copy-timeout", "5"]).copy_timeout == 5

@@ -11,6 +11,11 @@ does not validate is logged and the previous rules stay in force. One line per d
 goes to stderr: time, event, user, client address, scope, granted actions. Passwords and
 tokens never do.
 
+Failed logins make further attempts of that user, or from that client address, wait (429
+with Retry-After; --user-login-failures, --client-login-failures, --login-lockout). Behind a
+proxy, --trusted-proxy makes the address its X-Forwarded-For names the client. A users-file
+entry with a bcrypt cost below 10 is warned about at start.
+
 The service speaks plain HTTP: bind it to 127.0.0.1 behind the TLS-terminating proxy that
 serves the registry, since clients send their passwords to it.
 """
@@ -28,12 +33,16 @@ from waitress import create_server
 from syncer.authserver import (
     DEFAULT_ISSUER,
     DEFAULT_LIFETIME,
+    MIN_BCRYPT_COST,
     TOKEN_PATH,
+    LoginThrottle,
+    ThrottleSettings,
     TokenService,
     account_source,
     catalog_rules,
     load_signer,
     robots_from_env,
+    weak_users,
 )
 from syncer.errors import UsageError
 
@@ -58,6 +67,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-lifetime", type=int, default=DEFAULT_LIFETIME, metavar="SECONDS",
                         help=f"token lifetime, {MIN_LIFETIME}..{MAX_LIFETIME} "
                              "(default: %(default)s)")
+    defaults = ThrottleSettings()
+    parser.add_argument("--user-login-failures", type=int, default=defaults.user_failures,
+                        metavar="N", help="failed logins of one user before that user's "
+                                          "next ones wait (default: %(default)s)")
+    parser.add_argument("--client-login-failures", type=int, default=defaults.client_failures,
+                        metavar="N", help="failed logins from one client address before its "
+                                          "next ones wait (default: %(default)s)")
+    parser.add_argument("--login-lockout", type=float, default=defaults.max_delay,
+                        metavar="SECONDS", help="the longest such a wait lasts; it starts at "
+                        f"{defaults.first_delay:g} s and doubles (default: %(default)s)")
+    parser.add_argument("--trusted-proxy", metavar="ADDRESS",
+                        help="the address of the proxy in front; the client address is then "
+                             "the one its X-Forwarded-For header names")
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -72,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
     if not MIN_LIFETIME <= args.token_lifetime <= MAX_LIFETIME:
         raise UsageError(f"--token-lifetime {args.token_lifetime} is outside "
                          f"{MIN_LIFETIME}..{MAX_LIFETIME} seconds")
+    throttle = LoginThrottle(ThrottleSettings(
+        user_failures=args.user_login_failures, client_failures=args.client_login_failures,
+        max_delay=args.login_lockout))
     signer = load_signer(args.key, args.cert)
     accounts = account_source(args.users, robots_from_env(args.robots_env, os.environ))
     rules = catalog_rules(Path(args.catalog))  # raises CatalogError: exit 2 before serving
@@ -79,15 +104,28 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
     logging.getLogger("waitress").setLevel(logging.WARNING)
     app = TokenService(signer, issuer=args.issuer, lifetime=args.token_lifetime,
-                       rules=rules.current, accounts=accounts.current)
+                       rules=rules.current, accounts=accounts.current, throttle=throttle)
+    proxy: dict[str, object] = {}
+    if args.trusted_proxy:
+        # Waitress then puts the forwarded address in REMOTE_ADDR, and drops the header when
+        # anyone else sends it.
+        proxy = {"trusted_proxy": args.trusted_proxy, "trusted_proxy_count": 1,
+                 "trusted_proxy_headers": {"x-forwarded-for"},
+                 "clear_untrusted_proxy_headers": True}
     server = create_server(app, host=host, port=port, threads=WORKER_THREADS,
-                           ident="syncer-auth-server")
+                           ident="syncer-auth-server", **proxy)
     current = accounts.current()
     # Tests and operators read the port from this line when --listen asked for port 0.
     print(f"syncer auth-server: listening on http://{host}:{server.effective_port}{TOKEN_PATH} "
           f"(issuer {args.issuer}, catalog {args.catalog}: {len(rules.current())} groups, "
           f"{len(current.users)} users, {len(current.robots)} robots)", file=sys.stderr,
           flush=True)
+    weak = weak_users(current.users)
+    if weak:
+        listed = ", ".join(f"{user} ({cost})" for user, cost in weak.items())
+        print(f"syncer auth-server: warning: {args.users}: bcrypt cost below {MIN_BCRYPT_COST} "
+              f"for {listed}; set each again with `htpasswd -B -C {MIN_BCRYPT_COST} "
+              f"{args.users} USER`", file=sys.stderr, flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"syncer auth-server: warning: serving plain HTTP on {host}; put a TLS proxy in "
               "front, clients send their passwords here", file=sys.stderr, flush=True)

@@ -2,6 +2,10 @@
 records under reports/records/. The output depends only on the records and the catalog, so
 the same records always give the same bytes; files whose content is unchanged are not touched.
 Run pages (reports/runs/) are written by the run they describe and are left as they are.
+
+A record that cannot be read is named with its remedy and left out of the pages; a file under
+records/ that is no record is reported and skipped; a page that cannot be written is named.
+Each of these exits 1 after every other page was written (and committed, with --commit).
 """
 
 from __future__ import annotations
@@ -34,22 +38,32 @@ def _commit(args, records, catalog) -> str | None:
     result = gitops.commit_reports(repo_dir, [reports],
                                    gitops.summary_message(counts, os.environ.get("GITHUB_RUN_ID")),
                                    push=args.push,
-                                   refresh=lambda: report.regenerate(Ledger(args.reports).all(), catalog,
-                                                                     args.reports))
+                                   refresh=lambda: report.refresh_pages(args.reports, catalog))
     return result.sha if result.committed else None
 
 
 def run(args) -> int:
     catalog = load_catalog(args.catalog)
-    records = Ledger(args.reports).all()
-    written = report.regenerate(records, catalog, args.reports)
+    contents = Ledger(args.reports).contents()
+    records = contents.records
+    problems = [u.message for u in contents.unreadable]
+    for stray in contents.strays:
+        print(f"syncer report: warning: {stray}", file=sys.stderr)
+    try:
+        written = report.regenerate(records, catalog, args.reports)
+    except report.PageWriteError as err:
+        written = err.written
+        problems.append(str(err))
     sha = _commit(args, records, catalog) if args.commit or args.push else None
+    for problem in problems:
+        print(f"syncer report: error: {problem}", file=sys.stderr)
     if args.json:
-        json.dump({"records": len(records), "written": written, "commit": sha}, sys.stdout, indent=2)
+        json.dump({"records": len(records), "written": written, "commit": sha, "problems": problems},
+                  sys.stdout, indent=2)
         print()
     else:
         print(f"{len(records)} records; {len(written)} report files written"
               + (":\n  " + "\n  ".join(written) if written else " (all up to date)"))
         if sha:
             print(f"Committed {sha[:12]}" + (" and pushed" if args.push else ""))
-    return 0
+    return 1 if problems else 0

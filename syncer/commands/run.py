@@ -8,6 +8,13 @@ signing.passphrase_env. Trivy runs in an environment syncer chooses: of the TRIV
 variables only those that say where its databases live are honoured (see the options below);
 the others are ignored with a warning. No secret but the pull credential reaches Trivy.
 
+Records are written after every stage; the Markdown pages after the run, each on its own, so
+a page that cannot be written fails the run (exit 1) but never keeps the records from being
+committed. With --commit, whatever an earlier run left uncommitted under the reports
+directory is committed too, and with --push, commits an earlier run could not push are pushed
+(the output says so). SIGTERM stops a run like Ctrl-C: tags in progress finish and are recorded,
+the queued ones are left for the next run.
+
 Exit codes: 0 done (held images are not failures); 1 some images could not be processed
 (the others were, and were recorded); 2 invalid catalog or usage.
 """
@@ -22,14 +29,22 @@ from datetime import datetime, timezone
 
 from typing import TYPE_CHECKING
 
+from syncer.atomic import remove_temp_files
 from syncer.commands import plan as plan_command
 from syncer.commands.plan import add_registry_options, add_scan_options, registry_deadline, scan_options
 from syncer.errors import SyncerError, UsageError
 from syncer.ledger import Ledger
 from syncer.lock import run_lock
+from syncer.markdown import code, text
 from syncer.prefetch import LedgerPrefetch
 
+# skopeo.COPY_TIMEOUT, which is not imported here: syncer.skopeo pulls in the HTTP stack, and
+# modules that heavy are imported after the ledger prefetch has forked.
+COPY_TIMEOUT = 1800
+
 if TYPE_CHECKING:
+    from syncer.gitops import CommitResult
+    from syncer.model import Catalog
     from syncer.pipeline import RunResult
     from syncer.progress import Progress
     from syncer.scan import ScanSettings
@@ -69,6 +84,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--push", action="store_true", help="push that commit (implies --commit)")
     parser.add_argument("--scan-timeout", type=positive_int, default=600, metavar="SECONDS",
                         help="give up a Trivy scan after this long (default: %(default)s)")
+    parser.add_argument("--copy-timeout", type=positive_int, default=COPY_TIMEOUT, metavar="SECONDS",
+                        help="give up one skopeo copy (mirroring, promotion, replication) after "
+                        "this long: a stalled transfer fails its tag, the next run retries it "
+                        "(default: %(default)s)")
     add_registry_options(parser)
     add_scan_options(parser)
 
@@ -94,7 +113,8 @@ def prepare_scanning(options: TrivyOptions, catalog, progress: Progress, scan_ti
         return None, str(err)
 
 
-def summary_markdown(result: RunResult) -> str:
+def summary_markdown(result: RunResult, problems: list[str]) -> str:
+    """The run's summary; ``problems`` are what failed after the tags were done (pages, git)."""
     lines = ["# syncer run", ""]
     counts = result.counts()
     deferred = sum(o.deferred for o in result.outcomes)
@@ -104,12 +124,14 @@ def summary_markdown(result: RunResult) -> str:
     rows = [o for o in result.outcomes if o.changed or o.failed or o.deferred]
     if rows:
         lines += ["", "| image | tag | state | detail |", "|---|---|---|---|"]
-        lines += [f"| {o.name} | `{o.tag}` | {o.state.value if o.state else ''} | "
-                  f"{o.message.replace('|', '/')} |" for o in rows]
+        lines += [f"| {text(o.name)} | {code(o.tag)} | {text(o.state.value if o.state else '')} | "
+                  f"{text(o.message)} |" for o in rows]
     for name, msg in result.plan.errors:
-        lines.append(f"- error in {name}: {msg}")
+        lines.append(f"- error in {text(name)}: {text(msg)}")
     for name, tag in result.plan.missing:
-        lines.append(f"- error in {name}: tag `{tag}` not found upstream; fix `tags` in the catalog")
+        lines.append(f"- error in {text(name)}: tag {code(tag)} not found upstream; fix `tags` in "
+                     "the catalog")
+    lines += [f"- error: {text(problem)}" for problem in problems]
     return "\n".join(lines) + "\n"
 
 
@@ -123,6 +145,9 @@ def run(args) -> int:
     started = datetime.now(timezone.utc)
     trivy_options = scan_options(args)  # a bad TRIVY_* value is a usage error before anything runs
     with run_lock(args.reports):
+        # Under the lock no write is in progress: any temporary file is a killed run's.
+        for leftover in remove_temp_files(args.reports):
+            print(f"removed {leftover}, left by an interrupted write", file=sys.stderr)
         ledger = Ledger(args.reports)
         # The records are parsed in a child process while this one imports the pipeline and
         # loads the catalog (see syncer/prefetch.py); the modules below are imported here,
@@ -141,6 +166,7 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, prefetch: Led
     catalog = load_catalog(args.catalog)
     progress = Progress(quiet=False)
     options = RunOptions(jobs=args.jobs, only=tuple(args.only), shard=args.shard, dry_run=False,
+                         copy_timeout=float(args.copy_timeout),
                          registry_deadline=registry_deadline(args))
     unknown = [n for n in options.only if catalog.image(n) is None]
     if unknown:
@@ -157,24 +183,28 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, prefetch: Led
         progress.note(f"warning: {err}; nothing will be promoted this run")
     pipeline = Pipeline(catalog, ledger, scan_settings=scan_settings, signer=signer,
                         options=options, progress=progress, scan_problem=scan_problem,
-                        signer_problem=signer_problem, records=prefetch.records)
+                        signer_problem=signer_problem, records=prefetch.contents)
     result = pipeline.run()
     progress.close()
-    written = []
+    written: list[str] = []
+    problems: list[str] = []
     if result.changed:
         from syncer import report  # jinja2 is imported only when there is something to write
 
-        written = report.write_reports(ledger, catalog, args.reports, result=result, started=started)
-    commit = None
-    if args.commit and written:
-        from syncer import gitops  # GitPython is imported only when the trail is committed
-
-        message = gitops.summary_message(result.counts(), os.environ.get("GITHUB_RUN_ID"))
-        commit = gitops.commit_reports(
-            os.path.dirname(os.path.abspath(args.reports)) or ".", [os.path.abspath(args.reports)],
-            message, push=args.push,
-            refresh=lambda: report.regenerate(Ledger(args.reports).all(), catalog, args.reports))
-    summary = summary_markdown(result)
+        try:
+            written = report.write_reports(ledger, catalog, args.reports, result=result, started=started)
+        except report.PageWriteError as err:
+            written = err.written
+            problems.append(str(err))
+    commit, earlier = None, []
+    if args.commit:
+        try:
+            commit, earlier = _commit(args, result, catalog, written, problems)
+        except SyncerError as err:
+            problems.append(str(err))
+    for problem in problems:
+        print(f"syncer run: error: {problem}", file=sys.stderr)
+    summary = summary_markdown(result, problems)
     if os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
             fh.write(summary)
@@ -189,12 +219,55 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, prefetch: Led
             "missing": [{"name": n, "tag": t} for n, t in result.plan.missing],
             "reports_written": written,
             "commit": commit.sha if commit else None,
+            "pushed": bool(commit and commit.pushed),
+            "earlier_uncommitted": earlier,
+            "earlier_unpushed": commit.unpushed if commit else 0,
+            "problems": problems,
         }, sys.stdout, indent=2)
         print()
     else:
         print(summary, end="")
         if written:
             print(f"\nReports: {args.reports}/README.md ({len(written)} files written)")
-        if commit and commit.sha:
+        if earlier:
+            print(f"Committing {len(earlier)} files an earlier run left uncommitted under {args.reports}/")
+        if commit and commit.unpushed and commit.pushed:
+            print(f"Pushing {commit.unpushed} commit{'s' if commit.unpushed != 1 else ''} "
+                  "an earlier run left unpushed")
+        if commit and commit.committed:
             print(f"Committed {commit.sha[:12]}" + (" and pushed" if commit.pushed else ""))
-    return result.exit_code
+        elif commit and commit.pushed:
+            print(f"Pushed {commit.sha[:12]}")
+    return 1 if problems else result.exit_code
+
+
+def _commit(args, result: RunResult, catalog: Catalog, written: list[str], problems: list[str]
+            ) -> tuple[CommitResult, list[str]]:
+    """Commits this run's files and whatever an earlier run left uncommitted (its records
+    get their pages first); returns the commit and those earlier files."""
+    from syncer import gitops  # GitPython is imported only when the trail is committed
+    from syncer import report
+
+    reports = os.path.abspath(args.reports)
+    repo_dir = os.path.dirname(reports) or "."
+    ledger = Ledger(args.reports)
+    ours = {os.path.realpath(p) for p in written}
+    ours |= {os.path.realpath(ledger.path_for(o.name, o.tag)) for o in result.changed}
+    earlier = [f for f in gitops.changed_files(repo_dir, [reports])
+               if os.path.realpath(os.path.join(repo_dir, f)) not in ours]
+    counts = dict(result.counts())
+    if earlier:
+        # A killed run's records have no pages yet.
+        records = ledger.all()
+        try:
+            report.regenerate(records, catalog, args.reports)
+        except SyncerError as err:
+            problems.append(str(err))
+        leftover = {os.path.realpath(os.path.join(repo_dir, f)) for f in earlier}
+        for rec in records:
+            if os.path.realpath(ledger.path_for(rec.name, rec.tag)) in leftover:
+                counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
+    message = gitops.summary_message(counts, os.environ.get("GITHUB_RUN_ID"))
+    commit = gitops.commit_reports(repo_dir, [reports], message, push=args.push,
+                                   refresh=lambda: report.refresh_pages(args.reports, catalog))
+    return commit, earlier

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from syncer.authserver import MIN_BCRYPT_COST
 from syncer.errors import RegistryAuthError, RegistryError
 from syncer.registry import Credentials, RegistryClient
 from syncer.sandbox.registry import Registry, terminate
@@ -47,13 +48,14 @@ class AuthServerStartError(RuntimeError):
     """``syncer auth-server`` did not come up; the message carries its log."""
 
 
-def write_users(path: Path, users: dict[str, str]) -> None:
-    """An htpasswd file with bcrypt hashes, as ``--users`` requires, mode 0600."""
+def write_users(path: Path, users: dict[str, str], *, cost: int = MIN_BCRYPT_COST) -> None:
+    """An htpasswd file with bcrypt hashes of ``cost``, as ``--users`` requires, mode 0600."""
     lines = []
     for name, password in users.items():
         # -i: the password comes on stdin, never on a command line.
-        done = subprocess.run(["htpasswd", "-iBn", name], input=password, text=True,
-                              capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
+        done = subprocess.run(["htpasswd", "-iBn", "-C", str(cost), name], input=password,
+                              text=True, capture_output=True, timeout=COMMAND_TIMEOUT,
+                              check=False)
         if done.returncode:
             raise RuntimeError(f"htpasswd failed for user {name!r}: {done.stderr.strip()}")
         lines.append(done.stdout.strip())

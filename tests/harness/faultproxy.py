@@ -3,8 +3,8 @@
 Clients talk plain HTTP to the proxy on 127.0.0.1; it forwards every request to the upstream
 registry unchanged (Host included, so the registry's Location and Link URLs point back to the
 proxy) unless a queued fault matches, in which case the proxy answers with the fault instead:
-a status with headers and body (429 with Retry-After, 503, Hub's pagination refusal…) or a
-dropped connection. Faults are consumed in order, each for ``times`` matching requests.
+a status with headers and body (429 with Retry-After, 503, Hub's pagination refusal…), a
+dropped connection, or a stall (the real answer's headers and half its body, then silence). Faults are consumed in order, each for ``times`` matching requests.
 
 distribution 2.8 ignores ``n`` and ``last`` on ``/tags/list`` and never sends a ``Link``
 header; with ``paginate_tags=True`` the proxy pages the registry's full answer as the OCI
@@ -59,6 +59,9 @@ class Fault:
     method: str | None = None  # only requests with this method
     path: str | None = None  # only requests whose path and query match this regex (search)
     drop: bool = False  # close the connection without answering
+    # Forward the request, send the answer's headers and half its body, then send nothing
+    # more for this many seconds (or until the proxy stops) and close: a stalled transfer.
+    stall: float = 0.0
     # Forward the request after all and call ``then`` with the upstream's status before
     # answering: for crashes timed right after the upstream acted on a request.
     then: Callable[[int], None] | None = None
@@ -98,6 +101,7 @@ class FaultProxy:
         self._context = ssl.create_default_context(cafile=ca_file) if self._upstream_tls else None
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self._stopped = threading.Event()
         self.seen: list[Seen] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -130,6 +134,7 @@ class FaultProxy:
             self._faults.clear()
 
     def stop(self) -> None:
+        self._stopped.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -231,7 +236,7 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.close()
                     return
-                if fault is not None and fault.then is None:
+                if fault is not None and fault.then is None and not fault.stall:
                     status, reason = fault.status, None
                     headers, data = list(fault.headers.items()), fault.body
                 else:
@@ -260,6 +265,12 @@ class FaultProxy:
                 self.send_header("Content-Length",
                                  declared if method == "HEAD" and declared else str(len(data)))
                 self.end_headers()
+                if fault is not None and fault.stall:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    proxy._stopped.wait(fault.stall)
+                    self.close_connection = True
+                    return
                 if method != "HEAD":
                     self.wfile.write(data)
 

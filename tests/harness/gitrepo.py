@@ -44,6 +44,14 @@ class GitRemote:
             git(path, "config", key, value)
         return path
 
+    def refuse_pushes(self, message: str) -> Path:
+        """Makes the remote refuse every push with ``message``; delete the returned hook to
+        let pushes through again."""
+        hook = self.bare / "hooks" / "pre-receive"
+        hook.write_text(f"#!/bin/sh\necho '{message}' >&2\nexit 1\n")
+        hook.chmod(0o755)
+        return hook
+
     def head(self, branch: str = "main") -> str:
         """The commit the bare repository's ``branch`` points to."""
         return git(self.bare, "rev-parse", f"refs/heads/{branch}").strip()

@@ -85,12 +85,14 @@ class TokenWorld:
         return RegistryClient(self.host, tls_verify=False, credentials=creds)
 
     def token(self, user: str | None, *scopes: str, password: str | None = None,
-              service: str = SERVICE) -> requests.Response:
-        """Asks the token service directly, as a registry client would."""
+              service: str = SERVICE, forwarded_for: str | None = None) -> requests.Response:
+        """Asks the token service directly, as a registry client would; ``forwarded_for``
+        plays a proxy in front (the auth server needs ``--trusted-proxy 127.0.0.1``)."""
         auth = (user, self.passwords[user] if password is None else password) if user else None
+        headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
         return requests.get(f"{self.auth.url}/token", params={"service": service,
                                                                "scope": list(scopes)},
-                            auth=auth, timeout=10)
+                            auth=auth, headers=headers, timeout=10)
 
     def authfile(self, user: str, password: str | None = None) -> Path:
         """A containers-auth.json for ``user``: credentials reach skopeo through a file."""
