@@ -31,9 +31,11 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlencode, urlsplit
 from typing import Callable
+
+from tests.harness.localserver import LocalServer
 
 # Headers that describe one hop, not the message: never forwarded.
 _HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer",
@@ -83,7 +85,7 @@ class Seen:
     headers: dict[str, str] = field(default_factory=dict)  # the request's, lower-case names
 
 
-class FaultProxy:
+class FaultProxy(LocalServer):
     """Started by the constructor or ``with``; ``stop()`` shuts it down and joins its thread."""
 
     def __init__(self, upstream: str, *, ca_file: str | None = None,
@@ -103,19 +105,7 @@ class FaultProxy:
         self._faults: list[Fault] = []
         self._stopped = threading.Event()
         self.seen: list[Seen] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
+        super().__init__(self._handler_class())
 
     @property
     def injected(self) -> int:
@@ -134,16 +124,8 @@ class FaultProxy:
             self._faults.clear()
 
     def stop(self) -> None:
-        self._stopped.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> "FaultProxy":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._stopped.set()  # ends stalled answers before the server waits for them
+        super().stop()
 
     # --- serving ---------------------------------------------------------------------------
 
