@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncer.discover import discover_entry
+from syncer.discover import discover, discover_entry
 from syncer.errors import NotFoundError
 from syncer.model import ImageEntry
 from syncer.registry import ManifestRef, TagListing
@@ -45,3 +45,30 @@ def test_a_matched_tag_deleted_between_listing_and_head_is_vanished_not_missing(
     assert [t.tag for t in found.tags] == ["1.0"]
     assert found.missing == [] and found.errors == []
     assert found.listed == frozenset({"1.0"})
+
+
+class BrokenUpstream(FakeUpstream):
+    """Raises what no boundary maps: a bug below discovery."""
+
+    def list_tags(self, repository):
+        raise TypeError("'int' object is not iterable")
+
+
+class FixedSources:
+    def __init__(self, clients):
+        self._clients = clients
+
+    def client(self, host):
+        return self._clients[host]
+
+
+def test_an_entry_whose_discovery_raises_anything_fails_alone_with_the_error_named():
+    broken = ImageEntry(source="bad.example/x/y", name="y", match=r".*")
+    fine = ImageEntry(source="docker.io/library/nginx", name="nginx", tags=("1.0",))
+    sources = FixedSources({"bad.example": BrokenUpstream([], set()),
+                            "docker.io": FakeUpstream([], {"1.0"})})
+    first, second = discover([broken, fine], sources)
+    assert first.errors == ["cannot discover bad.example/x/y: internal error: TypeError: 'int' "
+                            "object is not iterable; this is a bug in syncer, please report it "
+                            "with this message"]
+    assert [t.tag for t in second.tags] == ["1.0"] and not second.errors
