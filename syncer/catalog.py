@@ -51,6 +51,7 @@ from syncer.refs import (
     parse_reference,
     safe_relpath,
 )
+from syncer.select import PatternError, compile_pattern
 
 T = TypeVar("T")
 
@@ -751,10 +752,11 @@ def _image_source(m: _Map) -> str | None:
 
 def _regex(m: _Map, where: Location, key: str, pattern: str) -> bool:
     try:
-        re.compile(pattern)
-    except re.error as err:
-        m.sink.error(where, f"'{key}' regex '{pattern}' does not compile: {err.msg} at "
-                            f"position {err.pos}; fix the pattern (Python re syntax)")
+        compile_pattern(pattern)
+    except PatternError as err:
+        m.sink.error(where, f"'{key}' regex '{pattern}' is refused: {err}; fix the pattern "
+                            "(RE2 syntax: no backreferences or lookaround, so that matching "
+                            "takes linear time; see docs/catalog.md)")
         return False
     return True
 

@@ -386,9 +386,9 @@ def test_match_regex_must_compile(cat: Path) -> None:
     assert one_error(cat, image_file("""
         - source: acme/tool
           match: '^1\\.(27'
-    """)) == ("catalog/images/team.yaml:3: error: 'match' regex '^1\\.(27' does not compile: "
-              "missing ), unterminated subpattern at position 4; fix the pattern "
-              "(Python re syntax)")
+    """)) == ("catalog/images/team.yaml:3: error: 'match' regex '^1\\.(27' is refused: "
+              "missing ): ^1\\.(27; fix the pattern (RE2 syntax: no backreferences or "
+              "lookaround, so that matching takes linear time; see docs/catalog.md)")
 
 
 def test_exclude_regexes_must_compile(cat: Path) -> None:
@@ -398,8 +398,44 @@ def test_exclude_regexes_must_compile(cat: Path) -> None:
           exclude:
             - '-rc'
             - '[abc'
-    """)) == ("catalog/images/team.yaml:6: error: 'exclude' regex '[abc' does not compile: "
-              "unterminated character set at position 0; fix the pattern (Python re syntax)")
+    """)) == ("catalog/images/team.yaml:6: error: 'exclude' regex '[abc' is refused: "
+              "missing ]: [abc; fix the pattern (RE2 syntax: no backreferences or lookaround, "
+              "so that matching takes linear time; see docs/catalog.md)")
+
+
+def test_backreference_is_refused_with_the_re2_reason(cat: Path) -> None:
+    # Validated before, and then could make discovery backtrack for minutes on one tag.
+    assert one_error(cat, image_file("""
+        - source: acme/tool
+          match: '^(\\d+)\\.\\1$'
+    """)) == ("catalog/images/team.yaml:3: error: 'match' regex '^(\\d+)\\.\\1$' is refused: "
+              "invalid escape sequence: \\1; fix the pattern (RE2 syntax: no backreferences or "
+              "lookaround, so that matching takes linear time; see docs/catalog.md)")
+
+
+def test_lookaround_in_exclude_is_refused(cat: Path) -> None:
+    assert one_error(cat, image_file("""
+        - source: acme/tool
+          match: '.*'
+          exclude: ['rc(?!1)']
+    """)).startswith("catalog/images/team.yaml:4: error: 'exclude' regex 'rc(?!1)' is refused: "
+                     "invalid perl operator: (?!; fix the pattern (RE2 syntax:")
+
+
+def test_repetition_beyond_any_bound_is_refused(cat: Path) -> None:
+    # Was OverflowError from Python's re.
+    assert one_error(cat, image_file("""
+        - source: acme/tool
+          match: 'a{99999999999}'
+    """)).startswith("catalog/images/team.yaml:3: error: 'match' regex 'a{99999999999}' is "
+                     "refused: '{' at position 1 starts no repetition {n}, {n,} or {n,m}")
+
+
+def test_nested_quantifiers_are_accepted_since_re2_does_not_backtrack(cat: Path) -> None:
+    assert errors(cat, image_file("""
+        - source: acme/tool
+          match: '^(a+)+$'
+    """)) == []
 
 
 def test_newest_is_a_positive_int(cat: Path) -> None:
