@@ -309,6 +309,15 @@ def test_value_an_explicit_tag_cannot_convert_is_reported_on_its_line(cat: Path)
         "base 10: '1.5'; fix the value or quote it")
 
 
+def test_access_globs_with_many_stars_are_checked_in_bounded_time(cat: Path) -> None:
+    # check_access matches push globs against pull globs; under Python's re this took minutes.
+    access = ("groups:\n  team:\n    members: [dev1]\n"
+              f"    pull: ['{'*a' * 12}*b']\n    push: ['{'a' * 200}']\n")
+    found, seconds = cpu_seconds(lambda: diagnostics(cat, {"access.yaml": access}))
+    assert [d.level for d in found] == ["warning"]
+    assert seconds < 2
+
+
 # --- unknown keys and types ----------------------------------------------------------------
 
 
