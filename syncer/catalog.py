@@ -1020,9 +1020,15 @@ def _read_signers(draft: Draft, sink: _Sink) -> None:
             sink.error(Location(file, 0), _bad_signer_name(name) + "; rename the file")
             continue
         try:
-            data = path.read_bytes()
+            with path.open("rb") as stream:
+                data = stream.read(MAX_FILE_BYTES + 1)
         except OSError as err:
             sink.error(Location(file, 0), f"cannot be read ({err.strerror})")
+            continue
+        if len(data) > MAX_FILE_BYTES:
+            sink.error(Location(file, 0), f"is larger than {MAX_FILE_BYTES // 1024} KiB; a public "
+                                          f"key is a few hundred bytes: write the one from "
+                                          f"'syncer keygen {name}'")
             continue
         if b"PRIVATE KEY" in data:
             sink.error(Location(file, 0), "contains a private key; delete it, rotate the key, "
