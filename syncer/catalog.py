@@ -1126,7 +1126,7 @@ def check_report_paths(draft: Draft, today: date) -> Iterator[Diagnostic]:
                         name, f"the page of {other.value.name} "
                         f"(reports/images/{other.value.name}.md)", other))
         folded: dict[str, list[str]] = {}
-        for tag in image.value.tags:
+        for tag in dict.fromkeys(image.value.tags):  # a tag listed twice is one file
             folded.setdefault(tag.casefold(), []).append(tag)
         for same in (tags for tags in folded.values() if len(tags) > 1):
             yield Diagnostic(image.where("tags"), f"tags {', '.join(repr(t) for t in same)} of "
