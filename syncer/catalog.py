@@ -22,8 +22,11 @@ from typing import Any, Generic, TypeVar
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.composer import Composer
+from ruamel.yaml.constructor import DuplicateKeyError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.scanner import RoundTripScanner
 
 from syncer.errors import CatalogError, Diagnostic
 from syncer.model import (
@@ -51,6 +54,7 @@ from syncer.refs import (
     parse_reference,
     safe_relpath,
 )
+from syncer.select import PatternError, compile_pattern
 
 T = TypeVar("T")
 
@@ -364,22 +368,103 @@ class _Map:
             yield _Map(item, self.file, where.line, what, self.sink)
 
 
+# Bounds on what one catalog file may ask of the loader. A hand-written catalog file is a few
+# KiB, a few levels deep and uses aliases for a handful of repeated lists; these leave ample
+# room for that while keeping the YAML library (pure Python, recursive, slow on huge comment
+# blocks) within a second and a few MB per file, whatever the file holds.
+MAX_FILE_BYTES = 64 * 1024
+MAX_DEPTH = 64
+MAX_ALIAS_NODES = 100_000
+
+
+class _Refused(MarkedYAMLError):
+    """A file the loader refuses (beyond a bound, or a value that cannot be converted), at a
+    line; ``problem`` is the user-facing reason."""
+
+
+_TOO_DEEP = (f"nesting is deeper than {MAX_DEPTH} levels; a catalog file needs only a few, "
+             "so close the open brackets or indents")
+
+
+class _BoundedScanner(RoundTripScanner):
+    """ruamel's scanner, refusing brackets nested beyond MAX_DEPTH as it meets them: it keeps a
+    pending simple key per open bracket and rescans them all for every token."""
+
+    def fetch_flow_collection_start(self, TokenClass: Any, to_push: str) -> None:
+        if self.flow_level >= MAX_DEPTH:
+            raise _Refused(None, None, _TOO_DEEP, self.reader.get_mark())
+        super().fetch_flow_collection_start(TokenClass, to_push)
+
+
+class _BoundedComposer(Composer):
+    """ruamel's composer, refusing deep nesting (its construction recurses per level) and
+    alias expansion beyond MAX_ALIAS_NODES nodes (an alias is shared when built, but anything
+    that walks the value, such as ruamel's own duplicate-key message, expands it)."""
+
+    def compose_document(self) -> Any:
+        self.levels = 0
+        self.expanded = 0
+        self.sizes: dict[int, int] = {}  # id(node) -> nodes in it, aliases expanded
+        return super().compose_document()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent):
+            node = super().compose_node(parent, index)
+            size = self.sizes.get(id(node))
+            if size is None:
+                raise _Refused(None, None, f"alias *{event.anchor} refers to a value that "
+                               "contains it (a recursive alias); write the value out instead",
+                               event.start_mark)
+            self.expanded += size
+            if self.expanded > MAX_ALIAS_NODES:
+                raise _Refused(None, None, f"aliases expand to more than {MAX_ALIAS_NODES:,} "
+                               "values (an alias bomb?); write the values out or use fewer "
+                               "nested aliases", event.start_mark)
+            return node
+        self.levels += 1
+        if self.levels > MAX_DEPTH:
+            raise _Refused(None, None, _TOO_DEEP, event.start_mark)
+        before = self.expanded
+        self.expanded += 1
+        node = super().compose_node(parent, index)
+        self.levels -= 1
+        self.sizes[id(node)] = self.expanded - before
+        return node
+
+
+class _LocatingConstructor(RoundTripConstructor):
+    """ruamel's constructor, giving the line of a value it fails to convert: it raises a bare
+    ValueError for 2027-02-30, for an integer beyond Python's 4300-digit conversion limit and
+    for explicit tags such as '!!int 1.5'."""
+
+    def construct_non_recursive_object(self, node: Any, tag: str | None = None) -> Any:
+        try:
+            return super().construct_non_recursive_object(node, tag)
+        except (ValueError, OverflowError) as err:
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            if kind == "timestamp":
+                hint = "write dates as real YYYY-MM-DD dates"
+            elif kind == "int" and len(str(node.value)) > 4300:
+                err, hint = "more than 4300 digits", "quote it if it is text"
+            else:
+                hint = "fix the value or quote it"
+            raise _Refused(None, None, f"invalid value: {err}; {hint}", node.start_mark) from None
+
+
 class _Reader:
     def __init__(self, sink: _Sink):
         self.sink = sink
         self.yaml = YAML(typ="rt")
+        self.yaml.Scanner = _BoundedScanner
+        self.yaml.Composer = _BoundedComposer
+        self.yaml.Constructor = _LocatingConstructor
 
     def document(self, path: Path, top: Sequence[str], what: str) -> _Map | None:
         """The top-level mapping of a file (empty for a comments-only file); None on an error."""
         file = display_path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            self.sink.error(Location(file, 0), "is not UTF-8 text; save it as UTF-8")
-            return None
-        except OSError as err:
-            self.sink.error(Location(file, 0), f"cannot be read ({err.strerror}); "
-                                               "check that it is a readable file")
+        text = self._text(path, file)
+        if text is None:
             return None
         try:
             data = self.yaml.load(text)
@@ -388,6 +473,9 @@ class _Reader:
             name = f"'{key.group(1)}' " if key else ""
             self.sink.error(_mark(file, err), f"key {name}appears twice in the same mapping; "
                                               "keep one of them")
+            return None
+        except _Refused as err:
+            self.sink.error(_mark(file, err), str(err.problem))
             return None
         except MarkedYAMLError as err:
             mark = err.problem_mark or err.context_mark
@@ -398,10 +486,11 @@ class _Reader:
         except YAMLError:
             self.sink.error(Location(file, 0), "invalid YAML; fix the syntax")
             return None
-        except ValueError as err:
-            # ruamel builds dates while parsing and raises a bare ValueError for 2027-02-30.
-            self.sink.error(Location(file, _bad_date_line(text)),
-                            f"invalid value: {err}; write dates as real YYYY-MM-DD dates")
+        except Exception as err:
+            # The last resort around a large third-party parser, which has failed in other ways
+            # on odd input: one file's problem is reported like the others, never a traceback.
+            self.sink.error(Location(file, 0), f"invalid YAML: the YAML reader failed "
+                                               f"({type(err).__name__}: {err}); fix the syntax")
             return None
         if data is None:
             data = CommentedMap()
@@ -414,18 +503,51 @@ class _Reader:
         doc.check_keys(top)
         return doc
 
+    def _text(self, path: Path, file: str) -> str | None:
+        """The file's text, within MAX_FILE_BYTES and holding only characters YAML allows."""
+        try:
+            with path.open("rb") as stream:
+                data = stream.read(MAX_FILE_BYTES + 1)
+        except OSError as err:
+            self.sink.error(Location(file, 0), f"cannot be read ({err.strerror}); "
+                                               "check that it is a readable file")
+            return None
+        if len(data) > MAX_FILE_BYTES:
+            line, _ = _line_column(data, MAX_FILE_BYTES)
+            self.sink.error(Location(file, line), f"the file goes beyond {MAX_FILE_BYTES // 1024} "
+                                                  "KiB, the limit for one catalog file, on this "
+                                                  "line; split it into several files")
+            return None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line, column = _line_column(data, err.start)
+            self.sink.error(Location(file, line), f"is not UTF-8 text: column {column} holds "
+                                                  f"byte 0x{data[err.start]:02x}; save it as UTF-8")
+            return None
+        bad = _NOT_YAML_RE.search(text)
+        if bad is not None:
+            line, column = _line_column(text, bad.start())
+            code = ord(bad.group())
+            name = "a NUL byte" if code == 0 else "a control character"
+            self.sink.error(Location(file, line), f"column {column} holds {name} (U+{code:04X}), "
+                                                  "which YAML does not allow; remove it (is the "
+                                                  "file binary, or saved as UTF-16?)")
+            return None
+        return text
 
-_DATE_LIKE_RE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+
+# The characters YAML 1.2 allows in a stream (its c-printable production); ruamel refuses the
+# others without a line, so they are found first.
+_NOT_YAML_RE = re.compile(r"[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD"
+                          r"\U00010000-\U0010FFFF]")
 
 
-def _bad_date_line(text: str) -> int:
-    for number, line in enumerate(text.splitlines(), start=1):
-        for found in _DATE_LIKE_RE.findall(line):
-            try:
-                date.fromisoformat(found)
-            except ValueError:
-                return number
-    return 0
+def _line_column(text: str | bytes, offset: int) -> tuple[int, int]:
+    """1-based line and column of ``offset`` in ``text``."""
+    newline = "\n" if isinstance(text, str) else b"\n"
+    start = text.rfind(newline, 0, offset) + 1  # type: ignore[arg-type]
+    return text.count(newline, 0, offset) + 1, offset - start + 1  # type: ignore[arg-type]
 
 
 def _mark(file: str, err: MarkedYAMLError) -> Location:
@@ -751,10 +873,11 @@ def _image_source(m: _Map) -> str | None:
 
 def _regex(m: _Map, where: Location, key: str, pattern: str) -> bool:
     try:
-        re.compile(pattern)
-    except re.error as err:
-        m.sink.error(where, f"'{key}' regex '{pattern}' does not compile: {err.msg} at "
-                            f"position {err.pos}; fix the pattern (Python re syntax)")
+        compile_pattern(pattern)
+    except PatternError as err:
+        m.sink.error(where, f"'{key}' regex '{pattern}' is refused: {err}; fix the pattern "
+                            "(RE2 syntax: no backreferences or lookaround, so that matching "
+                            "takes linear time; see docs/catalog.md)")
         return False
     return True
 
@@ -798,8 +921,9 @@ def _read_policy(m: _Map, name: str) -> Located[Policy]:
         unassessed=m.choice("unassessed", ("hold", "allow"), "hold"),
         location=m.loc())
     at = m.located_keys()
-    for index, signer in enumerate(m.data.get("signers") or []):
-        if isinstance(signer, str) and isinstance(m.data["signers"], list):
+    listed = m.data.get("signers")
+    for index, signer in enumerate(listed if isinstance(listed, list) else []):
+        if isinstance(signer, str):
             at.setdefault(f"signers.{signer}", m.item_loc("signers", index))
     return Located(policy, at)
 
@@ -896,9 +1020,15 @@ def _read_signers(draft: Draft, sink: _Sink) -> None:
             sink.error(Location(file, 0), _bad_signer_name(name) + "; rename the file")
             continue
         try:
-            data = path.read_bytes()
+            with path.open("rb") as stream:
+                data = stream.read(MAX_FILE_BYTES + 1)
         except OSError as err:
             sink.error(Location(file, 0), f"cannot be read ({err.strerror})")
+            continue
+        if len(data) > MAX_FILE_BYTES:
+            sink.error(Location(file, 0), f"is larger than {MAX_FILE_BYTES // 1024} KiB; a public "
+                                          f"key is a few hundred bytes: write the one from "
+                                          f"'syncer keygen {name}'")
             continue
         if b"PRIVATE KEY" in data:
             sink.error(Location(file, 0), "contains a private key; delete it, rotate the key, "
@@ -996,7 +1126,7 @@ def check_report_paths(draft: Draft, today: date) -> Iterator[Diagnostic]:
                         name, f"the page of {other.value.name} "
                         f"(reports/images/{other.value.name}.md)", other))
         folded: dict[str, list[str]] = {}
-        for tag in image.value.tags:
+        for tag in dict.fromkeys(image.value.tags):  # a tag listed twice is one file
             folded.setdefault(tag.casefold(), []).append(tag)
         for same in (tags for tags in folded.values() if len(tags) > 1):
             yield Diagnostic(image.where("tags"), f"tags {', '.join(repr(t) for t in same)} of "

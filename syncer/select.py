@@ -26,6 +26,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import re2
+
 from syncer.model import ImageEntry
 
 # re.ASCII: only 0-9 are digits; other Unicode digits are ordinary text.
@@ -69,6 +71,64 @@ def version_key(tag: str) -> tuple:
     return (_VERSION_RANK, numbers, rank, _natural(suffix), tag)
 
 
+class PatternError(ValueError):
+    """A ``match``/``exclude`` pattern RE2 refuses; ``str(err)`` is the reason."""
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the reason is raised; RE2 would also print it to stderr
+# A repetition as RE2 reads one: a '{' in any other form RE2 takes as a literal brace, where
+# Python and PCRE see {,3} and a{99999999999} as repetitions.
+_REPETITION = re.compile(r"\{(?:0|[1-9][0-9]{0,3})(?:,(?:0|[1-9][0-9]{0,3})?)?\}")
+
+
+def compile_pattern(pattern: str) -> re2._Regexp:
+    """``pattern`` compiled by RE2, whose matching time is linear in the tag whatever the
+    pattern, so no upstream tag can make discovery spin. PatternError for what RE2 refuses
+    (backreferences, lookaround, repetitions over 1000) and for a '{' that is no repetition."""
+    position = _stray_brace(pattern)
+    if position is not None:
+        raise PatternError(f"'{{' at position {position} starts no repetition {{n}}, {{n,}} or "
+                           "{n,m} (each at most 1000), so RE2 would read a literal brace, which "
+                           "no tag contains")
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as err:
+        reason = err.args[0] if err.args else "invalid pattern"
+        raise PatternError(reason.decode("utf-8", "replace") if isinstance(reason, bytes)
+                           else str(reason)) from None
+
+
+def _stray_brace(pattern: str) -> int | None:
+    """Where a '{' outside a character class starts no repetition, if anywhere."""
+    i, in_class = 0, False
+    while i < len(pattern):
+        if pattern.startswith("\\Q", i):  # \Q…\E quotes literal text
+            end = pattern.find("\\E", i + 2)
+            i = len(pattern) if end < 0 else end + 2
+        elif pattern[i] == "\\":
+            i += 2
+        elif in_class:
+            if pattern.startswith("[:", i) and (end := pattern.find(":]", i + 2)) >= 0:
+                i = end + 2  # [:alpha:] inside a class
+            else:
+                in_class = pattern[i] != "]"
+                i += 1
+        elif pattern[i] == "[":
+            in_class = True
+            i += 1
+            i += pattern.startswith("^", i)
+            i += pattern.startswith("]", i)  # a ']' first in a class is literal
+        elif pattern[i] == "{":
+            found = _REPETITION.match(pattern, i)
+            if found is None:
+                return i
+            i = found.end()
+        else:
+            i += 1
+    return None
+
+
 @dataclass(frozen=True)
 class Selection:
     tags: tuple[str, ...]  # to mirror, sorted by version_key
@@ -87,7 +147,8 @@ def select_tags(entry: ImageEntry, upstream_tags: Sequence[str] | None) -> Selec
     that tag. When a listing is given and lacks one, it is reported in ``missing_explicit``
     instead of being selected. ``match`` must match a whole tag; an ``exclude`` pattern that
     matches anywhere in a tag removes it; ``newest: N`` then keeps the N highest of what is
-    left by ``version_key``.
+    left by ``version_key``. Patterns are RE2's (``compile_pattern``); PatternError for one
+    it refuses, which ``syncer validate`` reports first.
     """
     if upstream_tags is None:
         if needs_listing(entry):
@@ -99,8 +160,8 @@ def select_tags(entry: ImageEntry, upstream_tags: Sequence[str] | None) -> Selec
     explicit = set(entry.tags)
     matched: list[str] = []
     if entry.match is not None:
-        pattern = re.compile(entry.match)
-        excludes = [re.compile(x) for x in entry.exclude]
+        pattern = compile_pattern(entry.match)
+        excludes = [compile_pattern(x) for x in entry.exclude]
         matched = [t for t in listed
                    if pattern.fullmatch(t) and not any(x.search(t) for x in excludes)]
     if entry.newest is not None:

@@ -180,6 +180,153 @@ def test_locations_outside_the_current_directory_are_absolute(
     assert found[0].location.file == f"{cat}/images/data.yaml"
 
 
+# --- hostile input: the loader's bounds -----------------------------------------------------
+# Each of these crashed or hung the loader before it had bounds (see catalog.MAX_*).
+
+
+def cpu_seconds(action) -> tuple[object, float]:
+    """``action()`` and the CPU time it took: wall time would measure the other tests' load."""
+    start = time.process_time()
+    result = action()
+    return result, time.process_time() - start
+
+
+def test_deep_bracket_nesting_is_refused_on_its_line(cat: Path) -> None:
+    # Was RecursionError after 10 s of rescanning pending simple keys.
+    deep = "[" * 3000 + "]" * 3000
+    found, seconds = cpu_seconds(lambda: one_error(cat, image_file(f"""
+        - source: nginx
+          tags: {deep}
+    """)))
+    assert found == ("catalog/images/team.yaml:3: error: nesting is deeper than 64 levels; a "
+                     "catalog file needs only a few, so close the open brackets or indents")
+    assert seconds < 1
+
+
+def test_deep_block_nesting_is_refused_on_its_line(cat: Path) -> None:
+    # Was RecursionError: block sequences nest one level per "- ".
+    assert one_error(cat, {"access.yaml": "groups:\n  x:\n    " + "- " * 3000 + "a\n"}) == (
+        "catalog/access.yaml:3: error: nesting is deeper than 64 levels; a catalog file needs "
+        "only a few, so close the open brackets or indents")
+
+
+def bomb(levels: int) -> list[str]:
+    """Anchors a0..a{levels}, each a list of nine aliases of the one before: 9**levels values."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return lines
+
+
+def test_alias_bomb_is_refused_at_the_alias_that_crosses_the_bound(cat: Path) -> None:
+    # As the value of a duplicate key it took 90 s and 5.5 GB: ruamel's duplicate-key message
+    # prints the value, expanding every alias.
+    text = "groups: {}\n" + "\n".join(bomb(7)) + "\ngroups: *a7\n"
+    found, seconds = cpu_seconds(lambda: one_error(cat, {"access.yaml": text}))
+    assert found == ("catalog/access.yaml:7: error: aliases expand to more than 100,000 values "
+                     "(an alias bomb?); write the values out or use fewer nested aliases")
+    assert seconds < 1
+
+
+def test_recursive_alias_is_refused(cat: Path) -> None:
+    assert one_error(cat, {"access.yaml": "groups: &g\n  devs:\n    <<: *g\n"}) == (
+        "catalog/access.yaml:3: error: alias *g refers to a value that contains it (a "
+        "recursive alias); write the value out instead")
+
+
+def test_ordinary_aliases_still_work(cat: Path) -> None:
+    assert diagnostics(cat, image_file("""
+        - source: acme/tool
+          tags: ["1"]
+          platforms: &both [linux/amd64, linux/arm64]
+        - source: acme/other
+          tags: ["2"]
+          platforms: *both
+    """)) == []
+
+
+def test_file_beyond_the_size_limit_is_refused_at_that_line(cat: Path) -> None:
+    # A multi-megabyte comment block inside an entry took ruamel superlinear time.
+    comments = "".join(f"    # {i:07d} {'x' * 60}\n" for i in range(30_000))  # 2 MiB
+    text = "images:\n  - source: nginx\n" + comments + "    tags: [a]\n"
+    found, seconds = cpu_seconds(lambda: one_error(cat, {"images/team.yaml": text}))
+    line = text.encode()[:catalog_module.MAX_FILE_BYTES].count(b"\n") + 1
+    assert found == (f"catalog/images/team.yaml:{line}: error: the file goes beyond 64 KiB, the "
+                     "limit for one catalog file, on this line; split it into several files")
+    assert seconds < 1
+
+
+def test_file_at_the_size_limit_loads_in_bounded_time(cat: Path) -> None:
+    # The costliest shape for ruamel per byte found: one short flow item per line.
+    text = "images:\n  - source: acme/big\n    tags: [\n"
+    text += "a,\n" * ((catalog_module.MAX_FILE_BYTES - len(text) - 4) // 3) + "]\n"
+    assert len(text.encode()) <= catalog_module.MAX_FILE_BYTES
+    found, seconds = cpu_seconds(lambda: errors(cat, {"images/team.yaml": text}))
+    assert found == []
+    assert seconds < 5
+
+
+def test_nul_byte_is_named_with_line_and_column(cat: Path) -> None:
+    # Was "invalid YAML; fix the syntax" with no line.
+    replace(cat, "images/web.yaml", 'tags: ["1.27.3"]', 'tags: ["1.27\x003"]')
+    assert one_error(cat) == (
+        "catalog/images/web.yaml:4: error: column 17 holds a NUL byte (U+0000), which YAML does "
+        "not allow; remove it (is the file binary, or saved as UTF-16?)")
+
+
+def test_control_character_is_named_with_line_and_column(cat: Path) -> None:
+    replace(cat, "policies/lenient.yaml", "approval: auto", "approval: au\x1bto")
+    assert one_error(cat) == (
+        "catalog/policies/lenient.yaml:5: error: column 13 holds a control character (U+001B), "
+        "which YAML does not allow; remove it (is the file binary, or saved as UTF-16?)")
+
+
+def test_file_that_is_not_utf8_names_the_line_of_the_first_bad_byte(cat: Path) -> None:
+    path = cat / "images" / "web.yaml"
+    path.write_bytes(path.read_bytes().replace(b"Web tier", b"Web \xe9tage"))
+    assert one_error(cat) == ("catalog/images/web.yaml:1: error: is not UTF-8 text: column 7 "
+                              "holds byte 0xe9; save it as UTF-8")
+
+
+def test_signers_that_is_not_a_list_is_an_error(cat: Path) -> None:
+    # Was TypeError: 'int' object is not iterable.
+    replace(cat, "policies/default.yaml", "signers: [ci]", "signers: 1")
+    assert one_error(cat) == ("catalog/policies/default.yaml:9: error: 'signers' in policy "
+                              "'default' must be a list, e.g. signers: [ci], not a number")
+
+
+def test_number_beyond_the_conversion_limit_is_reported_on_its_line(cat: Path) -> None:
+    # Was a ValueError about sys.set_int_max_str_digits, reported as a bad date on line 0.
+    replace(cat, "policies/default.yaml", "max_age_days: 365", "max_age_days: " + "9" * 5000)
+    assert one_error(cat) == ("catalog/policies/default.yaml:7: error: invalid value: more than "
+                              "4300 digits; quote it if it is text")
+
+
+def test_value_an_explicit_tag_cannot_convert_is_reported_on_its_line(cat: Path) -> None:
+    replace(cat, "policies/default.yaml", "max_age_days: 365", "max_age_days: !!int 1.5")
+    assert one_error(cat) == (
+        "catalog/policies/default.yaml:7: error: invalid value: invalid literal for int() with "
+        "base 10: '1.5'; fix the value or quote it")
+
+
+def test_huge_public_key_file_is_refused_unread(cat: Path) -> None:
+    with open(cat / "signers" / "ci.pub", "ab") as stream:
+        stream.truncate(2**30)  # sparse: a GiB that read_bytes() would have held in memory
+    found, seconds = cpu_seconds(lambda: one_error(cat))
+    assert found == ("catalog/signers/ci.pub: error: is larger than 64 KiB; a public key is a "
+                     "few hundred bytes: write the one from 'syncer keygen ci'")
+    assert seconds < 1
+
+
+def test_access_globs_with_many_stars_are_checked_in_bounded_time(cat: Path) -> None:
+    # check_access matches push globs against pull globs; under Python's re this took minutes.
+    access = ("groups:\n  team:\n    members: [dev1]\n"
+              f"    pull: ['{'*a' * 12}*b']\n    push: ['{'a' * 200}']\n")
+    found, seconds = cpu_seconds(lambda: diagnostics(cat, {"access.yaml": access}))
+    assert [d.level for d in found] == ["warning"]
+    assert seconds < 2
+
+
 # --- unknown keys and types ----------------------------------------------------------------
 
 
@@ -382,13 +529,16 @@ def test_tags_or_match_required(cat: Path) -> None:
         "tags, e.g. tags: [\"1.27.3\"], or give a match regex, e.g. match: '^1\\.27\\.\\d+$'")
 
 
+RE2_REMEDY = ("; fix the pattern (RE2 syntax: no backreferences or lookaround, so that "
+              "matching takes linear time; see docs/catalog.md)")
+
+
 def test_match_regex_must_compile(cat: Path) -> None:
     assert one_error(cat, image_file("""
         - source: acme/tool
           match: '^1\\.(27'
-    """)) == ("catalog/images/team.yaml:3: error: 'match' regex '^1\\.(27' does not compile: "
-              "missing ), unterminated subpattern at position 4; fix the pattern "
-              "(Python re syntax)")
+    """)) == ("catalog/images/team.yaml:3: error: 'match' regex '^1\\.(27' is refused: "
+              "missing ): ^1\\.(27" + RE2_REMEDY)
 
 
 def test_exclude_regexes_must_compile(cat: Path) -> None:
@@ -398,8 +548,42 @@ def test_exclude_regexes_must_compile(cat: Path) -> None:
           exclude:
             - '-rc'
             - '[abc'
-    """)) == ("catalog/images/team.yaml:6: error: 'exclude' regex '[abc' does not compile: "
-              "unterminated character set at position 0; fix the pattern (Python re syntax)")
+    """)) == ("catalog/images/team.yaml:6: error: 'exclude' regex '[abc' is refused: "
+              "missing ]: [abc" + RE2_REMEDY)
+
+
+def test_backreference_is_refused_with_the_re2_reason(cat: Path) -> None:
+    # Validated before, and then could make discovery backtrack for minutes on one tag.
+    assert one_error(cat, image_file("""
+        - source: acme/tool
+          match: '^(\\d+)\\.\\1$'
+    """)) == ("catalog/images/team.yaml:3: error: 'match' regex '^(\\d+)\\.\\1$' is refused: "
+              "invalid escape sequence: \\1" + RE2_REMEDY)
+
+
+def test_lookaround_in_exclude_is_refused(cat: Path) -> None:
+    assert one_error(cat, image_file("""
+        - source: acme/tool
+          match: '.*'
+          exclude: ['rc(?!1)']
+    """)) == ("catalog/images/team.yaml:4: error: 'exclude' regex 'rc(?!1)' is refused: "
+              "invalid perl operator: (?!" + RE2_REMEDY)
+
+
+def test_repetition_beyond_any_bound_is_refused(cat: Path) -> None:
+    # Was OverflowError from Python's re.
+    assert one_error(cat, image_file("""
+        - source: acme/tool
+          match: 'a{99999999999}'
+    """)).startswith("catalog/images/team.yaml:3: error: 'match' regex 'a{99999999999}' is "
+                     "refused: '{' at position 1 starts no repetition {n}, {n,} or {n,m}")
+
+
+def test_nested_quantifiers_are_accepted_since_re2_does_not_backtrack(cat: Path) -> None:
+    assert errors(cat, image_file("""
+        - source: acme/tool
+          match: '^(a+)+$'
+    """)) == []
 
 
 def test_newest_is_a_positive_int(cat: Path) -> None:

@@ -171,3 +171,27 @@ def test_plan_without_any_upstream_credentials_asks_anonymously_but_run_needs_th
     run = world.syncer("run")
     assert run.returncode == 1
     assert "HUB_USERNAME (sources.docker.io.auth.username_env) is not set" in run.stdout + run.stderr
+
+
+def test_plan_with_a_backtracking_pattern_finishes_against_long_near_miss_tags(world):
+    """'^(a+)+$' against a's followed by one other character backtracks exponentially under
+    Python's re (30 a's: minutes); discovery matches with RE2, in time linear in the tag."""
+    digest = world.push("library/app:" + "a" * 127, image("12.8"))
+    manifest = requests.get(f"{world.hub.url}/v2/library/app/manifests/{digest}",
+                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+                            timeout=10)
+    manifest.raise_for_status()
+    near_misses = ["a" * n + "-x" for n in range(30, 126, 5)]
+    for tag in near_misses:
+        put = requests.put(f"{world.hub.url}/v2/library/app/manifests/{tag}", data=manifest.content,
+                           headers={"Content-Type": manifest.headers["Content-Type"]}, timeout=10)
+        assert put.status_code == 201, put.text
+    assert len(world.tags(world.hub, "library/app")) == len(near_misses) + 1
+    world.images("""
+        images:
+          - source: app
+            match: '^(a+)+$'
+    """)
+    proc = world.syncer("plan", timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert section(proc.stdout, "New tags") == [f"| app | `{'a' * 127}` | `{short(digest)}` |"]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import random
 import re
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncer.model import ImageEntry
-from syncer.select import Selection, needs_listing, select_tags, version_key
+from syncer.select import (PatternError, Selection, compile_pattern, needs_listing, select_tags,
+                           version_key)
 
 # --- version ordering ----------------------------------------------------------------------
 
@@ -172,3 +174,54 @@ def test_result_is_deduplicated_and_sorted_by_version():
 
 def test_no_match_and_no_tags_selects_nothing():
     assert select_tags(entry(), UPSTREAM) == Selection(tags=(), missing_explicit=())
+
+
+# --- the regex engine ----------------------------------------------------------------------
+
+
+def test_backtracking_pattern_against_long_tags_runs_in_linear_time():
+    # Under Python's re, '^(a+)+$' against 30 a's and a '-' takes minutes (ReDoS); RE2 does not
+    # backtrack, so the time grows with the tags' length only.
+    upstream = ["a" * n + "-x" for n in range(20, 128)] + ["a" * 127]
+    start = time.process_time()
+    sel = select_tags(entry(match=r"^(a+)+$", exclude=(r"(a|aa)+b",)), upstream)
+    assert time.process_time() - start < 1
+    assert sel.tags == ("a" * 127,)
+
+
+@pytest.mark.parametrize("pattern, tag, full", [
+    (r"1\.27\.\d+", "1.27.10", True),
+    (r"1\.27", "1.27.3", False),  # a whole-tag match, as re.fullmatch
+    (r"1\.27\.\d+$", "1.27.3", True),
+    (r"^(1|2)\.\d+$", "2.0", True),
+    (r"(?i)V1\.0", "v1.0", True),
+    (r"[0-9]{2,3}", "8", False),
+    (r"[0-9]{2,3}", "2024", False),
+    (r"\d+-[[:alpha:]]+", "17-alpine", True),
+])
+def test_full_match_agrees_with_python_re(pattern, tag, full):
+    assert (compile_pattern(pattern).fullmatch(tag) is not None) is full
+    assert (re.fullmatch(pattern.replace("[[:alpha:]]", "[a-zA-Z]"), tag) is not None) is full
+
+
+@pytest.mark.parametrize("pattern, reason", [
+    (r"(a)\1", r"invalid escape sequence: \1"),
+    (r"1\.27(?!-rc)", "invalid perl operator: (?!"),
+    (r"(?<=v)1", "invalid perl operator: (?<="),
+    (r"a{1001}", "invalid repetition size: {1001}"),
+    (r"(a{100}){100}", "invalid repetition size: {100}"),
+    # RE2 would read these braces as literal text; Python as repetitions (or OverflowError).
+    (r"a{99999999999}", "'{' at position 1 starts no repetition {n}, {n,} or {n,m} (each at "
+                        "most 1000), so RE2 would read a literal brace, which no tag contains"),
+    (r"1\.{,3}", "'{' at position 3 starts no repetition"),
+    (r"x{01}", "'{' at position 1 starts no repetition"),
+])
+def test_patterns_re2_cannot_run_in_linear_time_are_refused(pattern, reason):
+    with pytest.raises(PatternError) as raised:
+        compile_pattern(pattern)
+    assert str(raised.value).startswith(reason)
+
+
+@pytest.mark.parametrize("pattern", [r"a\{1\}", r"[{]", r"\Q{\E", r"[[:alpha:]{]+", r"a{0,1000}"])
+def test_literal_braces_written_as_such_are_accepted(pattern):
+    compile_pattern(pattern)
