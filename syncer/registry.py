@@ -358,12 +358,8 @@ class Answer:
 
 
 class BodyError(Exception):
-    """An answer's body could not be read as it must be; ``retry`` when trying again may
-    help (it was cut off), not when the registry sent what it should not."""
-
-    def __init__(self, reason: str, *, retry: bool = False):
-        super().__init__(reason)
-        self.retry = retry
+    """An answer's body is not what it may be: too large, too slow, or not in the encoding it
+    names. Not retried: the registry sent it, and would send it again."""
 
 
 def read_body(resp: requests.Response, limit: int, deadline: float, status: int) -> bytes:
@@ -386,7 +382,7 @@ def read_body(resp: requests.Response, limit: int, deadline: float, status: int)
 def _read_capped(resp: requests.Response, cap: int, deadline: float) -> bytes:
     encoding = resp.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in ("", "identity", "gzip"):
-        raise BodyError(f"sent a body in Content-Encoding {_shown(encoding)}, which was not "
+        raise BodyError(f"sent a body in Content-Encoding {_described(encoding)}, which was not "
                         "asked for")
     length = resp.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > cap:
@@ -434,7 +430,7 @@ def transport_failure(err: BaseException) -> tuple[bool, str]:
     ``syncer.headtransport`` raises them), and BodyError. The one mapping every request
     path goes through, so that each failure reads the same wherever it happened."""
     if isinstance(err, BodyError):
-        return err.retry, str(err)
+        return False, str(err)
     if isinstance(err, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
                         http.client.IncompleteRead)):
         return True, "broke off its answer (the connection closed before the end of the body)"
