@@ -742,6 +742,10 @@ class RegistryClient:
             if cached is not None and refused == f"Bearer {cached.value}":
                 del self._tokens[scope]
                 if scope in self._batched:
+                    # The others of its batch are as suspect: each would cost a 401 to find out.
+                    for other in self._batched:
+                        self._tokens.pop(other, None)
+                    self._batched.clear()
                     self._stop_batching("the registry refused a token asked for with others")
         # The challenge's scope is what the registry wants for this request; cache the token
         # under our own scope key so the next request on this repository sends it up front.
