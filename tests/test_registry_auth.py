@@ -419,21 +419,9 @@ def test_discovery_asks_for_ten_repositories_tokens_at_a_time(token_setup) -> No
     assert [r.status for r in registry.requests()].count(401) - refused <= 8
 
 
-@pytest.mark.parametrize("token_setup", [{"max_scopes": 1}], indirect=True)
-def test_a_token_service_refusing_several_scopes_is_asked_per_repository(token_setup) -> None:
-    issuer, registry = token_setup
-    digests = push_repositories(issuer, registry, 5)
-    since = len(issuer.requests)
-    creds = Credentials(issuer.username, issuer.password)
-    with RegistryClient(registry.host, tls_verify=False, credentials=creds) as client:
-        client.expect_pulls(digests)
-        assert [client.head_manifest(repo, "1.0").digest for repo in digests] == \
-            list(digests.values())
-    assert [len(scopes) for scopes in pull_scopes_asked(issuer, since)] == [5, 1, 1, 1, 1, 1]
-
-
-@pytest.mark.parametrize("token_setup", [{"first_scope_only": True}], indirect=True)
-def test_a_token_covering_only_the_first_repository_stops_the_batching(token_setup) -> None:
+def discover_five(token_setup) -> tuple[list[int], int]:
+    """Five repositories HEADed one after another, announced first as discovery does: the
+    number of scopes in each token request, and the 401s the registry answered meanwhile."""
     issuer, registry = token_setup
     digests = push_repositories(issuer, registry, 5)
     since, refused = len(issuer.requests), [r.status for r in registry.requests()].count(401)
@@ -442,9 +430,22 @@ def test_a_token_covering_only_the_first_repository_stops_the_batching(token_set
         client.expect_pulls(digests)
         assert [client.head_manifest(repo, "1.0").digest for repo in digests] == \
             list(digests.values())
-    assert [len(scopes) for scopes in pull_scopes_asked(issuer, since)] == [5, 1, 1, 1, 1]
+    return ([len(scopes) for scopes in pull_scopes_asked(issuer, since)],
+            [r.status for r in registry.requests()].count(401) - refused)
+
+
+@pytest.mark.parametrize("token_setup", [{"max_scopes": 1}], indirect=True)
+def test_a_token_service_refusing_several_scopes_is_asked_per_repository(token_setup) -> None:
+    scopes_per_request, _ = discover_five(token_setup)
+    assert scopes_per_request == [5, 1, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("token_setup", [{"first_scope_only": True}], indirect=True)
+def test_a_token_covering_only_the_first_repository_stops_the_batching(token_setup) -> None:
+    scopes_per_request, refused = discover_five(token_setup)
+    assert scopes_per_request == [5, 1, 1, 1, 1]
     # Its access claim said so: the token was never sent for the repositories it lacks.
-    assert [r.status for r in registry.requests()].count(401) - refused == 1
+    assert refused == 1
 
 
 @pytest.mark.parametrize("token_setup", [{"first_scope_only": True}], indirect=True)
@@ -452,17 +453,10 @@ def test_a_batched_token_the_registry_refuses_is_replaced_by_the_repositorys_own
         token_setup, monkeypatch: pytest.MonkeyPatch) -> None:
     """An opaque token cannot be read: the registry's 401 is what says it does not cover."""
     monkeypatch.setattr(registry_module, "token_grants", lambda token, scope: True)
-    issuer, registry = token_setup
-    digests = push_repositories(issuer, registry, 5)
-    since, refused = len(issuer.requests), [r.status for r in registry.requests()].count(401)
-    creds = Credentials(issuer.username, issuer.password)
-    with RegistryClient(registry.host, tls_verify=False, credentials=creds) as client:
-        client.expect_pulls(digests)
-        assert [client.head_manifest(repo, "1.0").digest for repo in digests] == \
-            list(digests.values())
-    assert [len(scopes) for scopes in pull_scopes_asked(issuer, since)] == [5, 1, 1, 1, 1]
+    scopes_per_request, refused = discover_five(token_setup)
+    assert scopes_per_request == [5, 1, 1, 1, 1]
     # The first contact, then the refused batched token; the others were dropped with it.
-    assert [r.status for r in registry.requests()].count(401) - refused == 2
+    assert refused == 2
 
 
 @pytest.mark.parametrize("token_setup", [{"token_suffix": "\r\nX-Injected: 1"}], indirect=True)
