@@ -77,7 +77,10 @@ class Throttle:
                 if self.limit < self.concurrency and self._answered >= self.limit:
                     self.limit += 1
                     self._answered = 0
-            self._cond.notify_all()
+                    self._cond.notify()  # the new slot
+            # One freed slot, one waiter woken: waking them all would cost every waiting
+            # thread a wake-up per request, thousands of them in a no-op run.
+            self._cond.notify()
 
     def pause(self, seconds: float) -> None:
         """No request to this host starts for ``seconds`` (a 429's Retry-After or backoff);
