@@ -401,49 +401,41 @@ def pull_scopes_asked(issuer: TokenServer, since: int) -> list[list[str]]:
     return [q["scope"] for q in issuer.requests[since:]]
 
 
-def test_discovery_asks_for_ten_repositories_tokens_at_a_time(token_setup) -> None:
+def discover(token_setup, count: int, threads: int = 1) -> tuple[list[list[str]], int]:
+    """``count`` repositories HEADed by ``threads``, announced first as discovery does: the
+    scopes of each token request, and the 401s the registry answered meanwhile."""
     issuer, registry = token_setup
-    digests = push_repositories(issuer, registry, 25)
+    digests = push_repositories(issuer, registry, count)
     since, refused = len(issuer.requests), [r.status for r in registry.requests()].count(401)
     creds = Credentials(issuer.username, issuer.password)
     with RegistryClient(registry.host, tls_verify=False, credentials=creds) as client:
         client.expect_pulls(digests)
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(threads) as pool:
             found = list(pool.map(lambda repo: client.head_manifest(repo, "1.0").digest, digests))
     assert found == list(digests.values())
-    asked = pull_scopes_asked(issuer, since)
+    return (pull_scopes_asked(issuer, since),
+            [r.status for r in registry.requests()].count(401) - refused)
+
+
+def test_discovery_asks_for_ten_repositories_tokens_at_a_time(token_setup) -> None:
+    asked, refused = discover(token_setup, 25, threads=8)
     assert [len(scopes) for scopes in asked] == [10, 10, 5]
     assert sorted(s for scopes in asked for s in scopes) == \
-        sorted(f"repository:{repo}:pull" for repo in digests)
+        sorted(f"repository:library/app-{i}:pull" for i in range(25))
     # Only the first request of each thread, before the realm was known, met a 401.
-    assert [r.status for r in registry.requests()].count(401) - refused <= 8
-
-
-def discover_five(token_setup) -> tuple[list[int], int]:
-    """Five repositories HEADed one after another, announced first as discovery does: the
-    number of scopes in each token request, and the 401s the registry answered meanwhile."""
-    issuer, registry = token_setup
-    digests = push_repositories(issuer, registry, 5)
-    since, refused = len(issuer.requests), [r.status for r in registry.requests()].count(401)
-    creds = Credentials(issuer.username, issuer.password)
-    with RegistryClient(registry.host, tls_verify=False, credentials=creds) as client:
-        client.expect_pulls(digests)
-        assert [client.head_manifest(repo, "1.0").digest for repo in digests] == \
-            list(digests.values())
-    return ([len(scopes) for scopes in pull_scopes_asked(issuer, since)],
-            [r.status for r in registry.requests()].count(401) - refused)
+    assert refused <= 8
 
 
 @pytest.mark.parametrize("token_setup", [{"max_scopes": 1}], indirect=True)
 def test_a_token_service_refusing_several_scopes_is_asked_per_repository(token_setup) -> None:
-    scopes_per_request, _ = discover_five(token_setup)
-    assert scopes_per_request == [5, 1, 1, 1, 1, 1]
+    asked, _ = discover(token_setup, 5)
+    assert [len(scopes) for scopes in asked] == [5, 1, 1, 1, 1, 1]
 
 
 @pytest.mark.parametrize("token_setup", [{"first_scope_only": True}], indirect=True)
 def test_a_token_covering_only_the_first_repository_stops_the_batching(token_setup) -> None:
-    scopes_per_request, refused = discover_five(token_setup)
-    assert scopes_per_request == [5, 1, 1, 1, 1]
+    asked, refused = discover(token_setup, 5)
+    assert [len(scopes) for scopes in asked] == [5, 1, 1, 1, 1]
     # Its access claim said so: the token was never sent for the repositories it lacks.
     assert refused == 1
 
@@ -453,8 +445,8 @@ def test_a_batched_token_the_registry_refuses_is_replaced_by_the_repositorys_own
         token_setup, monkeypatch: pytest.MonkeyPatch) -> None:
     """An opaque token cannot be read: the registry's 401 is what says it does not cover."""
     monkeypatch.setattr(registry_module, "token_grants", lambda token, scope: True)
-    scopes_per_request, refused = discover_five(token_setup)
-    assert scopes_per_request == [5, 1, 1, 1, 1]
+    asked, refused = discover(token_setup, 5)
+    assert [len(scopes) for scopes in asked] == [5, 1, 1, 1, 1]
     # The first contact, then the refused batched token; the others were dropped with it.
     assert refused == 2
 
