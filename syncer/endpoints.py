@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from syncer.errors import UsageError
 from syncer.model import Settings
-from syncer.registry import Credentials, RegistryClient, credentials_from_env
+from syncer.registry import DEFAULT_CONCURRENCY, Credentials, RegistryClient, credentials_from_env
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class Endpoint:
     tls_verify: bool = True
     ca_dir: str | None = None
     credentials: Credentials | None = field(default=None, repr=False)
+    concurrency: int = DEFAULT_CONCURRENCY  # requests in flight to it
 
     @property
     def ca_file(self) -> str | None:
@@ -33,6 +34,7 @@ class Endpoint:
             tls_verify=self.tls_verify,
             ca_file=self.ca_file,
             credentials=self.credentials,
+            concurrency=self.concurrency,
         )
 
     def docker_ref(self, repository: str, *, tag: str | None = None, digest: str | None = None) -> str:
@@ -65,6 +67,7 @@ def source_endpoint(settings: Settings, host: str, *, anonymous_if_unset: bool =
         tls_verify=src.tls_verify,
         ca_dir=src.ca_dir,
         credentials=credentials,
+        concurrency=src.concurrency or DEFAULT_CONCURRENCY,
     )
 
 

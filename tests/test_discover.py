@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from syncer.discover import discover_entry
+import threading
+import time
+
+from syncer.discover import discover, discover_entry
+from syncer.endpoints import Endpoint
 from syncer.errors import NotFoundError
 from syncer.model import ImageEntry
 from syncer.registry import ManifestRef
@@ -45,3 +49,51 @@ def test_a_matched_tag_deleted_between_listing_and_head_is_vanished_not_missing(
     assert [t.tag for t in found.tags] == ["1.0"]
     assert found.missing == [] and found.errors == []
     assert found.listed == frozenset({"1.0"})
+
+
+class SlowUpstream(FakeUpstream):
+    """Every HEAD takes a while; records how many were in flight at once."""
+
+    def __init__(self, listed, present):
+        super().__init__(listed, present)
+        self.in_flight = self.peak = 0
+        self.expected: list[str] = []
+        self._lock = threading.Lock()
+
+    def expect_pulls(self, repositories):
+        self.expected = list(repositories)
+
+    def head_manifest(self, repository, tag):
+        with self._lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        time.sleep(0.02)
+        try:
+            return super().head_manifest(repository, tag)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+class OneHost:
+    """``Sources`` for one upstream client with ``concurrency`` requests in flight."""
+
+    def __init__(self, client, concurrency):
+        self._client, self._concurrency = client, concurrency
+
+    def client(self, host):
+        return self._client
+
+    def endpoint(self, host):
+        return Endpoint(name=host, address=host, concurrency=self._concurrency)
+
+
+def test_the_heads_of_one_entry_go_out_concurrently_and_results_keep_their_order():
+    tags = tuple(f"1.{i}" for i in range(40))
+    entry = ImageEntry(source="docker.io/library/nginx", name="nginx", tags=tags)
+    up = SlowUpstream(listed=[], present=set(tags) - {"1.7"})
+    [found] = discover([entry], OneHost(up, 8))
+    assert [t.tag for t in found.tags] == [t for t in tags if t != "1.7"]
+    assert found.missing == ["1.7"]
+    assert 1 < up.peak <= 8
+    assert up.expected == ["library/nginx"], "the client was told which repositories follow"
