@@ -202,8 +202,9 @@ class Workspace:
         shutil.rmtree(reg.workdir, ignore_errors=True)
 
     def trivy_db(self, name: str = "trivy-cache") -> TrivyDB:
-        """A Trivy cache holding an empty database: every scan finds nothing."""
-        return TrivyDB(self.root / name, ()).write()
+        """A Trivy cache holding an empty database and an empty Java DB: every scan finds
+        nothing, and Trivy downloads neither."""
+        return TrivyDB(self.root / name, ()).write().write_java()
 
 
 # --- seeding upstream ---------------------------------------------------------------------------
@@ -302,7 +303,7 @@ class Setup:
         argv = [sys.executable, "-m", "syncer", command, "--catalog", str(self.catalog),
                 "--reports", str(self.reports), *args]
         if command == "run":
-            argv.append("--skip-db-update")
+            argv += ["--skip-db-update", "--skip-java-db-update"]
         return argv
 
     def syncer(self, command: str, *args: str, timeout: float = 3600) -> Timed:

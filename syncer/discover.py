@@ -4,17 +4,24 @@ Per catalog entry: one tag listing when the entry has a ``match`` (explicit tags
 then one ``HEAD`` per selected tag to resolve its digest. Never a manifest ``GET``: Docker
 Hub counts those as pulls. Errors stay with their entry so one bad entry never stops the
 others.
+
+A no-op run is a round trip per tracked tag, so what bounds it is how many requests are in
+flight: each registry client lets its host's ``concurrency`` (settings.yaml) through, fewer
+after a 429 (``syncer.throttle``). Discovery keeps that many listings and that many HEADs
+waiting for it, across entries and within one, so an entry of 500 tags is as fast as 50
+entries of 10.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from syncer.endpoints import Endpoint, source_endpoint
 from syncer.errors import NotFoundError, SyncerError, failure_text
 from syncer.model import Catalog, ImageEntry
-from syncer.registry import DEADLINE_DEFAULT, RateLimit, RegistryClient
+from syncer.registry import DEADLINE_DEFAULT, ManifestRef, RateLimit, RegistryClient
 from syncer.select import needs_listing, select_tags
 
 
@@ -70,7 +77,13 @@ class Sources:
         return self._clients[host]
 
 
-def discover_entry(entry: ImageEntry, client: RegistryClient) -> EntryDiscovery:
+# Runs a function over items, results in order: ``map`` itself, or a thread pool's.
+Mapper = Callable[[Callable[[str], "ManifestRef | SyncerError"], Iterable[str]],
+                  Iterator["ManifestRef | SyncerError"]]
+
+
+def discover_entry(entry: ImageEntry, client: RegistryClient, heads: Mapper = map) -> EntryDiscovery:
+    """``heads`` sends the entry's HEADs: one after another by default, or a pool's map."""
     result = EntryDiscovery(entry=entry)
     upstream: list[str] | None = None
     if needs_listing(entry):
@@ -92,18 +105,23 @@ def discover_entry(entry: ImageEntry, client: RegistryClient) -> EntryDiscovery:
         result.listed = frozenset(upstream)
     selection = select_tags(entry, upstream)
     result.missing.extend(selection.missing_explicit)
-    for tag in selection.tags:
+
+    def resolve(tag: str) -> ManifestRef | SyncerError:
         try:
-            head = client.head_manifest(entry.source_path, tag)
-        except NotFoundError:
+            return client.head_manifest(entry.source_path, tag)
+        except SyncerError as err:
+            return err
+
+    for tag, head in zip(selection.tags, heads(resolve, selection.tags)):
+        if isinstance(head, NotFoundError):
             if tag in entry.tags:
                 result.missing.append(tag)
             elif result.listed is not None:
                 # Listed a moment ago, gone now: deleted upstream in between, i.e. vanished.
                 result.listed = result.listed - {tag}
             continue
-        except SyncerError as err:
-            result.errors.append(f"{entry.source}:{tag}: {err}")
+        if not isinstance(head, ManifestRef):
+            result.errors.append(f"{entry.source}:{tag}: {head}")
             continue
         result.tags.append(
             UpstreamTag(
@@ -118,25 +136,32 @@ def discover_entry(entry: ImageEntry, client: RegistryClient) -> EntryDiscovery:
     return result
 
 
-def discover(entries: list[ImageEntry], sources: Sources, *, jobs: int = 4) -> list[EntryDiscovery]:
-    """Discover every entry, ``jobs`` at a time; results keep the entries' order."""
-
-    def one(entry: ImageEntry) -> EntryDiscovery:
-        try:
-            client = sources.client(entry.source_host)
-        except SyncerError as err:  # e.g. a credential variable that is not set
-            return EntryDiscovery(entry=entry, errors=[str(err)])
-        try:
-            return discover_entry(entry, client)
-        except Exception as err:  # noqa: BLE001 - one entry's failure must not stop the others
-            return EntryDiscovery(entry=entry, errors=[
-                f"cannot discover {entry.source}: {failure_text(err)}"])
-
-    # Clients are created up front so that worker threads share them instead of racing.
+def discover(entries: list[ImageEntry], sources: Sources) -> list[EntryDiscovery]:
+    """Discover every entry; results keep the entries' order."""
+    # Clients are created up front so that worker threads share them instead of racing, and
+    # told which repositories follow, so their tokens can be asked for together.
+    workers = 0
     for host in sorted({e.source_host for e in entries}):
         try:
-            sources.client(host)
+            client = sources.client(host)
         except SyncerError:
-            pass  # reported per entry by one()
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(one, entries))
+            continue  # reported per entry by one()
+        client.expect_pulls(e.source_path for e in entries if e.source_host == host)
+        workers += sources.endpoint(host).concurrency
+    # As many threads as requests may be in flight, for listings and for HEADs each: the
+    # clients' throttles, not the pools, decide how many are.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as entry_pool, \
+            ThreadPoolExecutor(max_workers=max(1, workers)) as head_pool:
+
+        def one(entry: ImageEntry) -> EntryDiscovery:
+            try:
+                client = sources.client(entry.source_host)
+            except SyncerError as err:  # e.g. a credential variable that is not set
+                return EntryDiscovery(entry=entry, errors=[str(err)])
+            try:
+                return discover_entry(entry, client, head_pool.map)
+            except Exception as err:  # noqa: BLE001 - one entry's failure must not stop the others
+                return EntryDiscovery(entry=entry, errors=[
+                    f"cannot discover {entry.source}: {failure_text(err)}"])
+
+        return list(entry_pool.map(one, entries))

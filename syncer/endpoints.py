@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from syncer import redact
 from syncer.errors import UsageError
 from syncer.model import Auth, Settings
-from syncer.registry import (DEADLINE_DEFAULT, Credentials, RegistryClient,
+from syncer.registry import (DEADLINE_DEFAULT, DEFAULT_CONCURRENCY, Credentials, RegistryClient,
                              credentials_from_env)
 
 # Seconds to connect, and between two reads of an answer, at most: a registry silent for
@@ -27,6 +27,7 @@ class Endpoint:
     tls_verify: bool = True
     ca_dir: str | None = None
     credentials: Credentials | None = field(default=None, repr=False)
+    concurrency: int = DEFAULT_CONCURRENCY  # requests in flight to it
 
     @property
     def ca_file(self) -> str | None:
@@ -42,6 +43,7 @@ class Endpoint:
             credentials=self.credentials,
             timeout=min(READ_TIMEOUT_MAX, deadline),
             deadline=deadline,
+            concurrency=self.concurrency,
         )
 
     def docker_ref(self, repository: str, *, tag: str | None = None, digest: str | None = None) -> str:
@@ -74,6 +76,7 @@ def source_endpoint(settings: Settings, host: str, *, anonymous_if_unset: bool =
         tls_verify=src.tls_verify,
         ca_dir=src.ca_dir,
         credentials=credentials,
+        concurrency=src.concurrency or DEFAULT_CONCURRENCY,
     )
 
 

@@ -91,6 +91,7 @@ class Source:
     auth: Auth = field(default_factory=Auth)
     min_remaining_pulls: int | None = None
     ca_dir: str | None = None  # directory with ca.crt for a private CA (catalog key `ca_dir`)
+    concurrency: int | None = None  # requests in flight; None: registry.DEFAULT_CONCURRENCY
 
 
 @dataclass(frozen=True)

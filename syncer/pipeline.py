@@ -80,11 +80,6 @@ class RunResult:
         return 1 if self.failures else 0
 
 
-# HEAD requests in flight during discovery, whatever --jobs says: they are cheap for the
-# registry (Hub counts none as a pull) and the run mostly waits on their round trips.
-DISCOVERY_JOBS = 8
-
-
 def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
     """A stable split by catalog name: the same name lands in the same shard on every runner."""
     if shard is None:
@@ -164,7 +159,7 @@ class Pipeline:
         # Reading the ledger is CPU work and discovery mostly waits on the network: overlap them.
         with ThreadPoolExecutor(max_workers=1) as reader:
             reading = reader.submit(recorded_for, self._records, entries)
-            discoveries = discover(entries, self.sources, jobs=max(self.options.jobs, DISCOVERY_JOBS))
+            discoveries = discover(entries, self.sources)
             recorded, unreadable, strays = reading.result()
         for stray in strays:
             self.progress.note(f"warning: {stray}")

@@ -25,7 +25,7 @@ import time
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import SplitResult, urljoin, urlsplit
@@ -44,8 +44,8 @@ from syncer.errors import (
     SyncerError,
     UsageError,
 )
-from syncer.headtransport import HeadTransport
 from syncer.model import Auth
+from syncer.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,18 @@ _READ_SIZE = 64 << 10
 DEADLINE_DEFAULT = 120.0  # seconds for one answer: 4 MiB at 35 KB/s
 TOKEN_LIFETIME_DEFAULT = 60  # seconds; the token spec's default when expires_in is absent
 TOKEN_EXPIRY_MARGIN = 10  # refresh a little early so a token does not expire in flight
-_TOKEN_VALUE_RE = re.compile(r"[!-~]{1,16384}")  # visible ASCII: a header value, one line
+# Repositories per token request during discovery: Docker Hub's and distribution's token
+# servers take repeated scope parameters. Each adds an access entry to the token, which goes
+# in every request's Authorization header; ten keep it far below the 8 KiB a header line may
+# have in common front ends (nginx's large_client_header_buffers).
+TOKEN_BATCH = 10
+# What may follow "Bearer " in a header: visible ASCII on one line, and short enough for
+# header buffers (a batch of TOKEN_BATCH scopes stays far below the bound).
+_TOKEN_VALUE_RE = re.compile(r"[\x21-\x7e]{1,16384}")
+# Requests in flight to one registry unless settings.yaml says otherwise
+# (``sources.<host>.concurrency``); chosen with benchmarks/noop_discovery.py, see
+# docs/architecture.md.
+DEFAULT_CONCURRENCY = 16
 
 
 # --- credentials ---------------------------------------------------------------------------
@@ -334,7 +345,7 @@ class Answer:
     url: str
     status_code: int
     reason: str
-    headers: Mapping[str, str]  # case-insensitive, as requests' and headtransport's are
+    headers: Mapping[str, str]  # requests' CaseInsensitiveDict
     content: bytes = b""
     stream: requests.Response | None = field(default=None, repr=False)
 
@@ -426,8 +437,8 @@ def _amount(size: int) -> str:
 
 def transport_failure(err: BaseException) -> tuple[bool, str]:
     """Whether trying again may help, and what happened, for any failure of a request below
-    the status line: requests' and urllib3's exceptions, socket and TLS errors (also as
-    ``syncer.headtransport`` raises them), and BodyError. The one mapping every request
+    the status line: requests' and urllib3's exceptions, socket and TLS errors (as a body
+    read may raise them bare), and BodyError. The one mapping every request
     path goes through, so that each failure reads the same wherever it happened."""
     if isinstance(err, BodyError):
         return False, str(err)
@@ -476,6 +487,7 @@ class RegistryClient:
         deadline: float = DEADLINE_DEFAULT,
         max_retries: int = 4,
         max_wait: float = 120.0,
+        concurrency: int = DEFAULT_CONCURRENCY,
         user_agent: str = f"syncer/{__version__}",
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -492,6 +504,7 @@ class RegistryClient:
         self.stats: Counter[str] = Counter()
         self._credentials = credentials
         self._sleep = sleep
+        self._throttle = Throttle(concurrency, sleep=sleep)
         self._scheme = "https"
         self._scheme_probe = threading.Lock()
         self._scheme_settled = threading.Event()  # set once the registry's scheme is known
@@ -504,10 +517,15 @@ class RegistryClient:
         # verify setting, which would silently drop ca_file and tls_verify: false.
         self._requests_verify: str | bool = (ca_file or _env_ca_bundle() or True) if tls_verify else False
         self._proxies: dict[str, dict[str, str]] = {}
-        self._heads = HeadTransport(self._requests_verify)
         self._basic = False  # the registry asked for Basic: send it up front from now on
         self._bearer: Challenge | None = None  # realm and service of its token server
-        self._tokens: dict[str, _Token] = {}
+        self._tokens: dict[str, _Token] = {}  # by scope
+        self._fetching: dict[str, threading.Event] = {}  # scopes whose token is being fetched
+        self._batching = True  # ask for several repositories' tokens at once (expect_pulls)
+        self._batched: set[str] = set()  # scopes whose cached token came from such a request
+        self._expected: list[str] = []  # scopes expect_pulls named, in order
+        self._expected_set: set[str] = set()
+        self._expected_next = 0  # the first of them not yet offered to a batch
         if not tls_verify:
             # The catalog asked for no verification; urllib3's warning on every request
             # would only bury the progress lines.
@@ -526,7 +544,6 @@ class RegistryClient:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
             session.close()
-        self._heads.close()
 
     def __enter__(self) -> "RegistryClient":
         return self
@@ -827,7 +844,8 @@ class RegistryClient:
         if challenge is None:
             raise self._auth_error(f"{self.where} answered 401 without a usable "
                                    "WWW-Authenticate challenge (Bearer or Basic)", repository)
-        headers["Authorization"] = self._authenticate(challenge, scope, repository)
+        headers["Authorization"] = self._authenticate(challenge, scope, repository,
+                                                      headers.get("Authorization"))
         resp = self._send(method, url, kind=kind, headers=headers, **kwargs)
         if resp.status_code == 401:
             raise self._auth_error(f"{self.where} refused access to {repository} (or it does "
@@ -862,7 +880,8 @@ class RegistryClient:
             delay: float | None = None
             started = time.monotonic()
             try:
-                resp = self._follow(method, url, kind=kind, headers=headers, **kwargs)
+                resp = self._follow(method, url, kind=kind, headers=headers,
+                                    patience=self.max_wait - waited, **kwargs)
             except RegistryError:
                 raise
             except (requests.exceptions.SSLError, ssl.SSLError) as err:
@@ -894,24 +913,28 @@ class RegistryClient:
                 message = (f"{self.where} {problem} on {method} {_shown_path(url)}; gave up "
                            f"after {attempt} attempts over {waited:.0f}s")
                 if status == 429:
+                    self._throttle.give_up()
                     raise RateLimitError(message + "; wait for the rate limit to reset or "
                                          "authenticate to get a larger budget",
                                          registry=self.host, status=429)
                 raise RegistryError(message + "; check that the registry is up and reachable, "
                                     "then run again", registry=self.host, status=status)
             log.debug("%s %s; retrying in %.1fs", self.where, problem, delay)
+            if status == 429:
+                self._throttle.pause(delay)  # the other threads hold back too
             self._sleep(delay)
             waited += delay
 
     def _follow(self, method: str, url: str, *, kind: str, headers: dict[str, str],
-                **kwargs) -> Answer:
+                patience: float, **kwargs) -> Answer:
         """One exchange, following redirects of reads (blob GETs go to storage or a CDN).
 
         Followed here rather than by requests, which reads each redirect's body whole and
         sends on to any scheme: the Authorization header goes only to the registry's own
         origin, and with tls_verify nothing is fetched over plain HTTP."""
         for _ in range(MAX_REDIRECTS + 1):
-            resp = self._once(method, url, kind=kind, headers=headers, **kwargs)
+            resp = self._once(method, url, kind=kind, headers=headers, patience=patience,
+                              **kwargs)
             location = resp.headers.get("Location")
             if resp.status_code not in REDIRECT_STATUSES or method not in ("GET", "HEAD") \
                     or not location:
@@ -934,19 +957,25 @@ class RegistryClient:
                             f"{self.endpoint}", registry=self.host)
 
     def _once(self, method: str, url: str, *, kind: str, headers: dict[str, str],
-              stream: bool = False, limit: int = BODY_MAX, **kwargs) -> Answer:
-        """One request and its answer, the body read unless ``stream`` and it succeeded.
-        Transport failures are raised as they come: ``transport_failure`` maps them."""
-        proxies = self._proxies_for(url)
-        if method == "HEAD" and not kwargs and not proxies:
-            head = self._heads.head(url, {"User-Agent": self.user_agent, **headers}, self.timeout)
-            resp = Answer("HEAD", head.url, head.status_code, head.reason, head.headers)
-        else:
+              patience: float, stream: bool = False, limit: int = BODY_MAX,
+              **kwargs) -> Answer:
+        """One request and its answer, once a slot is free (``syncer.throttle``), the body
+        read unless ``stream`` and it succeeded; waits at most ``patience`` seconds for a
+        pause that a 429 asked for. Transport failures are raised as they come:
+        ``transport_failure`` maps them."""
+        if self._throttle.acquire(patience) is None:
+            raise RateLimitError(
+                f"{self.where} is rate limiting us (429 Too Many Requests) for longer than the "
+                f"retry budget of {method} {_shown_path(url)} allows; wait for the rate limit "
+                "to reset or authenticate to get a larger budget, then run again",
+                registry=self.host, status=429)
+        status: int | None = None
+        try:
             deadline = time.monotonic() + self.deadline
             raw = self._session().request(
                 method, url, headers=headers, timeout=(self.timeout, self.timeout),
-                verify=self._requests_verify, proxies=proxies, allow_redirects=False,
-                stream=True, **kwargs)
+                verify=self._requests_verify, proxies=self._proxies_for(url),
+                allow_redirects=False, stream=True, **kwargs)
             resp = Answer(method, raw.url, raw.status_code, raw.reason or "", raw.headers)
             if stream and raw.status_code < 300:
                 resp.stream = raw
@@ -955,6 +984,11 @@ class RegistryClient:
                     resp.content = read_body(raw, limit, deadline, raw.status_code)
                 finally:
                     raw.close()
+            status = resp.status_code
+        finally:
+            # The slot is held until the body is in (or the failure is known): a 429 counts
+            # for the throttle only with the answer it came with.
+            self._throttle.release(status)
         # Counted once answered, so the numbers match what the registry's access log shows.
         with self._lock:
             self.stats[method] += 1
@@ -1015,20 +1049,28 @@ class RegistryClient:
 
     # --- auth ------------------------------------------------------------------------------
 
+    def expect_pulls(self, repositories: Iterable[str]) -> None:
+        """Names the repositories that pulls (tag lists, manifest HEADs) will follow for, in
+        order, so that a token service taking several scopes is asked for their tokens
+        ``TOKEN_BATCH`` repositories at a time instead of once per repository."""
+        scopes = [_scope(r, "GET") for r in dict.fromkeys(repositories)
+                  if REPOSITORY_RE.fullmatch(r)]
+        with self._lock:
+            self._expected, self._expected_set, self._expected_next = scopes, set(scopes), 0
+
     def _authorization(self, scope: str) -> str | None:
         """The Authorization header known to work, without a round trip if possible."""
         with self._lock:
             basic, bearer = self._basic, self._bearer
-            token = self._tokens.get(scope)
         if basic and self._credentials:
             return _basic_header(self._credentials)
         if bearer is not None:
-            if token and token.expires > time.monotonic():
-                return f"Bearer {token.value}"
-            return f"Bearer {self._fetch_token(bearer, scope, scope)}"
+            return f"Bearer {self._token(bearer, scope, scope)}"
         return None
 
-    def _authenticate(self, challenge: Challenge, scope: str, repository: str) -> str:
+    def _authenticate(self, challenge: Challenge, scope: str, repository: str,
+                      refused: str | None) -> str:
+        """The Authorization header for a request answered 401 that carried ``refused``."""
         if challenge.scheme == "basic":
             if not self._credentials:
                 raise self._auth_error(f"{self.where} requires credentials", repository)
@@ -1041,10 +1083,19 @@ class RegistryClient:
         self._check_realm(challenge.params["realm"])
         with self._lock:
             self._bearer = challenge
+            cached = self._tokens.get(scope)
+            if cached is not None and refused == f"Bearer {cached.value}":
+                del self._tokens[scope]
+                if scope in self._batched:
+                    # The others of its batch are as suspect: each would cost a 401 to find out.
+                    for other in self._batched:
+                        self._tokens.pop(other, None)
+                    self._batched.clear()
+                    self._stop_batching("the registry refused a token asked for with others")
         # The challenge's scope is what the registry wants for this request; cache the token
         # under our own scope key so the next request on this repository sends it up front.
         want = challenge.params.get("scope") or scope
-        return f"Bearer {self._fetch_token(challenge, want, scope)}"
+        return f"Bearer {self._token(challenge, want, scope)}"
 
     def _check_realm(self, realm: str) -> None:
         """The token server must be an absolute URL; with tls_verify, an HTTPS one: the
@@ -1062,10 +1113,88 @@ class RegistryClient:
                 "registry's auth.token.realm, or set tls_verify: false for this registry in "
                 "catalog/settings.yaml if it is a test registry", registry=self.host)
 
-    def _fetch_token(self, challenge: Challenge, want: str, key: str) -> str:
+    def _token(self, challenge: Challenge, want: str, key: str) -> str:
+        """A token for ``want``, cached under ``key``: from the cache, from a fetch another
+        thread has under way, or fetched, with the next expected scopes when batching."""
+        if want != key:  # the registry asked for more than our usual scope: ask for exactly it
+            return self._fetch_and_cache(challenge, want, key, [])
+        while True:
+            with self._lock:
+                token = self._tokens.get(key)
+                if token is not None and token.expires > time.monotonic():
+                    return token.value
+                pending = self._fetching.get(key)
+                if pending is None:
+                    extra = self._next_batch(key)
+                    done = threading.Event()
+                    for scope in (key, *extra):
+                        self._fetching[scope] = done
+                    break
+            # Bounded by that fetch's own deadlines; if it failed, the loop fetches anew.
+            pending.wait()
+        try:
+            return self._fetch_and_cache(challenge, want, key, extra)
+        finally:
+            with self._lock:
+                for scope in (key, *extra):
+                    if self._fetching.get(scope) is done:
+                        del self._fetching[scope]
+            done.set()
+
+    def _next_batch(self, key: str) -> list[str]:
+        """Expected scopes to ask for along with ``key``: neither cached nor being fetched.
+        Called with the lock held; each expected scope is offered once, in order."""
+        if not self._batching or key not in self._expected_set:
+            return []
+        now = time.monotonic()
+        extra: list[str] = []
+        while self._expected_next < len(self._expected) and len(extra) < TOKEN_BATCH - 1:
+            scope = self._expected[self._expected_next]
+            self._expected_next += 1
+            token = self._tokens.get(scope)
+            if scope == key or scope in self._fetching or (token and token.expires > now):
+                continue
+            extra.append(scope)
+        return extra
+
+    def _fetch_and_cache(self, challenge: Challenge, want: str, key: str,
+                         extra: list[str]) -> str:
+        if extra:
+            try:
+                token = self._fetch_token(challenge, [want, *extra])
+            except RegistryError as err:
+                # A 4xx for the batch (too many scopes, one of them not allowed): ask for this
+                # scope alone, as the client did before batching. Outages and 429s are not
+                # the batch's fault and surface as they are.
+                if err.status is None or not 400 <= err.status < 500 or err.status == 429:
+                    raise
+                self._stop_batching(f"its token service answered {err.status} to "
+                                    f"{len(extra) + 1} scopes in one request")
+            else:
+                covered = [scope for scope in extra if token_grants(token.value, scope)]
+                if not covered:
+                    self._stop_batching("its token service granted only the first of several "
+                                        "scopes")
+                with self._lock:
+                    for scope in (key, want, *covered):
+                        self._tokens[scope] = token
+                    self._batched.update(covered)
+                    self._batched.add(key)
+                return token.value
+        token = self._fetch_token(challenge, want.split(" "))
+        with self._lock:
+            self._tokens[key] = self._tokens[want] = token
+            self._batched.discard(key)
+        return token.value
+
+    def _stop_batching(self, why: str) -> None:
+        log.debug("asking %s's token service for one repository at a time: %s", self.where, why)
+        self._batching = False
+
+    def _fetch_token(self, challenge: Challenge, scopes: list[str]) -> _Token:
         realm = challenge.params["realm"]
         # Several scopes go as repeated parameters, as the token specification has them.
-        params: dict[str, str | list[str]] = {"scope": want.split(" ")}
+        params: dict[str, str | list[str]] = {"scope": scopes}
         if challenge.params.get("service"):
             params["service"] = challenge.params["service"]
         auth = (self._credentials.username, self._credentials.password) if self._credentials \
@@ -1075,7 +1204,7 @@ class RegistryClient:
         if resp.status_code in (401, 403):
             refused = "the credentials" if self._credentials else "an anonymous token"
             raise self._auth_error(f"the token server of {self.where} ({urlsplit(realm).netloc}) "
-                                   f"refused {refused}", scope_repository(want))
+                                   f"refused {refused}", scope_repository(scopes[0]))
         if resp.status_code != 200:
             raise RegistryError(f"the token server of {self.where} answered {resp.status_code} "
                                 f"({_error_text(resp)}); run again later",
@@ -1086,18 +1215,17 @@ class RegistryClient:
             raise RegistryError(f"the token server of {self.where} sent no token",
                                 registry=self.host)
         if not isinstance(value, str) or not _TOKEN_VALUE_RE.fullmatch(value):
-            raise RegistryError(f"the token server of {self.where} sent a token that cannot "
-                                "be an Authorization header (not a string of printable "
-                                "characters)", registry=self.host)
+            # Never shown: it is a credential. A line break in it would add headers of the
+            # token server's choosing to our requests (requests refuses CR and LF, not NUL).
+            raise RegistryError(f"the token server of {self.where} sent a token that is not "
+                                "printable ASCII without spaces, so it cannot go in an "
+                                "Authorization header; the token service, or something in "
+                                "between, is broken", registry=self.host)
         expires_in = body.get("expires_in")
         lifetime = expires_in if isinstance(expires_in, int) and not isinstance(expires_in, bool) \
             and expires_in > 0 else TOKEN_LIFETIME_DEFAULT
         redact.remember(value)
-        token = _Token(value, time.monotonic() + max(0, lifetime - TOKEN_EXPIRY_MARGIN))
-        with self._lock:
-            self._tokens[key] = token
-            self._tokens[want] = token
-        return value
+        return _Token(value, time.monotonic() + max(0, lifetime - TOKEN_EXPIRY_MARGIN))
 
     def _auth_error(self, what: str, repository: str) -> RegistryAuthError:
         if self._credentials:
@@ -1218,6 +1346,28 @@ def _scope(repository: str, method: str) -> str:
 def scope_repository(scope: str) -> str:
     parts = scope.split(":")
     return parts[1] if len(parts) >= 3 else scope
+
+
+def token_grants(token: str, scope: str) -> bool:
+    """Whether a JWT's ``access`` claim grants ``scope``'s actions. True for a token that is
+    no JWT this can read: whether an opaque token covers a scope only the registry can say,
+    and a 401 to it makes the client ask for that scope alone."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return True
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:  # binascii.Error and UnicodeDecodeError included
+        return True
+    access = claims.get("access") if isinstance(claims, dict) else None
+    if not isinstance(access, list):
+        return True
+    kind, _, rest = scope.partition(":")
+    name, _, actions = rest.rpartition(":")
+    wanted = set(actions.split(","))
+    return any(isinstance(a, dict) and a.get("type") == kind and a.get("name") == name
+               and isinstance(a.get("actions"), list) and wanted <= set(a["actions"])
+               for a in access)
 
 
 def _basic_header(creds: Credentials) -> str:

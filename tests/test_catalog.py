@@ -916,3 +916,22 @@ def test_access_push_covered_by_another_group_or_anonymous_pull_is_fine(cat: Pat
           publishers: {members: [pub], push: ["public/x"]}
     """})
     assert [str(d) for d in diagnostics(cat)] == []
+
+
+def test_source_concurrency_is_read_and_defaults_to_unset(cat: Path) -> None:
+    assert load_catalog(cat).settings.sources["docker.io"].concurrency is None
+    replace(cat, "settings.yaml", "min_remaining_pulls: 20", "min_remaining_pulls: 20\n    concurrency: 8")
+    assert load_catalog(cat).settings.sources["docker.io"].concurrency == 8
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("0", "'concurrency' in source 'docker.io' must be >= 1, not 0"),
+    ("65", "'concurrency' in source 'docker.io' must be at most 64, not 65: more requests in "
+           "flight gain nothing and a registry's rate limiter counts them against us"),
+    ("'8'", "'concurrency' in source 'docker.io' must be a whole number >= 1, not a string"),
+])
+def test_source_concurrency_out_of_range_is_an_error_with_its_line(cat: Path, value: str,
+                                                                   message: str) -> None:
+    replace(cat, "settings.yaml", "min_remaining_pulls: 20",
+            f"min_remaining_pulls: 20\n    concurrency: {value}")
+    assert one_error(cat) == f"catalog/settings.yaml:15: error: {message}"

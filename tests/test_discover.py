@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from syncer.discover import discover, discover_entry
+from syncer.endpoints import Endpoint
 from syncer.errors import NotFoundError
 from syncer.model import ImageEntry
 from syncer.registry import ManifestRef, TagListing
@@ -16,6 +20,10 @@ class FakeUpstream:
     def __init__(self, listed, present):
         self.listed, self.present = listed, present
         self.calls: list[str] = []
+        self.expected: list[str] = []
+
+    def expect_pulls(self, repositories):
+        self.expected = list(repositories)
 
     def list_tags(self, repository):
         self.calls.append("list")
@@ -61,6 +69,9 @@ class FixedSources:
     def client(self, host):
         return self._clients[host]
 
+    def endpoint(self, host):
+        return Endpoint(name=host, address=host, concurrency=2)
+
 
 def test_an_entry_whose_discovery_raises_anything_fails_alone_with_the_error_named():
     broken = ImageEntry(source="bad.example/x/y", name="y", match=r".*")
@@ -72,3 +83,47 @@ def test_an_entry_whose_discovery_raises_anything_fails_alone_with_the_error_nam
                             "object is not iterable; this is a bug in syncer, please report it "
                             "with this message"]
     assert [t.tag for t in second.tags] == ["1.0"] and not second.errors
+
+
+class SlowUpstream(FakeUpstream):
+    """Every HEAD takes a while; records how many were in flight at once."""
+
+    def __init__(self, listed, present):
+        super().__init__(listed, present)
+        self.in_flight = self.peak = 0
+        self._lock = threading.Lock()
+
+    def head_manifest(self, repository, tag):
+        with self._lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        time.sleep(0.02)
+        try:
+            return super().head_manifest(repository, tag)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+class OneHost:
+    """``Sources`` for one upstream client with ``concurrency`` requests in flight."""
+
+    def __init__(self, client, concurrency):
+        self._client, self._concurrency = client, concurrency
+
+    def client(self, host):
+        return self._client
+
+    def endpoint(self, host):
+        return Endpoint(name=host, address=host, concurrency=self._concurrency)
+
+
+def test_the_heads_of_one_entry_go_out_concurrently_and_results_keep_their_order():
+    tags = tuple(f"1.{i}" for i in range(40))
+    entry = ImageEntry(source="docker.io/library/nginx", name="nginx", tags=tags)
+    up = SlowUpstream(listed=[], present=set(tags) - {"1.7"})
+    [found] = discover([entry], OneHost(up, 8))
+    assert [t.tag for t in found.tags] == [t for t in tags if t != "1.7"]
+    assert found.missing == ["1.7"]
+    assert 1 < up.peak <= 8
+    assert up.expected == ["library/nginx"], "the client was told which repositories follow"

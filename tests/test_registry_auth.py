@@ -14,6 +14,7 @@ import logging
 import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -25,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from syncer.errors import NotFoundError, RegistryAuthError, UsageError
+from syncer import registry as registry_module
+from syncer.errors import NotFoundError, RegistryAuthError, RegistryError, UsageError
 from syncer.model import Auth
 from syncer.registry import Credentials, RegistryClient, credentials_from_env, digest_of
 from tests.harness.registry import Registry
@@ -165,8 +167,13 @@ class TokenServer:
     """
 
     def __init__(self, username: str, password: str, *, expires_in: int = 300,
-                 anonymous_pull: bool = False, unavailable: int = 0):
+                 anonymous_pull: bool = False, unavailable: int = 0,
+                 max_scopes: int | None = None, first_scope_only: bool = False,
+                 token_suffix: str = ""):
         self.username, self.password, self.expires_in = username, password, expires_in
+        self.max_scopes = max_scopes  # more scopes in one request are answered 400
+        self.first_scope_only = first_scope_only  # grants the first scope asked for, no other
+        self.token_suffix = token_suffix  # appended to every token: a broken token service
         self.unavailable = unavailable  # answer this many requests with 503 first
         self.anonymous_pull = anonymous_pull  # Docker Hub: public repositories need no login
         ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -232,8 +239,14 @@ class TokenServer:
                 else:
                     self._answer(401, {"details": "incorrect username or password"})
                     return
+                if server.max_scopes is not None and len(scopes) > server.max_scopes:
+                    self._answer(400, {"details": "too many scopes"})
+                    return
+                if server.first_scope_only:
+                    scopes = scopes[:1]
                 token = server.token(subject, scopes, query.get("service", [""])[0])
-                self._answer(200, {"token": token, "expires_in": server.expires_in})
+                self._answer(200, {"token": token + server.token_suffix,
+                                   "expires_in": server.expires_in})
 
             def _answer(self, status: int, body: dict) -> None:
                 data = json.dumps(body).encode()
@@ -371,3 +384,78 @@ def test_bearer_wrong_password_is_an_auth_error_without_the_password(token_setup
     assert "token server" in str(info.value) and registry.host in str(info.value)
     assert "R_USER/R_TOKEN (sources.x.auth)" in str(info.value)
     assert_secret_hidden(info.value, wrong)
+
+
+# --- tokens for many repositories at once (discovery) ----------------------------------------
+
+
+def push_repositories(issuer: TokenServer, registry: Registry, count: int) -> dict[str, str]:
+    """``library/app-N:1.0`` for N below ``count``; repository -> digest."""
+    creds = Credentials(issuer.username, issuer.password)
+    with RegistryClient(registry.host, tls_verify=False, credentials=creds) as pusher:
+        return {repo: pusher.put_manifest(repo, "1.0", minimal_manifest(pusher, repo), OCI_MANIFEST)
+                for repo in (f"library/app-{i}" for i in range(count))}
+
+
+def pull_scopes_asked(issuer: TokenServer, since: int) -> list[list[str]]:
+    return [q["scope"] for q in issuer.requests[since:]]
+
+
+def discover(token_setup, count: int, threads: int = 1) -> tuple[list[list[str]], int]:
+    """``count`` repositories HEADed by ``threads``, announced first as discovery does: the
+    scopes of each token request, and the 401s the registry answered meanwhile."""
+    issuer, registry = token_setup
+    digests = push_repositories(issuer, registry, count)
+    since, refused = len(issuer.requests), [r.status for r in registry.requests()].count(401)
+    creds = Credentials(issuer.username, issuer.password)
+    with RegistryClient(registry.host, tls_verify=False, credentials=creds) as client:
+        client.expect_pulls(digests)
+        with ThreadPoolExecutor(threads) as pool:
+            found = list(pool.map(lambda repo: client.head_manifest(repo, "1.0").digest, digests))
+    assert found == list(digests.values())
+    return (pull_scopes_asked(issuer, since),
+            [r.status for r in registry.requests()].count(401) - refused)
+
+
+def test_discovery_asks_for_ten_repositories_tokens_at_a_time(token_setup) -> None:
+    asked, refused = discover(token_setup, 25, threads=8)
+    assert [len(scopes) for scopes in asked] == [10, 10, 5]
+    assert sorted(s for scopes in asked for s in scopes) == \
+        sorted(f"repository:library/app-{i}:pull" for i in range(25))
+    # Only the first request of each thread, before the realm was known, met a 401.
+    assert refused <= 8
+
+
+@pytest.mark.parametrize("token_setup", [{"max_scopes": 1}], indirect=True)
+def test_a_token_service_refusing_several_scopes_is_asked_per_repository(token_setup) -> None:
+    asked, _ = discover(token_setup, 5)
+    assert [len(scopes) for scopes in asked] == [5, 1, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("token_setup", [{"first_scope_only": True}], indirect=True)
+def test_a_token_covering_only_the_first_repository_stops_the_batching(token_setup) -> None:
+    asked, refused = discover(token_setup, 5)
+    assert [len(scopes) for scopes in asked] == [5, 1, 1, 1, 1]
+    # Its access claim said so: the token was never sent for the repositories it lacks.
+    assert refused == 1
+
+
+@pytest.mark.parametrize("token_setup", [{"first_scope_only": True}], indirect=True)
+def test_a_batched_token_the_registry_refuses_is_replaced_by_the_repositorys_own(
+        token_setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An opaque token cannot be read: the registry's 401 is what says it does not cover."""
+    monkeypatch.setattr(registry_module, "token_grants", lambda token, scope: True)
+    asked, refused = discover(token_setup, 5)
+    assert [len(scopes) for scopes in asked] == [5, 1, 1, 1, 1]
+    # The first contact, then the refused batched token; the others were dropped with it.
+    assert refused == 2
+
+
+@pytest.mark.parametrize("token_setup", [{"token_suffix": "\r\nX-Injected: 1"}], indirect=True)
+def test_a_token_with_a_line_break_is_refused_without_showing_it(token_setup) -> None:
+    issuer, registry = token_setup
+    creds = Credentials(issuer.username, issuer.password)
+    with RegistryClient(registry.host, tls_verify=False, credentials=creds) as client:
+        with pytest.raises(RegistryError, match="not printable ASCII") as info:
+            client.head_manifest("team/app", "v1")
+    assert "X-Injected" not in str(info.value) and "eyJ" not in str(info.value)

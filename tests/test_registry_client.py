@@ -429,7 +429,7 @@ def test_one_client_shared_by_threads(registry: Registry) -> None:
             t.join(timeout=20)
         assert results == digests
         assert client.stats["HEAD manifest"] == 12
-        assert len(client._heads._open) == 4, "one kept-alive connection per thread"
+        assert len(client._sessions) == 4, "one session (kept-alive connections) per thread"
 
 
 
@@ -492,6 +492,42 @@ def test_persistent_429_is_a_rate_limit_error(registry: Registry, proxy) -> None
             client.list_tags("lib/app")
     assert info.value.status == 429 and proxy.host in str(info.value)
     assert sleeps == [1.0, 1.0] and proxy.injected == 3
+
+
+def test_after_one_request_gives_up_on_429_the_host_is_not_asked_again(registry: Registry,
+                                                                       proxy) -> None:
+    """A run of thousands of tags against a host that keeps answering 429 would otherwise
+    wait out the retry budget once per tag."""
+    proxy.inject(429, times=100, headers={"Retry-After": "1"})
+    sleeps = Sleeps()
+    with client_for(proxy.host, max_retries=2, sleep=sleeps) as client:
+        with pytest.raises(RateLimitError):
+            client.head_manifest("lib/app", "1.0")
+        asked = len(proxy.seen)
+        with pytest.raises(RateLimitError, match="for longer than the retry budget"):
+            client.head_manifest("lib/app", "2.0")
+    assert len(proxy.seen) == asked == 3 and sleeps == [1.0, 1.0]
+
+
+def test_a_429_halves_the_requests_in_flight(registry: Registry, proxy) -> None:
+    digest = sha(push_image(registry, "lib/app", "1.0"))
+    proxy.inject(429, method="HEAD", headers={"Retry-After": "0"})
+    with client_for(proxy.host, concurrency=8) as client:
+        assert client.head_manifest("lib/app", "1.0").digest == digest
+        assert client._throttle.limit == 4
+
+
+def test_no_more_requests_in_flight_than_the_concurrency(registry: Registry) -> None:
+    digest = sha(push_image(registry, "lib/app", "1.0"))
+    with FaultProxy(registry.url, latency=0.2) as slow, \
+            client_for(slow.host, concurrency=2) as client:
+        started = time.monotonic()
+        with ThreadPoolExecutor(6) as pool:
+            done = list(pool.map(lambda _: client.head_manifest("lib/app", "1.0").digest,
+                                 range(6)))
+        elapsed = time.monotonic() - started
+    assert done == [digest] * 6
+    assert elapsed >= 0.55, "six requests of 0.2 s, two at a time, take three round trips"
 
 
 def test_retry_after_beyond_the_time_cap_fails_at_once(registry: Registry, proxy) -> None:

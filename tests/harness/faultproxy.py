@@ -43,9 +43,8 @@ _HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "te",
 UPSTREAM_TIMEOUT = 30.0
 
 # Docker-Content-Digest values a lying front sends and no registry may: not algorithm:hex, the
-# wrong length, and a bare line feed smuggling in a second digest header. Parsers differ on
-# that one (http.client splits at the LF and requests joins the two headers with ", ", syncer's
-# HEAD transport splits at CRLF only and keeps it inside the value); malformed to both.
+# wrong length, and a bare line feed smuggling in a second digest header (http.client splits
+# at the LF and requests joins the two headers with ", "): malformed either way.
 INJECTED = "Docker-Content-Digest: sha256:" + "a" * 64
 MALFORMED_DIGESTS = ("sha256:zz", "sha256:" + "a" * 63, "sha256:zz\n" + INJECTED)
 
