@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UsageError(f"directory {display_path(out.parent)} does not exist; create it or "
                          "choose another --out")
-    changed = write_if_changed(out, text)
+    changed = write_if_changed(out.parent, out.name, text)
     if args.json:
         json.dump({"format": args.format, "registry": registry, "out": display_path(out),
                    "written": changed, "images": len(catalog.images)}, sys.stdout, indent=2)
