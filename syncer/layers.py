@@ -33,7 +33,7 @@ import zstandard
 
 from syncer.atomic import write_atomic
 from syncer.errors import SyncerError
-from syncer.registry import DOCKER_MANIFEST, OCI_MANIFEST, RegistryClient
+from syncer.registry import IMAGE_TYPES, Manifest, RegistryClient
 
 CACHE_FILE = "verified-layers.json"
 # Bump when what is noted per layer changes: pairs of an older version are not read.
@@ -88,13 +88,14 @@ class LayerCheck:
 
 
 def check_image(client: RegistryClient, repository: str, digest: str,
-                cache_dir: str | os.PathLike) -> LayerCheck:
+                cache_dir: str | os.PathLike, manifest: Manifest | None = None) -> LayerCheck:
     """Checks image manifest ``repository@digest`` of ``client``'s registry: as many layers
     as config diff_ids, each diff_id the sha256 of its layer's content. ``cache_dir`` is the
-    Trivy cache, which keeps the verified pairs. LayerError names the first layer that fails."""
+    Trivy cache, which keeps the verified pairs. ``manifest`` is that manifest when the caller
+    has fetched it already. LayerError names the first layer that fails."""
     ref = f"{client.host}/{repository}@{digest}"
-    manifest = client.get_manifest(repository, digest)
-    if manifest.media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
+    manifest = manifest or client.get_manifest(repository, digest)
+    if manifest.media_type not in IMAGE_TYPES:
         raise LayerError(f"{ref} is a {manifest.media_type or 'manifest without a media type'}, "
                          f"not an image manifest: {_NOT_SCANNED}; syncer scans container "
                          "images only")

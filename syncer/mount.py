@@ -15,10 +15,8 @@ caller copies with skopeo instead.
 
 from __future__ import annotations
 
-from syncer.registry import (DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_MANIFEST, Manifest,
-                             RegistryClient, descriptor_digest)
-
-IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+from syncer.registry import (IMAGE_TYPES, INDEX_TYPES, MANIFEST_TYPES, Manifest, RegistryClient,
+                             descriptor_digest)
 
 
 def copy_within(client: RegistryClient, src_repo: str, dst_repo: str, digest: str, tag: str) -> bool:

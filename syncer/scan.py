@@ -24,17 +24,13 @@ from syncer.endpoints import Endpoint
 from syncer.errors import SyncerError
 from syncer.ledger import now_iso
 from syncer.model import Finding, LicenseFinding, PlatformScan, Record, ScanResult
-from syncer.registry import INDEX_TYPES, Manifest, RegistryClient, descriptor_digest
+from syncer.registry import IMAGE_TYPES, INDEX_TYPES, Manifest, RegistryClient, descriptor_digest
 
 # Config media types of container images; any other config makes an OCI artifact (a Helm
 # chart, a WASM module, an SBOM) that Trivy cannot scan as an image.
 IMAGE_CONFIG_TYPES = frozenset({
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
-})
-IMAGE_MANIFEST_TYPES = frozenset({
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
 })
 
 
@@ -216,14 +212,14 @@ def scan_manifest(target: Endpoint, client: RegistryClient, repository: str, dig
     manifest = manifest or client.get_manifest(repository, digest)
     if manifest.media_type in INDEX_TYPES:
         return ManifestScan(digest, problem="a nested index, which syncer does not scan")
-    if manifest.media_type not in IMAGE_MANIFEST_TYPES:
+    if manifest.media_type not in IMAGE_TYPES:
         return ManifestScan(digest, problem=f"a {manifest.media_type or 'manifest without media type'}, "
                                             "not an image manifest")
     if kind := artifact_type(manifest):
         return ManifestScan(digest, problem=f"an OCI artifact ({kind}), not a container image")
     # Trivy keys its layer cache by the diff_ids the config claims: hold them to the bytes
     # first (syncer.layers), so that no layer's analysis stands in for another's.
-    checked = layers.check_image(client, repository, digest, settings.cache_dir)
+    checked = layers.check_image(client, repository, digest, settings.cache_dir, manifest)
     creds = target.credentials
     result = trivy.scan_image(
         ref,
@@ -309,7 +305,7 @@ def scan_digest(target: Endpoint, client: RegistryClient, repository: str, diges
     # Our own registry: a manifest GET here costs no upstream pull.
     manifest = client.get_manifest(repository, digest)
     if not manifest.is_index:
-        kind = artifact_type(manifest) if manifest.media_type in IMAGE_MANIFEST_TYPES else ""
+        kind = artifact_type(manifest) if manifest.media_type in IMAGE_TYPES else ""
         if kind:
             return ScanResult(digest=digest, scanner=trivy.scanner(settings.server),
                               db_updated_at=settings.db_updated_at, scanned_at=now_iso(),
