@@ -31,8 +31,8 @@ if str(ROOT) not in sys.path:
 
 import requests  # noqa: E402
 
-from syncer import cosign  # noqa: E402
-from syncer.ledger import Ledger  # noqa: E402
+from syncer.core import cosign  # noqa: E402
+from syncer.trail.ledger import Ledger  # noqa: E402
 from tests.harness.images import Image, alpine_files, build_image  # noqa: E402
 from tests.harness.registry import HARNESS_AGENT, Registry, Request  # noqa: E402
 from tests.harness.trivydb import TrivyDB  # noqa: E402
@@ -388,7 +388,7 @@ def states_text(setup: Setup) -> str:
 
 
 def skopeo_policy(root: Path) -> Path:
-    """An accept-anything policy.json, the one syncer/skopeo.py hands skopeo too."""
+    """An accept-anything policy.json, the one syncer/tools/skopeo.py hands skopeo too."""
     path = root / "skopeo-policy.json"
     path.write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
     return path

@@ -7,13 +7,13 @@ tag each) against a plain shell-style loop doing the same work with the same too
    ``<target>/quarantine/<name>:<tag>`` (syncer's flags: private accept-anything policy, empty
    registries.conf and registries.d, no credentials);
 2. ``trivy image`` of ``<target>/quarantine/<name>@<digest>`` with exactly the flags of
-   syncer/trivy.py (remote image source, JSON report, offline, quiet), the report parsed;
+   syncer/tools/trivy.py (remote image source, JSON report, offline, quiet), the report parsed;
 3. ``skopeo copy`` of that digest from quarantine to ``<target>/approved/<name>:<tag>``.
 
 The loop is handed the digests (it does no discovery; syncer HEADs every tag upstream) and
 writes no records or reports: everything syncer does beyond these three steps is counted as
 its orchestration overhead. Signing is extra work the loop does not do; a second loop variant
-adds it with the very function syncer uses (syncer.signatures.attach, in-process), so the
+adds it with the very function syncer uses (syncer.stages.signatures.attach, in-process), so the
 overhead can be read with and without it.
 
 Every variant starts from an empty target registry, an empty reports directory and a Trivy
@@ -39,11 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402
 
-from syncer import cosign, signatures  # noqa: E402
-from syncer.registry import RegistryClient  # noqa: E402
+from syncer.core import cosign  # noqa: E402
+from syncer.stages import signatures
+from syncer.tools.registry import RegistryClient  # noqa: E402
 
 TAG = "1.0.0"
-# syncer/trivy.py's flags for one scan (``_QUIET_OFFLINE`` and scan_image's argv).
+# syncer/tools/trivy.py's flags for one scan (``_QUIET_OFFLINE`` and scan_image's argv).
 TRIVY_FLAGS = ["--skip-db-update", "--image-src", "remote", "--format", "json",
                "--exit-code", "0", "--list-all-pkgs=false", "--scanners", "vuln",
                "--timeout", "540s", "--quiet", "--disable-telemetry", "--skip-version-check",

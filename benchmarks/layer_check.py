@@ -6,8 +6,8 @@ middle and a small top layer) into a target registry, behind the harness's laten
 (every request to the trusted registry delayed by ``--latency-ms``). Then, in each round, with
 a fresh Trivy cache holding an empty database and no verified pairs:
 
-1. first scan: ``syncer.layers.check_image`` of every image (downloads and hashes each
-   layer), then ``syncer.trivy.scan_image`` of every image (the calls syncer/scan.py makes,
+1. first scan: ``syncer.stages.layers.check_image`` of every image (downloads and hashes each
+   layer), then ``syncer.tools.trivy.scan_image`` of every image (the calls syncer/stages/scan.py makes,
    in that order);
 2. re-scan, as after a database update: the same again, the check reading its verified
    pairs and Trivy its layer cache.
@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402
 
-from syncer import layers, trivy  # noqa: E402
-from syncer.registry import RegistryClient  # noqa: E402
+from syncer.stages import layers  # noqa: E402
+from syncer.tools import trivy
+from syncer.tools.registry import RegistryClient  # noqa: E402
 from tests.harness.faultproxy import FaultProxy  # noqa: E402
 from tests.harness.images import Image, build_image, debian_files  # noqa: E402
 

@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402
 
-from syncer.registry import DEFAULT_CONCURRENCY, Credentials, RegistryClient  # noqa: E402
-from syncer.sandbox.registry import Registry as SandboxRegistry  # noqa: E402
-from syncer.sandbox.tokenauth import AuthServer, Robot, access_config, write_users  # noqa: E402
+from syncer.tools.registry import DEFAULT_CONCURRENCY, Credentials, RegistryClient  # noqa: E402
+from syncer.demo.registry import Registry as SandboxRegistry  # noqa: E402
+from syncer.demo.tokenauth import AuthServer, Robot, access_config, write_users  # noqa: E402
 from tests.harness.faultproxy import FaultProxy  # noqa: E402
 from tests.harness.tokenregistry import SPEC_ACCESS, write_catalog as write_access_catalog  # noqa: E402
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from syncer.model import Location
-from syncer.redact import redact
+from syncer.core.model import Location
+from syncer.core.redact import redact
 
 
 class SyncerError(Exception):
     """Base class: ``str(err)`` is a complete, user-facing message, without any secret
-    (``syncer.redact``): whatever text of an answer it quotes, it can be printed and kept."""
+    (``syncer.core.redact``): whatever text of an answer it quotes, it can be printed and kept."""
 
     def __init__(self, *args: object):
         super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))

@@ -12,3 +12,15 @@ pytest_plugins = [
     "tests.harness.world",
     "tests.harness.tokenregistry",
 ]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tier is the directory: tests/unit/ is fast and touches no real tool, tests/e2e/
+    runs the real registry, skopeo, Trivy, git or the CLI; each test gets its tier's marker so
+    that ``-m unit`` and ``-m e2e`` select exactly the directories."""
+    import pytest
+
+    for item in items:
+        tier = item.path.parent.name
+        if tier in ("unit", "e2e"):
+            item.add_marker(getattr(pytest.mark, tier))

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from syncer.authserver import DEFAULT_ISSUER, TOKEN_PATH, load_signer
+from syncer.access.authserver import DEFAULT_ISSUER, TOKEN_PATH, load_signer
 from syncer.errors import UsageError
 
 KEY_FILE, CERT_FILE, BUNDLE_FILE = "token-signing.key", "token-signing.crt", "token-bundle.pem"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from waitress import create_server
 
-from syncer.authserver import (
+from syncer.access.authserver import (
     DEFAULT_ISSUER,
     DEFAULT_LIFETIME,
     MIN_BCRYPT_COST,

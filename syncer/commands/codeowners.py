@@ -16,7 +16,7 @@ import json
 import sys
 
 from syncer.catalog import display_path, load_catalog
-from syncer.codeowners import codeowners_file, repo_root_of, stale_check, write_codeowners
+from syncer.access.codeowners import codeowners_file, repo_root_of, stale_check, write_codeowners
 from syncer.errors import UsageError
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from syncer.sandbox.demo import run_demo
+from syncer.demo.world import run_demo
 
 
 def configure(parser) -> None:

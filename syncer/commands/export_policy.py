@@ -21,10 +21,10 @@ import json
 import sys
 from pathlib import Path
 
-from syncer import enforce
+from syncer.access import enforce
 from syncer.catalog import display_path, load_catalog
 from syncer.errors import UsageError
-from syncer.report import write_if_changed
+from syncer.trail.report import write_if_changed
 
 RENDERERS = {"containers": enforce.containers_policy, "kyverno": enforce.kyverno_policy}
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from syncer.errors import SyncerError, UsageError
 
 if TYPE_CHECKING:
-    from syncer.trivy import TrivyOptions
+    from syncer.tools.trivy import TrivyOptions
 
 
 def add_scan_options(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +53,7 @@ def add_scan_options(parser: argparse.ArgumentParser) -> None:
 
 def scan_options(args) -> TrivyOptions:
     """The options of Trivy's databases for this run: flags over Trivy's variables."""
-    from syncer import trivy
+    from syncer.tools import trivy
 
     return trivy.resolve_options(
         os.environ, cache_dir=args.trivy_cache, skip_db_update=args.skip_db_update,
@@ -69,7 +69,7 @@ def add_registry_options(parser: argparse.ArgumentParser) -> None:
 
 
 def registry_deadline(args) -> float:
-    from syncer.registry import DEADLINE_DEFAULT
+    from syncer.tools.registry import DEADLINE_DEFAULT
 
     if args.registry_timeout is None:
         return DEADLINE_DEFAULT
@@ -88,13 +88,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     # Imported here, not at the top: `syncer run` imports this module for its options.
-    from syncer import trivy
+    from syncer.tools import trivy
     from syncer.catalog import load_catalog
-    from syncer.ledger import Ledger
-    from syncer.pipeline import Pipeline, RunOptions
-    from syncer.plan import render_markdown
-    from syncer.progress import Progress
-    from syncer.scan import ScanSettings
+    from syncer.trail.ledger import Ledger
+    from syncer.stages.pipeline import Pipeline, RunOptions
+    from syncer.core.plan import render_markdown
+    from syncer.stages.progress import Progress
+    from syncer.stages.scan import ScanSettings
 
     catalog = load_catalog(args.catalog)
     # A misspelt name would otherwise plan nothing and exit 0, which reads as "all is well".

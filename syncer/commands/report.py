@@ -15,9 +15,9 @@ import os
 import sys
 from collections import Counter
 
-from syncer import report
+from syncer.trail import report
 from syncer.catalog import load_catalog
-from syncer.ledger import Ledger
+from syncer.trail.ledger import Ledger
 
 
 def configure(parser) -> None:
@@ -27,7 +27,7 @@ def configure(parser) -> None:
 
 
 def _commit(args, records, catalog) -> str | None:
-    from syncer import gitops  # GitPython is imported only when committing
+    from syncer.tools import gitops  # GitPython is imported only when committing
 
     reports = os.path.abspath(args.reports)
     repo_dir = os.path.dirname(reports)

@@ -29,26 +29,25 @@ from datetime import datetime, timezone
 
 from typing import TYPE_CHECKING
 
-from syncer.atomic import remove_temp_files
+from syncer.catalog import load_catalog
 from syncer.commands import plan as plan_command
 from syncer.commands.plan import add_registry_options, add_scan_options, registry_deadline, scan_options
+from syncer.core.markdown import code, text
+from syncer.core.model import Catalog
 from syncer.errors import SyncerError, UsageError
-from syncer.ledger import Ledger
-from syncer.lock import run_lock
-from syncer.markdown import code, text
-from syncer.prefetch import LedgerPrefetch
-
-# skopeo.COPY_TIMEOUT, which is not imported here: syncer.skopeo pulls in the HTTP stack, and
-# modules that heavy are imported after the ledger prefetch has forked.
-COPY_TIMEOUT = 1800
+from syncer.stages.pipeline import Pipeline, RunOptions, RunResult
+from syncer.stages.progress import Progress
+from syncer.stages.scan import ScanSettings
+from syncer.stages.signer import signer_from_env
+from syncer.tools import trivy
+from syncer.tools.skopeo import COPY_TIMEOUT
+from syncer.tools.trivy import TrivyOptions
+from syncer.trail.atomic import remove_temp_files
+from syncer.trail.ledger import Ledger
+from syncer.trail.lock import run_lock
 
 if TYPE_CHECKING:
-    from syncer.gitops import CommitResult
-    from syncer.model import Catalog
-    from syncer.pipeline import RunResult
-    from syncer.progress import Progress
-    from syncer.scan import ScanSettings
-    from syncer.trivy import TrivyOptions
+    from syncer.tools.gitops import CommitResult
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -95,9 +94,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def prepare_scanning(options: TrivyOptions, catalog, progress: Progress, scan_timeout: int
                      ) -> tuple[ScanSettings | None, str]:
     """The database every scan of this run uses, downloaded at most once per run."""
-    from syncer import trivy
-    from syncer.scan import ScanSettings
-
     ignored = trivy.split_environment(os.environ).ignored
     if ignored:
         progress.note(f"warning: ignoring {', '.join(ignored)}: {trivy.IGNORED_HELP}")
@@ -148,21 +144,10 @@ def run(args) -> int:
         # Under the lock no write is in progress: any temporary file is a killed run's.
         for leftover in remove_temp_files(args.reports):
             print(f"removed {leftover}, left by an interrupted write", file=sys.stderr)
-        ledger = Ledger(args.reports)
-        # The records are parsed in a child process while this one imports the pipeline and
-        # loads the catalog (see syncer/prefetch.py); the modules below are imported here,
-        # after the fork, for that reason.
-        with LedgerPrefetch(ledger) as prefetch:
-            return _run_locked(args, trivy_options, ledger, prefetch, started)
+        return _run_locked(args, trivy_options, Ledger(args.reports), started)
 
 
-def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, prefetch: LedgerPrefetch,
-                started: datetime) -> int:
-    from syncer.catalog import load_catalog
-    from syncer.pipeline import Pipeline, RunOptions
-    from syncer.progress import Progress
-    from syncer.signer import signer_from_env
-
+def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, started: datetime) -> int:
     catalog = load_catalog(args.catalog)
     progress = Progress(quiet=False)
     options = RunOptions(jobs=args.jobs, only=tuple(args.only), shard=args.shard, dry_run=False,
@@ -183,13 +168,13 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, prefetch: Led
         progress.note(f"warning: {err}; nothing will be promoted this run")
     pipeline = Pipeline(catalog, ledger, scan_settings=scan_settings, signer=signer,
                         options=options, progress=progress, scan_problem=scan_problem,
-                        signer_problem=signer_problem, records=prefetch.contents)
+                        signer_problem=signer_problem)
     result = pipeline.run()
     progress.close()
     written: list[str] = []
     problems: list[str] = []
     if result.changed:
-        from syncer import report  # jinja2 is imported only when there is something to write
+        from syncer.trail import report  # jinja2 is imported only when there is something to write
 
         try:
             written = report.write_reports(ledger, catalog, args.reports, result=result, started=started)
@@ -245,8 +230,8 @@ def _commit(args, result: RunResult, catalog: Catalog, written: list[str], probl
             ) -> tuple[CommitResult, list[str]]:
     """Commits this run's files and whatever an earlier run left uncommitted (its records
     get their pages first); returns the commit and those earlier files."""
-    from syncer import gitops  # GitPython is imported only when the trail is committed
-    from syncer import report
+    from syncer.tools import gitops  # GitPython is imported only when the trail is committed
+    from syncer.trail import report
 
     reports = os.path.abspath(args.reports)
     repo_dir = os.path.dirname(reports) or "."

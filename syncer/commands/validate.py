@@ -22,7 +22,7 @@ import sys
 from typing import TextIO
 
 from syncer.catalog import check_catalog, utc_today
-from syncer.codeowners import repo_root_of, stale_check
+from syncer.access.codeowners import repo_root_of, stale_check
 from syncer.errors import Diagnostic
 
 

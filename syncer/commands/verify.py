@@ -24,13 +24,14 @@ import json
 import sys
 from dataclasses import dataclass
 
-from syncer import cosign, refs, signatures
+from syncer.core import cosign, refs
+from syncer.stages import signatures
 from syncer.catalog import is_valid_signer_name, load_catalog
-from syncer.endpoints import endpoint_for
-from syncer.enforce import required_signers
+from syncer.tools.endpoints import endpoint_for
+from syncer.access.enforce import required_signers
 from syncer.errors import DigestMismatchError, RegistryError, SigningError, UsageError
-from syncer.model import Catalog, Settings
-from syncer.registry import RegistryClient
+from syncer.core.model import Catalog, Settings
+from syncer.tools.registry import RegistryClient
 
 
 @dataclass(frozen=True)

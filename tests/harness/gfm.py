@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
-from syncer.markdown import WORD_JOINER
+from syncer.core.markdown import WORD_JOINER
 
 EXTENSIONS = ("table", "strikethrough", "autolink", "tagfilter")
 BLOCKS = {"p", "li", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "summary", "blockquote", "pre"}

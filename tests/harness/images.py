@@ -1,4 +1,4 @@
-"""Image fixtures over ``syncer.sandbox.images``: build OCI images in Python, push with skopeo."""
+"""Image fixtures over ``syncer.demo.images``: build OCI images in Python, push with skopeo."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from syncer.sandbox.images import (  # noqa: F401 - re-exported for tests
+from syncer.demo.images import (  # noqa: F401 - re-exported for tests
     Files,
     MEDIA_TYPES,
     DEFAULT_CREATED,
@@ -33,7 +33,7 @@ from syncer.sandbox.images import (  # noqa: F401 - re-exported for tests
     python_package_files,
     java_archive,
 )
-from syncer.sandbox.registry import Registry
+from syncer.demo.registry import Registry
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Registry fixtures: real CNCF distribution processes from ``syncer.sandbox.registry``."""
+"""Registry fixtures: real CNCF distribution processes from ``syncer.demo.registry``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from syncer.sandbox.registry import (  # noqa: F401 - re-exported for tests
+from syncer.demo.registry import (  # noqa: F401 - re-exported for tests
     HARNESS_AGENT,
     STARTUP_TIMEOUT,
     STOP_TIMEOUT,

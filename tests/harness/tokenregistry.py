@@ -1,6 +1,6 @@
 """A distribution registry in ``auth: token`` mode behind a real ``syncer auth-server``.
 
-The wiring is ``syncer.sandbox.tokenauth`` (the demo's too); this adds a catalog of its own
+The wiring is ``syncer.demo.tokenauth`` (the demo's too); this adds a catalog of its own
 whose ``access.yaml`` tests may rewrite (``set_access``), the people and robot of
 SPEC_ACCESS with random passwords, and clients for them. Everything listens on 127.0.0.1
 and is stopped at teardown.
@@ -20,8 +20,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from syncer.registry import Credentials, RegistryClient
-from syncer.sandbox.tokenauth import Robot, TokenAuth, write_users
+from syncer.tools.registry import Credentials, RegistryClient
+from syncer.demo.tokenauth import Robot, TokenAuth, write_users
 
 SERVICE = "syncer-token-test"
 SKOPEO_TIMEOUT = 60

@@ -1,4 +1,4 @@
-"""The ``trivy_db`` fixture over ``syncer.sandbox.trivydb`` (Trivy's on-disk DBs written in
+"""The ``trivy_db`` fixture over ``syncer.demo.trivydb`` (Trivy's on-disk DBs written in
 Python), and ``trivy_server``: a real ``trivy server`` over a generated DB."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from syncer import trivy
-from syncer.sandbox.registry import free_port, terminate
-from syncer.sandbox.trivydb import (  # noqa: F401 - re-exported for tests
+from syncer.tools import trivy
+from syncer.demo.registry import free_port, terminate
+from syncer.demo.trivydb import (  # noqa: F401 - re-exported for tests
     PAGE_SIZE,
     Bucket,
     encode_bbolt,

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from syncer import cosign
-from syncer.ledger import Ledger
-from syncer.model import Record
+from syncer.core import cosign
+from syncer.trail.ledger import Ledger
+from syncer.core.model import Record
 from tests.harness.images import push
 from tests.harness.registry import Registry
 from tests.harness.trivydb import TrivyDB

@@ -1,0 +1,442 @@
+"""The batch job behind ``syncer run``: discover → plan → mirror → scan → evaluate → promote →
+sign → record.
+
+Each tag is carried as far as it can go in one run, recorded after every stage that changed
+it (so a killed run resumes from the ledger), and a failure stays with its tag. Decisions are
+made by ``syncer.core.policy.evaluate`` (pure); this module only sequences side effects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Callable
+
+from syncer.core import policy as policy_mod
+from syncer.stages import promote as promote_mod
+from syncer.stages import replicate
+from syncer.tools import skopeo
+from syncer.stages.discover import Sources, discover
+from syncer.tools.endpoints import Endpoint, remember_secrets, replica_endpoints, target_endpoint
+from syncer.errors import SigningError, SyncerError, failure_text
+from syncer.stages.layers import LayerError
+from syncer.trail.ledger import Ledger, LedgerContents, Unreadable, now_iso
+from syncer.stages.mirror import mirror
+from syncer.core.model import Catalog, Event, ImageEntry, Record, ScanResult, State
+from syncer.core.plan import Change, Plan, TagPlan, build_plan, was_mirrored
+from syncer.stages.progress import Progress
+from syncer.tools.registry import DEADLINE_DEFAULT, RegistryClient
+from syncer.stages.scan import ScanCache, ScanSettings, scan_digest
+from syncer.stages.signer import Signer
+
+
+@dataclass
+class RunOptions:
+    jobs: int = 2
+    only: tuple[str, ...] = ()
+    shard: tuple[int, int] | None = None  # (k, n), 1-based k
+    dry_run: bool = False
+    copy_timeout: float = skopeo.COPY_TIMEOUT  # seconds per skopeo copy
+    today: date = field(default_factory=date.today)
+    registry_deadline: float = DEADLINE_DEFAULT  # seconds for one registry answer
+
+
+@dataclass
+class TagOutcome:
+    name: str
+    tag: str
+    state: State | None
+    changed: bool = False
+    failed: bool = False
+    deferred: bool = False
+    message: str = ""
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    outcomes: list[TagOutcome] = field(default_factory=list)
+
+    @property
+    def failures(self) -> int:
+        return sum(o.failed for o in self.outcomes) + len(self.plan.errors) + len(self.plan.missing)
+
+    @property
+    def changed(self) -> list[TagOutcome]:
+        return [o for o in self.outcomes if o.changed]
+
+    def counts(self) -> dict[str, int]:
+        """Changed tags by their new state, for commit messages and summaries."""
+        out: dict[str, int] = {}
+        for o in self.changed:
+            key = o.state.value if o.state else "changed"
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+
+def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
+    """A stable split by catalog name: the same name lands in the same shard on every runner."""
+    if shard is None:
+        return True
+    k, n = shard
+    bucket = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % n
+    return bucket == k - 1
+
+
+def select_entries(catalog: Catalog, options: RunOptions) -> list[ImageEntry]:
+    entries = [e for e in catalog.images if in_shard(e.name, options.shard)]
+    if options.only:
+        entries = [e for e in entries if e.name in options.only]
+    return entries
+
+
+def _removal(digest: str, attachments: list[str]) -> str:
+    """What a demotion took away, for the record's event."""
+    if not attachments:
+        return f"removed {digest} (no signature or attestation was there)"
+    return f"removed {digest} and {', '.join(attachments)}"
+
+
+def recorded_for(contents: Callable[[], LedgerContents], entries: list[ImageEntry]
+                 ) -> tuple[dict[tuple[str, str], Record], list[Unreadable], list[str]]:
+    """The records of ``entries``, their unreadable ones, and every stray file's message."""
+    names = {e.name for e in entries}
+    read = contents()
+    return ({(r.name, r.tag): r for r in read.records if r.name in names},
+            [u for u in read.unreadable if u.name in names], read.strays)
+
+
+def fail_unreadable(plan: Plan, unreadable: list[Unreadable]) -> None:
+    """Each unreadable record fails its own tag: it is never planned (a run would overwrite
+    the evidence, or copy the tag again as if new), and is reported with its remedy."""
+    broken = {(u.name, u.tag) for u in unreadable}
+    plan.tags = [t for t in plan.tags if (t.name, t.tag) not in broken]
+    plan.errors.extend((u.name, f"tag {u.tag}: {u.message}") for u in unreadable)
+
+
+class Pipeline:
+    def __init__(self, catalog: Catalog, ledger: Ledger, *, scan_settings: ScanSettings | None,
+                 signer: Signer | None, options: RunOptions, progress: Progress | None = None,
+                 scan_problem: str = "", signer_problem: str = ""):
+        self.catalog = catalog
+        self.ledger = ledger
+        self.scan_settings = scan_settings
+        self.signer = signer
+        # Why scanning or signing is unavailable this run: the reason a tag then fails with.
+        self.scan_problem = scan_problem or "no vulnerability database"
+        self.signer_problem = signer_problem or "no signing key configured"
+        self.options = options
+        self.progress = progress or Progress(quiet=True)
+        remember_secrets(catalog.settings)
+        self.sources = Sources(catalog, anonymous_if_unset=options.dry_run,
+                               deadline=options.registry_deadline)
+        self.settings = catalog.settings
+        self._target: Endpoint | None = None
+        self._target_client: RegistryClient | None = None
+        self._replicas: list[tuple[Endpoint, RegistryClient]] = []
+        self._scan_cache = ScanCache()
+        # Tags sharing a digest are processed one at a time (they write the same blobs and the
+        # same .sig tag), and the digest comes from upstream once: later tags are tagged from
+        # quarantine, which Docker Hub does not count as a pull.
+        self._guard = threading.Lock()
+        self._digest_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._quarantined: set[tuple[str, str]] = set()
+
+    # --- planning -------------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        entries = select_entries(self.catalog, self.options)
+        self.progress.note(f"discovering {len(entries)} catalog entries")
+        # Reading the ledger is CPU work and discovery mostly waits on the network: overlap them.
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            reading = reader.submit(recorded_for, self.ledger.contents, entries)
+            discoveries = discover(entries, self.sources)
+            recorded, unreadable, strays = reading.result()
+        for stray in strays:
+            self.progress.note(f"warning: {stray}")
+        for found in discoveries:
+            for warning in found.warnings:
+                self.progress.note(f"{found.entry.name}: warning: {warning}")
+        for host in self.sources.anonymous():
+            self.progress.note(f"note: no credentials for {host} are set; it was asked anonymously "
+                               "(enough for a plan; a run needs them)")
+        min_remaining = {h: s.min_remaining_pulls for h, s in self.settings.sources.items()
+                         if s.min_remaining_pulls is not None}
+        self._scan_cache = ScanCache(recorded.values())
+        plan = build_plan(discoveries, recorded,
+                          db_updated_at=self.scan_settings.db_updated_at if self.scan_settings else None,
+                          min_remaining=min_remaining)
+        fail_unreadable(plan, unreadable)
+        return plan
+
+    # --- running --------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        plan = self.plan()
+        result = RunResult(plan=plan)
+        for name, msg in plan.errors:
+            self.progress.note(f"{name}: error: {msg}")
+        for name, tag in plan.missing:
+            self.progress.note(f"{name}:{tag}: error: tag not found upstream; fix `tags` in the catalog")
+        if self.options.dry_run:
+            return result
+        self._target = target_endpoint(self.settings)
+        self._target_client = self._target.client(self.options.registry_deadline)
+        self._replicas = [(ep, ep.client(self.options.registry_deadline))
+                          for ep in replica_endpoints(self.settings)]
+        work = [t for t in plan.tags if t.change is not Change.VANISHED or t.recorded is not None]
+        self._quarantined = {(t.name, t.recorded.digest) for t in plan.tags
+                             if t.recorded is not None and was_mirrored(t.recorded)}
+        self.progress.total = len(work)
+        pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs))
+        try:
+            result.outcomes = list(pool.map(self._process_safely, work))
+        finally:
+            # Interrupted (Ctrl-C, SIGTERM): tags in progress finish and are
+            # recorded, the queued ones are left for the next run rather than started now.
+            pool.shutdown(wait=True, cancel_futures=True)
+        quiet = sum(not (o.changed or o.failed or o.deferred) for o in result.outcomes)
+        if quiet:
+            self.progress.note(f"{quiet} tag{'s' if quiet != 1 else ''} unchanged")
+        return result
+
+    def _digest_lock(self, name: str, digest: str | None) -> threading.Lock:
+        with self._guard:
+            return self._digest_locks.setdefault((name, digest or ""), threading.Lock())
+
+    def _process_safely(self, tp: TagPlan) -> TagOutcome:
+        subject = f"{tp.name}:{tp.tag}"
+        try:
+            with self._digest_lock(tp.name, tp.digest):
+                outcome = self._process(tp)
+        except Exception as err:  # noqa: BLE001 - one image's failure must not stop the others
+            outcome = TagOutcome(tp.name, tp.tag, State.FAILED, failed=True,
+                                 message=failure_text(err))
+        if outcome.changed or outcome.failed or outcome.deferred:
+            self.progress.result(subject, outcome.message)
+        else:
+            self.progress.tick()
+        return outcome
+
+    # --- one tag --------------------------------------------------------------------------
+
+    def _entry(self, name: str) -> ImageEntry:
+        entry = self.catalog.image(name)
+        assert entry is not None
+        return entry
+
+    def _event(self, rec: Record, event: str, detail: str = "") -> None:
+        rec.events.append(Event(at=now_iso(), event=event, detail=detail))
+
+    def _process(self, tp: TagPlan) -> TagOutcome:
+        subject = f"{tp.name}:{tp.tag}"
+        entry = self._entry(tp.name)
+        if tp.change is Change.VANISHED:
+            return self._vanished(tp)
+        if tp.deferred:
+            return TagOutcome(tp.name, tp.tag, tp.recorded.state if tp.recorded else None, deferred=True,
+                              message="deferred: upstream pull budget below min_remaining_pulls")
+        rec = tp.recorded.copy() if tp.recorded else Record(
+            name=tp.name, tag=tp.tag, source=tp.source or "", digest=tp.digest or "", state=State.MIRRORED)
+        changed = False
+        try:
+            if tp.change is Change.NEW:
+                self._event(rec, "discovered", tp.source or "")
+            elif tp.change is Change.MOVED:
+                self._event(rec, "moved", f"{rec.digest} -> {tp.digest}")
+                rec.digest, rec.source, rec.scan = tp.digest, tp.source, None
+                rec.reasons = []
+            if tp.needs_copy:
+                self.progress.step(subject, "mirroring")
+                detail = self._mirror(entry, tp.name, tp.tag, rec.digest)
+                rec.state = State.MIRRORED
+                rec.reasons = []
+                self._event(rec, "mirrored", detail)
+                changed |= self.ledger.save(rec)
+            elif not was_mirrored(rec):
+                raise SyncerError(f"{subject}: record has no mirrored copy of {rec.digest}")
+
+            db = self.scan_settings.db_updated_at if self.scan_settings else None
+            unscannable: LayerError | None = None
+            if (rec.scan is None or not rec.scan.fits(rec.digest, entry.platforms)
+                    or (db and rec.scan.db_updated_at < db)):
+                if self.scan_settings is None:
+                    raise SyncerError(f"cannot scan: {self.scan_problem}; nothing is promoted unscanned")
+                self.progress.step(subject, "scanning")
+                try:
+                    rec.scan = self._scan(entry, rec.digest)
+                except LayerError as err:
+                    # Held, not failed: the digest fixes the content, so every run would fail
+                    # alike; the verdict is recorded once and re-checked from the layer cache.
+                    unscannable = err
+                else:
+                    if rec.promoted_digest != rec.digest:
+                        rec.state = State.SCANNED
+                    self._event(rec, "scanned", f"{rec.digest} with {rec.scan.scanner}, database "
+                                f"{rec.scan.db_updated_at}: "
+                                f"{policy_mod.counts_text(policy_mod.count_by_severity(rec.scan.findings))}")
+                    changed |= self.ledger.save(rec)
+
+            decision = policy_mod.unscannable(str(unscannable)) if unscannable else policy_mod.evaluate(
+                name=tp.name, digest=rec.digest, scan=rec.scan, policy=self.catalog.policy_for(entry),
+                exceptions=self.catalog.exceptions, approvals=self.catalog.approvals,
+                today=self.options.today)
+            self._decide(rec, entry, decision, subject)
+            lagging = self._replicate(rec, subject)
+        except Exception as err:  # noqa: BLE001 - recorded as this tag's failure; the others go on
+            reason = failure_text(err)
+            rec.state = State.FAILED
+            rec.reasons = [reason]
+            if not (rec.events and rec.events[-1].event == "failed" and rec.events[-1].detail == reason):
+                self._event(rec, "failed", reason)
+            try:
+                changed |= self.ledger.save(rec)
+            except SyncerError as unsaved:  # the record's own path is refused (a symlink)
+                return TagOutcome(tp.name, tp.tag, State.FAILED, changed=changed, failed=True,
+                                  message=f"failed: {reason}; the record could not be saved: {unsaved}")
+            return TagOutcome(tp.name, tp.tag, State.FAILED, changed=changed, failed=True, message=f"failed: {reason}")
+        if rec != tp.recorded:  # an unchanged record is not even rewritten (the no-op hot path)
+            changed |= self.ledger.save(rec)
+        message = rec.state.value
+        if rec.reasons and rec.state in (State.HELD, State.FLAGGED, State.DEMOTED):
+            message += f": {'; '.join(rec.reasons)}"
+        if lagging:
+            message += "; lagging on " + "; ".join(lagging)
+        if not changed:
+            message = f"unchanged ({message})"
+        # A lagging replica is work left undone (exit 1) but not a failure of the tag itself.
+        return TagOutcome(tp.name, tp.tag, rec.state, changed=changed, failed=bool(lagging), message=message)
+
+    def _mirror(self, entry: ImageEntry, name: str, tag: str, digest: str) -> str:
+        """Bring ``digest`` into quarantine as ``tag``; the event detail (it names the digest)."""
+        quarantine = self._quarantine(name)
+        if (name, digest) in self._quarantined:
+            try:
+                promote_mod.copy_in_target(self._target, self._target_client, quarantine, quarantine,
+                                           digest, tag, timeout=self.options.copy_timeout)
+                return f"{digest} (tagged from quarantine: no upstream pull)"
+            except SyncerError:
+                pass  # e.g. garbage-collected since: fetch it from upstream after all
+        mirror(self.sources.endpoint(entry.source_host), entry.source_path, digest,
+               self._target, quarantine, tag, timeout=self.options.copy_timeout)
+        self._quarantined.add((name, digest))
+        return digest
+
+    def _vanished(self, tp: TagPlan) -> TagOutcome:
+        rec = tp.recorded.copy()
+        last = next((e for e in reversed(rec.events) if e.event in ("vanished", "discovered", "moved",
+                                                                     "mirrored")), None)
+        if last is not None and last.event == "vanished":
+            return TagOutcome(tp.name, tp.tag, rec.state, message="vanished upstream (recorded earlier)")
+        self._event(rec, "vanished", "the tag is no longer upstream; the record and any approved copy are kept")
+        return TagOutcome(tp.name, tp.tag, rec.state, changed=self.ledger.save(rec), message="vanished upstream")
+
+    def _quarantine(self, name: str) -> str:
+        return f"{self.settings.target.quarantine}/{name}"
+
+    def _approved(self, name: str) -> str:
+        return f"{self.settings.target.approved}/{name}"
+
+    def _scan(self, entry: ImageEntry, digest: str) -> ScanResult:
+        return scan_digest(self._target, self._target_client, self._quarantine(entry.name), digest,
+                           entry.platforms, self.scan_settings, self._scan_cache)
+
+    def _decide(self, rec: Record, entry: ImageEntry, decision, subject: str) -> None:
+        policy = self.catalog.policy_for(entry)
+        reasons = list(decision.reasons)
+        if rec.promoted_digest == rec.digest:
+            # Already in approved/. Only what a scan finds counts against it: an image that
+            # merely aged past max_age_days or lost its approval stays where it is.
+            if decision.promote or not decision.regressed:
+                if rec.state is not State.PROMOTED:
+                    self._event(rec, "cleared", "passes the policy again")
+                rec.state, rec.reasons = State.PROMOTED, reasons
+                return
+            if policy.on_regression == "demote":
+                self.progress.step(subject, "demoting")
+                removed = promote_mod.demote(self._target_client, self._approved(rec.name),
+                                             rec.digest)
+                rec.promoted_digest = None
+                rec.state, rec.reasons = State.DEMOTED, reasons
+                self._event(rec, "demoted",
+                            f"{'; '.join(reasons)}; {_removal(rec.digest, removed)}")
+                return
+            if rec.state is not State.FLAGGED or rec.reasons != reasons:
+                self._event(rec, "flagged", "; ".join(reasons))
+            rec.state, rec.reasons = State.FLAGGED, reasons
+            return
+        if not decision.promote:
+            if rec.state is State.DEMOTED:
+                rec.reasons = reasons
+                return
+            if rec.state is not State.HELD or rec.reasons != reasons:
+                self._event(rec, "held", "; ".join(reasons))
+            rec.state, rec.reasons = State.HELD, reasons
+            return
+        self._promote(rec, subject)
+        rec.state, rec.reasons = State.PROMOTED, reasons
+
+    def _replicate(self, rec: Record, subject: str) -> list[str]:
+        """Bring every replica in step with approved/ for this tag; returns the lagging ones."""
+        lagging = []
+        approved = self._approved(rec.name)
+        for endpoint, client in self._replicas:
+            current = next((st for st in rec.replicas if st.registry == endpoint.name), None)
+            try:
+                if rec.promoted_digest is None:
+                    if current is not None and current.digest:
+                        self.progress.step(subject, f"removing from {endpoint.name}")
+                        removed = promote_mod.demote(client, approved, current.digest)
+                        self._event(rec, "unreplicated",
+                                    f"{_removal(current.digest, removed)} from {endpoint.name}")
+                        current.digest, current.copied_at, current.lagging = None, None, False
+                    continue
+                if not replicate.needs_copy(rec, endpoint.name):
+                    continue
+                if self.signer is None:
+                    raise SyncerError(f"cannot sign: {self.signer_problem}")
+                self.progress.step(subject, f"replicating to {endpoint.name}")
+                replicate.push_to_replica(self._target, endpoint, client, self.signer, approved,
+                                          rec.promoted_digest, rec.tag,
+                                          timeout=self.options.copy_timeout)
+                state = replicate.replica_state(rec, endpoint.name)
+                state.digest, state.copied_at, state.lagging = rec.promoted_digest, now_iso(), False
+                self._event(rec, "replicated", f"{rec.promoted_digest} to {endpoint.name}, "
+                            f"signed by {self.signer.name}")
+            except SyncerError as err:
+                state = replicate.replica_state(rec, endpoint.name)
+                if not state.lagging:
+                    self._event(rec, "lagging", f"{endpoint.name}: {err}")
+                state.lagging = True
+                lagging.append(f"{endpoint.name} ({err})")
+        return lagging
+
+    def _promote(self, rec: Record, subject: str) -> None:
+        if self.signer is None:
+            raise SyncerError(f"cannot sign: {self.signer_problem}; nothing is promoted unsigned")
+        approved = self._approved(rec.name)
+        # Sign first: the signature is a separate .sig tag, so if signing fails nothing has
+        # reached approved/, and an image never sits there unsigned.
+        self.progress.step(subject, "signing")
+        identity = f"{self.settings.target.registry}/{approved}"
+        try:
+            self.signer.sign(self._target_client, approved, rec.digest, identity)
+        except SigningError as err:
+            raise SigningError(f"cannot sign: {err}; nothing is promoted unsigned") from None
+        self.progress.step(subject, "promoting")
+        promote_mod.promote(self._target, self._target_client, self._quarantine(rec.name), approved,
+                            rec.digest, rec.tag, timeout=self.options.copy_timeout)
+        if rec.promoted_digest != rec.digest:
+            # Signatures belong to a digest: approvals of the one approved before do not carry over.
+            rec.signatures = []
+        rec.promoted_digest = rec.digest
+        if self.signer.name not in rec.signatures:
+            rec.signatures = sorted({*rec.signatures, self.signer.name})
+        self._event(rec, "promoted", f"{rec.digest} to {identity}:{rec.tag}, signed by {self.signer.name}")

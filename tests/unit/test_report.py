@@ -1,0 +1,77 @@
+"""Markdown reports: deterministic, readable with many findings, safe with hostile text."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from syncer.trail import report
+from syncer.catalog import load_catalog
+from syncer.trail.ledger import Ledger
+from syncer.core.model import Event, Finding, Record, ReplicaState, ScanResult, Severity, State
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def _record(findings, **kw) -> Record:
+    scan = ScanResult(digest=DIGEST, scanner="trivy 0.76.0", db_updated_at="2026-11-01T00:00:00Z",
+                      scanned_at="2026-11-02T00:00:00Z", findings=tuple(findings))
+    base = dict(name="team/app", tag="1.0", source=f"docker.io/team/app:1.0@{DIGEST}", digest=DIGEST,
+                state=State.HELD, reasons=["3 critical vulnerabilities (max 0): …"], scan=scan,
+                events=[Event("2026-11-02T00:00:00Z", "discovered", "x"), Event("2026-11-02T00:00:01Z", "held", "y")])
+    base.update(kw)
+    return Record(**base)
+
+
+def _findings(n):
+    sev = list(Severity)
+    return [Finding(id=f"CVE-2026-{i:05d}", package=f"pkg{i % 17}", installed="1.0", fixed=None if i % 5 else "1.1",
+                    severity=sev[i % len(sev)], title="t") for i in range(n)]
+
+
+def test_two_hundred_findings_render_sorted_and_collapsed():
+    page = report.render_image("team/app", [_record(_findings(200))], None)
+    rows = [line for line in page.splitlines() if line.startswith("| ") and "CVE-2026-" in line]
+    assert len(rows) == 200
+    order = [row.split(" | ")[0].strip("| ") for row in rows]
+    assert order == sorted(order, key=lambda s: -Severity[s])  # worst first
+    assert "<details><summary>200 findings" in page  # collapsed: the page stays scannable
+    assert "no fix yet" in page
+    assert page.count("[Back to the index](../../README.md)") == 1  # nested name, right link depth
+
+
+def test_hostile_upstream_text_cannot_break_the_tables():
+    evil = Finding(id="CVE-1|<script>", package="a|b\nc", installed="1", fixed="2", severity=Severity.HIGH)
+    page = report.render_image("team/app", [_record([evil])], None)
+    row = next(line for line in page.splitlines() if "CVE-1" in line)
+    assert "<script>" not in page and "\\|" in row and row.count(" | ") == 4
+
+
+def test_rendering_is_deterministic_and_regenerates_byte_for_byte(tmp_path):
+    catalog_dir = shutil.copytree(Path(__file__).resolve().parents[2] / "catalog", tmp_path / "catalog")
+    catalog = load_catalog(str(catalog_dir))
+    reports = tmp_path / "reports"
+    ledger = Ledger(str(reports))
+    ledger.save(_record(_findings(12), state=State.PROMOTED, promoted_digest=DIGEST, signatures=["ci"],
+                        replicas=[ReplicaState("eu.example.com", DIGEST, "2026-11-02T00:00:02Z")]))
+    ledger.save(_record([], name="alpine", tag="3.20", source=f"docker.io/library/alpine:3.20@{DIGEST}",
+                        state=State.PROMOTED, promoted_digest=DIGEST))
+    pages = ("README.md", "images/alpine.md", "images/team/app.md")
+    first = report.regenerate(ledger.all(), catalog, str(reports))
+    assert sorted(first) == sorted(str(reports / p) for p in pages)
+    snapshot = {p: (reports / p).read_bytes() for p in pages}
+    assert report.regenerate(ledger.all(), catalog, str(reports)) == []  # nothing rewritten
+    # alpine's policy (default) requires ci, which has not signed it: the index says so.
+    alpine_row = next(line for line in snapshot["README.md"].decode().splitlines() if "[alpine]" in line)
+    cells = [c.strip() for c in alpine_row.strip("|").split("|")]
+    assert cells[9:11] == ["—", "ci"], cells  # signed by nobody, missing ci
+    assert "1/1 in step" in snapshot["README.md"].decode()
+
+    shutil.rmtree(reports / "images")
+    (reports / "README.md").unlink()
+    proc = subprocess.run([sys.executable, "-m", "syncer", "report", "--catalog", str(catalog_dir),
+                           "--reports", str(reports)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert {p: (reports / p).read_bytes() for p in pages} == snapshot
