@@ -27,7 +27,8 @@ from syncer.core import cosign
 from syncer.trail import report
 from syncer.stages import signatures
 from syncer.catalog import display_path, is_valid_signer_name, load_catalog
-from syncer.commands.verify import TrustedRef, parse_trusted_ref, resolve_digest
+from syncer.core.trusted import TrustedRef, parse_trusted_ref
+from syncer.stages.signatures import resolve_digest
 from syncer.tools.endpoints import endpoint_for
 from syncer.errors import SigningError, UsageError
 from syncer.trail.ledger import Ledger, now_iso

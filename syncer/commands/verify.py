@@ -24,35 +24,16 @@ import json
 import sys
 from dataclasses import dataclass
 
-from syncer.core import cosign, refs
+from syncer.core import cosign
 from syncer.stages import signatures
+from syncer.stages.signatures import resolve_digest
 from syncer.catalog import is_valid_signer_name, load_catalog
 from syncer.tools.endpoints import endpoint_for
 from syncer.access.enforce import required_signers
-from syncer.errors import DigestMismatchError, RegistryError, SigningError, UsageError
-from syncer.core.model import Catalog, Settings
+from syncer.errors import RegistryError, SigningError, UsageError
+from syncer.core.model import Catalog
+from syncer.core.trusted import TrustedRef, parse_trusted_ref
 from syncer.tools.registry import RegistryClient
-
-
-@dataclass(frozen=True)
-class TrustedRef:
-    """A reference to an image of the trusted registry (or a replica), parsed and checked."""
-
-    registry: str  # as written in REF, and as named in settings
-    repository: str  # approved/nginx
-    namespace: str  # the settings prefix the repository is under: approved or quarantine
-    approved: bool  # under the approved prefix (the only one the pipeline signs)
-    name: str  # the catalog name: the repository without the namespace
-    tag: str | None
-    digest: str | None
-
-    @property
-    def identity(self) -> str:
-        """The ``docker-reference`` signatures of this image must carry."""
-        return f"{self.registry}/{self.repository}"
-
-    def __str__(self) -> str:
-        return str(refs.Reference(self.registry, self.repository, self.tag, self.digest))
 
 
 @dataclass(frozen=True)
@@ -94,67 +75,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render(outcome))
     return 0 if outcome.ok else 1
-
-
-# --- references ----------------------------------------------------------------------------
-
-
-def parse_trusted_ref(text: str, settings: Settings) -> TrustedRef:
-    """Parses REF against the registries and namespaces named in settings; UsageError if it
-    is not an image of the trusted registry or a replica, or has neither tag nor digest."""
-    target = settings.target
-    known = [target.registry, *(r.registry for r in settings.replicas)]
-    namespaces = (target.approved, target.quarantine)
-    first = text.partition("/")[0]
-    if first in known:
-        full = text
-    elif any(text.startswith(f"{ns}/") for ns in namespaces):
-        full = f"{target.registry}/{text}"
-    else:
-        raise UsageError(
-            f"'{text}' is not an image of the trusted registry: write "
-            f"{target.registry}/{target.approved}/NAME:TAG (or @sha256:…), or "
-            f"{target.approved}/NAME:TAG; the registries named in settings are "
-            f"{', '.join(known)}")
-    try:
-        parsed = refs.parse_reference(full)
-    except ValueError as err:
-        raise UsageError(f"'{text}' is not a valid image reference: {err}") from None
-    registry = full.partition("/")[0]
-    namespace = next((ns for ns in namespaces if parsed.repository.startswith(f"{ns}/")), None)
-    if parsed.registry != registry or namespace is None:
-        raise UsageError(
-            f"'{text}' is outside {target.approved}/ and {target.quarantine}/ of {registry}; "
-            f"images of the trusted registry are {registry}/{target.approved}/NAME")
-    if parsed.tag is None and parsed.digest is None:
-        raise UsageError(f"'{text}' has neither a tag nor a digest; add :TAG or @sha256:…")
-    if parsed.digest is not None and not refs.is_sha256_digest(parsed.digest):
-        raise UsageError(f"'{text}': signatures are stored per sha256 digest; give "
-                         "@sha256:<64 lower-case hex digits>")
-    return TrustedRef(registry=registry, repository=parsed.repository, namespace=namespace,
-                      approved=namespace == target.approved,
-                      name=parsed.repository[len(namespace) + 1:], tag=parsed.tag,
-                      digest=parsed.digest)
-
-
-def resolve_digest(client: RegistryClient, ref: TrustedRef, action: str) -> str:
-    """The digest to act on: REF's own, which the registry must serve as it is, or the digest
-    of the manifest bytes REF's tag points at now (one GET). A signature vouches for a digest,
-    so a registry (or a proxy in front of it) that answers with another manifest must not
-    choose what is verified or signed. ``action`` says what did not happen (verified, signed)."""
-    try:
-        manifest = client.get_manifest(ref.repository, ref.digest or ref.tag)
-    except DigestMismatchError as err:
-        raise DigestMismatchError(
-            f"{err}; nothing was {action}. Check what answers at {client.endpoint} (a mirror or "
-            f"proxy rewriting answers), and that {ref} is the image you mean",
-            registry=err.registry, expected=err.expected, found=err.found) from None
-    if ref.digest is not None:
-        return ref.digest
-    if not refs.is_sha256_digest(manifest.digest):
-        raise RegistryError(f"{client.where} serves {ref} as {manifest.digest}; signatures are "
-                            "stored per sha256 digest only", registry=client.host)
-    return manifest.digest
 
 
 # --- signers -------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from syncer.tools.endpoints import Endpoint, source_endpoint
 from syncer.errors import NotFoundError, SyncerError, failure_text

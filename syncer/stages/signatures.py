@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from syncer.core import cosign
-from syncer.errors import NotFoundError, RegistryError, SigningError
+from syncer.core import cosign, refs
 from syncer.core.refs import is_valid_digest
+from syncer.core.trusted import TrustedRef
+from syncer.errors import DigestMismatchError, NotFoundError, RegistryError, SigningError
 from syncer.tools.registry import OCI_MANIFEST, RegistryClient, digest_of
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -222,3 +223,23 @@ def _config(layer_digests: list[str]) -> bytes:
 
 def _compact(document: dict) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+def resolve_digest(client: RegistryClient, ref: TrustedRef, action: str) -> str:
+    """The digest to act on: REF's own, which the registry must serve as it is, or the digest
+    of the manifest bytes REF's tag points at now (one GET). A signature vouches for a digest,
+    so a registry (or a proxy in front of it) that answers with another manifest must not
+    choose what is verified or signed. ``action`` says what did not happen (verified, signed)."""
+    try:
+        manifest = client.get_manifest(ref.repository, ref.digest or ref.tag)
+    except DigestMismatchError as err:
+        raise DigestMismatchError(
+            f"{err}; nothing was {action}. Check what answers at {client.endpoint} (a mirror or "
+            f"proxy rewriting answers), and that {ref} is the image you mean",
+            registry=err.registry, expected=err.expected, found=err.found) from None
+    if ref.digest is not None:
+        return ref.digest
+    if not refs.is_sha256_digest(manifest.digest):
+        raise RegistryError(f"{client.where} serves {ref} as {manifest.digest}; signatures are "
+                            "stored per sha256 digest only", registry=client.host)
+    return manifest.digest

@@ -13,7 +13,7 @@ import requests
 
 from syncer.core import cosign
 from syncer.stages import signatures
-from syncer.commands.verify import parse_trusted_ref
+from syncer.core.trusted import parse_trusted_ref
 from syncer.errors import UsageError
 from syncer.core.model import Settings, Target, RegistryEndpoint
 from syncer.tools.registry import OCI_MANIFEST, RegistryClient
