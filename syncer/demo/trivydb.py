@@ -6,7 +6,7 @@ Trivy 0.76 reads ``<cache>/db/trivy.db`` (a bbolt v1.5 file, DB schema 2) and
 layout is trivy-db's (github.com/aquasecurity/trivy-db, pkg/db and pkg/types: one top-level
 bucket per advisory source, then package name, then vulnerability id; ``vulnerability`` holds
 the details by id); the page layout follows go.etcd.io/bbolt (internal/common/page.go,
-meta.go, inode.go). tests/unit/test_trivydb.py reads the files back with Trivy itself.
+meta.go, inode.go). tests/e2e/test_trivydb.py reads the files back with Trivy itself.
 
 Java archives are identified with a second database, ``<cache>/java-db/trivy-java.db`` (SQLite,
 schema 1 of github.com/aquasecurity/trivy-java-db pkg/db) and its ``metadata.json``, written
