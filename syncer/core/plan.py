@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 
 from syncer.core.markdown import code, text
+from syncer.core.refs import short_digest
 from syncer.core.model import EntryDiscovery, Record, ReplicaState, State
 
 
@@ -130,10 +131,6 @@ def build_plan(
     return plan
 
 
-def _short(digest: str | None) -> str:
-    return digest.split(":", 1)[1][:12] if digest and ":" in digest else (digest or "")
-
-
 def render_markdown(plan: Plan) -> str:
     """The plan as Markdown for a pull request's job summary or a terminal."""
     new = plan.by_change(Change.NEW)
@@ -163,9 +160,9 @@ def render_markdown(plan: Plan) -> str:
         lines.extend("| " + " | ".join(text(c) for c in cells(row)) + " |" for row in rows)
 
     table("New tags (will be mirrored and scanned)", new, ["image", "tag", "digest"],
-          lambda t: [t.name, code(t.tag), code(_short(t.digest))])
+          lambda t: [t.name, code(t.tag), code(short_digest(t.digest))])
     table("Moved tags (new digest upstream)", moved, ["image", "tag", "recorded", "upstream now"],
-          lambda t: [t.name, code(t.tag), code(_short(t.recorded.digest)), code(_short(t.digest))])
+          lambda t: [t.name, code(t.tag), code(short_digest(t.recorded.digest)), code(short_digest(t.digest))])
     table("Re-scans (database newer than last scan, or the platforms required changed)", rescans, ["image", "tag", "state", "last scan db"],
           lambda t: [t.name, code(t.tag), t.recorded.state.value, t.recorded.scan.db_updated_at])
     table("Unfinished (resumed from the ledger)", resume, ["image", "tag", "state"],
@@ -174,17 +171,17 @@ def render_markdown(plan: Plan) -> str:
                for st in t.recorded.replicas if st.lagging or st.digest != t.recorded.promoted_digest]
     def lagging_cells(row: tuple[TagPlan, ReplicaState]) -> list[object]:
         t, st = row
-        return [t.name, code(t.tag), st.registry, code(_short(st.digest) or "nothing"),
-                code(_short(t.recorded.promoted_digest))]
+        return [t.name, code(t.tag), st.registry, code(short_digest(st.digest) or "nothing"),
+                code(short_digest(t.recorded.promoted_digest))]
 
     table("Replicas lagging (caught up by the next run)", lagging,
           ["image", "tag", "replica", "has", "approved"], lagging_cells)
     # Listed too, so that a reviewer sees an entry's tags resolved as expected (a `match`
     # that selects nothing new looks the same in the counts as one that selects nothing).
     table("Unchanged (nothing to do)", idle, ["image", "tag", "state", "digest"],
-          lambda t: [t.name, code(t.tag), t.recorded.state.value, code(_short(t.digest))])
+          lambda t: [t.name, code(t.tag), t.recorded.state.value, code(short_digest(t.digest))])
     table("Vanished upstream (records kept)", vanished, ["image", "tag", "state", "digest"],
-          lambda t: [t.name, code(t.tag), t.recorded.state.value, code(_short(t.recorded.digest))])
+          lambda t: [t.name, code(t.tag), t.recorded.state.value, code(short_digest(t.recorded.digest))])
     table("Deferred (upstream pull budget low)", deferred, ["image", "tag"],
           lambda t: [t.name, code(t.tag)])
     if plan.missing:

@@ -202,3 +202,8 @@ def safe_relpath(name: str) -> str:
             f"name '{name}' is not a valid repository path: use lowercase letters and digits, "
             "separated by '.', '_', '__', dashes or '/'")
     return name
+
+
+def short_digest(digest: str | None) -> str:
+    """The first 12 hex digits, as pages and plans show a digest ("" for none)."""
+    return digest.split(":", 1)[-1][:12] if digest else ""

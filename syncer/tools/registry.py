@@ -61,11 +61,6 @@ IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 
-# The distribution reference grammar (distribution/reference/regexp.go); checked before a
-# name becomes part of a URL so that a catalog value cannot reach another path.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _SHOWABLE_RE = re.compile(r"[A-Za-z0-9:+._-]{1,140}")  # what a digest is made of, up to sha512's length
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
@@ -1047,7 +1042,7 @@ class RegistryClient:
         order, so that a token service taking several scopes is asked for their tokens
         ``TOKEN_BATCH`` repositories at a time instead of once per repository."""
         scopes = [_scope(r, "GET") for r in dict.fromkeys(repositories)
-                  if REPOSITORY_RE.fullmatch(r)]
+                  if refs.is_valid_repository_path(r)]
         with self._lock:
             self._expected, self._expected_set, self._expected_next = scopes, set(scopes), 0
 
@@ -1297,15 +1292,17 @@ class RegistryClient:
 # --- helpers -------------------------------------------------------------------------------
 
 
+# Names are checked against the reference grammar (core.refs) before they become part of a
+# URL, so that a catalog value cannot reach another path.
 def _check_repository(repository: str) -> None:
-    if not REPOSITORY_RE.fullmatch(repository) or len(repository) > 255:
+    if not refs.is_valid_repository_path(repository) or len(repository) > 255:
         raise UsageError(f"invalid repository name {repository!r}: use lower-case path "
                          "components such as library/nginx")
 
 
 def _check_reference(repository: str, reference: str) -> None:
     _check_repository(repository)
-    if not (TAG_RE.fullmatch(reference) or refs.is_valid_digest(reference)):
+    if not (refs.is_valid_tag(reference) or refs.is_valid_digest(reference)):
         raise UsageError(f"invalid tag or digest {reference!r} for {repository}")
 
 

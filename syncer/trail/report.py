@@ -23,6 +23,7 @@ from syncer.errors import SyncerError
 from syncer.trail.ledger import Ledger
 from syncer.core.model import Catalog, Finding, Record, State
 from syncer.core.policy import count_by_severity, counts_text
+from syncer.core.refs import short_digest
 
 BADGES = {
     State.PROMOTED: "✅ promoted",
@@ -46,15 +47,9 @@ _env = jinja2.Environment(
 )
 
 
-def short(digest: str | None) -> str:
-    if not digest:
-        return ""
-    return digest.split(":", 1)[-1][:12]
-
-
 _env.filters["code"] = markdown.code
 _env.filters["target"] = markdown.target
-_env.filters["short"] = short
+_env.filters["short"] = short_digest
 
 
 def sorted_findings(findings) -> list[Finding]:
