@@ -272,6 +272,13 @@ def test_cli_writes_the_registries_d_file_and_checks_allow(tmp_path, keys):
     assert again.returncode == 0, again.stderr
     assert "elsewhere.yaml written" in again.stderr and (tmp_path / "elsewhere.yaml").is_file()
 
+    # To stdout, the registries.d file is written only where --registries-d says.
+    printed = _syncer("export-policy", "--format", "containers", "--registries-d", "r.yaml", cwd=tmp_path)
+    assert printed.returncode == 0 and json.loads(printed.stdout)["default"] == [{"type": "reject"}]
+    assert "r.yaml written" in printed.stderr and (tmp_path / "r.yaml").is_file()
+    refused = _syncer("export-policy", "--format", "containers", "--registries-d", "no/r.yaml", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stdout == "", "a policy printed before the error"
+
     for args, message in (
         (["--allow", "registry.example.com/approved/x"], "the registry this policy is for"),
         (["--allow", f"quay.io/vendor={tmp_path / 'missing.pub'}"], "cannot read the key"),

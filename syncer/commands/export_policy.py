@@ -77,8 +77,6 @@ def run(args: argparse.Namespace) -> int:
     written: dict[Path, bool] = {}
     if out is not None:
         written[out] = _write(out, text, "--out")
-    else:
-        sys.stdout.write(text)
     registries_d = Path(args.registries_d) if args.registries_d else (
         out.parent / REGISTRIES_D if out is not None and args.format == "containers" else None)
     if registries_d is not None:
@@ -86,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
             registries_d.parent.mkdir(exist_ok=True)  # beside --out, whose directory exists
         written[registries_d] = _write(registries_d, enforce.registries_d(catalog), "--registries-d")
     if out is None:
-        return 0
-    if args.json:
+        sys.stdout.write(text)
+    if args.json and out is not None:
         summary = {"format": args.format, "registry": registry, "out": display_path(out),
                    "written": written[out], "images": len(catalog.images)}
         if registries_d is not None:
