@@ -28,7 +28,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("keygen", "keygen", "write an encrypted cosign key pair: NAME.key outside the catalog, signers/NAME.pub inside"),
     ("verify", "verify", "which required signers have signed REF; exit 0 only if all have"),
     ("sign", "sign", "add your signature (a content administrator's approval) to an approved image"),
-    ("export-policy", "export_policy", "write a containers-policy.json or Kyverno ClusterPolicy requiring the catalog's signers"),
+    ("export-policy", "export_policy", "write a containers-policy.json and registries.d, or Kyverno policies, requiring the catalog's signers"),
     ("auth-server", "auth_server", "serve registry tokens granting what catalog/access.yaml allows"),
     ("access-config", "access_config", "print a registry's auth: token config for auth-server and write its key and bundle"),
     ("codeowners", "codeowners", "write .github/CODEOWNERS from the catalog's owners; --check for staleness"),

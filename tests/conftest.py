@@ -6,6 +6,7 @@ test can ask for them by name.
 
 pytest_plugins = [
     "tests.harness.registry",
+    "tests.harness.docker",
     "tests.harness.images",
     "tests.harness.gitrepo",
     "tests.harness.trivydb",

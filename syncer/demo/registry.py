@@ -19,8 +19,10 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, ClassVar, Protocol
 
 import requests
 from cryptography import x509
@@ -170,12 +172,49 @@ def terminate(process: "subprocess.Popen[bytes] | None", timeout: float = STOP_T
         process.wait(timeout=timeout)
 
 
+class RegistryProcess(Protocol):
+    """A running ``docker-registry serve``, however it was started."""
+
+    def poll(self) -> int | None:
+        """None while it runs, else its exit status."""
+
+    def stop(self, timeout: float) -> None:
+        """Ends it (forcibly after ``timeout`` seconds); nothing if it has ended."""
+
+
+# Starts ``docker-registry serve CONFIG`` for a registry whose directory is ``workdir``,
+# with stdout and stderr appended to ``log``.
+Launcher = Callable[[Path, Path, BinaryIO], RegistryProcess]
+
+
+@dataclass
+class _NativeProcess:
+    popen: subprocess.Popen[bytes]
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def stop(self, timeout: float) -> None:
+        terminate(self.popen, timeout)
+
+
+def native_launcher(workdir: Path, config_file: Path, log: BinaryIO) -> RegistryProcess:
+    return _NativeProcess(subprocess.Popen(
+        ["docker-registry", "serve", str(config_file)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+    ))
+
+
 class Registry:
     """A distribution registry on 127.0.0.1 with its own storage, stopped by ``stop()``.
 
     ``stop()`` then ``start()`` brings it back on the same port with the same storage, to
-    simulate an outage. The constructor starts it.
+    simulate an outage. The constructor starts it. ``launcher`` starts the process: a native
+    one by default; the test suite's docker mode (tests/harness/docker.py) swaps in one that
+    runs it as a container, with the same config, storage and log.
     """
+
+    launcher: ClassVar[Launcher] = staticmethod(native_launcher)
 
     def __init__(
         self,
@@ -216,7 +255,7 @@ class Registry:
             self._htpasswd_file = self.workdir / "htpasswd"
             write_htpasswd(self._htpasswd_file, *htpasswd)
         self._authfile: Path | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: RegistryProcess | None = None
         self.port = 0
         self._start_on_free_port(preferred=port)
 
@@ -261,14 +300,12 @@ class Registry:
         self._write_config()
         with self.log_file.open("ab") as log:
             log_offset = log.tell()
-            self._process = subprocess.Popen(
-                ["docker-registry", "serve", str(self.config_file)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )
+            self._process = type(self).launcher(self.workdir, self.config_file, log)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                self._process = None
+                process, self._process = self._process, None
+                process.stop(STOP_TIMEOUT)  # a container that exited is still to be removed
                 raise RegistryStartError(
                     f"docker-registry on {self.host} exited at startup; log:\n{self._log_tail()}"
                 )
@@ -287,7 +324,8 @@ class Registry:
         """Terminates the process (then kills it if it lingers); storage is kept."""
         process, self._process = self._process, None
         _running.discard(self)
-        terminate(process)
+        if process is not None:
+            process.stop(STOP_TIMEOUT)
 
     def _write_config(self) -> None:
         http: dict[str, object] = {

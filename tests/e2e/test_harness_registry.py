@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import socket
 import subprocess
 import time
@@ -11,11 +12,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.harness import docker as harness_docker
+from tests.harness.docker import docker_mode
 from tests.harness.images import debian_files
 from syncer.demo import registry as registry_module
 from tests.harness.registry import Registry, Request
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
 
 def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -165,3 +168,22 @@ def test_a_port_taken_after_it_was_chosen_is_replaced(tmp_path: Path, monkeypatc
             assert reg.port != taken
             assert reg.running
         assert "address already in use" in reg.log_file.read_text()
+
+
+def test_the_registry_runs_as_the_mode_says(registry: Registry) -> None:
+    """Natively by default; as a container of tests/docker-compose.yml's project when
+    SYNCER_TEST_REGISTRIES=docker (bash scripts/test --docker)."""
+    process = registry._process
+    if docker_mode():
+        assert isinstance(process, harness_docker._Container)
+        inspect = subprocess.run(
+            ["docker", "inspect", "--format",
+             '{{.State.Running}} {{.HostConfig.NetworkMode}} {{index .Config.Labels "com.docker.compose.service"}}',
+             process.name], capture_output=True, text=True, timeout=30, check=True)
+        assert inspect.stdout.split() == ["true", "host", "registry"]
+        registry.stop()
+        gone = subprocess.run(["docker", "inspect", process.name], capture_output=True, timeout=30, check=False)
+        assert gone.returncode != 0, "the container outlived its registry"
+    else:
+        assert isinstance(process, registry_module._NativeProcess)
+        assert Path(f"/proc/{process.popen.pid}/exe").resolve() == Path(shutil.which("docker-registry")).resolve()

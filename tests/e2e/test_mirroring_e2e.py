@@ -139,6 +139,7 @@ exec {REAL_SKOPEO} "$@"
     return bindir, log
 
 
+@pytest.mark.docker
 def test_hub_behind_basic_auth_and_the_password_appears_nowhere(tmp_path, registry_factory, trivy_db):
     password = f"hub-pw-{secrets.token_hex(12)}"
     world = make_world(tmp_path, registry_factory, trivy_db, htpasswd=("hubuser", password))
@@ -214,6 +215,7 @@ def test_wrong_hub_password_fails_that_registry_only_with_a_clear_error(tmp_path
     assert not (world.reports / "records" / "nginx").exists()
 
 
+@pytest.mark.docker
 def test_hub_behind_tls_with_a_private_ca(tmp_path, registry_factory, trivy_db):
     world = make_world(tmp_path, registry_factory, trivy_db, tls=True)
     write_settings(world, source=("tls_verify: true", f"ca_dir: {world.hub.cert_dir}"))
@@ -238,6 +240,7 @@ def test_hub_behind_tls_with_a_private_ca(tmp_path, registry_factory, trivy_db):
 # --- what is copied ----------------------------------------------------------------------------
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("media_types", ["oci", "docker"])
 def test_multi_platform_image_keeps_its_index_digest_and_every_platform_is_scanned(world, media_types):
     world.db.write((CRITICAL, LOW))  # LOW affects both platforms and does not block
@@ -357,6 +360,7 @@ def test_vanished_tag_is_reported_by_plan_and_recorded_once(tmp_path, registry_f
     assert "Nothing changed" in again.stdout
 
 
+@pytest.mark.docker
 def test_explicit_tag_missing_upstream_fails_only_that_tag(world):
     world.db.write((CRITICAL, LOW))
     alpine = world.push("library/alpine:3.20", build_image(alpine_files(CLEAN_ALPINE)))
