@@ -96,12 +96,12 @@ def test_a_record_reads_back_as_written_and_renders_the_same_page():
     ("version: 1\nstarted: a: b\n", "x.yaml:2: not valid YAML"),
     ("- a list\n", "x.yaml: not a run record"),
     ("version: 2\n", "expected a run record of version 1"),
-    ("version: 1\nstarted: '2026-12-01'\nrun_id: '1'\nattempt: ''\nshard: ''\nci_url: ''\n"
-     "counts: {}\noutcomes: []\nerrors: []\n", "started as 2026-12-01T21:16:39Z"),
-    ("version: 1\nstarted: '2026-12-01T21:16:39Z'\nrun_id: '1'\nattempt: ''\nshard: ''\n"
-     "ci_url: ''\ncounts: {held: x}\noutcomes: []\nerrors: []\n", "counts must map states"),
-    ("version: 1\nstarted: '2026-12-01T21:16:39Z'\nrun_id: '1'\nattempt: ''\nshard: ''\n"
-     "ci_url: ''\ncounts: {}\noutcomes: [{name: a, tag: 1}]\nerrors: []\n", "tag must be a string"),
+    (("version: 1\nstarted: '2026-12-01'\nrun_id: '1'\nattempt: ''\nshard: ''\nci_url: ''\n"
+      "counts: {}\noutcomes: []\nerrors: []\n"), "started as 2026-12-01T21:16:39Z"),
+    (("version: 1\nstarted: '2026-12-01T21:16:39Z'\nrun_id: '1'\nattempt: ''\nshard: ''\n"
+      "ci_url: ''\ncounts: {held: x}\noutcomes: []\nerrors: []\n"), "counts must map states"),
+    (("version: 1\nstarted: '2026-12-01T21:16:39Z'\nrun_id: '1'\nattempt: ''\nshard: ''\n"
+      "ci_url: ''\ncounts: {}\noutcomes: [{name: a, tag: 1}]\nerrors: []\n"), "tag must be a string"),
 ])
 def test_a_bad_record_is_named_with_what_is_wrong(text, expected):
     with pytest.raises(runlog.RunRecordError) as err:
