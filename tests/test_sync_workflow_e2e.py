@@ -17,6 +17,7 @@ from ruamel.yaml import YAML
 from syncer.model import State
 from tests.harness.images import build_image, debian_files
 from tests.harness.trivydb import Advisory, db_artifact
+from tests.test_trivy_env_e2e import make_stale
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +77,10 @@ def test_one_download_per_run_and_every_shard_scans_against_it(world, registry_f
     assert proc.returncode == 0, proc.stderr
     assert outputs(again) == outputs(first)
 
-    # A shard: the real CLI in the checkout, scanning against the restored databases.
+    # A shard: the real CLI in the checkout, scanning against the restored databases, even
+    # when they are due again by then (the shard would update them, from nowhere, otherwise).
+    make_stale(cache, "db")
+    make_stale(cache, "java-db")
     digest = world.push("library/nginx:1.27.3", build_image(debian_files(
         (("base-files", "12.4+deb12u8", "base-files"), ("libssl3", "3.0.11-1", "openssl")))))
     world.images("""
