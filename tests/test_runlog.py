@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from syncer import report, runlog
 from syncer.model import State
@@ -90,6 +92,17 @@ def test_a_record_reads_back_as_written_and_renders_the_same_page():
         assert runlog.parse(text, "x.yaml") == run
         assert report.render_run(runlog.parse(text, "x.yaml")) == report.render_run(run)
     assert "tag: '1.10'" in text and "tag: 'no'" in text  # YAML 1.1 readers see strings too
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.text(), st.text(), st.text(), st.text()), max_size=3),
+       st.lists(st.tuples(st.text(), st.text()), max_size=2), st.text())
+def test_any_text_reads_back_as_written(outcomes, errors, ci_url):
+    run = runlog.RunRecord(started="2026-12-01T21:16:39Z", run_id="1", attempt="", shard="",
+                           ci_url=ci_url, counts={"held": 1},
+                           outcomes=tuple(runlog.RunOutcome(*o) for o in outcomes),
+                           errors=tuple(errors))
+    assert runlog.parse(runlog.dump(run), "x.yaml") == run
 
 
 @pytest.mark.parametrize("text, expected", [
