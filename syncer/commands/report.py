@@ -1,10 +1,13 @@
 """Regenerate the Markdown reports (reports/README.md and reports/images/*.md) from the
-records under reports/records/. The output depends only on the records and the catalog, so
-the same records always give the same bytes; files whose content is unchanged are not touched.
-Run pages (reports/runs/) are written by the run they describe and are left as they are.
+records under reports/records/, and each run page (reports/runs/<month>/<run>.md) from the
+run record beside it (<run>.yaml, written by the run it describes; run pages of older trails
+have none and are left as they are). The output depends only on the records and the catalog,
+so the same records always give the same bytes; files whose content is unchanged are not
+touched.
 
-A record that cannot be read is named with its remedy and left out of the pages; a file under
-records/ that is no record is reported and skipped; a page that cannot be written is named.
+A record or run record that cannot be read is named with its remedy and left out of the pages;
+a file under records/ that is no record is reported and skipped; a page that cannot be written
+is named.
 Each of these exits 1 after every other page was written (and committed, with --commit).
 """
 
@@ -50,7 +53,7 @@ def run(args) -> int:
     for stray in contents.strays:
         print(f"syncer report: warning: {stray}", file=sys.stderr)
     try:
-        written = report.regenerate(records, catalog, args.reports)
+        written = report.regenerate(records, catalog, args.reports, problems)
     except report.PageWriteError as err:
         written = err.written
         problems.append(str(err))

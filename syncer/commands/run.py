@@ -177,7 +177,8 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, started: date
         from syncer.trail import report  # jinja2 is imported only when there is something to write
 
         try:
-            written = report.write_reports(ledger, catalog, args.reports, result=result, started=started)
+            written = report.write_reports(ledger, catalog, args.reports, result=result, started=started,
+                                            shard=args.shard)
         except report.PageWriteError as err:
             written = err.written
             problems.append(str(err))

@@ -2,7 +2,8 @@
 
 Pages are a pure function of the records (and the catalog, for the signers a policy requires),
 so ``syncer report`` regenerates them byte for byte, and a run that changed nothing leaves the
-tree untouched. Run pages are written once, by the run they describe.
+tree untouched. A run page is a function of its run record (syncer/trail/runlog.py), which the run it
+describes writes beside it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from pathlib import Path
 import jinja2
 
 from syncer.core import markdown
+from syncer.trail.atomic import read_regular, write_atomic
+from syncer.access.enforce import required_signers
+from syncer.core import markdown
+from syncer.trail import runlog
 from syncer.trail.atomic import read_regular, write_atomic
 from syncer.access.enforce import required_signers
 from syncer.errors import SyncerError
@@ -164,17 +169,22 @@ def render_all(records: list[Record], catalog: Catalog | None) -> dict[str, str]
     return pages
 
 
-def render_run(result, started: datetime, run_id: str) -> str:
-    outcomes = [dict(name=o.name, page=page_for(o.name), tag=o.tag,
-                     state=o.state.value if o.state else "", message=o.message)
-                for o in sorted(result.outcomes, key=lambda o: (o.name, o.tag)) if o.changed or o.failed]
-    counts = result.counts()
-    totals = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "No record changed."
-    server, repo, ci_run = (os.environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))
-    ci_url = f"{server}/{repo}/actions/runs/{ci_run}" if server and repo and ci_run else ""
+def render_run(run: runlog.RunRecord) -> str:
+    outcomes = [dict(name=o.name, page=page_for(o.name), tag=o.tag, state=o.state, message=o.message)
+                for o in run.outcomes]
+    totals = ", ".join(f"{n} {s}" for s, n in sorted(run.counts.items())) or "No record changed."
     return _env.get_template("run.md.j2").render(
-        run_id=run_id, started=started.strftime("%Y-%m-%dT%H:%M:%SZ"), ci_url=ci_url, totals=totals,
-        outcomes=outcomes, errors=list(result.plan.errors))
+        run_id=runlog.title(run), started=run.started, ci_url=run.ci_url, totals=totals,
+        outcomes=outcomes, errors=list(run.errors))
+
+
+def run_pages(reports_dir: str, problems: list[str] | None = None) -> dict[str, str]:
+    """The page of every run record; records that cannot be read are left out (and added to
+    ``problems``), as are run pages without a record, which older trails have."""
+    found, unreadable = runlog.load_all(reports_dir)
+    if problems is not None:
+        problems.extend(unreadable)
+    return {f"{stem}.md": render_run(run) for stem, run in found}
 
 
 class PageWriteError(SyncerError):
@@ -212,9 +222,12 @@ def _write_pages(root: Path, pages: dict[str, str]) -> list[str]:
     return written
 
 
-def regenerate(records: list[Record], catalog: Catalog | None, reports_dir: str) -> list[str]:
-    """Write every derived page that differs; returns the paths written."""
-    return _write_pages(Path(reports_dir), render_all(records, catalog))
+def regenerate(records: list[Record], catalog: Catalog | None, reports_dir: str,
+               problems: list[str] | None = None) -> list[str]:
+    """Write every derived page that differs, run pages included; returns the paths written.
+    Run records that cannot be read are added to ``problems``."""
+    pages = render_all(records, catalog) | run_pages(reports_dir, problems)
+    return _write_pages(Path(reports_dir), pages)
 
 
 def refresh_pages(reports_dir: str, catalog: Catalog | None) -> None:
@@ -226,10 +239,14 @@ def refresh_pages(reports_dir: str, catalog: Catalog | None) -> None:
         pass
 
 
-def write_reports(ledger, catalog: Catalog | None, reports_dir: str, *, result, started: datetime) -> list[str]:
-    """After a run that changed records: the derived pages, and a page for the run itself."""
-    run_id = os.environ.get("GITHUB_RUN_ID") or started.strftime("%Y%m%dT%H%M%SZ")
-    run_page = f"runs/{started.strftime('%Y-%m')}/{started.strftime('%Y%m%dT%H%M%SZ')}.md"
-    pages = render_all(ledger.all(), catalog)
-    pages[run_page] = render_run(result, started, run_id)
-    return _write_pages(Path(reports_dir), pages)
+def write_reports(ledger, catalog: Catalog | None, reports_dir: str, *, result, started: datetime,
+                  shard: tuple[int, int] | None = None) -> list[str]:
+    """After a run that changed records: the derived pages, and the run's own record and page,
+    named so that no other run's (another shard's, one started in the same second) is
+    overwritten."""
+    root = Path(reports_dir)
+    run = runlog.from_result(result, started, os.environ, shard)
+    stem = runlog.stem(run, lambda s: any(os.path.lexists(root / f"{s}{ext}") for ext in (".yaml", ".md")))
+    # The record first: a page without its record could not be rebuilt.
+    pages = {f"{stem}.yaml": runlog.dump(run), f"{stem}.md": render_run(run)}
+    return _write_pages(root, pages | render_all(ledger.all(), catalog))

@@ -27,7 +27,7 @@ from syncer.core import cosign
 from syncer.stages import signatures
 from syncer.tools.registry import RegistryClient
 from tests.harness.images import alpine_files, build_image, push
-from tests.test_export_policy import make_catalog
+from tests.e2e.test_export_policy import make_catalog
 
 pytestmark = pytest.mark.e2e
 

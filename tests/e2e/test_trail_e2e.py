@@ -3,10 +3,14 @@ skopeo, Trivy and a real git remote: a corrupt record fails its own tag while an
 promoted; stray files are reported and skipped; colliding names are refused by validate;
 symlinks under reports/ are never written through; what a killed run or a failed push left
 behind is committed and pushed by the next run; temporary files are never committed; a
-stalled transfer is abandoned after --copy-timeout."""
+stalled transfer is abandoned after --copy-timeout; shards of one CI run started in the same
+second keep both run pages, which `syncer report` rebuilds from their run records."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -229,3 +233,80 @@ def test_a_stalled_blob_is_abandoned_after_the_copy_timeout_and_the_other_image_
     world.route(proxy.host, world.hub.host)
     world.run()  # the next run takes it up again
     assert world.record("alpine", "3.20").state is State.PROMOTED
+
+
+# --- run pages per run and shard ---------------------------------------------------------
+
+
+CI_RUN = {"GITHUB_RUN_ID": "4242", "GITHUB_RUN_ATTEMPT": "1",
+          "GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "acme/images"}
+
+
+def _shards_in_the_same_second(world, checkouts: list) -> None:
+    """`syncer run --shard K/2` in each checkout's reports/, both started together in one
+    second, as sync.yml's matrix jobs start; then their changed files laid over the world's
+    reports/, as the commit job's download-artifact does."""
+    while time.time() % 1 > 0.2:  # at the start of a second, so that both start within it
+        time.sleep(0.01)
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "syncer", "run", "--catalog", str(world.catalog), "--reports",
+         str(reports), "--shard", f"{k}/2", "--skip-db-update"], cwd=world.root,
+        env={**world.run_env(), **CI_RUN}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for k, reports in enumerate(checkouts, 1)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out + err
+    for reports in checkouts:
+        shutil.copytree(reports, world.reports, dirs_exist_ok=True)
+
+
+def test_two_shards_started_in_the_same_second_keep_both_run_pages(world, tmp_path):
+    _push_two(world)  # alpine falls in shard 2 of 2, nginx in shard 1
+    checkouts = [tmp_path / f"shard-{k}" / "reports" for k in (1, 2)]
+    for reports in checkouts:
+        shutil.copytree(world.reports, reports)
+
+    _shards_in_the_same_second(world, checkouts)
+
+    pages = sorted((world.reports / "runs").rglob("*.md"))
+    assert [p.name.split("-", 1)[1] for p in pages] == [
+        "run4242.1-shard-1-of-2.md", "run4242.1-shard-2-of-2.md"], pages
+    assert [p.with_suffix(".yaml").is_file() for p in pages] == [True, True]
+    shard_1, shard_2 = (p.read_text() for p in pages)
+    assert shard_1.startswith("# Run 4242 (attempt 1), shard 1 of 2\n")
+    assert "[nginx]" in shard_1 and "[alpine]" not in shard_1
+    assert "[alpine]" in shard_2 and "[nginx]" not in shard_2
+    assert "https://github.com/acme/images/actions/runs/4242/attempts/1" in shard_1
+
+    # The commit job: the index and image pages from the merged records; the run pages as
+    # they were, byte for byte, since each is rebuilt from its own record.
+    merged = world.tree()
+    proc = world.syncer("report")
+    assert proc.returncode == 0, proc.stderr
+    after = world.tree()
+    assert "[alpine]" in after["README.md"].decode() and "[nginx]" in after["README.md"].decode()
+    runs = {k: v for k, v in after.items() if k.startswith("runs/")}
+    assert runs == {k: v for k, v in merged.items() if k.startswith("runs/")} and len(runs) == 4
+
+
+def test_report_rebuilds_run_pages_from_their_records_and_keeps_older_ones(world):
+    _push_two(world)
+    world.run()
+    (page,) = (world.reports / "runs").rglob("*.md")
+    written = page.read_bytes()
+    old = page.parent / "20250101T000000Z.md"  # a run page of a trail older than run records
+    old.write_text("# Run 20250101T000000Z\n")
+    page.unlink()
+
+    proc = world.syncer("report")
+    assert proc.returncode == 0 and str(page) in proc.stdout, proc.stdout + proc.stderr
+    assert page.read_bytes() == written
+    assert old.read_text() == "# Run 20250101T000000Z\n"
+
+    record = page.with_suffix(".yaml")
+    record.write_text(record.read_text().replace("version: 1", "version: a: b", 1))
+    page.write_text("edited by hand\n")
+    proc = world.syncer("report")
+    assert proc.returncode == 1
+    assert f"{record}:2: not valid YAML" in proc.stderr and "git history" in proc.stderr
+    assert page.read_text() == "edited by hand\n", "a page whose record is unreadable is left"

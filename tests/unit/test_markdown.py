@@ -17,6 +17,8 @@ import pytest
 
 from syncer.core import markdown
 from syncer.trail import report
+from syncer.core import markdown
+from syncer.trail import report, runlog
 from syncer.commands.run import summary_markdown
 from syncer.core.model import (Event, Finding, PlatformScan, Record, ReplicaState, ScanResult,
                           Severity, State)
@@ -127,7 +129,7 @@ def _documents(v: Values) -> dict[str, str]:
     result = _result(v, records)
     started = datetime(2026, 11, 2, tzinfo=timezone.utc)
     return {**report.render_all(records, None),
-            "run page": report.render_run(result, started, "20261102T000000Z"),
+            "run page": report.render_run(runlog.from_result(result, started, {}, None)),
             "plan": render_markdown(result.plan),
             "run summary": summary_markdown(result, [v()])}
 

@@ -1,4 +1,5 @@
-"""The GitHub workflows: clean under actionlint and zizmor, and shaped as SPEC.md says.
+"""The GitHub workflows and Dependabot's configuration: clean under actionlint and zizmor, and
+shaped as SPEC.md says.
 
 actionlint (with ShellCheck for the ``run:`` scripts) and zizmor run offline from the test
 extra's wheels. Each linter is also shown a known-bad workflow, so that a linter that silently
@@ -24,6 +25,7 @@ from syncer.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"
+DEPENDABOT = REPO / ".github" / "dependabot.yml"
 BIN = Path(sys.executable).parent
 TOOLS_PATH = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 
@@ -33,6 +35,8 @@ PINS = {
     "actions/setup-python": ("a309ff8b426b58ec0e2a45f0f869d46889d02405", "v6.2.0"),
     "actions/upload-artifact": ("b7c566a772e6b6bfb58ed0dc250532a479d7789f", "v6.0.0"),
     "actions/download-artifact": ("37930b1c2abaa49bbe596cd826c3c89aef350131", "v7.0.0"),
+    "actions/cache/restore": ("27d5ce7f107fe9357f9df03efb73ab90386fccae", "v5.0.5"),
+    "actions/cache/save": ("27d5ce7f107fe9357f9df03efb73ab90386fccae", "v5.0.5"),
 }
 SYNC_SECRETS = {"TARGET_USERNAME", "TARGET_PASSWORD", "HUB_USERNAME", "HUB_TOKEN",
                 "SYNCER_SIGNING_KEY", "SYNCER_SIGNING_PASSPHRASE"}
@@ -89,12 +93,12 @@ def actionlint(*files: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60)
 
 
-def zizmor(target: Path) -> tuple[int, list[dict[str, Any]]]:
+def zizmor(*targets: Path) -> tuple[int, list[dict[str, Any]]]:
     # auditor: every audit at every confidence; --no-config so that no config file can quietly
     # switch audits off. Inline `# zizmor: ignore[...]` comments (each with its reason) count.
     result = subprocess.run(
         [tool("zizmor"), "--offline", "--no-config", "--persona=auditor", "--format=json",
-         "--no-progress", str(target)], env={**os.environ, "PATH": TOOLS_PATH},
+         "--no-progress", *map(str, targets)], env={**os.environ, "PATH": TOOLS_PATH},
         capture_output=True, text=True, timeout=120)
     return result.returncode, json.loads(result.stdout or "[]")
 
@@ -109,7 +113,7 @@ def test_actionlint_with_shellcheck_finds_nothing() -> None:
 
 
 def test_zizmor_offline_finds_nothing() -> None:
-    code, findings = zizmor(WORKFLOWS)
+    code, findings = zizmor(WORKFLOWS, DEPENDABOT)
     assert findings == [] and code == 0, json.dumps(findings, indent=1)[:3000]
 
 
@@ -164,6 +168,26 @@ def test_setup_uses_python_311_everywhere() -> None:
                 assert step["with"]["python-version"] == "3.11"
 
 
+def test_every_job_installs_syncer_from_the_runtime_lock_only() -> None:
+    """The jobs that hold secrets, tokens or pull requests' code get no test tools and nothing
+    unpinned: `scripts/setup --runtime` installs requirements/runtime.txt by hash."""
+    for name in ("validate.yml", "sync.yml"):
+        for job_id, job in load(name)["jobs"].items():
+            installs = [s["run"] for s in job["steps"] if "scripts/setup" in s.get("run", "")]
+            assert installs == ["bash scripts/setup --runtime"], f"{name}: job {job_id}"
+    setup = (REPO / "scripts" / "setup").read_text()
+    assert "--require-hashes --no-deps" in setup and "--no-deps --no-build-isolation" in setup
+    assert re.search(r"--runtime\) mode=runtime", setup)
+
+
+def test_dependabot_updates_the_actions_and_the_python_locks_after_a_cooldown() -> None:
+    config = YAML(typ="safe").load(DEPENDABOT.read_text())
+    updates = {u["package-ecosystem"]: u for u in config["updates"]}
+    assert set(updates) == {"github-actions", "pip"}
+    for update in updates.values():
+        assert update["directory"] == "/" and update["cooldown"]["default-days"] >= 7
+
+
 # --- validate.yml ---------------------------------------------------------------------------
 
 
@@ -174,7 +198,7 @@ def test_validate_runs_on_catalog_pull_requests_read_only_without_secrets() -> N
     assert all("permissions" not in job for job in workflow["jobs"].values())
     assert "secrets." not in text("validate.yml")
     assert [s.get("run") for _, s in steps(workflow) if "run" in s] == [
-        "bash scripts/setup",
+        "bash scripts/setup --runtime",
         ".venv/bin/syncer validate",
         '.venv/bin/syncer plan >> "$GITHUB_STEP_SUMMARY"',
     ]
@@ -247,17 +271,21 @@ def test_sync_shards_hand_their_reports_to_the_commit_job() -> None:
     assert download["with"]["merge-multiple"] is True
 
 
+# Where the shards' restored databases are, and that they are not updated.
+DBS = ["--trivy-cache", "/runner/temp/trivy", "--skip-db-update", "--skip-java-db-update"]
+
+
 def shard_script() -> tuple[str, dict[str, str]]:
     (step,) = [s for _, s in steps(load("sync.yml")) if s.get("id") == "run"]
     return step["run"], step["env"]
 
 
 @pytest.mark.parametrize("inputs, exit_code, step_code, expected", [
-    ({}, 0, 0, ["run", "--shard", "2/3"]),
+    ({}, 0, 0, ["run", "--shard", "2/3", *DBS]),
     ({"ONLY": "nginx", "DRY_RUN": "true"}, 0, 0,
-     ["run", "--shard", "2/3", "--only=nginx", "--dry-run"]),
-    ({"ONLY": "-x; rm -rf /"}, 1, 0, ["run", "--shard", "2/3", "--only=-x; rm -rf /"]),
-    ({}, 2, 2, ["run", "--shard", "2/3"]),
+     ["run", "--shard", "2/3", *DBS, "--only=nginx", "--dry-run"]),
+    ({"ONLY": "-x; rm -rf /"}, 1, 0, ["run", "--shard", "2/3", *DBS, "--only=-x; rm -rf /"]),
+    ({}, 2, 2, ["run", "--shard", "2/3", *DBS]),
 ])
 def test_sync_shard_script(tmp_path: Path, inputs: dict[str, str], exit_code: int,
                            step_code: int, expected: list[str]) -> None:
@@ -274,6 +302,7 @@ def test_sync_shard_script(tmp_path: Path, inputs: dict[str, str], exit_code: in
     result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True,
                             text=True, timeout=30,
                             env={"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(output),
+                                 "RUNNER_TEMP": "/runner/temp",
                                  "SHARD": "2/3", "ONLY": "", "DRY_RUN": "false", **inputs})
     argv = (tmp_path / "argv").read_text().splitlines()
     assert argv == expected
@@ -281,6 +310,7 @@ def test_sync_shard_script(tmp_path: Path, inputs: dict[str, str], exit_code: in
     assert output.read_text() == f"status={exit_code}\n"
     parsed = build_parser("run").parse_args(argv)
     assert parsed.shard == (2, 3)
+    assert parsed.skip_db_update and parsed.skip_java_db_update
 
 
 def test_every_syncer_command_in_the_workflows_exists() -> None:
@@ -297,3 +327,57 @@ def test_every_syncer_command_in_the_workflows_exists() -> None:
                     pytest.fail(f"{name} runs `syncer {' '.join(argv)}`, which the CLI rejects")
                 seen.append(argv[0])
     assert {"validate", "plan", "report"} <= set(seen)
+
+
+# --- sync.yml: one database per run ---------------------------------------------------------
+
+
+def _uses(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [s for s in job["steps"] if s.get("uses", "").startswith(action + "@")]
+
+
+def test_sync_fetches_the_databases_once_in_a_first_job_cached_by_their_updated_at() -> None:
+    workflow = load("sync.yml")
+    db_job = workflow["jobs"]["databases"]
+    assert "needs" not in db_job and "environment" not in db_job
+    assert db_job["permissions"] == {"contents": "read"}
+    assert "secrets." not in json.dumps(db_job)
+    restores = _uses(db_job, "actions/cache/restore")
+    saves = _uses(db_job, "actions/cache/save")
+    (fetch,) = [s for s in db_job["steps"] if s.get("id") == "fetch"]
+    order = [s.get("id") or s.get("uses", "").split("@")[0] for s in db_job["steps"]]
+    assert order.index("fetch") > max(order.index(r["id"]) for r in restores)
+    assert order.index("fetch") < min(db_job["steps"].index(s) for s in saves)
+    for which, restore, save in zip(("db", "java-db"), restores, saves):
+        path = "${{ runner.temp }}/trivy/" + which
+        assert restore["with"]["path"] == save["with"]["path"] == path
+        # The newest cached copy, whatever its key; saved again only under a new UpdatedAt.
+        assert restore["with"]["restore-keys"] == f"trivy-{which}-"
+        assert restore["with"]["key"] == f"trivy-{which}-${{{{ github.run_id }}}}"
+        assert save["with"]["key"] == f"${{{{ steps.fetch.outputs.{which}-key }}}}"
+        assert save["if"] == (f"${{{{ steps.fetch.outputs.{which}-key != "
+                              f"steps.{restore['id']}.outputs.cache-matched-key }}}}")
+        assert db_job["outputs"][f"{which}-key"] == f"${{{{ steps.fetch.outputs.{which}-key }}}}"
+    # The mirrors come from repository variables, as the step's environment.
+    assert fetch["env"] == {"DB_REPOSITORY": "${{ vars.TRIVY_DB_REPOSITORY }}",
+                            "JAVA_DB_REPOSITORY": "${{ vars.TRIVY_JAVA_DB_REPOSITORY }}"}
+    for flag in ("--download-db-only", "--download-java-db-only", "--db-repository",
+                 "--java-db-repository", ".UpdatedAt"):
+        assert flag in fetch["run"]
+    others = "".join(runs(workflow, j) for j in workflow["jobs"] if j != "databases")
+    assert "--download-" not in others and "trivy image" not in others
+
+
+def test_every_shard_restores_exactly_those_databases_and_does_not_update_them() -> None:
+    workflow = load("sync.yml")
+    shard = workflow["jobs"]["shard"]
+    assert shard["needs"] == "databases"
+    restores = _uses(shard, "actions/cache/restore")
+    assert [r["with"] for r in restores] == [
+        {"path": "${{ runner.temp }}/trivy/" + which,
+         "key": f"${{{{ needs.databases.outputs.{which}-key }}}}", "fail-on-cache-miss": True}
+        for which in ("db", "java-db")]
+    run_step = next(s for s in shard["steps"] if s.get("id") == "run")
+    assert max(shard["steps"].index(r) for r in restores) < shard["steps"].index(run_step)
+    assert not _uses(shard, "actions/cache/save")
+    assert not _uses(workflow["jobs"]["commit"], "actions/cache/restore")
