@@ -1,10 +1,10 @@
 """What the pipeline needs of the tools it drives, as ``Protocol``s, beside the real ones.
 
 ``Pipeline`` is handed a copier, a scanner, a signer and a factory of registry clients; by
-default the real ones (skopeo and blob mounts, Trivy, the pipeline key, ``Endpoint.client``),
-built as a run needs them. Its decisions between them (promoted, held, flagged, demoted,
-failed, resumed) are so tested with in-memory fakes (``tests/unit/test_pipeline_decisions.py``)
-and the tools themselves end to end (``tests/e2e/``).
+default the real ones (skopeo and blob mounts, Trivy, the pipeline key, ``Endpoint.client``).
+So its decisions (promoted, held, flagged, demoted, failed, resumed) can be tested with
+in-memory fakes (``tests/unit/test_pipeline_decisions.py``), and the tools end to end
+(``tests/e2e/``).
 
 A registry client passes through the pipeline untouched: the one the factory made for the
 target or a replica goes to the copier, scanner or signer, which make their own requests with
