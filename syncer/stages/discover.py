@@ -21,6 +21,7 @@ from syncer.tools.endpoints import Endpoint, source_endpoint
 from syncer.errors import NotFoundError, SyncerError, failure_text
 from syncer.core.model import Catalog, EntryDiscovery, ImageEntry, UpstreamTag
 from syncer.tools.registry import DEADLINE_DEFAULT, ManifestRef, RegistryClient
+from syncer.stages.ports import ClientFactory
 from syncer.core.selection import needs_listing, select_tags
 
 
@@ -31,10 +32,11 @@ class Sources:
     """One registry client per upstream host, shared by every entry from that host."""
 
     def __init__(self, catalog: Catalog, *, anonymous_if_unset: bool = False,
-                 deadline: float = DEADLINE_DEFAULT):
+                 deadline: float = DEADLINE_DEFAULT, clients: ClientFactory = Endpoint.client):
         self._catalog = catalog
         self._anonymous_if_unset = anonymous_if_unset
         self._deadline = deadline
+        self._make_client = clients
         self._clients: dict[str, RegistryClient] = {}
         self._endpoints: dict[str, Endpoint] = {}
 
@@ -52,7 +54,7 @@ class Sources:
 
     def client(self, host: str) -> RegistryClient:
         if host not in self._clients:
-            self._clients[host] = self.endpoint(host).client(self._deadline)
+            self._clients[host] = self._make_client(self.endpoint(host), self._deadline)
         return self._clients[host]
 
 

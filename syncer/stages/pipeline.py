@@ -16,21 +16,18 @@ from datetime import date
 from typing import Callable
 
 from syncer.core import policy as policy_mod
-from syncer.stages import promote as promote_mod
-from syncer.stages import replicate
+from syncer.stages import ports, replicate
 from syncer.tools import skopeo
 from syncer.stages.discover import Sources, discover
 from syncer.tools.endpoints import Endpoint, remember_secrets, replica_endpoints, target_endpoint
 from syncer.errors import SigningError, SyncerError, failure_text
 from syncer.stages.layers import LayerError
 from syncer.trail.ledger import Ledger, LedgerContents, Unreadable, now_iso
-from syncer.stages.mirror import mirror
 from syncer.core.model import Catalog, Event, ImageEntry, Record, ScanResult, State
 from syncer.core.plan import Change, Plan, TagPlan, build_plan, was_mirrored
 from syncer.stages.progress import Progress
 from syncer.tools.registry import DEADLINE_DEFAULT, RegistryClient
-from syncer.stages.scan import ScanCache, ScanSettings, scan_digest
-from syncer.stages.signer import Signer
+from syncer.stages.scan import ScanCache, ScanSettings
 
 
 @dataclass
@@ -122,13 +119,24 @@ def fail_unreadable(plan: Plan, unreadable: list[Unreadable]) -> None:
 
 
 class Pipeline:
+    """``copier``, ``scanner`` and ``clients`` default to the real tools (``syncer.stages.ports``);
+    tests of the decisions pass fakes. No scanner (no ``scan_settings``) or no signer: tags fail
+    for ``scan_problem`` or ``signer_problem``."""
+
     def __init__(self, catalog: Catalog, ledger: Ledger, *, scan_settings: ScanSettings | None,
-                 signer: Signer | None, options: RunOptions, progress: Progress | None = None,
-                 scan_problem: str = "", signer_problem: str = ""):
+                 signer: ports.Signer | None, options: RunOptions, progress: Progress | None = None,
+                 scan_problem: str = "", signer_problem: str = "",
+                 copier: ports.Copier | None = None, scanner: ports.Scanner | None = None,
+                 clients: ports.ClientFactory = Endpoint.client):
         self.catalog = catalog
         self.ledger = ledger
         self.scan_settings = scan_settings
         self.signer = signer
+        self.copier = copier if copier is not None else ports.ToolCopier(options.copy_timeout)
+        if scanner is None and scan_settings is not None:
+            scanner = ports.TrivyScanner(scan_settings)
+        self.scanner = scanner
+        self.clients = clients
         # Why scanning or signing is unavailable this run: the reason a tag then fails with.
         self.scan_problem = scan_problem or "no vulnerability database"
         self.signer_problem = signer_problem or "no signing key configured"
@@ -136,7 +144,7 @@ class Pipeline:
         self.progress = progress or Progress(quiet=True)
         remember_secrets(catalog.settings)
         self.sources = Sources(catalog, anonymous_if_unset=options.dry_run,
-                               deadline=options.registry_deadline)
+                               deadline=options.registry_deadline, clients=clients)
         self.settings = catalog.settings
         self._target: Endpoint | None = None
         self._target_client: RegistryClient | None = None
@@ -188,8 +196,8 @@ class Pipeline:
         if self.options.dry_run:
             return result
         self._target = target_endpoint(self.settings)
-        self._target_client = self._target.client(self.options.registry_deadline)
-        self._replicas = [(ep, ep.client(self.options.registry_deadline))
+        self._target_client = self.clients(self._target, self.options.registry_deadline)
+        self._replicas = [(ep, self.clients(ep, self.options.registry_deadline))
                           for ep in replica_endpoints(self.settings)]
         work = [t for t in plan.tags if t.change is not Change.VANISHED or t.recorded is not None]
         self._quarantined = {(t.name, t.recorded.digest) for t in plan.tags
@@ -267,7 +275,7 @@ class Pipeline:
             unscannable: LayerError | None = None
             if (rec.scan is None or not rec.scan.fits(rec.digest, entry.platforms)
                     or (db and rec.scan.db_updated_at < db)):
-                if self.scan_settings is None:
+                if self.scanner is None:
                     raise SyncerError(f"cannot scan: {self.scan_problem}; nothing is promoted unscanned")
                 self.progress.step(subject, "scanning")
                 try:
@@ -319,13 +327,13 @@ class Pipeline:
         quarantine = self._quarantine(name)
         if (name, digest) in self._quarantined:
             try:
-                promote_mod.copy_in_target(self._target, self._target_client, quarantine, quarantine,
-                                           digest, tag, timeout=self.options.copy_timeout)
+                self.copier.copy_in_target(self._target, self._target_client, quarantine, quarantine,
+                                           digest, tag)
                 return f"{digest} (tagged from quarantine: no upstream pull)"
             except SyncerError:
                 pass  # e.g. garbage-collected since: fetch it from upstream after all
-        mirror(self.sources.endpoint(entry.source_host), entry.source_path, digest,
-               self._target, quarantine, tag, timeout=self.options.copy_timeout)
+        self.copier.mirror(self.sources.endpoint(entry.source_host), entry.source_path, digest,
+                           self._target, quarantine, tag)
         self._quarantined.add((name, digest))
         return digest
 
@@ -345,8 +353,8 @@ class Pipeline:
         return f"{self.settings.target.approved}/{name}"
 
     def _scan(self, entry: ImageEntry, digest: str) -> ScanResult:
-        return scan_digest(self._target, self._target_client, self._quarantine(entry.name), digest,
-                           entry.platforms, self.scan_settings, self._scan_cache)
+        return self.scanner.scan(self._target, self._target_client, self._quarantine(entry.name),
+                                 digest, entry.platforms, self._scan_cache)
 
     def _decide(self, rec: Record, entry: ImageEntry, decision, subject: str) -> None:
         policy = self.catalog.policy_for(entry)
@@ -361,7 +369,7 @@ class Pipeline:
                 return
             if policy.on_regression == "demote":
                 self.progress.step(subject, "demoting")
-                removed = promote_mod.demote(self._target_client, self._approved(rec.name),
+                removed = self.copier.demote(self._target_client, self._approved(rec.name),
                                              rec.digest)
                 rec.promoted_digest = None
                 rec.state, rec.reasons = State.DEMOTED, reasons
@@ -393,7 +401,7 @@ class Pipeline:
                 if rec.promoted_digest is None:
                     if current is not None and current.digest:
                         self.progress.step(subject, f"removing from {endpoint.name}")
-                        removed = promote_mod.demote(client, approved, current.digest)
+                        removed = self.copier.demote(client, approved, current.digest)
                         self._event(rec, "unreplicated",
                                     f"{_removal(current.digest, removed)} from {endpoint.name}")
                         current.digest, current.copied_at, current.lagging = None, None, False
@@ -403,9 +411,8 @@ class Pipeline:
                 if self.signer is None:
                     raise SyncerError(f"cannot sign: {self.signer_problem}")
                 self.progress.step(subject, f"replicating to {endpoint.name}")
-                replicate.push_to_replica(self._target, endpoint, client, self.signer, approved,
-                                          rec.promoted_digest, rec.tag,
-                                          timeout=self.options.copy_timeout)
+                replicate.push_to_replica(self._target, endpoint, client, self.signer, self.copier,
+                                          approved, rec.promoted_digest, rec.tag)
                 state = replicate.replica_state(rec, endpoint.name)
                 state.digest, state.copied_at, state.lagging = rec.promoted_digest, now_iso(), False
                 self._event(rec, "replicated", f"{rec.promoted_digest} to {endpoint.name}, "
@@ -431,8 +438,8 @@ class Pipeline:
         except SigningError as err:
             raise SigningError(f"cannot sign: {err}; nothing is promoted unsigned") from None
         self.progress.step(subject, "promoting")
-        promote_mod.promote(self._target, self._target_client, self._quarantine(rec.name), approved,
-                            rec.digest, rec.tag, timeout=self.options.copy_timeout)
+        self.copier.promote(self._target, self._target_client, self._quarantine(rec.name), approved,
+                            rec.digest, rec.tag)
         if rec.promoted_digest != rec.digest:
             # Signatures belong to a digest: approvals of the one approved before do not carry over.
             rec.signatures = []

@@ -8,12 +8,10 @@ push lags; the next run catches it up from the record.
 
 from __future__ import annotations
 
-from syncer.tools import skopeo
 from syncer.tools.endpoints import Endpoint
-from syncer.stages.mirror import copy_endpoints
 from syncer.core.model import Record, ReplicaState
 from syncer.tools.registry import RegistryClient
-from syncer.stages.signer import Signer
+from syncer.stages.ports import Copier, Signer
 
 
 def replica_state(rec: Record, registry: str) -> ReplicaState:
@@ -36,13 +34,11 @@ def needs_copy(rec: Record, registry: str) -> bool:
 
 
 def push_to_replica(source: Endpoint, replica: Endpoint, replica_client: RegistryClient, signer: Signer,
-                    approved_repo: str, digest: str, tag: str, *,
-                    timeout: float = skopeo.COPY_TIMEOUT) -> None:
+                    copier: Copier, approved_repo: str, digest: str, tag: str) -> None:
     """Sign on the replica under its identity, then copy the digest there from the trusted registry.
 
     Signing first, as at promotion: a replica never serves the tag without its signature.
     """
     signer.sign(replica_client, approved_repo, digest, f"{replica.name}/{approved_repo}")
-    copy_endpoints(source, replica, source.docker_ref(approved_repo, digest=digest),
-                   replica.docker_ref(approved_repo, tag=tag), timeout=timeout)
+    copier.to_replica(source, replica, approved_repo, digest, tag)
 
