@@ -124,6 +124,8 @@ class ImageEntry:
     policy: str = "default"
     owners: tuple[str, ...] = ()
     location: Location | None = None
+    # Where each explicit tag is written, so that a tag missing upstream is named at its line.
+    tag_locations: tuple[tuple[str, Location], ...] = ()
 
     @property
     def source_host(self) -> str:
@@ -145,6 +147,8 @@ class Policy:
     signers: tuple[str, ...] = ()
     on_regression: str = "flag"  # flag | demote
     unassessed: str = "hold"  # hold | allow: images with package data Trivy could not match
+    # Image owners who may name this policy in files they own; the default policy needs none.
+    teams: tuple[str, ...] = ()
     location: Location | None = None
 
 

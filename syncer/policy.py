@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 from syncer.model import (Approval, Finding, LicenseFinding, PlatformScan, Policy, ScanResult, Severity,
-                          VulnException)
+                          State, VulnException)
 
 # Past this many ids or packages a reason line lists the first ones and "and N more";
 # the record keeps every finding.
@@ -142,6 +142,20 @@ def evaluate(
         expired_exceptions=tuple(expired_ids),
         failed=failed,
     )
+
+
+def next_state(decision: Decision, *, current: State, in_approved: bool, on_regression: str) -> State:
+    """The state a decision puts a tag in: the one rule that ``syncer run`` acts on and
+    ``syncer plan`` predicts with. ``in_approved``: the decided digest is the one
+    ``approved/<name>:<tag>`` holds. Only a regression counts against a promoted digest (see
+    ``Decision.regressed``); a demoted digest stays demoted until it passes again."""
+    if in_approved:
+        if decision.promote or not decision.regressed:
+            return State.PROMOTED
+        return State.DEMOTED if on_regression == "demote" else State.FLAGGED
+    if decision.promote:
+        return State.PROMOTED
+    return State.DEMOTED if current is State.DEMOTED else State.HELD
 
 
 def unscannable(reason: str) -> Decision:

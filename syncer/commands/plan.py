@@ -92,7 +92,8 @@ def run(args) -> int:
     from syncer.catalog import load_catalog
     from syncer.ledger import Ledger
     from syncer.pipeline import Pipeline, RunOptions
-    from syncer.plan import render_markdown
+    from syncer.commands.validate import annotation
+    from syncer.plan import locate_missing, predict, render_markdown
     from syncer.progress import Progress
     from syncer.scan import ScanSettings
 
@@ -115,11 +116,20 @@ def run(args) -> int:
                         progress=progress)
     plan = pipeline.plan()
     progress.close()
+    plan.predictions = predict(plan, catalog, RunOptions().today)
+    for diagnostic in locate_missing(plan, catalog):
+        print(diagnostic, file=sys.stderr)
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            print(annotation(diagnostic), file=sys.stderr)
     if args.json:
         json.dump({"tags": [{"name": t.name, "tag": t.tag, "change": t.change.value, "digest": t.digest,
                              "recorded": t.recorded.digest if t.recorded else None, "rescan": t.rescan,
                              "deferred": t.deferred} for t in plan.tags],
-                   "missing": [{"name": n, "tag": t} for n, t in plan.missing],
+                   "predicted": [{"name": p.name, "tag": p.tag, "digest": p.digest,
+                                  "state": p.before.value, "next": p.after.value,
+                                  "reasons": list(p.reasons)} for p in plan.predictions],
+                   "missing": [{"name": n, "tag": t, "at": str(plan.missing_at.get((n, t), ""))}
+                               for n, t in plan.missing],
                    "errors": [{"name": n, "error": e} for n, e in plan.errors]}, sys.stdout, indent=2)
         print()
     else:
