@@ -44,6 +44,8 @@ from syncer.model import (
     Source,
     Target,
     VulnException,
+    WEBHOOK_EVENTS,
+    Webhook,
 )
 from syncer.refs import (
     DOCKER_HUB,
@@ -636,7 +638,8 @@ _SOURCE_KEYS = ("endpoint", "tls_verify", "ca_dir", "auth", "min_remaining_pulls
 MAX_CONCURRENCY = 64
 _REPLICA_KEYS = ("registry", "tls_verify", "ca_dir", "auth")
 _SIGNING_KEYS = ("signer", "key_env", "passphrase_env")
-_SETTINGS_KEYS = ("target", "sources", "replicas", "signing", "defaults", "content_admins")
+_SETTINGS_KEYS = ("target", "sources", "replicas", "signing", "defaults", "content_admins",
+                  "webhooks")
 
 
 def _read_settings(doc: _Map | None) -> Located[Settings] | None:
@@ -683,6 +686,9 @@ def _read_settings(doc: _Map | None) -> Located[Settings] | None:
         default_policy = defaults_map.str_("policy") or default_policy
 
     admins = _owners(doc, "content_admins")
+    webhooks = [hook for m in doc.maps("webhooks", "webhook",
+                                       example="webhooks: [{url_env: SLACK_WEBHOOK_URL, events: [held]}]")
+                if (hook := _read_webhook(m)) is not None]
     at = doc.located_keys()
     if signing_map is not None:
         at["signing.signer"] = signing_map.loc("signer")
@@ -691,8 +697,27 @@ def _read_settings(doc: _Map | None) -> Located[Settings] | None:
     # A broken target is already reported; the rest is still needed by the cross-file checks.
     settings = Settings(target=target or Target(registry=""), sources=sources, replicas=tuple(replicas),
                         signing=signing, default_policy=default_policy,
-                        content_admins=admins, location=doc.loc())
+                        content_admins=admins, webhooks=tuple(webhooks), location=doc.loc())
     return Located(settings, at)
+
+
+def _read_webhook(m: _Map) -> Webhook | None:
+    m.check_keys(("url_env", "events"))
+    if "url_env" not in m.data:
+        m.error("", "webhook has no 'url_env'; name the environment variable that holds its "
+                    "URL, e.g. url_env: SLACK_WEBHOOK_URL (the URL is a secret: never write it here)")
+    url_env = _env_name(m, "url_env")
+    events = []
+    for event, where in m.str_list("events", required="add 'events: [held, flagged, demoted, "
+                                   "failed]', what the webhook is told about",
+                                   example="events: [held, failed]") or []:
+        if event in WEBHOOK_EVENTS:
+            events.append(event)
+        else:
+            m.sink.error(where, f"webhook event '{event}' is not one of {', '.join(WEBHOOK_EVENTS)}")
+    if url_env is None or not events:
+        return None
+    return Webhook(url_env=url_env, events=tuple(dict.fromkeys(events)), location=m.loc())
 
 
 def _read_target(m: _Map) -> Target | None:

@@ -101,6 +101,20 @@ class Signing:
     passphrase_env: str = "SYNCER_SIGNING_PASSPHRASE"
 
 
+# What a webhook may ask to be told about: a tag's new state, or a failure.
+WEBHOOK_EVENTS = ("promoted", "held", "flagged", "demoted", "failed")
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """Where a run POSTs its events: the URL is a secret (a Slack webhook's path is its key),
+    so the catalog names only the environment variable holding it."""
+
+    url_env: str
+    events: tuple[str, ...]
+    location: Location | None = None
+
+
 @dataclass(frozen=True)
 class Settings:
     target: Target
@@ -109,6 +123,7 @@ class Settings:
     signing: Signing = field(default_factory=Signing)
     default_policy: str = "default"
     content_admins: tuple[str, ...] = ()
+    webhooks: tuple[Webhook, ...] = ()
     location: Location | None = None
 
 

@@ -988,3 +988,32 @@ def test_an_exception_matching_no_image_is_an_error(cat: Path) -> None:
     assert errors(cat) == [
         "catalog/exceptions/data.yaml:4: error: exception for CVE-2024-45491 matches no image "
         "in the catalog ('postgress', 'redsi*'); fix the names or remove the exception"]
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+def test_webhooks_are_read_and_checked(cat: Path) -> None:
+    settings = cat / "settings.yaml"
+    settings.write_text(settings.read_text() + textwrap.dedent("""
+        webhooks:
+          - url_env: SLACK_WEBHOOK_URL
+            events: [held, failed]
+          - url_env: https://hooks.slack.example/services/T0/B0/s3cret
+            events: [held, mirrored]
+    """))
+    found = errors(cat)
+    assert found == [
+        "catalog/settings.yaml:29: error: 'url_env' must be the name of an environment variable "
+        "(letters, digits and '_', not starting with a digit) that holds the secret, never the "
+        "secret itself",
+        "catalog/settings.yaml:30: error: webhook event 'mirrored' is not one of promoted, held, "
+        "flagged, demoted, failed"]
+    assert not any("s3cret" in e for e in found)
+    settings.write_text(settings.read_text().replace(
+        "url_env: https://hooks.slack.example/services/T0/B0/s3cret", "url_env: OTHER").replace(
+        "[held, mirrored]", "[promoted]"))
+    catalog, _ = check_catalog(cat, TODAY)
+    assert catalog is not None
+    assert [(w.url_env, w.events) for w in catalog.settings.webhooks] == [
+        ("SLACK_WEBHOOK_URL", ("held", "failed")), ("OTHER", ("promoted",))]
