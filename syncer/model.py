@@ -225,6 +225,9 @@ class Finding:
     status: str = ""  # Trivy's status: fixed, affected, will_not_fix, …
     title: str = ""
     platform: str = ""  # linux/amd64 for an index; "" for a single image
+    # The advisory's page as Trivy gives it (PrimaryURL), http(s) only. A reference about the
+    # finding, not part of what was found: two findings differing only in it are the same.
+    url: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

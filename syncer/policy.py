@@ -179,6 +179,13 @@ def counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {key}" for key, n in counts.items() if n) or "no vulnerabilities"
 
 
+def live_exceptions(name: str, exceptions: Sequence[VulnException], today: date
+                    ) -> dict[str, VulnException]:
+    """The exception that applies to each vulnerability id of image ``name`` on ``today``:
+    the one ``evaluate`` names in its reasons."""
+    return _exceptions_for(name, exceptions, today)[0]
+
+
 def _exceptions_for(
     name: str, exceptions: Sequence[VulnException], today: date
 ) -> tuple[dict[str, VulnException], dict[str, date]]:
