@@ -343,7 +343,7 @@ def test_unknown_key_without_close_match_lists_known_keys(cat: Path) -> None:
     replace(cat, "settings.yaml", "defaults:\n", "colour: blue\ndefaults:\n")
     assert one_error(cat) == (
         "catalog/settings.yaml:21: error: unknown key 'colour' in settings.yaml; remove it or "
-        "use one of: target, sources, replicas, signing, defaults, content_admins")
+        "use one of: target, sources, replicas, signing, defaults, content_admins, webhooks")
 
 
 def test_unknown_top_level_key(cat: Path) -> None:

@@ -2,7 +2,14 @@
 as Markdown, what `syncer run` would mirror, re-scan and resume. Compares with the records
 under reports/records/. Needs no credentials for the target registry and writes nothing.
 
-Exit codes: 0 planned; 1 some entries could not be checked upstream; 2 invalid catalog or usage.
+Also predicts, offline, what the next run would decide anew: every recorded tag that needs no
+copy or re-scan is evaluated from its recorded scan against this catalog (a pull request's),
+and each that would be promoted, held, flagged or demoted, or whose reasons would change, is
+listed with the reasons. An explicit tag that upstream does not have is named at its line in
+the catalog (``file:line: error:`` on stderr, an annotation in GitHub Actions).
+
+Exit codes: 0 planned; 1 some entries could not be checked upstream, or an explicit tag is
+missing upstream; 2 invalid catalog or usage.
 """
 
 from __future__ import annotations
