@@ -41,12 +41,12 @@ class Notification:
     digest: str | None
     detail: str
 
-    def payload(self, run: str, run_url: str) -> dict[str, object]:
+    def payload(self, run: str, run_url: str, reports: str = "reports") -> dict[str, object]:
         subject = f"{self.image}:{self.tag}" if self.tag else self.image
         text = _slack(f"syncer: {subject} {self.event}" + (f": {self.detail}" if self.detail else ""))
         return {"text": text[:MAX_TEXT], "event": self.event, "image": self.image, "tag": self.tag,
                 "digest": self.digest, "detail": self.detail, "run": run, "run_url": run_url or None,
-                "report": f"reports/images/{self.image}.md"}
+                "report": f"{reports}/images/{self.image}.md"}
 
 
 def _slack(value: str) -> str:
@@ -77,7 +77,7 @@ def _post(url: str, document: dict[str, object]) -> int:
 
 
 def deliver(hooks: Iterable[Webhook], found: list[Notification], environ: Mapping[str, str], *,
-            run: str, run_url: str = "", post: Post = _post,
+            run: str, run_url: str = "", reports: str = "reports", post: Post = _post,
             sleep: Callable[[float], None] = time.sleep) -> list[str]:
     """POSTs each notification to each webhook that wants its event; returns warnings."""
     warnings = []
@@ -92,7 +92,7 @@ def deliver(hooks: Iterable[Webhook], found: list[Notification], environ: Mappin
                             f"{len(wanted)} event(s) not sent")
             continue
         for sent, n in enumerate(wanted):
-            problem = _send(url, n.payload(run, run_url), post, sleep)
+            problem = _send(url, n.payload(run, run_url, reports), post, sleep)
             if problem:
                 warnings.append(redact(f"{name}: {problem}; giving up on it for this run, "
                                        f"{len(wanted) - sent} event(s) not delivered"))

@@ -30,6 +30,7 @@ import json
 import os
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 from typing import TYPE_CHECKING
 
@@ -209,7 +210,7 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, prefetch: Led
     for problem in problems:
         print(f"syncer run: error: {problem}", file=sys.stderr)
     if catalog.settings.webhooks:
-        for warning in _notify(catalog, ledger, result, started):
+        for warning in _notify(catalog, ledger, result, started, args.reports):
             print(f"syncer run: warning: {warning}", file=sys.stderr)
     summary = summary_markdown(result, problems)
     if os.environ.get("GITHUB_STEP_SUMMARY"):
@@ -248,10 +249,12 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, prefetch: Led
     return 1 if problems else result.exit_code
 
 
-def _notify(catalog: Catalog, ledger: Ledger, result: RunResult, started: datetime) -> list[str]:
+def _notify(catalog: Catalog, ledger: Ledger, result: RunResult, started: datetime,
+            reports: str) -> list[str]:
     """The run's events to the catalog's webhooks, once its records are saved (and committed,
     when asked); a webhook that fails is a warning, never the run's failure."""
     from syncer import webhooks
+    from syncer.catalog import display_path
 
     records = [rec for o in result.outcomes if o.changed or o.failed
                if (rec := _readable(ledger, o.name, o.tag)) is not None]
@@ -263,6 +266,7 @@ def _notify(catalog: Catalog, ledger: Ledger, result: RunResult, started: dateti
                                                         "GITHUB_RUN_ID"))
     return webhooks.deliver(catalog.settings.webhooks, found, os.environ,
                             run=ci_run or started.strftime("%Y%m%dT%H%M%SZ"),
+                            reports=display_path(Path(reports)),
                             run_url=f"{server}/{repo}/actions/runs/{ci_run}" if server and repo and ci_run else "")
 
 
