@@ -30,6 +30,7 @@ from ruamel.yaml.scanner import RoundTripScanner
 
 from syncer.errors import CatalogError, Diagnostic
 from syncer.model import (
+    WEBHOOK_EVENTS,
     AccessGroup,
     Approval,
     Auth,
@@ -44,7 +45,6 @@ from syncer.model import (
     Source,
     Target,
     VulnException,
-    WEBHOOK_EVENTS,
     Webhook,
 )
 from syncer.refs import (

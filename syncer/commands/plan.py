@@ -97,6 +97,7 @@ def run(args) -> int:
     # Imported here, not at the top: `syncer run` imports this module for its options.
     from syncer import trivy
     from syncer.catalog import load_catalog
+    from syncer.commands.validate import annotation
     from syncer.ledger import Ledger
     from syncer.pipeline import Pipeline, RunOptions
     from syncer.commands.validate import annotation
