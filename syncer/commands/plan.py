@@ -100,7 +100,6 @@ def run(args) -> int:
     from syncer.commands.validate import annotation
     from syncer.ledger import Ledger
     from syncer.pipeline import Pipeline, RunOptions
-    from syncer.commands.validate import annotation
     from syncer.plan import locate_missing, predict, render_markdown
     from syncer.progress import Progress
     from syncer.scan import ScanSettings
