@@ -12,7 +12,10 @@ Rules, in file order (GitHub applies the last matching line):
   belong to the content admins alone.
 
 A pull request that changes an image's owners also changes this file, which only the content
-admins own, so who owns what can never change without them.
+admins own, so who owns what can never change without them. Since a team can approve its image
+file alone, the one key there that decides how strictly its images are judged, ``policy:``, is
+held by ``validate`` to the policy's ``teams`` (``catalog.check_policy_choices``), which live in
+``policies/``.
 
 Paths with characters other than letters, digits, ``.``, ``_``, ``-`` and ``/`` get no line of
 their own: CODEOWNERS patterns are globs with uneven escaping support on GitHub, and a name like

@@ -30,6 +30,7 @@ from ruamel.yaml.scanner import RoundTripScanner
 
 from syncer.errors import CatalogError, Diagnostic
 from syncer.core.model import (
+    WEBHOOK_EVENTS,
     AccessGroup,
     Approval,
     Auth,
@@ -44,6 +45,7 @@ from syncer.core.model import (
     Source,
     Target,
     VulnException,
+    Webhook,
 )
 from syncer.core.refs import (
     DOCKER_HUB,
@@ -113,6 +115,7 @@ class Draft:
     access: list[Located[AccessGroup]] = field(default_factory=list)
     signers: dict[str, str] = field(default_factory=dict)  # name -> PEM, only keys that parse
     signer_files: set[str] = field(default_factory=set)  # every signers/<name>.pub present
+    broken_policies: set[str] = field(default_factory=set)  # policy files with errors of their own
 
     def path(self, *parts: str) -> str:
         return "/".join((self.root_display, *parts))
@@ -589,6 +592,7 @@ def _read_all(draft: Draft, reader: _Reader) -> None:
                     draft.images.append(image)
 
     for path in _yaml_files(draft.root / "policies", sink):
+        errors_before = sum(d.level == "error" for d in sink.items)
         doc = reader.document(path, _POLICY_KEYS, f"policy '{path.stem}'")
         if doc is not None and not doc.data:
             # Fail closed: a policy without rules would promote everything.
@@ -598,6 +602,8 @@ def _read_all(draft: Draft, reader: _Reader) -> None:
         draft.policies[path.stem] = (_read_policy(doc, path.stem) if doc is not None else
                                      Located(Policy(path.stem),
                                              {"": Location(display_path(path), 0)}))
+        if sum(d.level == "error" for d in sink.items) > errors_before:
+            draft.broken_policies.add(path.stem)
 
     for path in _yaml_files(draft.root / "exceptions", sink):
         doc = reader.document(path, ("exceptions",), path.name)
@@ -632,7 +638,8 @@ _SOURCE_KEYS = ("endpoint", "tls_verify", "ca_dir", "auth", "min_remaining_pulls
 MAX_CONCURRENCY = 64
 _REPLICA_KEYS = ("registry", "tls_verify", "ca_dir", "auth")
 _SIGNING_KEYS = ("signer", "key_env", "passphrase_env")
-_SETTINGS_KEYS = ("target", "sources", "replicas", "signing", "defaults", "content_admins")
+_SETTINGS_KEYS = ("target", "sources", "replicas", "signing", "defaults", "content_admins",
+                  "webhooks")
 
 
 def _read_settings(doc: _Map | None) -> Located[Settings] | None:
@@ -679,6 +686,9 @@ def _read_settings(doc: _Map | None) -> Located[Settings] | None:
         default_policy = defaults_map.str_("policy") or default_policy
 
     admins = _owners(doc, "content_admins")
+    webhooks = [hook for m in doc.maps("webhooks", "webhook",
+                                       example="webhooks: [{url_env: SLACK_WEBHOOK_URL, events: [held]}]")
+                if (hook := _read_webhook(m)) is not None]
     at = doc.located_keys()
     if signing_map is not None:
         at["signing.signer"] = signing_map.loc("signer")
@@ -687,8 +697,27 @@ def _read_settings(doc: _Map | None) -> Located[Settings] | None:
     # A broken target is already reported; the rest is still needed by the cross-file checks.
     settings = Settings(target=target or Target(registry=""), sources=sources, replicas=tuple(replicas),
                         signing=signing, default_policy=default_policy,
-                        content_admins=admins, location=doc.loc())
+                        content_admins=admins, webhooks=tuple(webhooks), location=doc.loc())
     return Located(settings, at)
+
+
+def _read_webhook(m: _Map) -> Webhook | None:
+    m.check_keys(("url_env", "events"))
+    if "url_env" not in m.data:
+        m.error("", "webhook has no 'url_env'; name the environment variable that holds its "
+                    "URL, e.g. url_env: SLACK_WEBHOOK_URL (the URL is a secret: never write it here)")
+    url_env = _env_name(m, "url_env")
+    events = []
+    for event, where in m.str_list("events", required="add 'events: [held, flagged, demoted, "
+                                   "failed]', what the webhook is told about",
+                                   example="events: [held, failed]") or []:
+        if event in WEBHOOK_EVENTS:
+            events.append(event)
+        else:
+            m.sink.error(where, f"webhook event '{event}' is not one of {', '.join(WEBHOOK_EVENTS)}")
+    if url_env is None or not events:
+        return None
+    return Webhook(url_env=url_env, events=tuple(dict.fromkeys(events)), location=m.loc())
 
 
 def _read_target(m: _Map) -> Target | None:
@@ -811,10 +840,11 @@ _IMAGE_KEYS = ("source", "tags", "match", "exclude", "newest", "platforms", "pol
 def _read_image(m: _Map, default_policy: str) -> Located[ImageEntry] | None:
     m.check_keys(_IMAGE_KEYS)
     source = _image_source(m)
-    tags = []
+    tags, tag_locations = [], []
     for tag, where in m.str_list("tags", example='tags: ["1.27.3"]') or []:
         if is_valid_tag(tag):
             tags.append(tag)
+            tag_locations.append((tag, where))
         else:
             m.sink.error(where, f"tag '{tag}' is invalid: up to 128 letters, digits, '_', '.' "
                                 "or '-', not starting with '.' or '-'")
@@ -857,7 +887,8 @@ def _read_image(m: _Map, default_policy: str) -> Located[ImageEntry] | None:
         return None
     entry = ImageEntry(source=source, name=name, tags=tuple(tags), match=match,
                        exclude=tuple(exclude), newest=newest, platforms=tuple(platforms),
-                       policy=policy, owners=owners, location=m.loc())
+                       policy=policy, owners=owners, location=m.loc(),
+                       tag_locations=tuple(tag_locations))
     return Located(entry, m.located_keys())
 
 
@@ -892,7 +923,7 @@ def _regex(m: _Map, where: Location, key: str, pattern: str) -> bool:
 
 
 _POLICY_KEYS = ("vulnerabilities", "licenses", "max_age_days", "approval", "signers",
-                "on_regression", "unassessed")
+                "on_regression", "unassessed", "teams")
 
 
 def _read_policy(m: _Map, name: str) -> Located[Policy]:
@@ -928,6 +959,7 @@ def _read_policy(m: _Map, name: str) -> Located[Policy]:
         signers=tuple(signers),
         on_regression=m.choice("on_regression", ("flag", "demote"), "flag"),
         unassessed=m.choice("unassessed", ("hold", "allow"), "hold"),
+        teams=_owners(m, "teams"),
         location=m.loc())
     at = m.located_keys()
     listed = m.data.get("signers")
@@ -1075,6 +1107,37 @@ def check_policies_defined(draft: Draft, today: date) -> Iterator[Diagnostic]:
             yield missing(image.value.policy, image.where("policy"))
 
 
+def check_policy_choices(draft: Draft, today: date) -> Iterator[Diagnostic]:
+    """A policy other than the default is named only in files whose owners it lists in
+    ``teams``. GitHub takes a review from any one code owner of a file, and an image file
+    belongs to its entries' owners as well as the content admins, so without this a team
+    alone could move its images to a weaker policy; a policy's ``teams`` are in
+    ``policies/``, which only the content admins own."""
+    settings = draft.settings
+    if settings is None:
+        return
+    admins = set(settings.value.content_admins)
+    default = settings.value.default_policy
+    file_owners: dict[str, set[str]] = {}
+    for image in draft.images:
+        file_owners.setdefault(image.where().file, set()).update(image.value.owners)
+    for image in draft.images:
+        chosen = draft.policies.get(image.value.policy)
+        # A broken policy file is reported already; who may use it is read once it is fixed.
+        if ("policy" not in image.at or chosen is None or image.value.policy == default
+                or image.value.policy in draft.broken_policies):
+            continue
+        file = image.where().file
+        barred = sorted(file_owners[file] - admins - set(chosen.value.teams))
+        if barred:
+            yield Diagnostic(image.where("policy"),
+                             f"policy '{image.value.policy}' is not open to {', '.join(barred)}, "
+                             f"who own{'s' if len(barred) == 1 else ''} {file} and could approve "
+                             "this change without the content admins; a content admin adds "
+                             f"them to 'teams' in {draft.path('policies', image.value.policy + '.yaml')}, "
+                             "or remove 'policy' to use the default")
+
+
 def check_signers_have_keys(draft: Draft, today: date) -> Iterator[Diagnostic]:
     def missing(signer: str, where: Location) -> Diagnostic:
         return Diagnostic(where, f"signer '{signer}' has no public key; add "
@@ -1162,11 +1225,19 @@ def check_exceptions(draft: Draft, today: date) -> Iterator[Diagnostic]:
                              f"exception for {value.vulnerability} expired on "
                              f"{value.expires.isoformat()} and no longer applies; remove it "
                              "or extend it", "warning")
-        for pattern in value.images:
-            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-                yield Diagnostic(exception.where(f"images.{pattern}"),
-                                 f"'{pattern}' matches no image in the catalog; fix the name "
-                                 "or remove it", "warning")
+        unmatched = [p for p in value.images if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+        if unmatched and len(unmatched) == len(value.images):
+            # It excepts nothing: a misspelt name, or an image removed since. Either way the
+            # pull request does not do what its reviewers were told.
+            yield Diagnostic(exception.where("images"),
+                             f"exception for {value.vulnerability} matches no image in the "
+                             f"catalog ({', '.join(repr(p) for p in unmatched)}); fix the names "
+                             "or remove the exception")
+            continue
+        for pattern in unmatched:
+            yield Diagnostic(exception.where(f"images.{pattern}"),
+                             f"'{pattern}' matches no image in the catalog; fix the name "
+                             "or remove it", "warning")
 
 
 def check_approvals(draft: Draft, today: date) -> Iterator[Diagnostic]:
@@ -1215,6 +1286,7 @@ def check_access(draft: Draft, today: date) -> Iterator[Diagnostic]:
 
 CHECKS: list[Check] = [
     check_policies_defined,
+    check_policy_choices,
     check_signers_have_keys,
     check_unique_names,
     check_report_paths,

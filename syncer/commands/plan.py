@@ -2,7 +2,14 @@
 as Markdown, what `syncer run` would mirror, re-scan and resume. Compares with the records
 under reports/records/. Needs no credentials for the target registry and writes nothing.
 
-Exit codes: 0 planned; 1 some entries could not be checked upstream; 2 invalid catalog or usage.
+Also predicts, offline, what the next run would decide anew: every recorded tag that needs no
+copy or re-scan is evaluated from its recorded scan against this catalog (a pull request's),
+and each that would be promoted, held, flagged or demoted, or whose reasons would change, is
+listed with the reasons. An explicit tag that upstream does not have is named at its line in
+the catalog (``file:line: error:`` on stderr, an annotation in GitHub Actions).
+
+Exit codes: 0 planned; 1 some entries could not be checked upstream, or an explicit tag is
+missing upstream; 2 invalid catalog or usage.
 """
 
 from __future__ import annotations
@@ -95,6 +102,8 @@ def run(args) -> int:
     from syncer.core.plan import render_markdown
     from syncer.stages.progress import Progress
     from syncer.stages.scan import ScanSettings
+    from syncer.commands.validate import annotation
+    from syncer.core.plan import locate_missing, predict
 
     catalog = load_catalog(args.catalog)
     # A misspelt name would otherwise plan nothing and exit 0, which reads as "all is well".
@@ -115,11 +124,20 @@ def run(args) -> int:
                         progress=progress)
     plan = pipeline.plan()
     progress.close()
+    plan.predictions = predict(plan, catalog, RunOptions().today)
+    for diagnostic in locate_missing(plan, catalog):
+        print(diagnostic, file=sys.stderr)
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            print(annotation(diagnostic), file=sys.stderr)
     if args.json:
         json.dump({"tags": [{"name": t.name, "tag": t.tag, "change": t.change.value, "digest": t.digest,
                              "recorded": t.recorded.digest if t.recorded else None, "rescan": t.rescan,
                              "deferred": t.deferred} for t in plan.tags],
-                   "missing": [{"name": n, "tag": t} for n, t in plan.missing],
+                   "predicted": [{"name": p.name, "tag": p.tag, "digest": p.digest,
+                                  "state": p.before.value, "next": p.after.value,
+                                  "reasons": list(p.reasons)} for p in plan.predictions],
+                   "missing": [{"name": n, "tag": t, "at": str(plan.missing_at.get((n, t), ""))}
+                               for n, t in plan.missing],
                    "errors": [{"name": n, "error": e} for n, e in plan.errors]}, sys.stdout, indent=2)
         print()
     else:

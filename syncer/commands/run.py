@@ -15,6 +15,10 @@ directory is committed too, and with --push, commits an earlier run could not pu
 (the output says so). SIGTERM stops a run like Ctrl-C: tags in progress finish and are recorded,
 the queued ones are left for the next run.
 
+Webhooks named in settings.yaml are sent the run's events (promoted, held, flagged, demoted,
+failed) after the records are saved and committed; a webhook that is down is a warning on
+stderr, never the run's failure.
+
 Exit codes: 0 done (held images are not failures); 1 some images could not be processed
 (the others were, and were recorded); 2 invalid catalog or usage.
 """
@@ -26,6 +30,7 @@ import json
 import os
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 from typing import TYPE_CHECKING
 
@@ -48,6 +53,11 @@ from syncer.trail.lock import run_lock
 
 if TYPE_CHECKING:
     from syncer.tools.gitops import CommitResult
+    from syncer.core.model import Catalog, Record
+    from syncer.stages.pipeline import RunResult
+    from syncer.stages.progress import Progress
+    from syncer.stages.scan import ScanSettings
+    from syncer.tools.trivy import TrivyOptions
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -190,6 +200,9 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, started: date
             problems.append(str(err))
     for problem in problems:
         print(f"syncer run: error: {problem}", file=sys.stderr)
+    if catalog.settings.webhooks:
+        for warning in _notify(catalog, ledger, result, started, args.reports):
+            print(f"syncer run: warning: {warning}", file=sys.stderr)
     summary = summary_markdown(result, problems)
     if os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
@@ -225,6 +238,34 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, started: date
         elif commit and commit.pushed:
             print(f"Pushed {commit.sha[:12]}")
     return 1 if problems else result.exit_code
+
+
+def _notify(catalog: Catalog, ledger: Ledger, result: RunResult, started: datetime,
+            reports: str) -> list[str]:
+    """The run's events to the catalog's webhooks, once its records are saved (and committed,
+    when asked); a webhook that fails is a warning, never the run's failure."""
+    from syncer.tools import webhooks
+    from syncer.catalog import display_path
+
+    records = [rec for o in result.outcomes if o.changed or o.failed
+               if (rec := _readable(ledger, o.name, o.tag)) is not None]
+    entry_failures = list(result.plan.errors) + [
+        (name, f"tag {tag} not found upstream; fix `tags` in the catalog")
+        for name, tag in result.plan.missing]
+    found = webhooks.notifications(records, started.strftime("%Y-%m-%dT%H:%M:%SZ"), entry_failures)
+    server, repo, ci_run = (os.environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY",
+                                                        "GITHUB_RUN_ID"))
+    return webhooks.deliver(catalog.settings.webhooks, found, os.environ,
+                            run=ci_run or started.strftime("%Y%m%dT%H%M%SZ"),
+                            reports=display_path(Path(reports)),
+                            run_url=f"{server}/{repo}/actions/runs/{ci_run}" if server and repo and ci_run else "")
+
+
+def _readable(ledger: Ledger, name: str, tag: str) -> Record | None:
+    try:
+        return ledger.load(name, tag)
+    except SyncerError:
+        return None  # its failure is in the run's output already
 
 
 def _commit(args, result: RunResult, catalog: Catalog, written: list[str], problems: list[str]

@@ -80,6 +80,20 @@ def code(value: object) -> Markdown:
     return Markdown(f"{fence}{pad}{content}{pad}{fence}")
 
 
+_WEB_URL = re.compile(r"https?://[^\s\x00-\x1f\x7f]{1,2000}")
+
+
+def is_web_url(url: str) -> bool:
+    """An absolute http(s) URL without whitespace or control characters: the only kind of
+    link a value from outside (Trivy's advisory URL, a record) may become."""
+    return bool(_WEB_URL.fullmatch(url))
+
+
+def link(label: object, url: str) -> Markdown:
+    """``label`` as text linked to ``url``; only the text when ``url`` is not a web URL."""
+    return Markdown(f"[{text(label)}]({target(url)})") if is_web_url(url) else text(label)
+
+
 def target(url: str) -> Markdown:
     """``url`` as a link's destination: percent-encoded where a character (space, ``(``, ``)``,
     ``<``, ``>``, a backslash) would end it early or be read as Markdown."""

@@ -101,6 +101,20 @@ class Signing:
     passphrase_env: str = "SYNCER_SIGNING_PASSPHRASE"
 
 
+# What a webhook may ask to be told about: a tag's new state, or a failure.
+WEBHOOK_EVENTS = ("promoted", "held", "flagged", "demoted", "failed")
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """Where a run POSTs its events: the URL is a secret (a Slack webhook's path is its key),
+    so the catalog names only the environment variable holding it."""
+
+    url_env: str
+    events: tuple[str, ...]
+    location: Location | None = None
+
+
 @dataclass(frozen=True)
 class Settings:
     target: Target
@@ -109,6 +123,7 @@ class Settings:
     signing: Signing = field(default_factory=Signing)
     default_policy: str = "default"
     content_admins: tuple[str, ...] = ()
+    webhooks: tuple[Webhook, ...] = ()
     location: Location | None = None
 
 
@@ -124,6 +139,8 @@ class ImageEntry:
     policy: str = "default"
     owners: tuple[str, ...] = ()
     location: Location | None = None
+    # Where each explicit tag is written, so that a tag missing upstream is named at its line.
+    tag_locations: tuple[tuple[str, Location], ...] = ()
 
     @property
     def source_host(self) -> str:
@@ -145,6 +162,8 @@ class Policy:
     signers: tuple[str, ...] = ()
     on_regression: str = "flag"  # flag | demote
     unassessed: str = "hold"  # hold | allow: images with package data Trivy could not match
+    # Image owners who may name this policy in files they own; the default policy needs none.
+    teams: tuple[str, ...] = ()
     location: Location | None = None
 
 
@@ -206,6 +225,9 @@ class Finding:
     status: str = ""  # Trivy's status: fixed, affected, will_not_fix, …
     title: str = ""
     platform: str = ""  # linux/amd64 for an index; "" for a single image
+    # The advisory's page as Trivy gives it (PrimaryURL), http(s) only. A reference about the
+    # finding, not part of what was found: two findings differing only in it are the same.
+    url: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The plan: what upstream has compared with what the ledger recorded.
 
 A pure step between discovery and the stages. ``syncer plan`` prints it; ``syncer run``
-executes it. Nothing here talks to a registry or writes a file.
+executes it. Nothing here talks to a registry or writes a file. ``predict`` adds what the
+next run would decide for the recorded tags it evaluates without a new scan, from their
+recorded scans and the catalog as it is now (a pull request's).
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
+from datetime import date
 
 from syncer.core.markdown import code, text
+from syncer.core.model import Catalog, EntryDiscovery, Location, Record, ReplicaState, State
+from syncer.core.policy import evaluate, next_state
 from syncer.core.refs import short_digest
-from syncer.core.model import EntryDiscovery, Record, ReplicaState, State
+from syncer.errors import Diagnostic
 
 
 class Change(str, enum.Enum):
@@ -53,12 +58,26 @@ class TagPlan:
         return self.needs_copy or self.rescan or (r is not None and r.state in UNFINISHED)
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """A recorded tag whose decision the next run would change: its state, or its reasons."""
+
+    name: str
+    tag: str
+    digest: str
+    before: State
+    after: State
+    reasons: tuple[str, ...]
+
+
 @dataclass
 class Plan:
     tags: list[TagPlan] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (catalog name, message)
     missing: list[tuple[str, str]] = field(default_factory=list)  # explicit tags not upstream
     db_updated_at: str | None = None
+    predictions: list[Prediction] = field(default_factory=list)  # filled by ``predict``
+    missing_at: dict[tuple[str, str], Location] = field(default_factory=dict)  # ``locate_missing``
 
     def by_change(self, change: Change) -> list[TagPlan]:
         return [t for t in self.tags if t.change is change]
@@ -131,20 +150,63 @@ def build_plan(
     return plan
 
 
+def predict(plan: Plan, catalog: Catalog, today: date) -> list[Prediction]:
+    """What the next run would decide anew for each unchanged tag it evaluates from its
+    recorded scan (no copy, no re-scan due): the run's own evaluation and state rule, so a
+    pull request that adds an exception, an approval or a policy change shows its effect.
+    Tags to be copied or re-scanned first are not predicted: their scan is yet to be made."""
+    out = []
+    for t in plan.tags:
+        rec, entry = t.recorded, catalog.image(t.name)
+        if (t.change is not Change.UNCHANGED or t.needs_copy or t.rescan
+                or rec is None or rec.scan is None or entry is None
+                or entry.policy not in catalog.policies
+                or not rec.scan.fits(rec.digest, entry.platforms)):
+            continue
+        policy = catalog.policy_for(entry)
+        decision = evaluate(name=t.name, digest=rec.digest, scan=rec.scan, policy=policy,
+                            exceptions=catalog.exceptions, approvals=catalog.approvals, today=today)
+        after = next_state(decision, current=rec.state, in_approved=rec.promoted_digest == rec.digest,
+                           on_regression=policy.on_regression)
+        if after is not rec.state or list(decision.reasons) != rec.reasons:
+            out.append(Prediction(t.name, t.tag, rec.digest, rec.state, after, decision.reasons))
+    return out
+
+
+def locate_missing(plan: Plan, catalog: Catalog) -> list[Diagnostic]:
+    """Each explicit tag upstream does not have, at the catalog line that lists it (also
+    kept in ``plan.missing_at`` for the Markdown)."""
+    out = []
+    for name, tag in plan.missing:
+        entry = catalog.image(name)
+        where = dict(entry.tag_locations).get(tag, entry.location) if entry else None
+        if where is not None:
+            plan.missing_at[(name, tag)] = where
+            out.append(Diagnostic(where, f"tag '{tag}' of {name} is not in {entry.source} "
+                                         "upstream; fix the tag or remove it from 'tags'"))
+    return out
+
+
 def render_markdown(plan: Plan) -> str:
     """The plan as Markdown for a pull request's job summary or a terminal."""
     new = plan.by_change(Change.NEW)
     moved = plan.by_change(Change.MOVED)
     unchanged = plan.by_change(Change.UNCHANGED)
     vanished = plan.by_change(Change.VANISHED)
+    predicted = {(p.name, p.tag) for p in plan.predictions}
     rescans = [t for t in unchanged if t.rescan]
-    resume = [t for t in unchanged if not t.rescan and t.has_work]
-    idle = [t for t in unchanged if not t.rescan and not t.has_work]
+    resume = [t for t in unchanged if not t.rescan and t.has_work and (t.name, t.tag) not in predicted]
+    idle = [t for t in unchanged if not t.rescan and not t.has_work and (t.name, t.tag) not in predicted]
     deferred = [t for t in plan.tags if t.deferred]
+    decided: dict[str, int] = {}
+    for p in plan.predictions:
+        if p.after is not p.before:
+            decided[p.after.value] = decided.get(p.after.value, 0) + 1
     lines = ["# syncer plan", ""]
     lines.append(
         f"{len(new)} new, {len(moved)} moved, {len(unchanged)} unchanged, {len(vanished)} vanished"
         + (f", {len(rescans)} to re-scan" if rescans else "")
+        + "".join(f", {n} to be {state}" for state, n in sorted(decided.items()))
         + (f", {len(deferred)} deferred" if deferred else "")
         + (f", {len(plan.errors)} errors" if plan.errors else "")
         + "."
@@ -163,6 +225,10 @@ def render_markdown(plan: Plan) -> str:
           lambda t: [t.name, code(t.tag), code(short_digest(t.digest))])
     table("Moved tags (new digest upstream)", moved, ["image", "tag", "recorded", "upstream now"],
           lambda t: [t.name, code(t.tag), code(short_digest(t.recorded.digest)), code(short_digest(t.digest))])
+    table("Decisions the next run changes (recorded scans evaluated against this catalog)",
+          plan.predictions, ["image", "tag", "now", "next run", "why"],
+          lambda p: [p.name, code(p.tag), p.before.value, p.after.value,
+                     "; ".join(p.reasons) or "passes the policy"])
     table("Re-scans (database newer than last scan, or the platforms required changed)", rescans, ["image", "tag", "state", "last scan db"],
           lambda t: [t.name, code(t.tag), t.recorded.state.value, t.recorded.scan.db_updated_at])
     table("Unfinished (resumed from the ledger)", resume, ["image", "tag", "state"],
@@ -186,7 +252,9 @@ def render_markdown(plan: Plan) -> str:
           lambda t: [t.name, code(t.tag)])
     if plan.missing:
         lines.extend(["", "## Explicit tags missing upstream", ""])
-        lines.extend(f"- {text(name)}: {code(tag)}" for name, tag in plan.missing)
+        lines.extend(f"- {text(name)}: {code(tag)}"
+                     + (f" ({text(plan.missing_at[(name, tag)])})" if (name, tag) in plan.missing_at else "")
+                     for name, tag in plan.missing)
     if plan.errors:
         lines.extend(["", "## Errors", ""])
         lines.extend(f"- {text(name)}: {text(msg)}" for name, msg in plan.errors)

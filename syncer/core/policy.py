@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 from syncer.core.model import (Approval, Finding, LicenseFinding, PlatformScan, Policy, ScanResult, Severity,
-                          VulnException)
+                               State, VulnException)
 
 # Past this many ids or packages a reason line lists the first ones and "and N more";
 # the record keeps every finding.
@@ -144,6 +144,20 @@ def evaluate(
     )
 
 
+def next_state(decision: Decision, *, current: State, in_approved: bool, on_regression: str) -> State:
+    """The state a decision puts a tag in: the one rule that ``syncer run`` acts on and
+    ``syncer plan`` predicts with. ``in_approved``: the decided digest is the one
+    ``approved/<name>:<tag>`` holds. Only a regression counts against a promoted digest (see
+    ``Decision.regressed``); a demoted digest stays demoted until it passes again."""
+    if in_approved:
+        if decision.promote or not decision.regressed:
+            return State.PROMOTED
+        return State.DEMOTED if on_regression == "demote" else State.FLAGGED
+    if decision.promote:
+        return State.PROMOTED
+    return State.DEMOTED if current is State.DEMOTED else State.HELD
+
+
 def unscannable(reason: str) -> Decision:
     """The decision for a digest whose layers Trivy must not analyse (``syncer.stages.layers``): held,
     and for one already promoted a regression, since its earlier scan analysed other bytes."""
@@ -163,6 +177,13 @@ def count_by_severity(findings: Iterable[Finding]) -> dict[str, int]:
 def counts_text(counts: dict[str, int]) -> str:
     """``count_by_severity`` in words, worst first: "1 critical, 2 high"."""
     return ", ".join(f"{n} {key}" for key, n in counts.items() if n) or "no vulnerabilities"
+
+
+def live_exceptions(name: str, exceptions: Sequence[VulnException], today: date
+                    ) -> dict[str, VulnException]:
+    """The exception that applies to each vulnerability id of image ``name`` on ``today``:
+    the one ``evaluate`` names in its reasons."""
+    return _exceptions_for(name, exceptions, today)[0]
 
 
 def _exceptions_for(

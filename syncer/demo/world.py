@@ -148,6 +148,7 @@ CATALOG = {
           ignore_unfixed: true
         signers: [ci]
         on_regression: flag
+        teams: ["@acme/data"]  # who may choose it for their images
     """,
     "exceptions/data.yaml": """
         exceptions:

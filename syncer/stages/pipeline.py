@@ -359,15 +359,18 @@ class Pipeline:
     def _decide(self, rec: Record, entry: ImageEntry, decision, subject: str) -> None:
         policy = self.catalog.policy_for(entry)
         reasons = list(decision.reasons)
+        state = policy_mod.next_state(decision, current=rec.state,
+                                      in_approved=rec.promoted_digest == rec.digest,
+                                      on_regression=policy.on_regression)
         if rec.promoted_digest == rec.digest:
             # Already in approved/. Only what a scan finds counts against it: an image that
             # merely aged past max_age_days or lost its approval stays where it is.
-            if decision.promote or not decision.regressed:
+            if state is State.PROMOTED:
                 if rec.state is not State.PROMOTED:
                     self._event(rec, "cleared", "passes the policy again")
                 rec.state, rec.reasons = State.PROMOTED, reasons
                 return
-            if policy.on_regression == "demote":
+            if state is State.DEMOTED:
                 self.progress.step(subject, "demoting")
                 removed = self.copier.demote(self._target_client, self._approved(rec.name),
                                              rec.digest)
@@ -380,8 +383,8 @@ class Pipeline:
                 self._event(rec, "flagged", "; ".join(reasons))
             rec.state, rec.reasons = State.FLAGGED, reasons
             return
-        if not decision.promote:
-            if rec.state is State.DEMOTED:
+        if state is not State.PROMOTED:
+            if state is State.DEMOTED:
                 rec.reasons = reasons
                 return
             if rec.state is not State.HELD or rec.reasons != reasons:

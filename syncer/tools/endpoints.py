@@ -103,7 +103,7 @@ def replica_endpoint(settings: Settings, index: int) -> Endpoint:
 
 
 def remember_secrets(settings: Settings) -> None:
-    """Every password the catalog names, as far as it is set, is redacted from messages
+    """Every password and webhook URL the catalog names, as far as it is set, is redacted from messages
     from now on, also one of a registry this run does not read credentials for (a plan
     reads none for the target): an answer may echo any secret the process environment has."""
     blocks: list[Auth] = [settings.target.auth, *(s.auth for s in settings.sources.values()),
@@ -112,6 +112,8 @@ def remember_secrets(settings: Settings) -> None:
         password = os.environ.get(auth.password_env or "")
         if password:
             redact.remember_credentials(os.environ.get(auth.username_env or "", ""), password)
+    for hook in settings.webhooks:  # a webhook's URL is its credential
+        redact.remember(os.environ.get(hook.url_env, ""))
 
 
 def replica_endpoints(settings: Settings) -> list[Endpoint]:

@@ -38,6 +38,7 @@ from syncer.tools import bbolt
 from syncer.errors import TrivyError, UsageError
 from syncer.core.model import Finding, LicenseFinding, Severity
 from syncer.core.refs import is_sha256_digest, parse_reference
+from syncer.core.markdown import is_web_url
 
 ENV_BINARY = "SYNCER_TRIVY"
 ENV_CACHE = "SYNCER_TRIVY_CACHE"
@@ -644,6 +645,12 @@ def _severity(text: object) -> Severity:
         return Severity.UNKNOWN
 
 
+def _advisory_url(value: object) -> str:
+    """Trivy's PrimaryURL, if it is an http(s) URL: it becomes a link on the pages, and a
+    ``javascript:`` or relative one must not."""
+    return value if isinstance(value, str) and is_web_url(value) else ""
+
+
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
@@ -672,7 +679,8 @@ def parse_report(document: object, *, platform: str = "") -> ImageScan:
                     id=v["VulnerabilityID"], package=v["PkgName"],
                     installed=v.get("InstalledVersion", ""),
                     fixed=v.get("FixedVersion") or None, severity=_severity(v.get("Severity")),
-                    status=v.get("Status", ""), title=v.get("Title", ""), platform=platform))
+                    status=v.get("Status", ""), title=v.get("Title", ""), platform=platform,
+                    url=_advisory_url(v.get("PrimaryURL"))))
             for lic in result.get("Licenses") or []:
                 license_findings.append(LicenseFinding(
                     license=lic["Name"], package=lic.get("PkgName", ""), platform=platform))

@@ -375,7 +375,7 @@ def _finding_order(f: Finding) -> tuple[Any, ...]:
 
 def _finding_doc(f: Finding) -> CommentedMap:
     doc = _flow_map(id=f.id, package=f.package, installed=f.installed, fixed=f.fixed, severity=f.severity.key)
-    for key in ("status", "platform", "title"):
+    for key in ("status", "platform", "title", "url"):
         if getattr(f, key):
             doc[key] = getattr(f, key)
     return doc
@@ -545,6 +545,7 @@ def _finding_from_doc(rd: _Reader, doc: dict[str, Any], where: str) -> Finding:
         status=rd.text(doc, "status", where, default=""),
         title=rd.text(doc, "title", where, default=""),
         platform=rd.text(doc, "platform", where, default=""),
+        url=rd.text(doc, "url", where, default=""),
     )
 
 

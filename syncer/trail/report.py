@@ -12,7 +12,7 @@ import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import jinja2
@@ -20,15 +20,14 @@ import jinja2
 from syncer.core import markdown
 from syncer.trail.atomic import read_regular, write_atomic
 from syncer.access.enforce import required_signers
-from syncer.core import markdown
 from syncer.trail import runlog
-from syncer.trail.atomic import read_regular, write_atomic
-from syncer.access.enforce import required_signers
 from syncer.errors import SyncerError
 from syncer.trail.ledger import Ledger
 from syncer.core.model import Catalog, Finding, Record, State
 from syncer.core.policy import count_by_severity, counts_text
 from syncer.core.refs import short_digest
+from syncer.core.model import Policy
+from syncer.core.policy import evaluate, live_exceptions
 
 BADGES = {
     State.PROMOTED: "✅ promoted",
@@ -66,6 +65,79 @@ def page_for(name: str) -> str:
     return f"{name}.md"
 
 
+def anchor_for(tag: str) -> markdown.Markdown:
+    """The id of a tag's section on its image page. It is written into raw HTML (<a id=…>)
+    and links: [a-z0-9-] needs no escape."""
+    return markdown.Markdown("tag-" + re.sub(r"[^a-z0-9-]", "-", tag.lower()))
+
+
+# Where an advisory id is described when Trivy gave no URL (records made before URLs were
+# kept, or a database without references): the id's own issuer.
+_ADVISORY_PAGES = (
+    (re.compile(r"CVE-\d{4}-\d{4,}"), "https://nvd.nist.gov/vuln/detail/{}"),
+    (re.compile(r"GHSA(?:-[23456789cfghjmpqrvwx]{4}){3}"), "https://github.com/advisories/{}"),
+    (re.compile(r"(?:DSA|DLA)-\d{3,5}(?:-\d{1,3})?|TEMP-\d{7}-[0-9A-F]{6}"),
+     "https://security-tracker.debian.org/tracker/{}"),
+)
+
+
+def advisory_url(finding: Finding) -> str:
+    """Trivy's primary URL of the advisory, else the issuer's page for the id, else ''."""
+    if markdown.is_web_url(finding.url):
+        return finding.url
+    return next((page.format(finding.id) for pattern, page in _ADVISORY_PAGES
+                 if pattern.fullmatch(finding.id)), "")
+
+
+def _advisory(finding: Finding) -> markdown.Markdown:
+    linked = markdown.link(finding.id, advisory_url(finding))
+    return markdown.Markdown(f"{linked} {markdown.text(finding.title)}" if finding.title else linked)
+
+
+def _decided_on(rec: Record) -> date | None:
+    """The day of the record's last event: the day its decision was last made, so that pages
+    stay a function of the records (and the catalog) whatever day they are regenerated."""
+    return date.fromisoformat(rec.events[-1].at[:10]) if rec.events else None
+
+
+def _policy_of(catalog: Catalog | None, name: str) -> Policy | None:
+    entry = catalog.image(name) if catalog else None
+    return catalog.policies.get(entry.policy) if catalog and entry else None
+
+
+def _judged(rec: Record, catalog: Catalog | None) -> tuple[list[tuple[Finding, str]], dict[str, int] | None]:
+    """Each finding with how the policy counted it, and the counts that held or passed the
+    tag; without the entry's policy (a removed image) the counts are None."""
+    findings = sorted_findings(rec.scan.findings) if rec.scan else []
+    policy, day = _policy_of(catalog, rec.name), _decided_on(rec)
+    if policy is None or day is None or rec.scan is None or catalog is None:
+        return [(f, "") for f in findings], None
+    live = live_exceptions(rec.name, catalog.exceptions, day)
+
+    def how(f: Finding) -> str:
+        if policy.ignore_unfixed and not f.fixed:
+            return "not counted: no fix yet (ignore_unfixed)"
+        exc = live.get(f.id)
+        if exc is not None:
+            where = f" ({exc.location})" if exc.location else ""
+            return f"excepted until {exc.expires.isoformat()}{where}: {exc.reason}"
+        return "counted"
+
+    decision = evaluate(name=rec.name, digest=rec.digest, scan=rec.scan, policy=policy,
+                        exceptions=catalog.exceptions, approvals=catalog.approvals, today=day)
+    return [(f, how(f)) for f in findings], decision.counts
+
+
+def _signed(rec: Record) -> str:
+    """Who signed, said of the digest the signatures belong to: the one in approved/."""
+    if not rec.promoted_digest:
+        return ""
+    names = ", ".join(rec.signatures)
+    if rec.promoted_digest == rec.digest:
+        return names
+    return f"{names or 'nobody'}, of the approved digest {short_digest(rec.promoted_digest)}"
+
+
 @dataclass
 class _Row:
     name: str
@@ -76,10 +148,13 @@ class _Row:
     digest: str
     promoted: str | None
     counts: dict[str, int]
-    signers: list[str]
+    signers: str
     missing: list[str]
     replicas: str
     last_change: str
+    anchor: str
+    reasons: list[str]
+    counted: dict[str, int] | None
 
 
 def _required_signers(catalog: Catalog | None, name: str) -> tuple[str, ...]:
@@ -102,10 +177,23 @@ def _row(rec: Record, catalog: Catalog | None) -> _Row:
     return _Row(
         name=rec.name, tag=rec.tag, page=page_for(rec.name), state=rec.state.value,
         state_badge=BADGES.get(rec.state, rec.state.value), digest=rec.digest,
-        promoted=rec.promoted_digest, counts=counts, signers=list(rec.signatures),
+        promoted=rec.promoted_digest, counts=counts, signers=_signed(rec),
         missing=_missing(rec, catalog), replicas=_replicas_cell(rec),
-        last_change=rec.events[-1].at if rec.events else "",
+        last_change=rec.events[-1].at if rec.events else "", anchor=anchor_for(rec.tag),
+        reasons=list(rec.reasons) if rec.state in _EXPLAINED else [],
+        counted=_judged(rec, catalog)[1],
     )
+
+
+# States whose reasons the index lists: what someone has to act on.
+_EXPLAINED = (State.HELD, State.FLAGGED, State.DEMOTED, State.FAILED)
+
+
+def _count_cell(counts: dict[str, int], counted: dict[str, int] | None, key: str) -> str:
+    """"2", or "2 (0)" when the policy counted fewer (no fix yet, or excepted)."""
+    if counted is None or counted.get(key, 0) == counts.get(key, 0):
+        return str(counts.get(key, 0))
+    return f"{counts.get(key, 0)} ({counted.get(key, 0)})"
 
 
 def _replicas_cell(rec: Record) -> str:
@@ -131,7 +219,9 @@ def _totals(states: list[str]) -> str:
 
 def render_index(records: list[Record], catalog: Catalog | None) -> str:
     rows = [_row(r, catalog) for r in sorted(records, key=lambda r: (r.name, r.tag))]
-    return _env.get_template("index.md.j2").render(rows=rows, totals=_totals([r.state for r in rows]))
+    return _env.get_template("index.md.j2").render(
+        rows=rows, totals=_totals([r.state for r in rows]), cell=_count_cell,
+        explained=[r for r in rows if r.reasons])
 
 
 def render_image(name: str, records: list[Record], catalog: Catalog | None) -> str:
@@ -140,15 +230,19 @@ def render_image(name: str, records: list[Record], catalog: Catalog | None) -> s
     for rec in sorted(records, key=lambda r: r.tag):
         findings = sorted_findings(rec.scan.findings) if rec.scan else []
         counts = count_by_severity(findings)
-        # The anchor is written into raw HTML (<a id=…>) and a link: [a-z0-9-] needs no escape.
-        anchor = markdown.Markdown(re.sub(r"[^a-z0-9-]", "-", rec.tag.lower()))
+        judged, counted = _judged(rec, catalog)
+        anchor = anchor_for(rec.tag)
         tags.append(dict(
             tag=rec.tag, anchor=anchor, state=rec.state.value,
             state_badge=BADGES.get(rec.state, rec.state.value), digest=rec.digest, source=rec.source,
             promoted=rec.promoted_digest, counts=counts, counts_text=counts_text(counts),
-            signers=list(rec.signatures), missing=_missing(rec, catalog), scan=rec.scan,
+            signers=_signed(rec), signed_names=", ".join(rec.signatures) or "nobody",
+            missing=_missing(rec, catalog), scan=rec.scan,
             scanned=rec.scan.scanned_at if rec.scan else "", reasons=list(rec.reasons),
-            findings=findings, multi_platform=len(rec.scan.platforms) > 1 if rec.scan else False,
+            findings=[dict(f=f, advisory=_advisory(f), counted=how) for f, how in judged],
+            counted_text=counts_text(counted) if counted is not None else "",
+            cell=lambda key, counts=counts, counted=counted: _count_cell(counts, counted, key),
+            multi_platform=len(rec.scan.platforms) > 1 if rec.scan else False,
             assessed=rec.scan is not None and not rec.scan.artifact
             and not any(c.unassessed or c.problem for c in rec.scan.covered),
             events=list(reversed(rec.events)), replicas=list(rec.replicas),

@@ -373,7 +373,7 @@ def test_explicit_tag_missing_upstream_fails_only_that_tag(world):
             tags: ["1.27.3"]
     """)
     doc = plan_json(world, expect=1)
-    assert doc["missing"] == [{"name": "alpine", "tag": "9.99"}]
+    assert doc["missing"] == [{"name": "alpine", "tag": "9.99", "at": "catalog/images/test.yaml:3"}]
     assert changes(doc) == {"alpine:3.20": "new", "nginx:1.27.3": "new"}
 
     proc = world.run(expect=1)

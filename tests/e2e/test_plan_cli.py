@@ -10,6 +10,7 @@ import requests
 
 from syncer.core.model import State
 from tests.harness.images import build_image, debian_files
+from tests.harness.trivydb import Advisory
 from tests.harness.world import World
 
 PACKAGES = (("base-files", "12.4+deb12u8", "base-files"), ("libssl3", "3.0.15-1", "openssl"))
@@ -195,3 +196,116 @@ def test_plan_with_a_backtracking_pattern_finishes_against_long_near_miss_tags(w
     proc = world.syncer("plan", timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert section(proc.stdout, "New tags") == [f"| app | `{'a' * 127}` | `{short(digest)}` |"]
+
+
+VULNERABLE = (("base-files", "12.4+deb12u8", "base-files"), ("libssl3", "3.0.11-1", "openssl"))
+HIGH = Advisory("CVE-2099-2001", "debian 12", "openssl", "HIGH", "3.0.15-1", title="openssl: high")
+
+
+def test_plan_predicts_what_a_catalog_change_does_to_recorded_tags(world):
+    """Each kind of decision a pull request can cause, predicted from the records' scans and
+    then done by the next run exactly as predicted: held → promoted (an exception moves),
+    promoted → flagged and → demoted (the exception no longer covers them), failed → held (a
+    policy now wants a manual approval)."""
+    world.db.write((HIGH,))
+    for name, release in (("web", "12.1"), ("api", "12.2"), ("cache", "12.3")):
+        world.push(f"library/{name}:1.0", build_image(debian_files(VULNERABLE, point_release=release)))
+    world.push("library/late:1.0", image("12.4"))
+    world.policy("demoting", """
+        vulnerabilities:
+          max: {critical: 0, high: 0}
+        signers: [ci]
+        on_regression: demote
+    """)
+    world.policy("gated", """
+        vulnerabilities:
+          max: {critical: 0, high: 0}
+        signers: [ci]
+    """)
+    world.images("""
+        images:
+          - source: web
+            tags: ["1.0"]
+          - source: api
+            tags: ["1.0"]
+            policy: demoting
+          - source: cache
+            tags: ["1.0"]
+          - source: late
+            tags: ["1.0"]
+            policy: gated
+    """)
+    world.write("exceptions/openssl.yaml", """
+        exceptions:
+          - vulnerability: CVE-2099-2001
+            images: ["web", "api"]
+            expires: 2099-01-31
+            reason: "not reachable"
+    """)
+    world.run("--only", "web", "--only", "api", "--only", "cache")
+    world.env["SYNCER_SIGNING_KEY"] = ""  # late is scanned, then cannot be signed: failed
+    world.run("--only", "late", expect=1)
+    del world.env["SYNCER_SIGNING_KEY"]
+    assert {n: world.record(n, "1.0").state for n in ("web", "api", "cache", "late")} == {
+        "web": State.PROMOTED, "api": State.PROMOTED, "cache": State.HELD, "late": State.FAILED}
+
+    # The pull request: the exception moves from web and api to cache; gated wants approvals.
+    world.write("exceptions/openssl.yaml", """
+        exceptions:
+          - vulnerability: CVE-2099-2001
+            images: ["cache"]
+            expires: 2099-01-31
+            reason: "not reachable"
+    """)
+    world.policy("gated", """
+        vulnerabilities:
+          max: {critical: 0, high: 0}
+        approval: manual
+        signers: [ci]
+    """)
+    before = world.tree()
+    markdown = plan(world).stdout
+    doc = json.loads(plan(world, "--json").stdout)
+    assert world.tree() == before, "plan writes nothing"
+
+    assert markdown.splitlines()[2] == ("0 new, 0 moved, 4 unchanged, 0 vanished, 1 to be demoted, "
+                                        "1 to be flagged, 1 to be held, 1 to be promoted.")
+    rows = section(markdown, "Decisions the next run changes")
+    high = "1 high vulnerability (max 0): CVE-2099-2001 (libssl3 3.0.11-1, fixed in 3.0.15-1)"
+    late = world.record("late", "1.0").digest
+    assert rows == [
+        f"| api | `1.0` | promoted | demoted | {high} |",
+        "| cache | `1.0` | held | promoted | exception for CVE-2099-2001 applied (expires "
+        "2099-01-31): not reachable |",
+        f"| late | `1.0` | failed | held | manual approval required: add {{image: late, digest: "
+        f"{late}}} to catalog/approvals/ |",
+        f"| web | `1.0` | promoted | flagged | {high} |",
+    ], markdown
+    assert section(markdown, "Unchanged") == []
+    assert [(p["name"], p["state"], p["next"]) for p in doc["predicted"]] == [
+        ("api", "promoted", "demoted"), ("cache", "held", "promoted"), ("late", "failed", "held"),
+        ("web", "promoted", "flagged")]
+
+    # The next run does what the plan said, and then there is nothing left to predict.
+    world.run()
+    assert {p["name"]: world.record(p["name"], "1.0").state.value for p in doc["predicted"]} == {
+        p["name"]: p["next"] for p in doc["predicted"]}
+    assert json.loads(plan(world, "--json").stdout)["predicted"] == []
+
+
+def test_plan_names_an_explicit_tag_missing_upstream_at_its_line(world):
+    world.push("library/alpine:3.20", image("12.1"))
+    world.images("""
+        images:
+          - source: alpine
+            tags:
+              - "3.20"
+              - "9.99"
+    """)
+    world.env["GITHUB_ACTIONS"] = "true"
+    proc = plan(world, expect=1)
+    where = "catalog/images/test.yaml:5"
+    assert (f"{where}: error: tag '9.99' of alpine is not in docker.io/library/alpine upstream; "
+            "fix the tag or remove it from 'tags'") in proc.stderr, proc.stderr
+    assert "::error file=catalog/images/test.yaml,line=5::tag '9.99' of alpine" in proc.stderr
+    assert f"- alpine: `9.99` ({where})" in proc.stdout

@@ -343,7 +343,7 @@ def test_unknown_key_without_close_match_lists_known_keys(cat: Path) -> None:
     replace(cat, "settings.yaml", "defaults:\n", "colour: blue\ndefaults:\n")
     assert one_error(cat) == (
         "catalog/settings.yaml:21: error: unknown key 'colour' in settings.yaml; remove it or "
-        "use one of: target, sources, replicas, signing, defaults, content_admins")
+        "use one of: target, sources, replicas, signing, defaults, content_admins, webhooks")
 
 
 def test_unknown_top_level_key(cat: Path) -> None:
@@ -710,7 +710,7 @@ def test_policy_approval_and_on_regression_are_choices(cat: Path) -> None:
 
 
 def test_policy_signers_need_public_keys(cat: Path) -> None:
-    assert one_error(cat, policy("signers:\n  - ci\n  - security\n")) == (
+    assert one_error(cat, policy("signers:\n  - ci\n  - security\nteams: [\"@acme/data\"]\n")) == (
         "catalog/policies/lenient.yaml:3: error: signer 'security' has no public key; add "
         "catalog/signers/security.pub (syncer keygen security) or remove the signer")
 
@@ -935,3 +935,85 @@ def test_source_concurrency_out_of_range_is_an_error_with_its_line(cat: Path, va
     replace(cat, "settings.yaml", "min_remaining_pulls: 20",
             f"min_remaining_pulls: 20\n    concurrency: {value}")
     assert one_error(cat) == f"catalog/settings.yaml:15: error: {message}"
+
+
+# --- who may choose a policy ---------------------------------------------------------------
+
+
+def test_a_team_cannot_move_its_image_to_a_policy_not_open_to_it(cat: Path) -> None:
+    """web.yaml is owned by @acme/web and the admins, and GitHub takes either's review: so
+    web choosing `lenient` (open to @acme/data only) is refused at the `policy:` line."""
+    replace(cat, "images/web.yaml", '    owners: ["@acme/web"]',
+            '    owners: ["@acme/web"]\n    policy: lenient')
+    assert one_error(cat) == (
+        "catalog/images/web.yaml:10: error: policy 'lenient' is not open to @acme/web, who owns "
+        "catalog/images/web.yaml and could approve this change without the content admins; a "
+        "content admin adds them to 'teams' in catalog/policies/lenient.yaml, or remove "
+        "'policy' to use the default")
+    # The content admins open it (in policies/, which only they own): then it is valid.
+    replace(cat, "policies/lenient.yaml", 'teams: ["@acme/data"]', 'teams: ["@acme/data", "@acme/web"]')
+    assert errors(cat) == []
+
+
+def test_every_owner_of_the_file_must_be_allowed_the_policy(cat: Path) -> None:
+    """Any owner of a file can approve a change to any entry in it."""
+    replace(cat, "images/data.yaml", '''    owners: ["@acme/data"]
+
+  - source: bitnami/redis''', '''    owners: ["@acme/data", "@acme/web"]
+
+  - source: bitnami/redis''')
+    assert errors(cat) == [
+        "catalog/images/data.yaml:18: error: policy 'lenient' is not open to @acme/web, who owns "
+        "catalog/images/data.yaml and could approve this change without the content admins; a "
+        "content admin adds them to 'teams' in catalog/policies/lenient.yaml, or remove "
+        "'policy' to use the default"]
+
+
+def test_the_default_policy_and_admin_owned_files_need_no_teams(cat: Path) -> None:
+    replace(cat, "images/web.yaml", '    owners: ["@acme/web"]',
+            '    owners: ["@acme/web"]\n    policy: default')
+    # An image file without owners belongs to the content admins alone.
+    assert errors(cat, image_file("- source: busybox\n  tags: ['1.36']\n  policy: lenient")) == []
+
+
+def test_policy_teams_are_owners(cat: Path) -> None:
+    replace(cat, "policies/lenient.yaml", 'teams: ["@acme/data"]', 'teams: ["acme data"]')
+    assert errors(cat)[0].startswith(
+        "catalog/policies/lenient.yaml:9: error: owner 'acme data' in 'teams' is not a GitHub owner")
+
+
+def test_an_exception_matching_no_image_is_an_error(cat: Path) -> None:
+    """It excepts nothing: the pull request does not do what its reviewers were told."""
+    replace(cat, "exceptions/data.yaml", '["postgres", "redis*"]', '["postgress", "redsi*"]')
+    assert errors(cat) == [
+        "catalog/exceptions/data.yaml:4: error: exception for CVE-2024-45491 matches no image "
+        "in the catalog ('postgress', 'redsi*'); fix the names or remove the exception"]
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+def test_webhooks_are_read_and_checked(cat: Path) -> None:
+    settings = cat / "settings.yaml"
+    settings.write_text(settings.read_text() + textwrap.dedent("""
+        webhooks:
+          - url_env: SLACK_WEBHOOK_URL
+            events: [held, failed]
+          - url_env: https://hooks.slack.example/services/T0/B0/s3cret
+            events: [held, mirrored]
+    """))
+    found = errors(cat)
+    assert found == [
+        "catalog/settings.yaml:29: error: 'url_env' must be the name of an environment variable "
+        "(letters, digits and '_', not starting with a digit) that holds the secret, never the "
+        "secret itself",
+        "catalog/settings.yaml:30: error: webhook event 'mirrored' is not one of promoted, held, "
+        "flagged, demoted, failed"]
+    assert not any("s3cret" in e for e in found)
+    settings.write_text(settings.read_text().replace(
+        "url_env: https://hooks.slack.example/services/T0/B0/s3cret", "url_env: OTHER").replace(
+        "[held, mirrored]", "[promoted]"))
+    catalog, _ = check_catalog(cat, TODAY)
+    assert catalog is not None
+    assert [(w.url_env, w.events) for w in catalog.settings.webhooks] == [
+        ("SLACK_WEBHOOK_URL", ("held", "failed")), ("OTHER", ("promoted",))]

@@ -17,8 +17,7 @@ import pytest
 
 from syncer.core import markdown
 from syncer.trail import report
-from syncer.core import markdown
-from syncer.trail import report, runlog
+from syncer.trail import runlog
 from syncer.commands.run import summary_markdown
 from syncer.core.model import (Event, Finding, PlatformScan, Record, ReplicaState, ScanResult,
                           Severity, State)

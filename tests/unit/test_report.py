@@ -46,7 +46,7 @@ def test_hostile_upstream_text_cannot_break_the_tables():
     evil = Finding(id="CVE-1|<script>", package="a|b\nc", installed="1", fixed="2", severity=Severity.HIGH)
     page = report.render_image("team/app", [_record([evil])], None)
     row = next(line for line in page.splitlines() if "CVE-1" in line)
-    assert "<script>" not in page and "\\|" in row and row.count(" | ") == 4
+    assert "<script>" not in page and "\\|" in row and row.count(" | ") == 5  # and the policy column
 
 
 def test_rendering_is_deterministic_and_regenerates_byte_for_byte(tmp_path):
@@ -75,3 +75,25 @@ def test_rendering_is_deterministic_and_regenerates_byte_for_byte(tmp_path):
                            "--reports", str(reports)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert {p: (reports / p).read_bytes() for p in pages} == snapshot
+
+
+def test_advisories_link_trivys_url_else_the_issuers_page_and_nothing_else():
+    def url(id_: str, given: str = "") -> str:
+        return report.advisory_url(Finding(id=id_, package="p", installed="1", fixed=None,
+                                           severity=Severity.LOW, url=given))
+
+    assert url("CVE-2024-1234", "https://avd.aquasec.com/nvd/cve-2024-1234") == \
+        "https://avd.aquasec.com/nvd/cve-2024-1234"
+    # Records written before URLs were kept: the id's own issuer.
+    assert url("CVE-2024-1234") == "https://nvd.nist.gov/vuln/detail/CVE-2024-1234"
+    assert url("GHSA-9wx4-h78v-vm56") == "https://github.com/advisories/GHSA-9wx4-h78v-vm56"
+    assert url("DSA-5555-1") == "https://security-tracker.debian.org/tracker/DSA-5555-1"
+    assert url("DLA-3682-1") == "https://security-tracker.debian.org/tracker/DLA-3682-1"
+    assert url("TEMP-0841856-B18BAF") == "https://security-tracker.debian.org/tracker/TEMP-0841856-B18BAF"
+    assert url("CVE-2024-1234", "javascript:alert(1)") == "https://nvd.nist.gov/vuln/detail/CVE-2024-1234"
+    assert url("NOT-AN-ID", "javascript:alert(1)") == ""
+    assert url("CVE-1|<script>") == ""
+    page = report.render_image("team/app", [_record([Finding(
+        id="CVE-2024-1234", package="p", installed="1", fixed="2", severity=Severity.HIGH,
+        title="t [x](https://evil.example)")])], None)
+    assert "| [CVE-2024-1234](https://nvd.nist.gov/vuln/detail/CVE-2024-1234) t \\[x\\](https\\://evil.example) |" in page
