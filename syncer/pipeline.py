@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Callable
 
@@ -28,7 +28,7 @@ from syncer.model import Catalog, Event, ImageEntry, Record, ScanResult, State
 from syncer.plan import Change, Plan, TagPlan, build_plan, was_mirrored
 from syncer.progress import Progress
 from syncer.registry import DEADLINE_DEFAULT, RegistryClient
-from syncer.scan import ScanCache, ScanSettings, scan_digest
+from syncer.scan import ScanCache, ScanSettings, SharedLayers, scan_digest
 from syncer.signer import Signer
 
 
@@ -197,13 +197,28 @@ class Pipeline:
         self._quarantined = {(t.name, t.recorded.digest) for t in plan.tags
                              if t.recorded is not None and was_mirrored(t.recorded)}
         self.progress.total = len(work)
-        pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs))
+        # Each blob moves once per run: the copies share one blob-info cache, the scans one
+        # layer analysis per layer (docs/architecture.md, "Each blob moves once").
+        settings = self.scan_settings
+        shared = SharedLayers(settings.cache_dir, own_server=not settings.server) \
+            if settings is not None else None
+        if shared is not None:
+            self.scan_settings = replace(settings, shared=shared)
         try:
-            result.outcomes = list(pool.map(self._process_safely, work))
+            with skopeo.shared_blob_cache():
+                pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs))
+                try:
+                    result.outcomes = list(pool.map(self._process_safely, work))
+                finally:
+                    # Interrupted (Ctrl-C, SIGTERM): tags in progress finish and are
+                    # recorded, the queued ones are left for the next run rather than started now.
+                    pool.shutdown(wait=True, cancel_futures=True)
         finally:
-            # Interrupted (Ctrl-C, SIGTERM): tags in progress finish and are
-            # recorded, the queued ones are left for the next run rather than started now.
-            pool.shutdown(wait=True, cancel_futures=True)
+            if shared is not None:
+                shared.close()
+                self.scan_settings = settings
+        if shared is not None and shared.server is not None and shared.server.problem:
+            self.progress.note(f"note: {shared.server.problem}; scans used a layer cache each")
         quiet = sum(not (o.changed or o.failed or o.deferred) for o in result.outcomes)
         if quiet:
             self.progress.note(f"{quiet} tag{'s' if quiet != 1 else ''} unchanged")
