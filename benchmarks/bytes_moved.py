@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 import pwd
 import random
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -42,10 +41,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as c  # noqa: E402
+import _common as c
 
-from syncer.sandbox.images import Image, build_image, index_of  # noqa: E402
-from tests.harness.faultproxy import FaultProxy  # noqa: E402
+from syncer.sandbox.images import Image, build_image, index_of
+from tests.harness.faultproxy import FaultProxy
 
 TAG = "1.0"
 BENCH_USER = "syncer-bench"

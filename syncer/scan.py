@@ -47,7 +47,7 @@ class ScanSettings:
     licenses: bool = False
     server: str | None = None  # a `trivy server` URL: its DB is the one db_updated_at names
     # A run's one layer analysis per layer (``SharedLayers``); None outside a run.
-    shared: "SharedLayers | None" = field(default=None, compare=False)
+    shared: SharedLayers | None = field(default=None, compare=False)
 
 
 class SharedLayers:

@@ -151,10 +151,11 @@ _shared: _SharedCache | None = None
 @contextmanager
 def shared_blob_cache() -> Iterator[str]:
     """One blob-info cache for every copy made inside the block, in a private directory
-    (mode 0700) removed afterwards; yields its path. Not nested."""
+    (mode 0700) removed afterwards; yields its path. A block inside another shares its cache."""
     global _shared
     if _shared is not None:
-        raise RuntimeError("shared_blob_cache() is already active")
+        yield _shared.path
+        return
     path = tempfile.mkdtemp(prefix="syncer-skopeo-run-")
     _shared = _SharedCache(path)
     try:

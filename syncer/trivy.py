@@ -610,6 +610,7 @@ class RunServer:
             self._fds.append(fd)
         home = self._cache / _RUN_SERVER_DIR
         home.mkdir(exist_ok=True)
+        _stop_leftover(home)
         for name in _SHARED:
             if not (home / name).is_symlink():
                 (home / name).symlink_to(Path("..", name))
@@ -625,6 +626,7 @@ class RunServer:
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=home,
                 env={**split_environment(os.environ).passed, "TRIVY_TOKEN": self.token},
                 start_new_session=True)
+        (home / "server.pid").write_text(f"{self._proc.pid}\n")
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline and self._proc.poll() is None:
             try:
@@ -653,6 +655,25 @@ class RunServer:
             os.close(self._fds.pop())
 
 
+def _stop_leftover(home: Path) -> None:
+    """Stops the server a killed run left behind, which would hold the layer cache; called
+    with the run-server lock held, so no live run owns it."""
+    try:
+        pid = int((home / "server.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if b"server" in cmdline and str(home).encode() in cmdline:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.05)
+
+
 # --- scanning ----------------------------------------------------------------------------------
 
 
@@ -673,7 +694,7 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
                timeout: float = 600.0, skip_db_update: bool = True,
                db_repository: str | None = None, licenses: bool = False,
                ca_dir: str | None = None, server: str | None = None,
-               run_server: "RunServer | None" = None) -> ImageScan:
+               run_server: RunServer | None = None) -> ImageScan:
     """Scans ``host/repo@sha256:…`` straight from its registry; safe to run in parallel.
 
     ``platform`` (``linux/arm64``) picks one image of an index and labels its findings.
