@@ -567,8 +567,9 @@ class RunServer:
     It scans with the DB of ``cache_dir`` (holding its lock shared, so no update replaces it
     meanwhile) and keeps its layer cache in ``cache_dir``/run-server, exclusively: a second
     syncer process on the same cache (a shard) finds it taken and its scans use their slots.
-    A random token, passed in the environment, keeps other local users from writing analyses
-    into that cache, which later scans trust for layers whose diff_ids syncer has checked.
+    A random token, in a private configuration file, keeps other local users from writing
+    analyses into that cache, which later scans trust for layers whose diff_ids syncer has
+    checked.
     """
 
     def __init__(self, cache_dir: str | os.PathLike, *,
@@ -592,6 +593,10 @@ class RunServer:
                     self._start()
                 except TrivyError as err:
                     self.problem = str(err)
+                    self._stop()
+                except OSError as err:
+                    self.problem = (f"the run's Trivy server could not start in {self._cache}: "
+                                    f"{err.strerror or err}")
                     self._stop()
             return self._url
 
@@ -619,23 +624,24 @@ class RunServer:
             port = sock.getsockname()[1]
         url = f"http://127.0.0.1:{port}"
         log = home / "server.log"
-        with log.open("wb") as out:
+        with log.open("wb") as out, tempfile.TemporaryDirectory(prefix="syncer-trivy-") as work:
             self._proc = subprocess.Popen(
                 [binary(), "server", "--cache-dir", str(home), "--skip-db-update", "--quiet",
-                 "--listen", f"127.0.0.1:{port}"],
+                 "--listen", f"127.0.0.1:{port}",
+                 "--config", _token_config(Path(work), self.token)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=home,
-                env={**split_environment(os.environ).passed, "TRIVY_TOKEN": self.token},
-                start_new_session=True)
-        (home / "server.pid").write_text(f"{self._proc.pid}\n")
-        deadline = time.monotonic() + self._start_timeout
-        while time.monotonic() < deadline and self._proc.poll() is None:
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).text == "ok":
-                    self._url = url
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
+                env=split_environment(os.environ).passed, start_new_session=True)
+            (home / "server.pid").write_text(f"{self._proc.pid}\n")
+            deadline = time.monotonic() + self._start_timeout
+            # Up once it answers; it has read its configuration (and token) by then.
+            while time.monotonic() < deadline and self._proc.poll() is None:
+                try:
+                    if requests.get(f"{url}/healthz", timeout=2).text == "ok":
+                        self._url = url
+                        return
+                except requests.RequestException:
+                    pass
+                time.sleep(0.1)
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise TrivyError(f"the run's Trivy server did not start within "
                          f"{self._start_timeout:g}s: {_reason(tail[0], (self.token,))}")
@@ -653,6 +659,17 @@ class RunServer:
         self._url = None
         while self._fds:
             os.close(self._fds.pop())
+
+
+def _token_config(directory: Path, token: str) -> str:
+    """A trivy.yaml (mode 0600) in a private ``directory`` holding only the server token: a
+    command line is readable by every local user, and the environment syncer gives Trivy
+    holds no TRIVY_* variable but the pull credential."""
+    path = directory / "token.yaml"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f'server:\n  token: "{token}"\n')
+    return str(path)
 
 
 def _stop_leftover(home: Path) -> None:
@@ -724,7 +741,6 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
         secrets = (password, basic, *((username,) if len(username) >= 4 else ()))
     shared = run_server.address() if run_server is not None and not server else None
     if shared:
-        env["TRIVY_TOKEN"] = run_server.token  # not argv, which every local user can read
         secrets = (*secrets, run_server.token)
     if ca_dir:
         # Go reads every file of each SSL_CERT_DIR entry; keep the system's dirs after ours.
@@ -746,6 +762,8 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
                 "--timeout", f"{max(int(left * 0.9), 1)}s", *_QUIET_OFFLINE]
         if server or shared:
             argv += ["--server", server or shared]
+        if shared:
+            argv += ["--config", _token_config(Path(work), run_server.token)]
         if platform:
             argv += ["--platform", platform]
         if insecure:

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import requests
 
 from syncer import trivy
 from syncer.errors import TrivyError
@@ -405,12 +406,18 @@ def test_scans_through_the_run_server_analyse_a_shared_layer_once(trivy_db, regi
         scans = [trivy.scan_image(ref, cache_dir=trivy_db.cache_dir, insecure=True, timeout=120,
                                   run_server=server) for ref in refs]
         token_seen = server.token in " ".join(server._proc.args)
+        # Without the token no one may write an analysis into the cache the scans trust.
+        put = f"{server.address()}/twirp/trivy.cache.v1.Cache/PutBlob"
+        refused = requests.post(put, json={}, timeout=10).status_code
+        with_token = requests.post(put, json={}, headers={"Trivy-Token": server.token},
+                                   timeout=10).status_code
     finally:
         server.close()
     assert server.problem == ""
     assert all(set(s.findings) == DEBIAN_FINDINGS for s in scans)
     assert registry.count("GET", f"/blobs/{base}") == 1
-    assert not token_seen  # the token is in the environment, not on a command line
+    assert not token_seen  # the token is in a private file, not on a command line
+    assert refused == 401 and with_token != 401
     assert (trivy_db.cache_dir / "run-server" / "fanal").is_dir()  # kept for re-scans
 
 
