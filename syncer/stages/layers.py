@@ -107,24 +107,28 @@ def check_image(client: RegistryClient, repository: str, digest: str,
                          f"belongs to which layer: {_MALFORMED}")
     store = _store(Path(cache_dir) / CACHE_FILE)
     known = store.read()
+    # Each pair is stored as soon as it is verified, true whatever the claims are: a re-run
+    # reaches the same verdict without downloads.
     new: dict[str, VerifiedLayer] = {}
     verified = []
-    try:
-        for n, ((layer_digest, media_type), claimed) in enumerate(zip(descriptors, claims), 1):
-            where = f"layer {n} of {len(descriptors)} ({layer_digest}) of {ref}"
-            _check_media_type(media_type, where)
-            layer = known.get(layer_digest) or new.get(layer_digest)
-            if layer is None:
-                layer = new[layer_digest] = _verify(client, repository, layer_digest, where)
-            if layer.diff_id != claimed:
-                raise LayerError(
-                    f"{where} has diff_id {layer.diff_id}, but the image config claims "
-                    f"{claimed}; Trivy would take its analysis from whatever layer has that "
-                    f"diff_id: {_MALFORMED}")
-            verified.append(layer)
-    finally:
-        # True whatever the claims were: a re-run reaches the same verdict without downloads.
-        store.add(new.values())
+    for n, ((layer_digest, media_type), claimed) in enumerate(zip(descriptors, claims), 1):
+        where = f"layer {n} of {len(descriptors)} ({layer_digest}) of {ref}"
+        _check_media_type(media_type, where)
+        layer = known.get(layer_digest) or new.get(layer_digest)
+        if layer is None:
+            # Checks of images sharing a layer at once: one downloads, the others wait.
+            with _turn(layer_digest):
+                layer = store.read().get(layer_digest)
+                if layer is None:
+                    layer = _verify(client, repository, layer_digest, where)
+                    store.add([layer])
+            new[layer_digest] = layer
+        if layer.diff_id != claimed:
+            raise LayerError(
+                f"{where} has diff_id {layer.diff_id}, but the image config claims "
+                f"{claimed}; Trivy would take its analysis from whatever layer has that "
+                f"diff_id: {_MALFORMED}")
+        verified.append(layer)
     return LayerCheck(tuple(verified))
 
 
@@ -454,6 +458,13 @@ def _is_package_db(name: str) -> bool:
 
 _stores: dict[Path, _Store] = {}
 _stores_lock = threading.Lock()
+_turns: dict[str, threading.Lock] = {}
+
+
+def _turn(digest: str) -> threading.Lock:
+    """The lock of one layer's check in this process."""
+    with _stores_lock:
+        return _turns.setdefault(digest, threading.Lock())
 
 
 def _store(path: Path) -> _Store:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Callable
 
@@ -28,6 +28,7 @@ from syncer.core.plan import Change, Plan, TagPlan, build_plan, was_mirrored
 from syncer.stages.progress import Progress
 from syncer.tools.registry import DEADLINE_DEFAULT, RegistryClient
 from syncer.stages.scan import ScanCache, ScanSettings
+from syncer.stages.scan import SharedLayers
 
 
 @dataclass
@@ -203,13 +204,29 @@ class Pipeline:
         self._quarantined = {(t.name, t.recorded.digest) for t in plan.tags
                              if t.recorded is not None and was_mirrored(t.recorded)}
         self.progress.total = len(work)
-        pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs))
+        # Each blob moves once per run: the copies share one blob-info cache, the scans one
+        # layer analysis per layer (docs/architecture.md, "Each blob moves once").
+        settings, scanner = self.scan_settings, self.scanner
+        real = settings is not None and isinstance(scanner, ports.TrivyScanner)
+        shared = SharedLayers(settings.cache_dir, own_server=not settings.server) if real else None
+        if shared is not None:
+            self.scan_settings = replace(settings, shared=shared)
+            self.scanner = ports.TrivyScanner(self.scan_settings)
         try:
-            result.outcomes = list(pool.map(self._process_safely, work))
+            with skopeo.shared_blob_cache():
+                pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs))
+                try:
+                    result.outcomes = list(pool.map(self._process_safely, work))
+                finally:
+                    # Interrupted (Ctrl-C, SIGTERM): tags in progress finish and are
+                    # recorded, the queued ones are left for the next run rather than started now.
+                    pool.shutdown(wait=True, cancel_futures=True)
         finally:
-            # Interrupted (Ctrl-C, SIGTERM): tags in progress finish and are
-            # recorded, the queued ones are left for the next run rather than started now.
-            pool.shutdown(wait=True, cancel_futures=True)
+            if shared is not None:
+                shared.close()
+                self.scan_settings, self.scanner = settings, scanner
+        if shared is not None and shared.server is not None and shared.server.problem:
+            self.progress.note(f"note: {shared.server.problem}; scans used a layer cache each")
         quiet = sum(not (o.changed or o.failed or o.deferred) for o in result.outcomes)
         if quiet:
             self.progress.note(f"{quiet} tag{'s' if quiet != 1 else ''} unchanged")

@@ -15,8 +15,9 @@ that is not a container image. ``syncer.core.policy`` decides what follows.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from syncer.stages import layers
@@ -46,6 +47,49 @@ class ScanSettings:
     timeout: float = 600.0
     licenses: bool = False
     server: str | None = None  # a `trivy server` URL: its DB is the one db_updated_at names
+    # A run's one layer analysis per layer (``SharedLayers``); None outside a run.
+    shared: SharedLayers | None = field(default=None, compare=False)
+
+
+class SharedLayers:
+    """One analysis per layer for the scans of a run.
+
+    The run's own Trivy server (``trivy.RunServer``, unless scans use a server of the user's)
+    holds one layer cache for every scan. Scans that would analyse one layer at the same time
+    take turns: the first analyses it, the others find it in the cache. A scan waits only
+    for layers this run has not analysed yet, and only after its image's diff_ids were held
+    to the bytes (``syncer.stages.layers``): the cached analysis a scan trusts is of a checked layer.
+    """
+
+    def __init__(self, cache_dir: str, *, own_server: bool = True):
+        self.server = trivy.RunServer(cache_dir) if own_server else None
+        self._guard = threading.Lock()
+        self._turns: dict[str, threading.Lock] = {}
+        self._done: set[str] = set()
+
+    @contextmanager
+    def turn(self, diff_ids: Iterable[str]) -> Iterator[None]:
+        """Held while a scan analyses ``diff_ids``; the layers count as analysed if it succeeds."""
+        wanted = sorted(set(diff_ids))
+        with self._guard:
+            # Sorted, so that two scans never each hold a layer the other waits for.
+            locks = [self._turns.setdefault(d, threading.Lock()) for d in wanted
+                     if d not in self._done]
+        held = []
+        try:
+            for lock in locks:
+                lock.acquire()
+                held.append(lock)
+            yield
+            with self._guard:
+                self._done.update(wanted)
+        finally:
+            for lock in reversed(held):
+                lock.release()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
 
 
 # --- which manifests a scan must cover (pure) ----------------------------------------------
@@ -222,16 +266,19 @@ def scan_manifest(target: Endpoint, client: RegistryClient, repository: str, dig
     # first (syncer.stages.layers), so that no layer's analysis stands in for another's.
     checked = layers.check_image(client, repository, digest, settings.cache_dir, manifest)
     creds = target.credentials
-    result = trivy.scan_image(
-        ref,
-        cache_dir=settings.cache_dir,
-        insecure=not target.tls_verify,
-        credentials=(creds.username, creds.password) if creds else None,
-        timeout=settings.timeout,
-        licenses=settings.licenses,
-        ca_dir=target.ca_dir,
-        server=settings.server,
-    )
+    shared = settings.shared
+    with shared.turn(layer.diff_id for layer in checked.verified) if shared else nullcontext():
+        result = trivy.scan_image(
+            ref,
+            cache_dir=settings.cache_dir,
+            insecure=not target.tls_verify,
+            credentials=(creds.username, creds.password) if creds else None,
+            timeout=settings.timeout,
+            licenses=settings.licenses,
+            ca_dir=target.ca_dir,
+            server=settings.server,
+            run_server=shared.server if shared else None,
+        )
     os_ = ""
     if result.os is not None:
         os_ = "none" if result.os.family in ("", "none") else f"{result.os.family} {result.os.name}".strip()

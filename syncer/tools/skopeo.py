@@ -15,6 +15,18 @@ Every run gets a private directory (mode 0700, removed afterwards) holding:
   so that neither the user's auth.json nor ~/.docker/config.json is used. HOME points at the
   private directory too, for the same reason.
 
+skopeo remembers where it has seen each blob (its blob-info cache) and mounts a blob already
+in a sibling repository of the destination instead of sending it again. Inside
+``shared_blob_cache()`` (``syncer run`` holds it for the run) every copy uses one such cache,
+in a private directory of the run (``XDG_DATA_HOME``), so a layer mirrored into one
+quarantine repository is mounted into the next; outside it each copy has its own, which
+starts empty. skopeo keeps a non-root user's cache under ``XDG_DATA_HOME`` and root's in
+/var/lib/containers/cache, shared with every container tool of the host; we pass
+``_CONTAINERS_ROOTLESS_UID`` (containers/image's signal of a rootless user) so that root's
+copies use the run's cache too and behave as a CI runner's non-root ones do. Copies between
+two registries take turns within the block (one per pair of registries): parallel copies of
+images sharing a layer would otherwise all send it, none yet knowing the others do.
+
 Failures are classified from skopeo's message into a ``Kind``; network failures (including
 HTTP 5xx and 429) are retried with backoff, others fail at once. We retry ourselves rather than
 with ``--retry-times`` so that we decide what is transient, bound the delays and can report the
@@ -31,6 +43,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,6 +66,8 @@ _BACKOFF_FIRST, _BACKOFF_MAX = 2.0, 60.0
 # Seconds one copy may take before skopeo is stopped: `syncer run --copy-timeout` sets it. A
 # stalled transfer holds no lock, but it holds a --jobs slot and the run's end.
 COPY_TIMEOUT = 1800.0
+# Any non-zero user id: containers/image then keeps its blob-info cache under XDG_DATA_HOME.
+_ROOTLESS_UID = "65534"
 
 
 class Kind(str, enum.Enum):
@@ -112,7 +127,55 @@ def copy(src: str, dst: str, *, all_platforms: bool = True, preserve_digests: bo
         options.append("--all")
     if preserve_digests:
         options.append("--preserve-digests")
-    _run("copy", options, (source, dest), retries=retries, timeout=timeout, sleep=sleep)
+    with _turn(source.registry, dest.registry):
+        _run("copy", options, (source, dest), retries=retries, timeout=timeout, sleep=sleep)
+
+
+# --- the run's blob-info cache -------------------------------------------------------------
+
+
+class _SharedCache:
+    def __init__(self, path: str):
+        self.path = path
+        self._guard = threading.Lock()
+        self._turns: dict[tuple[str, str], threading.Lock] = {}
+
+    def turn(self, source: str, destination: str) -> threading.Lock:
+        with self._guard:
+            return self._turns.setdefault((source, destination), threading.Lock())
+
+
+_shared: _SharedCache | None = None
+
+
+@contextmanager
+def shared_blob_cache() -> Iterator[str]:
+    """One blob-info cache for every copy made inside the block, in a private directory
+    (mode 0700) removed afterwards; yields its path. A block inside another shares its cache."""
+    global _shared
+    if _shared is not None:
+        yield _shared.path
+        return
+    path = tempfile.mkdtemp(prefix="syncer-skopeo-run-")
+    _shared = _SharedCache(path)
+    try:
+        yield path
+    finally:
+        _shared = None
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def _turn(source: str, destination: str) -> Iterator[None]:
+    """Within a shared cache, one copy at a time from ``source`` to ``destination``, so each
+    copy knows every blob the ones before it brought. The tag's own copy of the layer would
+    cost what waiting costs: the bytes cross the same link either way."""
+    shared = _shared
+    if shared is None or source == destination:
+        yield
+        return
+    with shared.turn(source, destination):
+        yield
 
 
 def inspect_raw(ref: str, *, tls_verify: bool = True, creds: Credentials | None = None,
@@ -187,6 +250,9 @@ def _environment(workdir: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV}
     env["HOME"] = workdir
     env["CONTAINERS_REGISTRIES_CONF"] = os.path.join(workdir, "registries.conf")
+    shared = _shared
+    env["XDG_DATA_HOME"] = shared.path if shared is not None else workdir
+    env["_CONTAINERS_ROOTLESS_UID"] = str(os.geteuid() or _ROOTLESS_UID)
     return env
 
 

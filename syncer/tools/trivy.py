@@ -19,11 +19,14 @@ import functools
 import json
 import os
 import re
+import secrets as secrets_mod
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -72,9 +75,17 @@ _JAVA_DB_HELP = (
 # symlinked to the shared ones) and keeps its layer cache; a repository prefers the same slot,
 # so its re-scans after a DB update skip layer downloads. DB updates take <cache>/db.lock
 # exclusively; scans hold it shared, so a DB is never replaced under a running scan.
+#
+# Slots keep a layer's analysis per slot: a layer shared by images scanned in different slots
+# is downloaded and analysed once per slot. A run's scans therefore go through one `trivy
+# server` of syncer's own (``RunServer``) when it can start one: Trivy's client asks the
+# server which layers it has analysed and downloads only the others, and the server's one
+# process holds the one layer cache (<cache>/run-server, kept across runs) for all of them.
 SLOTS = 16
 _SLOT_DIR = "scan-slots"
 _SHARED = ("db", "java-db")
+_RUN_SERVER_DIR = "run-server"
+SERVER_START_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -547,6 +558,140 @@ def _scan_slot(cache_dir: Path, prefer: str, deadline: float) -> Iterator[Path]:
         time.sleep(0.05)
 
 
+# --- the run's own server ----------------------------------------------------------------------
+
+
+class RunServer:
+    """A `trivy server` on 127.0.0.1 for one run's scans, started at the first scan that asks
+    (a run that scans nothing starts nothing) and stopped by ``close``.
+
+    It scans with the DB of ``cache_dir`` (holding its lock shared, so no update replaces it
+    meanwhile) and keeps its layer cache in ``cache_dir``/run-server, exclusively: a second
+    syncer process on the same cache (a shard) finds it taken and its scans use their slots.
+    A random token, in a private configuration file, keeps other local users from writing
+    analyses into that cache, which later scans trust for layers whose diff_ids syncer has
+    checked.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, *,
+                 start_timeout: float = SERVER_START_TIMEOUT):
+        self._cache = Path(cache_dir).absolute()
+        self._start_timeout = start_timeout
+        self._lock = threading.Lock()
+        self._asked = False
+        self._fds: list[int] = []
+        self._proc: subprocess.Popen | None = None
+        self._url: str | None = None
+        self.token = secrets_mod.token_urlsafe(32)
+        self.problem = ""  # why scans use their slots instead, when they do
+
+    def address(self) -> str | None:
+        """The server's URL, started at the first call; None when it cannot run."""
+        with self._lock:
+            if not self._asked:
+                self._asked = True
+                try:
+                    self._start()
+                except TrivyError as err:
+                    self.problem = str(err)
+                    self._stop()
+                except OSError as err:
+                    self.problem = (f"the run's Trivy server could not start in {self._cache}: "
+                                    f"{err.strerror or err}")
+                    self._stop()
+            return self._url
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _start(self) -> None:
+        self._cache.mkdir(parents=True, exist_ok=True)
+        for name, mode, busy in (
+                ("db.lock", fcntl.LOCK_SH, "its vulnerability DB is being updated"),
+                (f"{_RUN_SERVER_DIR}.lock", fcntl.LOCK_EX, "another syncer process uses it")):
+            fd = _try_lock(self._cache / name, mode)
+            if fd is None:
+                raise TrivyError(f"no shared Trivy server on {self._cache}: {busy}")
+            self._fds.append(fd)
+        home = self._cache / _RUN_SERVER_DIR
+        home.mkdir(exist_ok=True)
+        _stop_leftover(home)
+        for name in _SHARED:
+            if not (home / name).is_symlink():
+                (home / name).symlink_to(Path("..", name))
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        log = home / "server.log"
+        with log.open("wb") as out, tempfile.TemporaryDirectory(prefix="syncer-trivy-") as work:
+            self._proc = subprocess.Popen(
+                [binary(), "server", "--cache-dir", str(home), "--skip-db-update", "--quiet",
+                 "--listen", f"127.0.0.1:{port}",
+                 "--config", _token_config(Path(work), self.token)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=home,
+                env=split_environment(os.environ).passed, start_new_session=True)
+            (home / "server.pid").write_text(f"{self._proc.pid}\n")
+            deadline = time.monotonic() + self._start_timeout
+            # Up once it answers; it has read its configuration (and token) by then.
+            while time.monotonic() < deadline and self._proc.poll() is None:
+                try:
+                    if requests.get(f"{url}/healthz", timeout=2).text == "ok":
+                        self._url = url
+                        return
+                except requests.RequestException:
+                    pass
+                time.sleep(0.1)
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise TrivyError(f"the run's Trivy server did not start within "
+                         f"{self._start_timeout:g}s: {_reason(tail[0], (self.token,))}")
+
+    def _stop(self) -> None:
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                os.killpg(self._proc.pid, signal.SIGTERM)
+                try:
+                    self._proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                    self._proc.wait()
+            self._proc = None
+        self._url = None
+        while self._fds:
+            os.close(self._fds.pop())
+
+
+def _token_config(directory: Path, token: str) -> str:
+    """A trivy.yaml (mode 0600) in a private ``directory`` holding only the server token: a
+    command line is readable by every local user, and the environment syncer gives Trivy
+    holds no TRIVY_* variable but the pull credential."""
+    path = directory / "token.yaml"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f'server:\n  token: "{token}"\n')
+    return str(path)
+
+
+def _stop_leftover(home: Path) -> None:
+    """Stops the server a killed run left behind, which would hold the layer cache; called
+    with the run-server lock held, so no live run owns it."""
+    try:
+        pid = int((home / "server.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if b"server" in cmdline and str(home).encode() in cmdline:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.05)
+
+
 # --- scanning ----------------------------------------------------------------------------------
 
 
@@ -566,7 +711,8 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
                insecure: bool = False, credentials: tuple[str, str] | None = None,
                timeout: float = 600.0, skip_db_update: bool = True,
                db_repository: str | None = None, licenses: bool = False,
-               ca_dir: str | None = None, server: str | None = None) -> ImageScan:
+               ca_dir: str | None = None, server: str | None = None,
+               run_server: RunServer | None = None) -> ImageScan:
     """Scans ``host/repo@sha256:…`` straight from its registry; safe to run in parallel.
 
     ``platform`` (``linux/arm64``) picks one image of an index and labels its findings.
@@ -574,6 +720,8 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
     ``ca_dir`` adds a directory of CA certificates (a private registry CA) to the system's.
     ``server`` (a ``server_url``) scans in client mode with that server's vulnerability DB;
     the Java DB is still ``cache_dir``'s, and nothing is refreshed.
+    ``run_server`` (without ``server``): the run's own server over ``cache_dir``'s DB, whose
+    layer cache the run's scans share; the scan takes its slot's cache if it cannot start.
     ``timeout`` bounds the whole call, waiting for locks included.
     """
     deadline = time.monotonic() + timeout
@@ -592,6 +740,9 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
         basic = base64.b64encode(f"{username}:{password}".encode()).decode()
         # A short user name would blank out ordinary words; longer ones are redacted too.
         secrets = (password, basic, *((username,) if len(username) >= 4 else ()))
+    shared = run_server.address() if run_server is not None and not server else None
+    if shared:
+        secrets = (*secrets, run_server.token)
     if ca_dir:
         # Go reads every file of each SSL_CERT_DIR entry; keep the system's dirs after ours.
         system = os.environ.get("SSL_CERT_DIR") or "/etc/ssl/certs:/etc/pki/tls/certs"
@@ -610,8 +761,10 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
                 "--scanners", "vuln,license" if licenses else "vuln",
                 # Trivy's own limit, a little shorter, so that it can still say what it was doing.
                 "--timeout", f"{max(int(left * 0.9), 1)}s", *_QUIET_OFFLINE]
-        if server:
-            argv += ["--server", server]
+        if server or shared:
+            argv += ["--server", server or shared]
+        if shared:
+            argv += ["--config", _token_config(Path(work), run_server.token)]
         if platform:
             argv += ["--platform", platform]
         if insecure:

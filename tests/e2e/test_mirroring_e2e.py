@@ -7,8 +7,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pwd
 import re
 import secrets
+import shutil
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -482,3 +486,73 @@ def test_low_hub_pull_budget_defers_copies_until_it_is_back(world):
     assert world.digest_at(world.target, "approved/nginx", "1.27.3") == digest
     assert any(s.method == "GET" and "/manifests/" in s.uri for s in proxy.seen), \
         "the copy went through the proxy"
+
+
+# --- as a non-root CI runner ------------------------------------------------------------------
+
+TEST_USER = "syncer-e2e"
+
+
+@pytest.fixture
+def runner_user():
+    """(uid, gid) of a non-root user created for the test (removed afterwards)."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a non-root user needs root; this test is for root-run CI")
+    created = False
+    try:
+        entry = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        done = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                               "--shell", "/usr/sbin/nologin", TEST_USER],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0 or shutil.which("setpriv") is None:
+            pytest.skip(f"cannot create a user to run syncer as: {done.stderr.strip()}")
+        created = True
+        entry = pwd.getpwnam(TEST_USER)
+    yield entry.pw_uid, entry.pw_gid
+    if created:
+        subprocess.run(["userdel", TEST_USER], capture_output=True, check=False)
+
+
+def test_a_layer_shared_by_two_new_images_crosses_from_upstream_once_as_a_non_root_user(
+        world, runner_user):
+    base = debian_files(CLEAN)
+    images = {name: build_image([base, {"etc/app": f"{name}\n" * 1000}]) for name in ("a", "b")}
+    shared = images["a"].layers[0].digest
+    assert shared == images["b"].layers[0].digest
+    for name, image in images.items():
+        world.push(f"library/{name}:1.0", image)
+    world.images("""
+        images:
+          - source: docker.io/library/a
+            tags: ["1.0"]
+          - source: docker.io/library/b
+            tags: ["1.0"]
+    """)
+    world.db.write(())  # nothing to find: both are promoted and replicated
+    uid, gid = runner_user
+    home, tmp = world.root / "home", world.root / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    for tree in (world.root, world.db.cache_dir):
+        for root, dirs, files in os.walk(tree):
+            for path in (root, *(os.path.join(root, n) for n in dirs + files)):
+                os.lchown(path, uid, gid)
+    env = {**world.run_env(), "HOME": str(home), "TMPDIR": str(tmp), "USER": TEST_USER}
+    env.pop("XDG_DATA_HOME", None)
+    # The user's own uid and gid, no groups; CAP_DAC_READ_SEARCH only so that it can read
+    # the Python and tools of a root-owned checkout (a 0700 /root on CI machines).
+    argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+            "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
+            sys.executable, "-m", "syncer", "run", "--catalog", str(world.catalog),
+            "--reports", str(world.reports), "--skip-db-update", "--jobs", "2"]
+    proc = subprocess.run(argv, cwd=world.root, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in images:
+        assert world.record(name, "1.0").state is State.PROMOTED
+    # Both copies ran at once; the second mounted the layer the first brought.
+    assert world.hub.count("GET", f"/blobs/{shared}") == 1
+    assert world.target.count("POST", "/quarantine/") >= 2
+    records = list(world.reports.rglob("*.yaml"))
+    assert records and all(p.stat().st_uid == uid for p in records)  # written by the user

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from syncer.commands import run as run_command
 from syncer.tools.registry import Credentials
 from syncer.tools.skopeo import Kind, SkopeoCommandError
 from tests.harness.images import build_index
+from tests.harness.images import build_image
 
 DIGEST = "sha256:" + "ab" * 32
 SECRET = "Pa55-w0rd-never-shown"
@@ -370,3 +372,71 @@ def test_syncer_runs_copy_timeout_defaults_to_skopeos():
     run_command.configure(parser)
     assert parser.parse_args([]).copy_timeout == skopeo.COPY_TIMEOUT
     assert parser.parse_args(["--copy-timeout", "5"]).copy_timeout == 5
+
+
+# --- the run's blob-info cache: a shared layer crosses once -----------------------------------
+
+BASE = {"usr/lib/base.txt": "a base layer every image of the test shares\n" * 200}
+
+
+def two_images_sharing_a_layer(upstream, push_image):
+    """(base layer digest, [(repository, digest)]) of two images on one base layer."""
+    images = [build_image([BASE, {"etc/app": name}]) for name in ("a", "b")]
+    pushed = [(f"library/{name}", push_image(upstream, f"library/{name}:1", image))
+              for name, image in zip("ab", images)]
+    return images[0].layers[0].digest, pushed
+
+
+def copy_to_quarantine(upstream, target, repository: str, digest: str) -> None:
+    name = repository.split("/")[-1]
+    skopeo.copy(f"docker://{upstream.host}/{repository}@{digest}",
+                f"docker://{target.host}/quarantine/{name}:1",
+                src_tls_verify=False, dst_tls_verify=False)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_layer_in_a_sibling_repository_is_mounted_not_sent_again(
+        registry_factory, push_image, private_tmp, parallel):
+    upstream, target = registry_factory(), registry_factory()
+    base, pushed = two_images_sharing_a_layer(upstream, push_image)
+    with skopeo.shared_blob_cache() as cache:
+        assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700
+        if parallel:
+            # Both copies start at once; the second waits for the first and then mounts.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                list(pool.map(lambda p: copy_to_quarantine(upstream, target, *p), pushed))
+        else:
+            for repository, digest in pushed:
+                copy_to_quarantine(upstream, target, repository, digest)
+    assert upstream.count("GET", f"/blobs/{base}") == 1
+    assert target.count("POST", "/quarantine/") >= 1  # the mount, or the first upload
+    for repository, digest in pushed:
+        raw = skopeo.inspect_raw(f"docker://{target.host}/quarantine/"
+                                 f"{repository.split('/')[-1]}@{digest}", tls_verify=False)
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
+    assert leftovers(private_tmp) == []
+
+
+def test_without_a_shared_cache_no_copy_learns_from_the_host(registry_factory, push_image,
+                                                              private_tmp):
+    # Outside a run's block each copy starts from an empty cache of its own, root's too: what
+    # a host's /var/lib/containers/cache holds changes nothing.
+    upstream, target = registry_factory(), registry_factory()
+    base, pushed = two_images_sharing_a_layer(upstream, push_image)
+    for repository, digest in pushed:
+        copy_to_quarantine(upstream, target, repository, digest)
+    assert upstream.count("GET", f"/blobs/{base}") == 2
+    assert leftovers(private_tmp) == []
+
+
+def test_shared_cache_reaches_skopeo_as_its_data_home(fake_run, private_tmp):
+    fake = fake_run((0, ""), (0, ""))
+    with skopeo.shared_blob_cache() as cache:
+        skopeo.copy("docker://a.example/x:1", "docker://b.example/y:1")
+    skopeo.copy("docker://a.example/x:1", "docker://b.example/y:1")
+    inside, outside = (call["env"] for call in fake.calls)
+    assert inside["XDG_DATA_HOME"] == cache and inside["HOME"] != cache
+    assert outside["XDG_DATA_HOME"] == outside["HOME"]
+    # containers/image keeps root's cache in /var/lib/containers unless told it is rootless.
+    assert inside["_CONTAINERS_ROOTLESS_UID"] != "0"
+    assert leftovers(private_tmp) == []

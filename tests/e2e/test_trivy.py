@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import requests
 
 from syncer.tools import trivy
 from syncer.errors import TrivyError
@@ -385,6 +386,78 @@ def test_rescans_of_a_repository_reuse_its_slot(trivy_db, debian_app):
     for _ in range(2):
         trivy.scan_image(debian_app, cache_dir=trivy_db.cache_dir, insecure=True)
     assert len([p for p in (trivy_db.cache_dir / "scan-slots").iterdir() if p.is_dir()]) == 1
+
+
+# --- the run's own server ----------------------------------------------------------------------
+
+
+def two_repositories_sharing_a_layer(registry, push_image) -> tuple[str, list[str]]:
+    images = [build_image([debian_files(), {f"srv/{name}": name}]) for name in ("a", "b")]
+    refs = [f"{registry.host}/team/{name}@" + push_image(registry, f"team/{name}:1", image)
+            for name, image in zip("ab", images)]
+    return images[0].layers[0].digest, refs
+
+
+def test_scans_through_the_run_server_analyse_a_shared_layer_once(trivy_db, registry,
+                                                                   push_image):
+    base, refs = two_repositories_sharing_a_layer(registry, push_image)
+    server = trivy.RunServer(trivy_db.cache_dir)
+    try:
+        scans = [trivy.scan_image(ref, cache_dir=trivy_db.cache_dir, insecure=True, timeout=120,
+                                  run_server=server) for ref in refs]
+        token_seen = server.token in " ".join(server._proc.args)
+        # Without the token no one may write an analysis into the cache the scans trust.
+        put = f"{server.address()}/twirp/trivy.cache.v1.Cache/PutBlob"
+        refused = requests.post(put, json={}, timeout=10).status_code
+        with_token = requests.post(put, json={}, headers={"Trivy-Token": server.token},
+                                   timeout=10).status_code
+    finally:
+        server.close()
+    assert server.problem == ""
+    assert all(set(s.findings) == DEBIAN_FINDINGS for s in scans)
+    assert registry.count("GET", f"/blobs/{base}") == 1
+    assert not token_seen  # the token is in a private file, not on a command line
+    assert refused == 401 and with_token != 401
+    assert (trivy_db.cache_dir / "run-server" / "fanal").is_dir()  # kept for re-scans
+
+
+def test_without_the_run_server_each_slot_reads_the_shared_layer(trivy_db, registry,
+                                                                  push_image):
+    base, refs = two_repositories_sharing_a_layer(registry, push_image)
+    for ref in refs:
+        trivy.scan_image(ref, cache_dir=trivy_db.cache_dir, insecure=True, timeout=120)
+    slots = [p for p in (trivy_db.cache_dir / "scan-slots").iterdir() if p.is_dir()]
+    assert registry.count("GET", f"/blobs/{base}") == len(slots) == 2
+
+
+def test_a_server_left_by_a_killed_run_is_stopped_by_the_next(trivy_db):
+    left = trivy.RunServer(trivy_db.cache_dir)
+    assert left.address() is not None
+    orphan = left._proc
+    for fd in left._fds:  # the run died: its locks are gone, its server is not
+        os.close(fd)
+    left._fds.clear()
+    following = trivy.RunServer(trivy_db.cache_dir)
+    try:
+        assert following.address() is not None, following.problem
+        assert orphan.wait(timeout=10) is not None
+    finally:
+        following.close()
+
+
+def test_a_busy_run_server_cache_falls_back_to_the_slots(trivy_db, debian_app):
+    fd = os.open(trivy_db.cache_dir / "run-server.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another syncer process runs the server of this cache
+    server = trivy.RunServer(trivy_db.cache_dir)
+    try:
+        scan = trivy.scan_image(debian_app, cache_dir=trivy_db.cache_dir, insecure=True,
+                                timeout=120, run_server=server)
+    finally:
+        server.close()
+        os.close(fd)
+    assert set(scan.findings) == DEBIAN_FINDINGS | {REQUESTS_FINDING}
+    assert "another syncer process uses it" in server.problem
+    assert server.address() is None
 
 
 # --- the report parser -------------------------------------------------------------------------

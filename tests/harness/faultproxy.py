@@ -82,6 +82,8 @@ class Seen:
     status: int  # 0 when the connection was dropped
     injected: bool
     headers: dict[str, str] = field(default_factory=dict)  # the request's, lower-case names
+    received: int = 0  # bytes of the request's body
+    sent: int = 0  # bytes of the answer's body (half of it for a stall)
 
 
 class FaultProxy(LocalServer):
@@ -213,7 +215,8 @@ class FaultProxy(LocalServer):
                 if proxy.latency:
                     time.sleep(proxy.latency)
                 if fault is not None and fault.drop:
-                    proxy._record(Seen(method, uri, 0, True, request_headers))
+                    proxy._record(Seen(method, uri, 0, True, request_headers,
+                                       received=len(body or b"")))
                     self.close_connection = True
                     self.connection.close()
                     return
@@ -236,7 +239,10 @@ class FaultProxy(LocalServer):
                     added = proxy.add_headers
                     headers = [(k, v) for k, v in headers
                                if k.lower() not in {a.lower() for a in added}] + list(added.items())
-                proxy._record(Seen(method, uri, status, fault is not None, request_headers))
+                sent = 0 if method == "HEAD" else len(data) // 2 if fault is not None and \
+                    fault.stall else len(data)
+                proxy._record(Seen(method, uri, status, fault is not None, request_headers,
+                                   received=len(body or b""), sent=sent))
                 self.send_response(status, reason)
                 for name, value in headers:
                     if name.lower() not in _HOP_HEADERS and name.lower() != "content-length":

@@ -7,7 +7,9 @@ import gzip
 import hashlib
 import io
 import json
+import random
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import zstandard
@@ -124,6 +126,24 @@ def test_an_honest_image_passes_and_a_second_check_downloads_no_layer(registry, 
 
     assert check_image(client, "team/app", digest, tmp_path) == check
     assert layer_gets(registry, image) == 2, "verified pairs come from the cache"
+
+
+def test_checks_of_images_sharing_a_layer_at_once_download_it_once(registry, push_image,
+                                                                    tmp_path):
+    # A base large enough that the four downloads would overlap.
+    base = {**DEBIAN, "opt/base.bin": random.Random(1).randbytes(16 << 20)}
+    images = [build_image([base, {"etc/app": str(n) * 4000}]) for n in range(4)]
+    refs = [(f"team/app{n}", push_image(registry, f"team/app{n}:1", image))
+            for n, image in enumerate(images)]
+
+    def check(ref):
+        with RegistryClient(registry.host, tls_verify=False) as own:
+            return check_image(own, *ref, tmp_path)
+
+    with ThreadPoolExecutor(4) as pool:
+        checks = list(pool.map(check, refs))
+    assert len({c.verified[0] for c in checks}) == 1
+    assert registry.count("GET", f"/blobs/{images[0].layers[0].digest}") == 1
 
 
 @pytest.mark.parametrize("compression", ["none", "zstd"])

@@ -167,3 +167,54 @@ def test_a_damaged_file_is_a_bbolt_error(tmp_path, damage):
     path.write_bytes(bytes(data))
     with pytest.raises(bbolt.BboltError):
         bbolt.root_buckets(path)
+
+
+# --- one analysis per layer in a run --------------------------------------------------------
+
+
+def test_scans_sharing_a_layer_take_turns_and_analysed_layers_wait_for_nothing():
+    import threading
+
+    from syncer.stages.scan import SharedLayers
+
+    shared = SharedLayers("/nonexistent", own_server=False)
+    order: list[str] = []
+    first_inside, release_first = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with shared.turn(["sha256:x", "sha256:y"]):
+            order.append("first in")
+            first_inside.set()
+            release_first.wait(10)
+            order.append("first out")
+
+    def second() -> None:
+        with shared.turn(["sha256:z", "sha256:y"]):
+            order.append("second in")
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert first_inside.wait(10)
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(0.3)
+    assert b.is_alive()  # waits for the layer the first scan is analysing
+    with shared.turn(["sha256:w"]):  # a scan of other layers does not wait
+        pass
+    release_first.set()
+    a.join(10)
+    b.join(10)
+    assert order == ["first in", "first out", "second in"]
+    # Analysed now: another scan of them takes no turn (its lock is free anyway, but unheld).
+    with shared.turn(["sha256:x", "sha256:y", "sha256:z"]):
+        assert shared._turns["sha256:x"].locked() is False
+
+
+def test_a_failed_scan_leaves_its_layers_unanalysed():
+    from syncer.stages.scan import SharedLayers
+
+    shared = SharedLayers("/nonexistent", own_server=False)
+    with pytest.raises(RuntimeError), shared.turn(["sha256:x"]):
+        raise RuntimeError("trivy failed")
+    with shared.turn(["sha256:x"]):
+        assert shared._turns["sha256:x"].locked()  # a turn again: nobody analysed it
