@@ -130,7 +130,7 @@ def _in_file(registry: str, auth_file: AuthFile, document: dict,
         key = _matching_key(registry, helpers, legacy=False)
         if key is not None:
             name = helpers[key]
-            return _from_helper(registry, name, f"credHelpers[{key!r}] in {auth_file.path}",
+            return _from_helper(registry, name, f"credHelpers entry {key!r} in {auth_file.path}",
                                 run_helper)
         store = document.get("credsStore")
         if isinstance(store, str) and store:
