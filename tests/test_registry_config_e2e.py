@@ -317,6 +317,44 @@ def test_tls_target_trusted_the_same_way_by_discovery_skopeo_and_trivy(tmp_path,
     assert world.record("nginx", "1.27.3").scan is not None
 
 
+@pytest.mark.parametrize("way", ["ca_dir", "certs.d"])
+def test_a_client_certificate_reaches_discovery_and_skopeo(tmp_path, registry_factory, trivy_db,
+                                                           way):
+    """Hub's stand-in requires a client certificate: discovery (syncer's client) and the copy
+    (skopeo) must both show it. Trivy scans the target, which does not ask for one."""
+    world = make_world(tmp_path, registry_factory, trivy_db)
+    world.hub = registry_factory(tls=True, client_auth=True)
+    directory = tmp_path / "hub-certs" / world.hub.host
+    shutil.copytree(world.hub.cert_dir, directory)  # ca.crt, client.cert, client.key
+    source = ["tls_verify: true"]
+    if way == "ca_dir":
+        source.append(f"ca_dir: {directory}")
+    else:
+        world.env["SYNCER_CERTS_D"] = str(directory.parent)
+    world.write("settings.yaml", f"""\
+target:
+  registry: {world.target.host}
+  tls_verify: false
+sources:
+  docker.io:
+    endpoint: {world.hub.host}
+""" + "".join(f"    {line}\n" for line in source) + """\
+signing:
+  signer: ci
+content_admins: ["@acme/security"]
+""")
+    digest = nginx(world)
+    proc = world.run()
+    rec = world.record("nginx", "1.27.3")
+    assert rec.state is State.PROMOTED and rec.digest == digest, proc.stderr
+
+    # Without the pair the registry refuses the handshake, at discovery already.
+    (directory / "client.cert").unlink()
+    (directory / "client.key").unlink()
+    proc = world.syncer("plan")
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+
+
 def test_tls_target_trusted_through_the_real_etc_containers_certs_d(tmp_path, registry_factory,
                                                                     trivy_db):
     world = make_world(tmp_path, registry_factory, trivy_db, tls=True)

@@ -54,10 +54,10 @@ def test_a_cert_without_its_key_or_a_crt_that_does_not_parse_is_refused(tmp_path
     (d / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
     found = problems(CertDir(str(d), "the dir"))
     assert found == [
-        f"the dir: {d}/ca.crt holds no PEM certificate that parses; put the PEM certificate "
-        "there (-----BEGIN CERTIFICATE-----), or remove the file",
-        f"the dir: client certificate {d}/client.cert has no key client.key beside it; add the "
-        "key, or rename a CA file to .crt",
+        (f"the dir: {d}/ca.crt holds no PEM certificate that parses; put the PEM certificate "
+         "there (-----BEGIN CERTIFICATE-----), or remove the file"),
+        (f"the dir: client certificate {d}/client.cert has no key client.key beside it; add "
+         "the key, or rename a CA file to .crt"),
     ]
     with pytest.raises(UsageError, match="holds no PEM certificate"):
         resolve(HOST, None, "target", {"SYNCER_CERTS_D": str(tmp_path / "roots")})
