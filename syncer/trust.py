@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -155,9 +156,20 @@ class Materialised:
     ca_dir: str | None  # for Trivy's SSL_CERT_DIR: the extra CAs only
 
 
-@functools.cache
+_made: dict[Trust, Materialised] = {}
+_making = threading.Lock()
+
+
 def materialise(trust: Trust) -> Materialised:
-    """The files each tool reads ``trust`` from, made once per process."""
+    """The files each tool reads ``trust`` from, made once per process (worker threads ask
+    for the same registry's at once)."""
+    with _making:
+        if trust not in _made:
+            _made[trust] = _materialise(trust)
+        return _made[trust]
+
+
+def _materialise(trust: Trust) -> Materialised:
     if not trust.configured:
         return Materialised(None, None, None)
     key = hashlib.sha256(repr(trust).encode()).hexdigest()[:16]
