@@ -57,22 +57,7 @@ def make_world(tmp_path: Path, registry_factory, trivy_db, **target) -> World:
 def settings(world: World, *target: str) -> None:
     """settings.yaml with the target reached by ``target`` lines (tls_verify, ca_dir …) and
     no auth block anywhere."""
-    lines = "".join(f"  {line}\n" for line in target)
-    world.write("settings.yaml", f"""\
-target:
-  registry: {world.target.host}
-{lines}sources:
-  docker.io:
-    endpoint: {world.hub.host}
-    tls_verify: false
-signing:
-  signer: ci
-  key_env: SYNCER_SIGNING_KEY
-  passphrase_env: SYNCER_SIGNING_PASSPHRASE
-defaults:
-  policy: default
-content_admins: ["@acme/security"]
-""")
+    world.write_settings(target_extra="\n".join(target))
 
 
 def nginx(world: World) -> str:
@@ -405,7 +390,7 @@ def test_validate_checks_that_every_ca_file_parses(tmp_path, registry_factory, t
     settings(world, "tls_verify: true", f"ca_dir: {broken}")
     proc = validate(world)
     assert proc.returncode == 2
-    assert (f"catalog/settings.yaml:4: error: ca_dir of target: {broken}/ca.crt holds no PEM "
+    assert (f"catalog/settings.yaml:6: error: ca_dir of target: {broken}/ca.crt holds no PEM "
             "certificate that parses; put the PEM certificate there") in proc.stdout, proc.stdout
     assert (f"client certificate {broken}/client.cert has no key client.key beside it"
             in proc.stdout)
