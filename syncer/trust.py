@@ -106,8 +106,10 @@ def resolve(address: str, ca_dir: str | None, what: str,
 
 def problems(d: CertDir) -> list[str]:
     """What is wrong with one certs.d directory, each message naming the file and the remedy:
-    skopeo refuses a ``.cert`` without its ``.key``, and a ``.crt`` that holds no PEM
-    certificate would leave the registry untrusted with a puzzling TLS error."""
+    a ``.cert`` without its ``.key`` is no client certificate (skopeo refuses it), and a
+    ``.crt`` that holds no PEM certificate would leave the registry untrusted with a puzzling
+    TLS error. Other files are left alone: only ``.crt`` and the pairs are copied for the tools
+    (a server's own key kept beside its CA does no harm)."""
     if not os.path.isdir(d.path):
         return [(f"{d.origin}: {d.path} is not a directory (relative paths are from the "
                  "directory syncer runs in); create it with the registry's CA as ca.crt, or "
@@ -124,9 +126,6 @@ def problems(d: CertDir) -> list[str]:
         if name.endswith(".cert") and name[:-5] + ".key" not in names:
             found.append(f"{d.origin}: client certificate {path} has no key "
                          f"{name[:-5]}.key beside it; add the key, or rename a CA file to .crt")
-        if name.endswith(".key") and name[:-4] + ".cert" not in names:
-            found.append(f"{d.origin}: key {path} has no certificate {name[:-4]}.cert beside "
-                         "it; add the client certificate, or remove the key")
     return found
 
 
