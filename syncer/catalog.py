@@ -765,7 +765,8 @@ def _registry(m: _Map, key: str, *, required: str | None = None) -> str | None:
 
 
 def _ipv6_refused(what: str) -> str:
-    # Checked against the real skopeo in tests/test_ipv6_e2e.py, which says when to lift this.
+    # Checked against the real skopeo in tests/test_registry_config_e2e.py, which says when to
+    # lift this.
     return (f"{what} is an IPv6 literal, which syncer refuses: skopeo 1.9's reference parser "
             "(containers/image docker/reference) rejects bracketed hosts with 'invalid "
             "reference format', so the copy would fail after discovery had planned it; give "
