@@ -13,7 +13,10 @@ Every run gets a private directory (mode 0700, removed afterwards) holding:
   ``--dest-authfile``. Credentials never go on the command line (any user can read another
   process's argv) nor into skopeo's environment; without credentials we pass ``--*-no-creds``
   so that neither the user's auth.json nor ~/.docker/config.json is used. HOME points at the
-  private directory too, for the same reason.
+  private directory too, for the same reason. Those files are read by syncer instead
+  (``syncer.credentials``), so that syncer's client, skopeo and Trivy use one credential.
+* ``--*-cert-dir`` is a directory syncer made (``syncer.trust``) holding every CA that applies
+  to the registry: given one, skopeo reads no /etc/containers/certs.d of its own.
 
 Failures are classified from skopeo's message into a ``Kind``; network failures (including
 HTTP 5xx and 429) are retried with backoff, others fail at once. We retry ourselves rather than
