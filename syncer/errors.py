@@ -34,6 +34,11 @@ class Diagnostic:
         return f"{self.location}: {self.level}: {self.message}"
 
 
+class CredentialError(UsageError):
+    """An auth file or credential helper (docker login, skopeo login, podman login) could not
+    be read or run; the message names the file, or the helper and where it was configured."""
+
+
 class CatalogError(SyncerError):
     def __init__(self, diagnostics: list[Diagnostic]):
         self.diagnostics = diagnostics

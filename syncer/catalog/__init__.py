@@ -57,6 +57,7 @@ from syncer.core.refs import (
     safe_relpath,
 )
 from syncer.core.selection import PatternError, compile_pattern
+from syncer.tools.trust import cert_dirs, problems
 
 T = TypeVar("T")
 
@@ -664,8 +665,9 @@ def _read_settings(doc: _Map | None) -> Located[Settings] | None:
         registry = _registry(replica, "registry", required="add 'registry: HOST[:PORT]'")
         auth = _read_auth(replica)
         if registry is not None:
+            ca_dir = _ca_dir(replica, "registry", registry, f"replicas[{len(replicas)}]")
             replicas.append(RegistryEndpoint(registry, replica.bool_("tls_verify", True), auth,
-                                             ca_dir=replica.str_("ca_dir")))
+                                             ca_dir=ca_dir))
 
     signing = Signing()
     signing_map = doc.map_("signing", "signing")
@@ -733,7 +735,8 @@ def _read_target(m: _Map) -> Target | None:
     if registry is None:
         return None
     return Target(registry=registry, quarantine=quarantine, approved=approved,
-                  tls_verify=m.bool_("tls_verify", True), auth=auth, ca_dir=m.str_("ca_dir"))
+                  tls_verify=m.bool_("tls_verify", True), auth=auth,
+                  ca_dir=_ca_dir(m, "registry", registry, "target"))
 
 
 def _read_source(sources: _Map, host: Any) -> Source | None:
@@ -742,8 +745,14 @@ def _read_source(sources: _Map, host: Any) -> Source | None:
         sources.sink.error(where, f"'{host}' under sources is not a registry host; write the "
                                   "host as references use it, e.g. docker.io or ghcr.io")
         return None
+    if host.startswith("["):
+        sources.sink.error(where, _ipv6_refused(f"'{host}' under sources"))
+        return None
     m = sources.map_(host, f"source '{host}'")
     if m is None:
+        for d in cert_dirs(host, None, f"sources.{host}"):
+            for problem in problems(d):
+                sources.sink.error(where, problem)
         return Source(host=_canonical_host(host))
     m.check_keys(_SOURCE_KEYS)
     endpoint = _registry(m, "endpoint")
@@ -757,7 +766,9 @@ def _read_source(sources: _Map, host: Any) -> Source | None:
     return Source(host=_canonical_host(host), endpoint=endpoint,
                   tls_verify=m.bool_("tls_verify", True), auth=auth,
                   min_remaining_pulls=m.int_("min_remaining_pulls", minimum=0),
-                  ca_dir=m.str_("ca_dir"), concurrency=concurrency)
+                  ca_dir=_ca_dir(m, "endpoint" if endpoint else "", endpoint or host,
+                                 f"sources.{_canonical_host(host)}"),
+                  concurrency=concurrency)
 
 
 def _canonical_host(host: str) -> str:
@@ -776,6 +787,30 @@ def _registry(m: _Map, key: str, *, required: str | None = None) -> str | None:
         m.error(key, f"'{key}' '{value}' is not a registry host; write HOST[:PORT], "
                      "e.g. registry.example.com or 127.0.0.1:5000")
         return None
+    if value.startswith("["):
+        m.error(key, _ipv6_refused(f"'{key}' '{value}'"))
+        return None
+    return value
+
+
+def _ipv6_refused(what: str) -> str:
+    # Checked against the real skopeo in tests/e2e/test_registry_config_e2e.py, which says when to
+    # lift this.
+    return (f"{what} is an IPv6 literal, which syncer refuses: skopeo 1.9's reference parser "
+            "(containers/image docker/reference) rejects bracketed hosts with 'invalid "
+            "reference format', so the copy would fail after discovery had planned it; give "
+            "the registry a host name that resolves to the address (DNS or /etc/hosts) and "
+            "write that name")
+
+
+def _ca_dir(m: _Map, host_key: str, address: str, what: str) -> str | None:
+    """``ca_dir`` of one registry, with every problem of it and of the certs.d directories
+    that apply to ``address`` reported: a CA file that does not parse, a client certificate
+    without its key (at the line of ``ca_dir``, or of the registry for a certs.d directory)."""
+    value = m.str_("ca_dir")
+    for d in cert_dirs(address, value, what):
+        for problem in problems(d):
+            m.error("ca_dir" if value and d.path == value else host_key, problem)
     return value
 
 
@@ -902,6 +937,9 @@ def _image_source(m: _Map) -> str | None:
     except ValueError as err:
         m.error("source", f"source '{text}' is not a valid image reference: {err}; write it "
                           "like docker.io/library/nginx or bitnami/redis")
+        return None
+    if ref.registry.startswith("["):
+        m.error("source", _ipv6_refused(f"source '{text}'"))
         return None
     if ref.tag is not None or ref.digest is not None:
         part = f"tag '{ref.tag}'" if ref.tag is not None else "a digest"

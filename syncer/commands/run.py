@@ -2,11 +2,17 @@
 Trivy, evaluate each policy, promote and sign what passes, record every transition under
 reports/records/, regenerate the Markdown reports, and optionally commit and push them.
 
-Credentials come from the environment variables named in catalog/settings.yaml; the pipeline
-key from the variable named by signing.key_env (a file path) and its passphrase from
-signing.passphrase_env. Trivy runs in an environment syncer chooses: of the TRIVY_*
-variables only those that say where its databases live are honoured (see the options below);
-the others are ignored with a warning. No secret but the pull credential reaches Trivy.
+Credentials come from the environment variables named in catalog/settings.yaml or, for a
+registry without an auth block there, from the logins skopeo, podman and docker keep
+(REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
+$DOCKER_CONFIG/config.json or ~/.docker/config.json, ~/.dockercfg, with their credential
+helpers); the output says which file or helper each came from. A registry's CAs: its ca_dir,
+/etc/containers/certs.d/HOST/ and /etc/docker/certs.d/HOST/, SSL_CERT_FILE and SSL_CERT_DIR,
+used alike by discovery, skopeo and Trivy. The pipeline key comes from the variable named by
+signing.key_env (a file path) and its passphrase from signing.passphrase_env. Trivy runs in
+an environment syncer chooses: of the TRIVY_* variables only those that say where its
+databases live are honoured (see the options below); the others are ignored with a warning.
+No secret but the pull credential reaches Trivy.
 
 Records are written after every stage; the Markdown pages after the run, each on its own, so
 a page that cannot be written fails the run (exit 1) but never keeps the records from being

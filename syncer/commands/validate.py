@@ -1,7 +1,8 @@
 """Check the whole catalog offline, without credentials or network.
 
 Reads every file under the catalog directory (settings, images, policies, exceptions,
-approvals, access, signers) and prints each problem as ``file:line: error: message``, all of
+approvals, access, signers), the CA files that apply to each registry (``ca_dir``, certs.d
+directories, SSL_CERT_FILE: each must hold PEM certificates), and prints each problem as ``file:line: error: message``, all of
 them in one pass, followed by a one-line summary. Expired exceptions and patterns that match
 no image are warnings.
 
@@ -24,6 +25,8 @@ from typing import TextIO
 from syncer.catalog import check_catalog, utc_today
 from syncer.access.codeowners import repo_root_of, stale_check
 from syncer.errors import Diagnostic
+from syncer.core.model import Location
+from syncer.tools.trust import certificate_problem
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +41,14 @@ def run(args: argparse.Namespace) -> int:
         if stale is not None:
             diagnostics.append(stale)
             catalog = None
+    cert_file = os.environ.get("SSL_CERT_FILE")
+    reason = certificate_problem(cert_file) if cert_file else ""
+    if cert_file and reason:
+        # skopeo and Trivy (Go) would trust no system CA at all, syncer's client the rest.
+        diagnostics.append(Diagnostic(Location(cert_file, 0), f"SSL_CERT_FILE {cert_file} "
+                                      f"{reason}; point it at a PEM bundle of CA certificates, "
+                                      "or unset it"))
+        catalog = None
     errors = [d for d in diagnostics if d.level == "error"]
     warnings = [d for d in diagnostics if d.level == "warning"]
     human = sys.stderr if args.json else sys.stdout

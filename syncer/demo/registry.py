@@ -76,11 +76,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def make_tls_material(directory: Path) -> tuple[Path, Path, Path]:
+def make_tls_material(directory: Path, *, client: bool = False) -> tuple[Path, Path, Path]:
     """Writes a fresh CA and a server certificate for 127.0.0.1 and localhost.
 
     Returns (ca.crt, server.crt, server.key). EC keys because they are generated in
-    milliseconds; Go's TLS stack (distribution, skopeo) needs the SANs, not the CN.
+    milliseconds; Go's TLS stack (distribution, skopeo) needs the SANs, not the CN. With
+    ``client``, the certificate is a client's (Go checks the extended key usage) and the files
+    are named as in a certs.d directory: (ca.crt, client.cert, client.key).
     """
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -125,7 +127,8 @@ def make_tls_material(directory: Path) -> tuple[Path, Path, Path]:
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH if client
+                                              else ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
@@ -133,8 +136,8 @@ def make_tls_material(directory: Path) -> tuple[Path, Path, Path]:
     )
 
     ca_file = directory / "ca.crt"
-    cert_file = directory / "server.crt"
-    key_file = directory / "server.key"
+    cert_file = directory / ("client.cert" if client else "server.crt")
+    key_file = directory / ("client.key" if client else "server.key")
     ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(
@@ -223,6 +226,7 @@ class Registry:
         htpasswd: tuple[str, str] | None = None,
         auth: dict | None = None,
         tls: bool = False,
+        client_auth: bool = False,
         delete: bool = False,
         port: int | None = None,
     ) -> None:
@@ -247,6 +251,16 @@ class Registry:
             self.cert_dir.mkdir(exist_ok=True)
             (self.cert_dir / "ca.crt").write_bytes(self.ca_file.read_bytes())
             self._server_cert = (cert, key)
+        # With client_auth the registry requires a certificate of its own client CA, which
+        # cert_dir then holds as skopeo wants it (client.cert, client.key).
+        self.client_ca: Path | None = None
+        self.client_cert: tuple[Path, Path] | None = None
+        if tls and client_auth:
+            self.client_ca, client_cert, client_key = make_tls_material(
+                self.workdir / "client-tls", client=True)
+            self.client_cert = (client_cert, client_key)
+            for path in self.client_cert:
+                (self.cert_dir / path.name).write_bytes(path.read_bytes())
         # Any other auth section of distribution's config.yml, as given (e.g. the token
         # section `syncer access-config` prints).
         self._auth = auth
@@ -334,7 +348,11 @@ class Registry:
             "secret": "syncer-test-harness-upload-secret",
         }
         if self._server_cert:
-            http["tls"] = {"certificate": str(self._server_cert[0]), "key": str(self._server_cert[1])}
+            tls: dict[str, object] = {"certificate": str(self._server_cert[0]),
+                                      "key": str(self._server_cert[1])}
+            if self.client_ca:
+                tls["clientcas"] = [str(self.client_ca)]
+            http["tls"] = tls
         config: dict[str, object] = {
             "version": 0.1,
             "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": False}},
@@ -385,6 +403,8 @@ class Registry:
         # Without this, REQUESTS_CA_BUNDLE in the environment overrides session.verify.
         session.trust_env = False
         session.verify = self.verify
+        if self.client_cert:
+            session.cert = (str(self.client_cert[0]), str(self.client_cert[1]))
         if auth and self.username is not None:
             session.auth = (self.username, self.password or "")
         return session

@@ -52,6 +52,10 @@ class Sources:
                       and (src := self._catalog.settings.sources.get(h)) is not None
                       and (src.auth.username_env or src.auth.password_env))
 
+    def used(self) -> list[Endpoint]:
+        """The endpoints asked so far, by host."""
+        return [self._endpoints[h] for h in sorted(self._endpoints)]
+
     def client(self, host: str) -> RegistryClient:
         if host not in self._clients:
             self._clients[host] = self._make_client(self.endpoint(host), self._deadline)

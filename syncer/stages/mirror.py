@@ -21,8 +21,8 @@ def copy_endpoints(src: Endpoint, dst: Endpoint, src_ref: str, dst_ref: str, *,
         dst_tls_verify=dst.tls_verify,
         src_creds=src.credentials,
         dst_creds=dst.credentials,
-        src_cert_dir=src.ca_dir,
-        dst_cert_dir=dst.ca_dir,
+        src_cert_dir=src.cert_dir,
+        dst_cert_dir=dst.cert_dir,
         timeout=timeout,
     )
 

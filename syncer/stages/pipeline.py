@@ -173,6 +173,9 @@ class Pipeline:
         for found in discoveries:
             for warning in found.warnings:
                 self.progress.note(f"{found.entry.name}: warning: {warning}")
+        for endpoint in self.sources.used():
+            if endpoint.credentials_note:
+                self.progress.note(endpoint.credentials_note)
         for host in self.sources.anonymous():
             self.progress.note(f"note: no credentials for {host} are set; it was asked anonymously "
                                "(enough for a plan; a run needs them)")
@@ -200,6 +203,9 @@ class Pipeline:
         self._target_client = self.clients(self._target, self.options.registry_deadline)
         self._replicas = [(ep, self.clients(ep, self.options.registry_deadline))
                           for ep in replica_endpoints(self.settings)]
+        for endpoint in (self._target, *(ep for ep, _ in self._replicas)):
+            if endpoint.credentials_note:
+                self.progress.note(endpoint.credentials_note)
         work = [t for t in plan.tags if t.change is not Change.VANISHED or t.recorded is not None]
         self._quarantined = {(t.name, t.recorded.digest) for t in plan.tags
                              if t.recorded is not None and was_mirrored(t.recorded)}

@@ -1,7 +1,10 @@
 """How the pipeline reaches each registry named in settings: upstream sources, the target, replicas.
 
 One ``Endpoint`` describes a registry once, so that the HTTP client (discovery, signatures,
-deletes) and skopeo (copies) always agree on address, TLS and credentials.
+deletes), skopeo (copies) and Trivy (scans) always agree on address, TLS and credentials.
+Credentials come from the variables ``auth`` names in settings.yaml or, without an ``auth``
+block, from the auth files and credential helpers skopeo, podman and docker use
+(``syncer.tools.credentials``); the CAs from ``syncer.tools.trust``.
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ import os
 from dataclasses import dataclass, field
 
 from syncer.core import redact
+from syncer.tools import credentials as auth_files
 from syncer.errors import UsageError
 from syncer.core.model import Auth, Settings
 from syncer.tools.registry import (DEADLINE_DEFAULT, DEFAULT_CONCURRENCY, Credentials, RegistryClient,
                              credentials_from_env)
+from syncer.tools.trust import Trust, materialise
+from syncer.tools.trust import resolve as resolve_trust
 
 # Seconds to connect, and between two reads of an answer, at most: a registry silent for
 # this long is not answering, whatever the deadline for the whole answer.
@@ -25,13 +31,27 @@ class Endpoint:
     name: str  # the registry as references name it: docker.io, registry.example.com
     address: str  # host[:port] actually contacted
     tls_verify: bool = True
-    ca_dir: str | None = None
+    trust: Trust = field(default_factory=Trust)
     credentials: Credentials | None = field(default=None, repr=False)
     concurrency: int = DEFAULT_CONCURRENCY  # requests in flight to it
+    # Where the credentials were found when settings.yaml named none (an auth file or a
+    # credential helper), for the run's output; "" otherwise.
+    credentials_found: str = ""
 
     @property
     def ca_file(self) -> str | None:
-        return os.path.join(self.ca_dir, "ca.crt") if self.ca_dir else None
+        """The CA bundle for the HTTP client; None: requests' default."""
+        return materialise(self.trust).bundle
+
+    @property
+    def cert_dir(self) -> str | None:
+        """skopeo's ``--cert-dir``: the extra CAs and the client certificate."""
+        return materialise(self.trust).cert_dir
+
+    @property
+    def ca_dir(self) -> str | None:
+        """The extra CAs only, for Trivy's SSL_CERT_DIR."""
+        return materialise(self.trust).ca_dir
 
     def client(self, deadline: float = DEADLINE_DEFAULT) -> RegistryClient:
         """``deadline``: seconds for one answer of the registry, body included."""
@@ -40,11 +60,20 @@ class Endpoint:
             endpoint=self.address if self.address != self.name else None,
             tls_verify=self.tls_verify,
             ca_file=self.ca_file,
+            client_cert=self.trust.client,
             credentials=self.credentials,
             timeout=min(READ_TIMEOUT_MAX, deadline),
             deadline=deadline,
             concurrency=self.concurrency,
         )
+
+    @property
+    def credentials_note(self) -> str:
+        """A line for the run's output when the credentials came from outside settings.yaml:
+        an operator sees which login is used, never the secret."""
+        if not self.credentials_found:
+            return ""
+        return f"note: credentials for {self.address} from {self.credentials_found}"
 
     def docker_ref(self, repository: str, *, tag: str | None = None, digest: str | None = None) -> str:
         """A skopeo ``docker://`` reference at the contacted address."""
@@ -64,42 +93,40 @@ def source_endpoint(settings: Settings, host: str, *, anonymous_if_unset: bool =
     without secrets; a half-set pair is still an error, since it is surely a mistake."""
     src = settings.sources.get(host)
     if src is None:
-        return Endpoint(name=host, address=host)
+        return _endpoint(host, host, True, None, Auth(), f"sources.{host}")
     names = [n for n in (src.auth.username_env, src.auth.password_env) if n]
-    if anonymous_if_unset and names and not any(os.environ.get(n) for n in names):
-        credentials = None
-    else:
-        credentials = credentials_from_env(src.auth, f"sources.{host}.auth")
-    return Endpoint(
-        name=host,
-        address=src.endpoint or host,
-        tls_verify=src.tls_verify,
-        ca_dir=src.ca_dir,
-        credentials=credentials,
-        concurrency=src.concurrency or DEFAULT_CONCURRENCY,
-    )
+    anonymous = anonymous_if_unset and bool(names) and not any(os.environ.get(n) for n in names)
+    return _endpoint(host, src.endpoint or host, src.tls_verify, src.ca_dir, src.auth,
+                     f"sources.{host}", anonymous=anonymous,
+                     concurrency=src.concurrency or DEFAULT_CONCURRENCY)
 
 
 def target_endpoint(settings: Settings) -> Endpoint:
     t = settings.target
-    return Endpoint(
-        name=t.registry,
-        address=t.registry,
-        tls_verify=t.tls_verify,
-        ca_dir=t.ca_dir,
-        credentials=credentials_from_env(t.auth, "target.auth"),
-    )
+    return _endpoint(t.registry, t.registry, t.tls_verify, t.ca_dir, t.auth, "target")
 
 
 def replica_endpoint(settings: Settings, index: int) -> Endpoint:
     r = settings.replicas[index]
-    return Endpoint(
-        name=r.registry,
-        address=r.registry,
-        tls_verify=r.tls_verify,
-        ca_dir=r.ca_dir,
-        credentials=credentials_from_env(r.auth, f"replicas[{index}].auth"),
-    )
+    return _endpoint(r.registry, r.registry, r.tls_verify, r.ca_dir, r.auth, f"replicas[{index}]")
+
+
+def _endpoint(name: str, address: str, tls_verify: bool, ca_dir: str | None, auth: Auth,
+              what: str, *, anonymous: bool = False,
+              concurrency: int = DEFAULT_CONCURRENCY) -> Endpoint:
+    """``what``: the settings entry, for messages. Credentials are looked up under the
+    address contacted, as skopeo would for a reference naming it."""
+    credentials, found = None, ""
+    if auth.username_env or auth.password_env:
+        if not anonymous:
+            credentials = credentials_from_env(auth, f"{what}.auth")
+    else:
+        lookup = auth_files.lookup(address)
+        if lookup is not None:
+            credentials, found = lookup.credentials, lookup.source
+    return Endpoint(name=name, address=address, tls_verify=tls_verify,
+                    trust=resolve_trust(address, ca_dir, what), credentials=credentials,
+                    concurrency=concurrency, credentials_found=found)
 
 
 def remember_secrets(settings: Settings) -> None:

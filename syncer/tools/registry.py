@@ -470,6 +470,7 @@ class RegistryClient:
         endpoint: str | None = None,
         tls_verify: bool = True,
         ca_file: str | None = None,
+        client_cert: tuple[str, str] | None = None,
         credentials: Credentials | None = None,
         timeout: float = 30.0,
         deadline: float = DEADLINE_DEFAULT,
@@ -483,6 +484,7 @@ class RegistryClient:
         self.endpoint = endpoint or (DOCKER_HUB_ENDPOINT if host == DOCKER_HUB else host)
         self.tls_verify = tls_verify
         self.ca_file = ca_file
+        self.client_cert = client_cert  # (certificate, key) files shown to the registry
         self.timeout = timeout  # seconds to connect, and between two reads of an answer
         self.deadline = deadline  # seconds for one answer, body included
         self.max_retries = max_retries
@@ -797,6 +799,7 @@ class RegistryClient:
             # by requests on every request: that scan of os.environ was a third of the CPU
             # time of a HEAD, and discovery sends one per tracked tag.
             session.trust_env = False
+            session.cert = self.client_cert
             session.headers["User-Agent"] = self.user_agent
             # The one encoding read_body decodes (within its cap); requests would offer
             # whichever decoders happen to be installed.

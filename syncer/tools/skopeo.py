@@ -13,7 +13,10 @@ Every run gets a private directory (mode 0700, removed afterwards) holding:
   ``--dest-authfile``. Credentials never go on the command line (any user can read another
   process's argv) nor into skopeo's environment; without credentials we pass ``--*-no-creds``
   so that neither the user's auth.json nor ~/.docker/config.json is used. HOME points at the
-  private directory too, for the same reason.
+  private directory too, for the same reason. Those files are read by syncer instead
+  (``syncer.tools.credentials``), so that syncer's client, skopeo and Trivy use one credential.
+* ``--*-cert-dir`` is a directory syncer made (``syncer.tools.trust``) holding every CA that applies
+  to the registry: given one, skopeo reads no /etc/containers/certs.d of its own.
 
 skopeo remembers where it has seen each blob (its blob-info cache) and mounts a blob already
 in a sibling repository of the destination instead of sending it again. Inside

@@ -22,16 +22,19 @@ from syncer.demo.registry import (  # noqa: F401 - re-exported for tests
 
 @pytest.fixture
 def registry_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Registry]]:
-    """Makes registries: ``registry_factory(htpasswd=(u, p), tls=True, delete=True)``.
+    """Makes registries: ``registry_factory(htpasswd=(u, p), tls=True, client_auth=True,
+    delete=True)``.
 
     Every registry made is stopped at teardown.
     """
     made: list[Registry] = []
 
     def make(
-        *, htpasswd: tuple[str, str] | None = None, tls: bool = False, delete: bool = False
+        *, htpasswd: tuple[str, str] | None = None, tls: bool = False, client_auth: bool = False,
+        delete: bool = False,
     ) -> Registry:
-        reg = Registry(tmp_path_factory.mktemp("registry"), htpasswd=htpasswd, tls=tls, delete=delete)
+        reg = Registry(tmp_path_factory.mktemp("registry"), htpasswd=htpasswd, tls=tls,
+                       client_auth=client_auth, delete=delete)
         made.append(reg)
         return reg
 

@@ -83,7 +83,8 @@ class World:
             f"  registry: {self.target.host}\n"
             "  quarantine: quarantine\n"
             "  approved: approved\n"
-            "  tls_verify: false\n"
+            # The target's tls_verify is false unless target_extra says otherwise.
+            + ("" if "tls_verify" in target_extra else "  tls_verify: false\n")
             + nest(target_extra, 2)
             + "sources:\n"
             "  docker.io:\n"

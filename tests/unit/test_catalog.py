@@ -439,10 +439,12 @@ def test_auth_needs_both_variables(cat: Path) -> None:
 
 
 def test_sources_normalise_hub_and_read_ca_dir(cat: Path) -> None:
-    replace(cat, "settings.yaml", "  docker.io:\n", "  index.docker.io:\n    ca_dir: certs/hub\n")
+    ca_dir = cat.parent / "certs" / "hub"
+    ca_dir.mkdir(parents=True)
+    replace(cat, "settings.yaml", "  docker.io:\n", f"  index.docker.io:\n    ca_dir: {ca_dir}\n")
     catalog, found = check_catalog(cat, TODAY)
     assert found == [] and catalog is not None
-    assert catalog.settings.sources["docker.io"].ca_dir == "certs/hub"
+    assert catalog.settings.sources["docker.io"].ca_dir == str(ca_dir)
 
 
 def test_replicas_are_read_and_checked(cat: Path) -> None:
