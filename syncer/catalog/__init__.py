@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -28,7 +28,6 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.scanner import RoundTripScanner
 
-from syncer.errors import CatalogError, Diagnostic
 from syncer.core.model import (
     AccessGroup,
     Approval,
@@ -55,6 +54,7 @@ from syncer.core.refs import (
     safe_relpath,
 )
 from syncer.core.selection import PatternError, compile_pattern
+from syncer.errors import CatalogError, Diagnostic
 
 T = TypeVar("T")
 
@@ -76,7 +76,7 @@ def is_valid_signer_name(name: str) -> bool:
 
 def utc_today() -> date:
     """The date exceptions expire against: UTC, so that CI and laptops agree."""
-    return datetime.now(timezone.utc).date()
+    return datetime.now(UTC).date()
 
 
 def display_path(path: Path) -> str:
@@ -443,13 +443,14 @@ class _LocatingConstructor(RoundTripConstructor):
             return super().construct_non_recursive_object(node, tag)
         except (ValueError, OverflowError) as err:
             kind = str(node.tag).rsplit(":", 1)[-1]
+            problem = str(err)
             if kind == "timestamp":
                 hint = "write dates as real YYYY-MM-DD dates"
             elif kind == "int" and len(str(node.value)) > 4300:
-                err, hint = "more than 4300 digits", "quote it if it is text"
+                problem, hint = "more than 4300 digits", "quote it if it is text"
             else:
                 hint = "fix the value or quote it"
-            raise _Refused(None, None, f"invalid value: {err}; {hint}", node.start_mark) from None
+            raise _Refused(None, None, f"invalid value: {problem}; {hint}", node.start_mark) from None
 
 
 class _Reader:
@@ -486,7 +487,7 @@ class _Reader:
         except YAMLError:
             self.sink.error(Location(file, 0), "invalid YAML; fix the syntax")
             return None
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - why: the comment below
             # The last resort around a large third-party parser, which has failed in other ways
             # on odd input: one file's problem is reported like the others, never a traceback.
             self.sink.error(Location(file, 0), f"invalid YAML: the YAML reader failed "

@@ -88,13 +88,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     # Imported here, not at the top: `syncer run` imports this module for its options.
-    from syncer.tools import trivy
     from syncer.catalog import load_catalog
-    from syncer.trail.ledger import Ledger
-    from syncer.stages.pipeline import Pipeline, RunOptions
     from syncer.core.plan import render_markdown
+    from syncer.stages.pipeline import Pipeline, RunOptions
     from syncer.stages.progress import Progress
     from syncer.stages.scan import ScanSettings
+    from syncer.tools import trivy
+    from syncer.trail.ledger import Ledger
 
     catalog = load_catalog(args.catalog)
     # A misspelt name would otherwise plan nothing and exit 0, which reads as "all is well".

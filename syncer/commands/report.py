@@ -15,8 +15,8 @@ import os
 import sys
 from collections import Counter
 
-from syncer.trail import report
 from syncer.catalog import load_catalog
+from syncer.trail import report
 from syncer.trail.ledger import Ledger
 
 

@@ -25,8 +25,7 @@ import argparse
 import json
 import os
 import sys
-from datetime import datetime, timezone
-
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from syncer.catalog import load_catalog
@@ -138,7 +137,7 @@ def run(args) -> int:
         # A dry run is exactly the plan: discovery only, nothing written anywhere.
         return plan_command.run(args)
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     trivy_options = scan_options(args)  # a bad TRIVY_* value is a usage error before anything runs
     with run_lock(args.reports):
         # Under the lock no write is in progress: any temporary file is a killed run's.

@@ -21,8 +21,8 @@ import os
 import sys
 from typing import TextIO
 
-from syncer.catalog import check_catalog, utc_today
 from syncer.access.codeowners import repo_root_of, stale_check
+from syncer.catalog import check_catalog, utc_today
 from syncer.errors import Diagnostic
 
 

@@ -24,13 +24,13 @@ import json
 import sys
 from dataclasses import dataclass
 
-from syncer.core import cosign, refs
-from syncer.stages import signatures
-from syncer.catalog import is_valid_signer_name, load_catalog
-from syncer.tools.endpoints import endpoint_for
 from syncer.access.enforce import required_signers
-from syncer.errors import DigestMismatchError, RegistryError, SigningError, UsageError
+from syncer.catalog import is_valid_signer_name, load_catalog
+from syncer.core import cosign, refs
 from syncer.core.model import Catalog, Settings
+from syncer.errors import DigestMismatchError, RegistryError, SigningError, UsageError
+from syncer.stages import signatures
+from syncer.tools.endpoints import endpoint_for
 from syncer.tools.registry import RegistryClient
 
 

@@ -22,7 +22,7 @@ class Severity(enum.IntEnum):
     CRITICAL = 4
 
     @classmethod
-    def parse(cls, text: str) -> "Severity":
+    def parse(cls, text: str) -> Severity:
         return cls[text.strip().upper()]
 
     @property
@@ -289,7 +289,7 @@ class Record:
     replicas: list[ReplicaState] = field(default_factory=list)
     promoted_digest: str | None = None  # what approved/<name>:<tag> holds now, if anything
 
-    def copy(self) -> "Record":
+    def copy(self) -> Record:
         """A copy to change without changing this one. Cheaper than ``copy.deepcopy`` (a no-op
         run copies every record): scan results and events are immutable, so only the lists
         and the replica states are copied."""

@@ -75,7 +75,7 @@ class Platform:
     variant: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> "Platform":
+    def parse(cls, text: str) -> Platform:
         parts = text.split("/")
         if len(parts) not in (2, 3) or not all(parts):
             raise ValueError(f"platform {text!r} is not os/arch[/variant], e.g. linux/arm64")
@@ -435,7 +435,7 @@ def python_package_files(
     name: str,
     version: str,
     *,
-    license: str = "Apache-2.0",
+    license: str = "Apache-2.0",  # noqa: A002 - the METADATA field it fills
     site_packages: str = "usr/lib/python3.11/site-packages",
 ) -> dict[str, str]:
     """A wheel-installed Python distribution: its ``*.dist-info/METADATA``."""

@@ -27,7 +27,7 @@ import sqlite3
 import struct
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from syncer.core.model import Severity
@@ -60,7 +60,7 @@ def _fnv1a64(data: bytes) -> int:
 
 
 class _PageWriter:
-    """Appends nodes as pages, numbering them; pages 0–2 are the metas and the freelist."""
+    """Appends nodes as pages, numbering them; pages 0-2 are the metas and the freelist."""
 
     def __init__(self) -> None:
         self.pages: list[bytes] = []
@@ -248,7 +248,7 @@ def trivy_buckets(advisories: list[Advisory] | tuple[Advisory, ...]) -> Bucket:
 
 
 def _go_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def write_trivy_db(cache_dir: str | os.PathLike, advisories, *,
@@ -266,7 +266,7 @@ def write_trivy_db(cache_dir: str | os.PathLike, advisories, *,
 
 def _metadata(version: int, updated_at: datetime | None) -> bytes:
     """metadata.json of either DB; Trivy reads both with the same four fields."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     updated_at = updated_at or now
     return json.dumps({"Version": version,
                        "NextUpdate": _go_time(max(now, updated_at) + timedelta(days=1)),
@@ -301,7 +301,7 @@ class JavaArtifact:
                              f"digits, not {self.sha1!r}")
 
     @classmethod
-    def of(cls, archive: bytes, group_id: str, artifact_id: str, version: str) -> "JavaArtifact":
+    def of(cls, archive: bytes, group_id: str, artifact_id: str, version: str) -> JavaArtifact:
         return cls(group_id, artifact_id, version, hashlib.sha1(archive).hexdigest())
 
 
@@ -385,7 +385,7 @@ def db_artifact(cache_dir: str | os.PathLike, which: str) -> Image:
 # A small set over the packages of tests.harness.images' DEBIAN_BASE, ALPINE_BASE and a
 # python_package_files("requests", "2.31.0"): fixed and unfixed, several severities, and one
 # advisory per OS that the installed version already fixes, which Trivy must not report.
-DEFAULT_UPDATED_AT = datetime(2025, 1, 1, tzinfo=timezone.utc)
+DEFAULT_UPDATED_AT = datetime(2025, 1, 1, tzinfo=UTC)
 DEFAULT_ADVISORIES: tuple[Advisory, ...] = (
     Advisory("CVE-2099-0001", "debian 12", "openssl", "CRITICAL", "3.0.99-1",
              title="openssl: planted critical"),
@@ -413,7 +413,7 @@ class TrivyDB:
     advisories: tuple[Advisory, ...] = ()
     updated_at: datetime = DEFAULT_UPDATED_AT
 
-    def write(self, advisories=None, *, updated_at: datetime | None = None) -> "TrivyDB":
+    def write(self, advisories=None, *, updated_at: datetime | None = None) -> TrivyDB:
         """Rebuilds the DB; by default with the same advisories, one day newer."""
         if advisories is not None:
             self.advisories = tuple(advisories)
@@ -421,11 +421,11 @@ class TrivyDB:
         write_trivy_db(self.cache_dir, self.advisories, updated_at=self.updated_at)
         return self
 
-    def add(self, *advisories: Advisory, updated_at: datetime | None = None) -> "TrivyDB":
+    def add(self, *advisories: Advisory, updated_at: datetime | None = None) -> TrivyDB:
         """Rebuilds the DB with more advisories, newer (by default one day)."""
         return self.write(self.advisories + advisories, updated_at=updated_at)
 
-    def write_java(self, *artifacts: JavaArtifact) -> "TrivyDB":
+    def write_java(self, *artifacts: JavaArtifact) -> TrivyDB:
         """Replaces the Java DB with one indexing ``artifacts`` (none: an empty, fresh one)."""
         write_java_db(self.cache_dir, artifacts, updated_at=self.updated_at)
         return self

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import zstandard
 
-from syncer.trail.atomic import write_atomic
 from syncer.errors import SyncerError
 from syncer.tools.registry import IMAGE_TYPES, Manifest, RegistryClient
+from syncer.trail.atomic import write_atomic
 
 CACHE_FILE = "verified-layers.json"
 # Bump when what is noted per layer changes: pairs of an older version are not read.
@@ -110,7 +110,7 @@ def check_image(client: RegistryClient, repository: str, digest: str,
     new: dict[str, VerifiedLayer] = {}
     verified = []
     try:
-        for n, ((layer_digest, media_type), claimed) in enumerate(zip(descriptors, claims), 1):
+        for n, ((layer_digest, media_type), claimed) in enumerate(zip(descriptors, claims, strict=True), 1):
             where = f"layer {n} of {len(descriptors)} ({layer_digest}) of {ref}"
             _check_media_type(media_type, where)
             layer = known.get(layer_digest) or new.get(layer_digest)

@@ -10,27 +10,27 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Callable
 
 from syncer.core import policy as policy_mod
-from syncer.stages import promote as promote_mod
-from syncer.stages import replicate
-from syncer.tools import skopeo
-from syncer.stages.discover import Sources, discover
-from syncer.tools.endpoints import Endpoint, remember_secrets, replica_endpoints, target_endpoint
-from syncer.errors import SigningError, SyncerError, failure_text
-from syncer.stages.layers import LayerError
-from syncer.trail.ledger import Ledger, LedgerContents, Unreadable, now_iso
-from syncer.stages.mirror import mirror
 from syncer.core.model import Catalog, Event, ImageEntry, Record, ScanResult, State
 from syncer.core.plan import Change, Plan, TagPlan, build_plan, was_mirrored
+from syncer.errors import SigningError, SyncerError, failure_text
+from syncer.stages import promote as promote_mod
+from syncer.stages import replicate
+from syncer.stages.discover import Sources, discover
+from syncer.stages.layers import LayerError
+from syncer.stages.mirror import mirror
 from syncer.stages.progress import Progress
-from syncer.tools.registry import DEADLINE_DEFAULT, RegistryClient
 from syncer.stages.scan import ScanCache, ScanSettings, scan_digest
 from syncer.stages.signer import Signer
+from syncer.tools import skopeo
+from syncer.tools.endpoints import Endpoint, remember_secrets, replica_endpoints, target_endpoint
+from syncer.tools.registry import DEADLINE_DEFAULT, RegistryClient
+from syncer.trail.ledger import Ledger, LedgerContents, Unreadable, now_iso
 
 
 @dataclass

@@ -8,12 +8,12 @@ push lags; the next run catches it up from the record.
 
 from __future__ import annotations
 
+from syncer.core.model import Record, ReplicaState
+from syncer.stages.mirror import copy_endpoints
+from syncer.stages.signer import Signer
 from syncer.tools import skopeo
 from syncer.tools.endpoints import Endpoint
-from syncer.stages.mirror import copy_endpoints
-from syncer.core.model import Record, ReplicaState
 from syncer.tools.registry import RegistryClient
-from syncer.stages.signer import Signer
 
 
 def replica_state(rec: Record, registry: str) -> ReplicaState:

@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from syncer.core.model import Finding, LicenseFinding, PlatformScan, Record, ScanResult
+from syncer.errors import SyncerError
 from syncer.stages import layers
 from syncer.tools import trivy
 from syncer.tools.endpoints import Endpoint
-from syncer.errors import SyncerError
-from syncer.trail.ledger import now_iso
-from syncer.core.model import Finding, LicenseFinding, PlatformScan, Record, ScanResult
 from syncer.tools.registry import IMAGE_TYPES, INDEX_TYPES, Manifest, RegistryClient, descriptor_digest
+from syncer.trail.ledger import now_iso
 
 # Config media types of container images; any other config makes an OCI artifact (a Helm
 # chart, a WASM module, an SBOM) that Trivy cannot scan as an image.

@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass, field
 
 from syncer.core import cosign
-from syncer.errors import NotFoundError, RegistryError, SigningError
 from syncer.core.refs import is_valid_digest
+from syncer.errors import NotFoundError, RegistryError, SigningError
 from syncer.tools.registry import OCI_MANIFEST, RegistryClient, digest_of
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"

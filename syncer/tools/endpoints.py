@@ -10,10 +10,15 @@ import os
 from dataclasses import dataclass, field
 
 from syncer.core import redact
-from syncer.errors import UsageError
 from syncer.core.model import Auth, Settings
-from syncer.tools.registry import (DEADLINE_DEFAULT, DEFAULT_CONCURRENCY, Credentials, RegistryClient,
-                             credentials_from_env)
+from syncer.errors import UsageError
+from syncer.tools.registry import (
+    DEADLINE_DEFAULT,
+    DEFAULT_CONCURRENCY,
+    Credentials,
+    RegistryClient,
+    credentials_from_env,
+)
 
 # Seconds to connect, and between two reads of an answer, at most: a registry silent for
 # this long is not answering, whatever the deadline for the whole answer.

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import git
 
-from syncer.errors import GitError
 from syncer.core.model import State
+from syncer.errors import GitError
 
 DEFAULT_NAME = "syncer-bot"
 DEFAULT_EMAIL = "syncer-bot@users.noreply.github.com"
@@ -218,7 +218,8 @@ def _replay(repo: git.Repo, commit: str, onto: str, ident_env: dict[str, str]) -
     with tempfile.TemporaryDirectory(prefix="syncer-index-") as tmp:
         index_env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         _git(repo, "read-tree", onto, env=index_env, what="read the remote tree")
-        for status, path in zip(fields[0::2], fields[1::2]):
+        # -z ends the list with a NUL, so the last field is empty and has no partner.
+        for status, path in zip(fields[0::2], fields[1::2], strict=False):
             if status == "D":
                 _git(repo, "update-index", "--force-remove", "--", path, env=index_env,
                      what="replay a deletion")

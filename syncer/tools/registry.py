@@ -25,9 +25,8 @@ import time
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Callable
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
@@ -36,6 +35,7 @@ from urllib3.exceptions import InsecureRequestWarning
 
 from syncer import __version__
 from syncer.core import redact, refs
+from syncer.core.model import Auth, RateLimit
 from syncer.errors import (
     DigestMismatchError,
     NotFoundError,
@@ -45,7 +45,6 @@ from syncer.errors import (
     SyncerError,
     UsageError,
 )
-from syncer.core.model import Auth, RateLimit
 from syncer.tools.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -538,7 +537,7 @@ class RegistryClient:
         for session in sessions:
             session.close()
 
-    def __enter__(self) -> "RegistryClient":
+    def __enter__(self) -> RegistryClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

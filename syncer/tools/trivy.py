@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import base64
 import fcntl
-import hashlib
 import functools
+import hashlib
 import json
 import os
 import re
@@ -28,16 +28,16 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
-from syncer.tools import bbolt
-from syncer.errors import TrivyError, UsageError
 from syncer.core.model import Finding, LicenseFinding, Severity
 from syncer.core.refs import is_sha256_digest, parse_reference
+from syncer.errors import TrivyError, UsageError
+from syncer.tools import bbolt
 
 ENV_BINARY = "SYNCER_TRIVY"
 ENV_CACHE = "SYNCER_TRIVY_CACHE"
@@ -305,7 +305,7 @@ def version(*, timeout: float = 60.0) -> str:
     return _version(binary(), timeout)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _version(path: str, timeout: float) -> str:
     out = _run([path, "--version", "--format", "json"], what="reporting its version", timeout=timeout)
     try:
@@ -398,7 +398,7 @@ def _db_due(cache_dir: Path) -> bool:
         next_update = _go_time(db_info(cache_dir).next_update)
     except TrivyError:
         return True
-    return next_update is None or next_update <= datetime.now(timezone.utc)
+    return next_update is None or next_update <= datetime.now(UTC)
 
 
 _JAVA_DB_SCHEMA = 1  # trivy-java-db's SchemaVersion, which Trivy 0.76 requires
@@ -414,7 +414,7 @@ def _java_db_due(cache_dir: Path) -> bool:
         next_update, downloaded = _go_time(meta.get("NextUpdate")), _go_time(meta.get("DownloadedAt"))
     except (OSError, ValueError, AttributeError):
         return True
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     fresh = (next_update is not None and now < next_update) or (
         downloaded is not None and now < downloaded + timedelta(days=1))
     return not fresh
@@ -444,7 +444,7 @@ class ServerInfo:
     db: DBInfo  # the vulnerability DB it scans with
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def server_info(url: str) -> ServerInfo:
     """What a `trivy server` says of itself on /version; asked once per server and process,
     so that every record of a run names the DB the run started with."""

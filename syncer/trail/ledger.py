@@ -22,7 +22,7 @@ import io
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,20 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.representer import RoundTripRepresenter
 
 from syncer.core import refs
-from syncer.trail.atomic import is_temp_name, read_regular, write_atomic
-from syncer.errors import SyncerError, UnsafePathError
-from syncer.core.model import (Event, Finding, LicenseFinding, PlatformScan, Record, ReplicaState, ScanResult,
-                          Severity, State)
+from syncer.core.model import (
+    Event,
+    Finding,
+    LicenseFinding,
+    PlatformScan,
+    Record,
+    ReplicaState,
+    ScanResult,
+    Severity,
+    State,
+)
 from syncer.core.policy import count_by_severity
+from syncer.errors import SyncerError, UnsafePathError
+from syncer.trail.atomic import is_temp_name, read_regular, write_atomic
 
 _SUFFIX = ".yaml"
 
@@ -48,7 +57,7 @@ class LedgerError(SyncerError):
 
 def now_iso() -> str:
     """The current time for events: UTC, seconds precision, ``2025-01-31T12:00:00Z``."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # The distribution reference grammar admits neither "..", a leading "/" nor a backslash in a
@@ -408,7 +417,7 @@ def _event_doc(e: Event) -> CommentedMap:
 def _format_time(moment: datetime) -> str:
     if moment.tzinfo is None:
         return moment.isoformat()
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # --- document -> Record ---------------------------------------------------------------------

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import jinja2
 
-from syncer.core import markdown
-from syncer.trail.atomic import read_regular, write_atomic
 from syncer.access.enforce import required_signers
-from syncer.errors import SyncerError
-from syncer.trail.ledger import Ledger
+from syncer.core import markdown
 from syncer.core.model import Catalog, Finding, Record, State
 from syncer.core.policy import count_by_severity, counts_text
+from syncer.errors import SyncerError
+from syncer.trail.atomic import read_regular, write_atomic
+from syncer.trail.ledger import Ledger
 
 BADGES = {
     State.PROMOTED: "✅ promoted",

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.harness.images import debian_files
 from syncer.demo import registry as registry_module
+from tests.harness.images import debian_files
 from tests.harness.registry import Registry, Request
 
 pytestmark = pytest.mark.e2e

@@ -8,16 +8,16 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
-import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from syncer.tools import skopeo
 from syncer.commands import run as run_command
+from syncer.tools import skopeo
 from syncer.tools.registry import Credentials
 from syncer.tools.skopeo import Kind, SkopeoCommandError
 from tests.harness.images import build_index
@@ -114,7 +114,7 @@ def test_command_line_is_deterministic_and_complete(fake_run, private_tmp, monke
         "--src-tls-verify=false", "--src-no-creds",
         "--dest-tls-verify=true", "--dest-cert-dir", "/certs/b", "--dest-no-creds",
         "--", f"docker://a.example/x@{DIGEST}", "docker://b.example/y:1"]
-    policy_text, policy_mode, _ = call["files"]["--policy"]
+    policy_text, _mode, _ = call["files"]["--policy"]
     assert json.loads(policy_text) == {"default": [{"type": "insecureAcceptAnything"}]}
     assert "--registries.d" in argv
     # The user's auth files and registries.conf are out of reach.

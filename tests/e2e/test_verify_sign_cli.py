@@ -11,11 +11,11 @@ import json
 import pytest
 import requests
 
-from syncer.core import cosign
-from syncer.stages import signatures
 from syncer.commands.verify import parse_trusted_ref
+from syncer.core import cosign
+from syncer.core.model import RegistryEndpoint, Settings, Target
 from syncer.errors import UsageError
-from syncer.core.model import Settings, Target, RegistryEndpoint
+from syncer.stages import signatures
 from syncer.tools.registry import OCI_MANIFEST, RegistryClient
 from tests.harness.faultproxy import INJECTED, MALFORMED_DIGESTS, FaultProxy
 from tests.harness.images import alpine_files, build_image

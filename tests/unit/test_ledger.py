@@ -6,15 +6,24 @@ import difflib
 import os
 import re
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from syncer.core.model import (
+    Event,
+    Finding,
+    LicenseFinding,
+    PlatformScan,
+    Record,
+    ReplicaState,
+    ScanResult,
+    Severity,
+    State,
+)
 from syncer.trail import ledger as ledger_module
 from syncer.trail.ledger import Ledger, LedgerError, now_iso
-from syncer.core.model import (Event, Finding, LicenseFinding, PlatformScan, Record, ReplicaState, ScanResult,
-                          Severity, State)
 
 DIGEST = "sha256:" + "a" * 64
 OLD = "sha256:" + "b" * 64
@@ -35,10 +44,10 @@ def full_record(name: str = "bitnami/redis", tag: str = "7.2") -> Record:
             Finding("CVE-2023-5", "bash", "5.1", "", Severity.UNKNOWN),
         ),
         licenses=(LicenseFinding("GPL-3.0-only", "bash", "linux/amd64"), LicenseFinding("MIT", "zlib")),
-        created=datetime(2025, 12, 24, 8, 30, 5, tzinfo=timezone.utc),
+        created=datetime(2025, 12, 24, 8, 30, 5, tzinfo=UTC),
         covered=(
             PlatformScan("sha256:" + "1" * 64, "linux/amd64", os="debian 12.8", packages=("debian",),
-                         created=datetime(2025, 12, 24, 8, 30, 5, tzinfo=timezone.utc)),
+                         created=datetime(2025, 12, 24, 8, 30, 5, tzinfo=UTC)),
             PlatformScan("sha256:" + "2" * 64, "linux/arm64", os="debian 99", packages=("debian", "jar"),
                          unassessed=("debian 99: the vulnerability database has no advisories for this OS release",)),
             PlatformScan("sha256:" + "3" * 64, "sha256:" + "3" * 64, problem="a nested index, which syncer does not scan"),
@@ -105,7 +114,7 @@ def test_layout_keys_follow_the_spec_and_findings_are_one_line_each(ledger: Ledg
     top = [line.split(":")[0] for line in text.splitlines() if re.match(r"^[a-z_]+:", line)]
     assert top == ["name", "tag", "source", "digest", "state", "reasons", "scan", "signatures", "replicas",
                    "promoted_digest", "events"]
-    scan_keys = re.findall(r"^  ([a-z_]+):", text, flags=re.M)
+    scan_keys = re.findall(r"^  ([a-z_]+):", text, flags=re.MULTILINE)
     assert scan_keys == ["digest", "scanner", "db_updated_at", "scanned_at", "platforms", "selection", "created",
                          "covered", "counts", "findings", "licenses"]
     assert "  counts: {critical: 1, high: 1, medium: 1, low: 0, unknown: 1}\n" in text
@@ -207,7 +216,7 @@ def test_events_are_append_only(ledger: Ledger):
     ledger.save(record)
     path = ledger.path_for(record.name, record.tag)
     before = path.read_bytes()
-    for events in (record.events[1:], [Event("2026-03-01T09:59:00Z", "discovered", "rewritten")] + record.events[1:]):
+    for events in (record.events[1:], [Event("2026-03-01T09:59:00Z", "discovered", "rewritten"), *record.events[1:]]):
         with pytest.raises(ValueError, match="append-only"):
             ledger.save(replace(record, events=events))
     assert path.read_bytes() == before
