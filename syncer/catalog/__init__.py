@@ -29,6 +29,9 @@ from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.scanner import RoundTripScanner
 
 from syncer.core.model import (
+    APPROVAL_MODES,
+    REGRESSION_ACTIONS,
+    UNASSESSED_ACTIONS,
     AccessGroup,
     Approval,
     Auth,
@@ -57,6 +60,7 @@ from syncer.core.selection import PatternError, compile_pattern
 from syncer.errors import CatalogError, Diagnostic
 
 T = TypeVar("T")
+_Choice = TypeVar("_Choice", bound=str)  # one of a Literal's strings (syncer.core.model)
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?")
@@ -307,16 +311,17 @@ class _Map:
         self._wrong(key, value, "a date written YYYY-MM-DD")
         return None
 
-    def choice(self, key: str, choices: Sequence[str], default: str) -> str:
+    def choice(self, key: str, choices: tuple[_Choice, ...], default: _Choice) -> _Choice:
         value = self.raw(key, None)
         if value is _MISSING:
             return default
-        if value not in choices:
+        chosen = next((c for c in choices if value == c), None)
+        if chosen is None:
             shown = f"'{value}'" if isinstance(value, str) else _kind(value)
             self.error(key, f"'{key}' in {self.what} must be one of {', '.join(choices)}, "
                             f"not {shown}")
             return default
-        return value
+        return chosen
 
     def str_list(self, key: str, *, required: str | None = None, example: str
                  ) -> list[tuple[str, Location]] | None:
@@ -925,10 +930,10 @@ def _read_policy(m: _Map, name: str) -> Located[Policy]:
     policy = Policy(
         name=name, max=maximum, ignore_unfixed=ignore_unfixed, deny_licenses=tuple(deny),
         max_age_days=m.int_("max_age_days", minimum=1),
-        approval=m.choice("approval", ("auto", "manual"), "auto"),
+        approval=m.choice("approval", APPROVAL_MODES, "auto"),
         signers=tuple(signers),
-        on_regression=m.choice("on_regression", ("flag", "demote"), "flag"),
-        unassessed=m.choice("unassessed", ("hold", "allow"), "hold"),
+        on_regression=m.choice("on_regression", REGRESSION_ACTIONS, "flag"),
+        unassessed=m.choice("unassessed", UNASSESSED_ACTIONS, "hold"),
         location=m.loc())
     at = m.located_keys()
     listed = m.data.get("signers")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from syncer.core import policy as policy_mod
-from syncer.core.model import Catalog, Event, ImageEntry, Record, ScanResult, State
+from syncer.core.model import Catalog, Event, EventKind, ImageEntry, Record, ScanResult, State
 from syncer.core.plan import Change, Plan, TagPlan, build_plan, was_mirrored
 from syncer.errors import SigningError, SyncerError, failure_text
 from syncer.stages import promote as promote_mod
@@ -232,7 +232,7 @@ class Pipeline:
         assert entry is not None
         return entry
 
-    def _event(self, rec: Record, event: str, detail: str = "") -> None:
+    def _event(self, rec: Record, event: EventKind, detail: str = "") -> None:
         rec.events.append(Event(at=now_iso(), event=event, detail=detail))
 
     def _process(self, tp: TagPlan) -> TagOutcome:

@@ -34,6 +34,7 @@ from ruamel.yaml.representer import RoundTripRepresenter
 
 from syncer.core import refs
 from syncer.core.model import (
+    EVENT_KINDS,
     Event,
     Finding,
     LicenseFinding,
@@ -575,8 +576,9 @@ def _replica_from_doc(rd: _Reader, doc: dict[str, Any], where: str) -> ReplicaSt
 
 
 def _event_from_doc(rd: _Reader, doc: dict[str, Any], where: str) -> Event:
-    return Event(
-        at=rd.text(doc, "at", where),
-        event=rd.text(doc, "event", where),
-        detail=rd.text(doc, "detail", where, default=""),
-    )
+    at, kind = rd.text(doc, "at", where), rd.text(doc, "event", where)
+    event = next((k for k in EVENT_KINDS if k == kind), None)
+    if event is None:
+        # Like an unknown state: a hand edit or a newer syncer's record, which this one misreads.
+        raise rd.fail(f"{where}.event {kind!r} is not an event syncer writes")
+    return Event(at=at, event=event, detail=rd.text(doc, "detail", where, default=""))

@@ -172,11 +172,11 @@ def test_appending_an_event_only_adds_lines_at_the_end(ledger: Ledger):
     ledger.save(record)
     path = ledger.path_for(record.name, record.tag)
     old = path.read_text()
-    record.events.append(Event("2026-03-02T10:00:00Z", "rescanned", "db 2026-03-02"))
+    record.events.append(Event("2026-03-02T10:00:00Z", "scanned", "db 2026-03-02"))
     assert ledger.save(record) is True
     new = path.read_text()
     assert new.startswith(old)
-    assert new[len(old):] == "  - at: '2026-03-02T10:00:00Z'\n    event: rescanned\n    detail: db 2026-03-02\n"
+    assert new[len(old):] == "  - at: '2026-03-02T10:00:00Z'\n    event: scanned\n    detail: db 2026-03-02\n"
 
 
 def test_a_state_change_touches_only_its_lines(ledger: Ledger):
@@ -204,7 +204,7 @@ def test_existing_comments_and_hand_formatting_survive_an_update(ledger: Ledger)
     ledger.save(record)
     path = ledger.path_for(record.name, record.tag)
     path.write_text("# reviewed by @alice\n" + path.read_text().replace("state: held", "state: held  # see PR 12"))
-    record.events.append(Event("2026-03-02T10:00:00Z", "rescanned", ""))
+    record.events.append(Event("2026-03-02T10:00:00Z", "scanned", ""))
     assert ledger.save(record)
     text = path.read_text()
     assert text.startswith("# reviewed by @alice\n") and "state: held  # see PR 12\n" in text
@@ -260,7 +260,7 @@ def test_interrupted_write_leaves_the_old_file_intact_and_no_temp_file(ledger: L
             raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ledger_module.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
-    record.events.append(Event("2026-03-02T10:00:00Z", "rescanned", ""))
+    record.events.append(Event("2026-03-02T10:00:00Z", "scanned", ""))
     with pytest.raises(OSError, match="No space"):
         ledger.save(record)
     assert path.read_bytes() == before
@@ -329,6 +329,8 @@ def test_empty_ledger_lists_nothing(ledger: Ledger):
     ("name: nginx\ntag: 1.0\nsource: s\ndigest: d\nstate: held\n", "record.tag must be a string"),
     ("name: redis\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\n", "names redis:1.0 but its path is for nginx:1.0"),
     ("name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nevents: [{at: x}]\n", r"events\[0\].event"),
+    ("name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nevents: [{at: x, event: rewritten}]\n",
+     r"events\[0\].event 'rewritten' is not an event syncer writes"),
     ("name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nscan: {scanner: t, digest: d, "
      "db_updated_at: x, scanned_at: y, findings: [{id: C, package: p, installed: '1', severity: awful}]}\n",
      "scan.findings.0..severity 'awful'"),
