@@ -51,7 +51,7 @@ def add_scan_options(parser: argparse.ArgumentParser) -> None:
                        "Never taken from TRIVY_SERVER")
 
 
-def scan_options(args) -> TrivyOptions:
+def scan_options(args: argparse.Namespace) -> TrivyOptions:
     """The options of Trivy's databases for this run: flags over Trivy's variables."""
     from syncer.tools import trivy
 
@@ -68,7 +68,7 @@ def add_registry_options(parser: argparse.ArgumentParser) -> None:
                         "after 30 seconds at most (default: 120)")
 
 
-def registry_deadline(args) -> float:
+def registry_deadline(args: argparse.Namespace) -> float:
     from syncer.tools.registry import DEADLINE_DEFAULT
 
     if args.registry_timeout is None:
@@ -86,7 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_scan_options(parser)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: `syncer run` imports this module for its options.
     from syncer.catalog import load_catalog
     from syncer.core.plan import render_markdown

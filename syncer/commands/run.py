@@ -90,7 +90,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_scan_options(parser)
 
 
-def prepare_scanning(options: TrivyOptions, catalog, progress: Progress, scan_timeout: int
+def prepare_scanning(options: TrivyOptions, catalog: Catalog, progress: Progress, scan_timeout: int
                      ) -> tuple[ScanSettings | None, str]:
     """The database every scan of this run uses, downloaded at most once per run."""
     ignored = trivy.split_environment(os.environ).ignored
@@ -130,7 +130,7 @@ def summary_markdown(result: RunResult, problems: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.push:
         args.commit = True
     if args.dry_run:
@@ -146,7 +146,7 @@ def run(args) -> int:
         return _run_locked(args, trivy_options, Ledger(args.reports), started)
 
 
-def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, started: datetime) -> int:
+def _run_locked(args: argparse.Namespace, trivy_options: TrivyOptions, ledger: Ledger, started: datetime) -> int:
     catalog = load_catalog(args.catalog)
     progress = Progress(quiet=False)
     options = RunOptions(jobs=args.jobs, only=tuple(args.only), shard=args.shard, dry_run=False,
@@ -180,7 +180,8 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, started: date
         except report.PageWriteError as err:
             written = err.written
             problems.append(str(err))
-    commit, earlier = None, []
+    commit: CommitResult | None = None
+    earlier: list[str] = []
     if args.commit:
         try:
             commit, earlier = _commit(args, result, catalog, written, problems)
@@ -218,14 +219,14 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, started: date
         if commit and commit.unpushed and commit.pushed:
             print(f"Pushing {commit.unpushed} commit{'s' if commit.unpushed != 1 else ''} "
                   "an earlier run left unpushed")
-        if commit and commit.committed:
+        if commit and commit.sha and commit.committed:
             print(f"Committed {commit.sha[:12]}" + (" and pushed" if commit.pushed else ""))
-        elif commit and commit.pushed:
+        elif commit and commit.sha and commit.pushed:
             print(f"Pushed {commit.sha[:12]}")
     return 1 if problems else result.exit_code
 
 
-def _commit(args, result: RunResult, catalog: Catalog, written: list[str], problems: list[str]
+def _commit(args: argparse.Namespace, result: RunResult, catalog: Catalog, written: list[str], problems: list[str]
             ) -> tuple[CommitResult, list[str]]:
     """Commits this run's files and whatever an earlier run left uncommitted (its records
     get their pages first); returns the commit and those earlier files."""

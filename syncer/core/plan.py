@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from syncer.core.markdown import code, text
 from syncer.core.model import EntryDiscovery, Record, ReplicaState, State
@@ -70,7 +72,7 @@ def was_mirrored(record: Record) -> bool:
 
 def _older(scan_db: str | None, current_db: str | None) -> bool:
     # ISO 8601 UTC strings of one format compare correctly as text.
-    return bool(current_db) and (not scan_db or scan_db < current_db)
+    return bool(current_db and (not scan_db or scan_db < current_db))
 
 
 def build_plan(
@@ -155,7 +157,7 @@ def render_markdown(plan: Plan) -> str:
     if plan.db_updated_at:
         lines += ["", f"Vulnerability database updated at {text(plan.db_updated_at)}."]
 
-    def table(title: str, rows: list, cols: list[str], cells) -> None:
+    def table(title: str, rows: Sequence[Any], cols: list[str], cells: Callable[[Any], list[object]]) -> None:
         if not rows:
             return
         lines.extend(["", f"## {title}", "", "| " + " | ".join(cols) + " |",
@@ -170,12 +172,12 @@ def render_markdown(plan: Plan) -> str:
           lambda t: [t.name, code(t.tag), t.recorded.state.value, t.recorded.scan.db_updated_at])
     table("Unfinished (resumed from the ledger)", resume, ["image", "tag", "state"],
           lambda t: [t.name, code(t.tag), t.recorded.state.value])
-    lagging = [(t, st) for t in unchanged if t.recorded and t.recorded.promoted_digest
-               for st in t.recorded.replicas if st.lagging or st.digest != t.recorded.promoted_digest]
-    def lagging_cells(row: tuple[TagPlan, ReplicaState]) -> list[object]:
-        t, st = row
+    lagging = [(t, rec, st) for t in unchanged if (rec := t.recorded) and rec.promoted_digest
+               for st in rec.replicas if st.lagging or st.digest != rec.promoted_digest]
+    def lagging_cells(row: tuple[TagPlan, Record, ReplicaState]) -> list[object]:
+        t, rec, st = row
         return [t.name, code(t.tag), st.registry, code(_short(st.digest) or "nothing"),
-                code(_short(t.recorded.promoted_digest))]
+                code(_short(rec.promoted_digest))]
 
     table("Replicas lagging (caught up by the next run)", lagging,
           ["image", "tag", "replica", "has", "approved"], lagging_cells)
