@@ -48,7 +48,7 @@ def copy_within(client: RegistryClient, src_repo: str, dst_repo: str, digest: st
             images = children
         else:
             images = [top]
-        blobs = []
+        blobs: list[str] = []
         for image in images:
             found = image_blobs(image)
             if found is None:

@@ -138,8 +138,9 @@ class Pipeline:
         self.sources = Sources(catalog, anonymous_if_unset=options.dry_run,
                                deadline=options.registry_deadline)
         self.settings = catalog.settings
-        self._target: Endpoint | None = None
-        self._target_client: RegistryClient | None = None
+        # Set by run() before any tag is processed; a plan needs neither.
+        self._target: Endpoint
+        self._target_client: RegistryClient
         self._replicas: list[tuple[Endpoint, RegistryClient]] = []
         self._scan_cache = ScanCache()
         # Tags sharing a digest are processed one at a time (they write the same blobs and the
@@ -251,7 +252,7 @@ class Pipeline:
                 self._event(rec, "discovered", tp.source or "")
             elif tp.change is Change.MOVED:
                 self._event(rec, "moved", f"{rec.digest} -> {tp.digest}")
-                rec.digest, rec.source, rec.scan = tp.digest, tp.source, None
+                rec.digest, rec.source, rec.scan = tp.digest or "", tp.source or "", None
                 rec.reasons = []
             if tp.needs_copy:
                 self.progress.step(subject, "mirroring")
@@ -271,7 +272,7 @@ class Pipeline:
                     raise SyncerError(f"cannot scan: {self.scan_problem}; nothing is promoted unscanned")
                 self.progress.step(subject, "scanning")
                 try:
-                    rec.scan = self._scan(entry, rec.digest)
+                    rec.scan = self._scan(entry, rec.digest, self.scan_settings)
                 except LayerError as err:
                     # Held, not failed: the digest fixes the content, so every run would fail
                     # alike; the verdict is recorded once and re-checked from the layer cache.
@@ -284,10 +285,14 @@ class Pipeline:
                                 f"{policy_mod.counts_text(policy_mod.count_by_severity(rec.scan.findings))}")
                     changed |= self.ledger.save(rec)
 
-            decision = policy_mod.unscannable(str(unscannable)) if unscannable else policy_mod.evaluate(
-                name=tp.name, digest=rec.digest, scan=rec.scan, policy=self.catalog.policy_for(entry),
-                exceptions=self.catalog.exceptions, approvals=self.catalog.approvals,
-                today=self.options.today)
+            if unscannable:
+                decision = policy_mod.unscannable(str(unscannable))
+            else:
+                assert rec.scan is not None  # scanned above, or the tag failed there
+                decision = policy_mod.evaluate(
+                    name=tp.name, digest=rec.digest, scan=rec.scan, policy=self.catalog.policy_for(entry),
+                    exceptions=self.catalog.exceptions, approvals=self.catalog.approvals,
+                    today=self.options.today)
             self._decide(rec, entry, decision, subject)
             lagging = self._replicate(rec, subject)
         except Exception as err:  # noqa: BLE001 - recorded as this tag's failure; the others go on
@@ -330,6 +335,7 @@ class Pipeline:
         return digest
 
     def _vanished(self, tp: TagPlan) -> TagOutcome:
+        assert tp.recorded is not None  # run() leaves out vanished tags it never recorded
         rec = tp.recorded.copy()
         last = next((e for e in reversed(rec.events) if e.event in ("vanished", "discovered", "moved",
                                                                      "mirrored")), None)
@@ -344,11 +350,11 @@ class Pipeline:
     def _approved(self, name: str) -> str:
         return f"{self.settings.target.approved}/{name}"
 
-    def _scan(self, entry: ImageEntry, digest: str) -> ScanResult:
+    def _scan(self, entry: ImageEntry, digest: str, settings: ScanSettings) -> ScanResult:
         return scan_digest(self._target, self._target_client, self._quarantine(entry.name), digest,
-                           entry.platforms, self.scan_settings, self._scan_cache)
+                           entry.platforms, settings, self._scan_cache)
 
-    def _decide(self, rec: Record, entry: ImageEntry, decision, subject: str) -> None:
+    def _decide(self, rec: Record, entry: ImageEntry, decision: policy_mod.Decision, subject: str) -> None:
         policy = self.catalog.policy_for(entry)
         reasons = list(decision.reasons)
         if rec.promoted_digest == rec.digest:
