@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 
@@ -23,6 +25,9 @@ from syncer.core.policy import count_by_severity, counts_text
 from syncer.errors import SyncerError
 from syncer.trail.atomic import read_regular, write_atomic
 from syncer.trail.ledger import Ledger
+
+if TYPE_CHECKING:
+    from syncer.stages.pipeline import RunResult  # what a run hands the trail; no import at run time
 
 BADGES = {
     State.PROMOTED: "✅ promoted",
@@ -57,7 +62,7 @@ _env.filters["target"] = markdown.target
 _env.filters["short"] = short
 
 
-def sorted_findings(findings) -> list[Finding]:
+def sorted_findings(findings: Iterable[Finding]) -> list[Finding]:
     unique = {(f.id, f.package, f.installed, f.fixed, f.severity, f.platform): f for f in findings}
     return sorted(unique.values(), key=lambda f: (-int(f.severity), f.id, f.package, f.platform, f.installed))
 
@@ -169,7 +174,7 @@ def render_all(records: list[Record], catalog: Catalog | None) -> dict[str, str]
     return pages
 
 
-def render_run(result, started: datetime, run_id: str) -> str:
+def render_run(result: RunResult, started: datetime, run_id: str) -> str:
     outcomes = [dict(name=o.name, page=page_for(o.name), tag=o.tag,
                      state=o.state.value if o.state else "", message=o.message)
                 for o in sorted(result.outcomes, key=lambda o: (o.name, o.tag)) if o.changed or o.failed]
@@ -231,7 +236,8 @@ def refresh_pages(reports_dir: str, catalog: Catalog | None) -> None:
         pass
 
 
-def write_reports(ledger, catalog: Catalog | None, reports_dir: str, *, result, started: datetime) -> list[str]:
+def write_reports(ledger: Ledger, catalog: Catalog | None, reports_dir: str, *, result: RunResult,
+                  started: datetime) -> list[str]:
     """After a run that changed records: the derived pages, and a page for the run itself."""
     run_id = os.environ.get("GITHUB_RUN_ID") or started.strftime("%Y%m%dT%H%M%SZ")
     run_page = f"runs/{started.strftime('%Y-%m')}/{started.strftime('%Y%m%dT%H%M%SZ')}.md"
