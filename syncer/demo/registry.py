@@ -195,7 +195,8 @@ class Registry:
         self.storage_dir.mkdir(exist_ok=True)
         self.log_file = self.workdir / "registry.log"
         self.config_file = self.workdir / "config.yml"
-        self.username, self.password = htpasswd or (None, None)
+        self.username: str | None = htpasswd[0] if htpasswd else None
+        self.password: str | None = htpasswd[1] if htpasswd else None
         self.tls = tls
         self.delete = delete
         self.ca_file: Path | None = None

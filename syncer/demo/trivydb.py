@@ -26,9 +26,11 @@ import re
 import sqlite3
 import struct
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from syncer.core.model import Severity
 from syncer.demo.images import MEDIA_TYPES, Blob, Image, Platform, gzip_bytes, tar_layer
@@ -76,7 +78,7 @@ class _PageWriter:
         return pgid
 
 
-def _node_body(element: struct.Struct, items: list[tuple[tuple[int, ...], bytes, bytes]],
+def _node_body(element: struct.Struct, items: Sequence[tuple[tuple[int, ...], bytes, bytes]],
                leaf: bool) -> bytes:
     """Element array followed by the keys and values, each element pointing at its data."""
     heads, data = [], b""
@@ -104,7 +106,7 @@ def _chunks(sizes: list[int]) -> list[slice]:
 
 def _write_bucket(writer: _PageWriter, bucket: Bucket) -> int:
     """Writes a bucket's subtree (children first) and returns its root page id."""
-    leaf_items = []
+    leaf_items: list[tuple[tuple[int, ...], bytes, bytes]] = []
     for key in sorted(bucket):  # bbolt binary-searches: unsorted keys silently find nothing
         if not key:
             raise ValueError("bbolt keys must not be empty")
@@ -231,14 +233,16 @@ def trivy_buckets(advisories: list[Advisory] | tuple[Advisory, ...]) -> Bucket:
     # Every ecosystem's bucket exists, empty or not, as in Trivy's real DB: a bucket is how
     # syncer tells an OS release the DB knows (no advisories: clean) from one it does not
     # (nothing matched: unassessed).
-    platforms: Bucket = {eco.bucket.encode(): {} for eco in ECOSYSTEMS.values()}
+    platforms: dict[bytes, Bucket] = {eco.bucket.encode(): {} for eco in ECOSYSTEMS.values()}
     sources: Bucket = {eco.bucket.encode(): _json({"ID": eco.source_id, "Name": eco.source_name,
                                                    "URL": eco.url}) for eco in ECOSYSTEMS.values()}
-    details: dict[str, dict] = {}
+    details: dict[str, dict[str, Any]] = {}
     for adv in advisories:
         eco = ECOSYSTEMS[adv.ecosystem]
         package = _pip_name(adv.package) if adv.ecosystem == "pip" else adv.package
         advisories_of = platforms.setdefault(eco.bucket.encode(), {}).setdefault(package.encode(), {})
+        assert isinstance(advisories_of, dict)  # a package's bucket, never a value
+        assert isinstance(adv.severity, Severity)  # __post_init__ parsed a name
         advisories_of[adv.id.encode()] = _json(_advisory_value(adv))
         detail = details.setdefault(adv.id, {"Title": adv.title or f"{adv.id} in {package}",
                                              "Severity": adv.severity.name, "VendorSeverity": {}})
@@ -251,7 +255,7 @@ def _go_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_trivy_db(cache_dir: str | os.PathLike, advisories, *,
+def write_trivy_db(cache_dir: str | os.PathLike[str], advisories: Iterable[Advisory], *,
                    updated_at: datetime | None = None) -> Path:
     """Writes ``<cache_dir>/db/trivy.db`` and ``metadata.json``; returns the db directory.
 
@@ -317,7 +321,7 @@ _JAVA_SCHEMA = (
 JAVA_DB_SCHEMA_VERSION = 1  # metadata.json "Version"; any other makes Trivy download a new one
 
 
-def java_db_bytes(artifacts) -> bytes:
+def java_db_bytes(artifacts: Iterable[JavaArtifact]) -> bytes:
     """The SQLite file trivy-java.db indexing ``artifacts``."""
     with tempfile.TemporaryDirectory(prefix="syncer-java-db-") as work:
         path = Path(work) / "trivy-java.db"
@@ -339,7 +343,7 @@ def java_db_bytes(artifacts) -> bytes:
         return path.read_bytes()
 
 
-def write_java_db(cache_dir: str | os.PathLike, artifacts=(), *,
+def write_java_db(cache_dir: str | os.PathLike[str], artifacts: Iterable[JavaArtifact] = (), *,
                   updated_at: datetime | None = None) -> Path:
     """Writes ``<cache_dir>/java-db/trivy-java.db`` and ``metadata.json``; returns the directory.
 
@@ -413,7 +417,8 @@ class TrivyDB:
     advisories: tuple[Advisory, ...] = ()
     updated_at: datetime = DEFAULT_UPDATED_AT
 
-    def write(self, advisories=None, *, updated_at: datetime | None = None) -> TrivyDB:
+    def write(self, advisories: Iterable[Advisory] | None = None, *, updated_at: datetime | None = None
+              ) -> TrivyDB:
         """Rebuilds the DB; by default with the same advisories, one day newer."""
         if advisories is not None:
             self.advisories = tuple(advisories)
