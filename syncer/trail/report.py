@@ -10,24 +10,22 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import jinja2
 
 from syncer.access.enforce import required_signers
 from syncer.core import markdown
 from syncer.core.model import Catalog, Finding, Record, State
+from syncer.core.plan import Plan
 from syncer.core.policy import count_by_severity, counts_text
 from syncer.errors import SyncerError
 from syncer.trail.atomic import read_regular, write_atomic
 from syncer.trail.ledger import Ledger
-
-if TYPE_CHECKING:
-    from syncer.stages.pipeline import RunResult  # what a run hands the trail; no import at run time
 
 BADGES = {
     State.PROMOTED: "✅ promoted",
@@ -174,7 +172,29 @@ def render_all(records: list[Record], catalog: Catalog | None) -> dict[str, str]
     return pages
 
 
-def render_run(result: RunResult, started: datetime, run_id: str) -> str:
+class RunOutcome(Protocol):
+    """A tag's outcome as the run page shows it (``syncer.stages.pipeline.TagOutcome``)."""
+
+    name: str
+    tag: str
+    state: State | None
+    changed: bool
+    failed: bool
+    message: str
+
+
+class RunSummary(Protocol):
+    """What a run hands the trail (``syncer.stages.pipeline.RunResult``); described here, as
+    the trail sits below the stages and does not import them."""
+
+    @property
+    def outcomes(self) -> Sequence[RunOutcome]: ...
+    @property
+    def plan(self) -> Plan: ...
+    def counts(self) -> dict[str, int]: ...
+
+
+def render_run(result: RunSummary, started: datetime, run_id: str) -> str:
     outcomes = [dict(name=o.name, page=page_for(o.name), tag=o.tag,
                      state=o.state.value if o.state else "", message=o.message)
                 for o in sorted(result.outcomes, key=lambda o: (o.name, o.tag)) if o.changed or o.failed]
@@ -236,7 +256,7 @@ def refresh_pages(reports_dir: str, catalog: Catalog | None) -> None:
         pass
 
 
-def write_reports(ledger: Ledger, catalog: Catalog | None, reports_dir: str, *, result: RunResult,
+def write_reports(ledger: Ledger, catalog: Catalog | None, reports_dir: str, *, result: RunSummary,
                   started: datetime) -> list[str]:
     """After a run that changed records: the derived pages, and a page for the run itself."""
     run_id = os.environ.get("GITHUB_RUN_ID") or started.strftime("%Y%m%dT%H%M%SZ")
