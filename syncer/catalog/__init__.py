@@ -492,7 +492,7 @@ class _Reader:
         except YAMLError:
             self.sink.error(Location(file, 0), "invalid YAML; fix the syntax")
             return None
-        except Exception as err:  # noqa: BLE001 - why: the comment below
+        except Exception as err:  # noqa: BLE001 - see below
             # The last resort around a large third-party parser, which has failed in other ways
             # on odd input: one file's problem is reported like the others, never a traceback.
             self.sink.error(Location(file, 0), f"invalid YAML: the YAML reader failed "
