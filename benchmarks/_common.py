@@ -87,11 +87,11 @@ def ratio(numerator: Spread, denominator: Spread) -> str:
 def machine() -> str:
     model = "unknown CPU"
     try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                      if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    mem_kb = next((int(line.split()[1]) for line in open("/proc/meminfo")
+    mem_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal:")), 0)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"{os.cpu_count()} CPUs ({model}), {mem_kb / 1024 / 1024:.1f} GiB RAM, "
@@ -180,7 +180,7 @@ class Workspace:
         self.keep = keep
         self._registries: list[Registry] = []
 
-    def __enter__(self) -> "Workspace":
+    def __enter__(self) -> Workspace:
         return self
 
     def __exit__(self, *exc: object) -> None:

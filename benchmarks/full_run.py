@@ -37,11 +37,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as c  # noqa: E402
+import _common as c
 
-from syncer.core import cosign  # noqa: E402
+from syncer.core import cosign
 from syncer.stages import signatures
-from syncer.tools.registry import RegistryClient  # noqa: E402
+from syncer.tools.registry import RegistryClient
 
 TAG = "1.0.0"
 # syncer/tools/trivy.py's flags for one scan (``_QUIET_OFFLINE`` and scan_image's argv).
@@ -88,15 +88,15 @@ class PlainLoop:
         for name, digest in images:
             step = time.perf_counter()
             quarantine = f"{self.target}/quarantine/{name}"
-            self._tool(self.skopeo + [f"docker://{self.hub}/library/{name}@{digest}",
-                                      f"docker://{quarantine}:{TAG}"])
+            self._tool([*self.skopeo, f"docker://{self.hub}/library/{name}@{digest}",
+                        f"docker://{quarantine}:{TAG}"])
             self._scan(f"{quarantine}@{digest}")
             copy_and_scan += time.perf_counter() - step
             if self.key is not None:
                 signatures.attach(self.client, f"approved/{name}", digest,
                                   f"{self.target}/approved/{name}", self.key)
-            self._tool(self.skopeo + [f"docker://{quarantine}@{digest}",
-                                      f"docker://{self.target}/approved/{name}:{TAG}"])
+            self._tool([*self.skopeo, f"docker://{quarantine}@{digest}",
+                        f"docker://{self.target}/approved/{name}:{TAG}"])
         return time.perf_counter() - start, c.cpu_now() - cpu, copy_and_scan
 
     def _scan(self, ref: str) -> None:

@@ -29,13 +29,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as c  # noqa: E402
+import _common as c
 
-from syncer.stages import layers  # noqa: E402
+from syncer.stages import layers
 from syncer.tools import trivy
-from syncer.tools.registry import RegistryClient  # noqa: E402
-from tests.harness.faultproxy import FaultProxy  # noqa: E402
-from tests.harness.images import Image, build_image, debian_files  # noqa: E402
+from syncer.tools.registry import RegistryClient
+from tests.harness.faultproxy import FaultProxy
+from tests.harness.images import Image, build_image, debian_files
 
 MIB = 1 << 20
 

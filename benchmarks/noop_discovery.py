@@ -42,13 +42,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as c  # noqa: E402
+import _common as c
 
-from syncer.tools.registry import DEFAULT_CONCURRENCY, Credentials, RegistryClient  # noqa: E402
-from syncer.demo.registry import Registry as SandboxRegistry  # noqa: E402
-from syncer.demo.tokenauth import AuthServer, Robot, access_config, write_users  # noqa: E402
-from tests.harness.faultproxy import FaultProxy  # noqa: E402
-from tests.harness.tokenregistry import SPEC_ACCESS, write_catalog as write_access_catalog  # noqa: E402
+from syncer.demo.registry import Registry as SandboxRegistry
+from syncer.demo.tokenauth import AuthServer, Robot, access_config, write_users
+from syncer.tools.registry import DEFAULT_CONCURRENCY, Credentials, RegistryClient
+from tests.harness.faultproxy import FaultProxy
+from tests.harness.tokenregistry import SPEC_ACCESS
+from tests.harness.tokenregistry import write_catalog as write_access_catalog
 
 MATCH = r"^1\.\d+\.0$"
 SERVICE = "syncer-bench"
@@ -85,7 +86,7 @@ class TokenHub:
     robot: Robot
 
     @classmethod
-    def start(cls, root: Path, latency: float) -> "TokenHub":
+    def start(cls, root: Path, latency: float) -> TokenHub:
         catalog = root / "access-catalog"
         write_access_catalog(catalog, SPEC_ACCESS)
         users = root / "users.htpasswd"

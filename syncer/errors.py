@@ -7,6 +7,7 @@ others, raised for one image, mark that image failed (exit 1) without stopping t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from syncer.core.model import Location
 from syncer.core.redact import redact
@@ -28,7 +29,7 @@ class UsageError(SyncerError):
 class Diagnostic:
     location: Location
     message: str
-    level: str = "error"  # error | warning
+    level: Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
         return f"{self.location}: {self.level}: {self.message}"

@@ -29,7 +29,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs
@@ -41,8 +41,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from syncer.core.access import granted_actions
-from syncer.errors import SyncerError, UsageError
 from syncer.core.model import AccessGroup
+from syncer.errors import SyncerError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def issue_token(signer: TokenSigner, *, issuer: str, service: str, subject: str,
     }
     text = jwt.encode(claims, signer.key, algorithm=signer.algorithm,
                       headers={"x5c": list(signer.x5c)})
-    return Token(text, datetime.fromtimestamp(issued, timezone.utc), lifetime)
+    return Token(text, datetime.fromtimestamp(issued, UTC), lifetime)
 
 
 # --- accounts --------------------------------------------------------------------------------
@@ -478,7 +478,7 @@ class TokenService:
     def __init__(self, signer: TokenSigner, *, issuer: str, lifetime: int,
                  rules: Callable[[], Sequence[AccessGroup]], accounts: Callable[[], Accounts],
                  throttle: LoginThrottle | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.signer, self.issuer, self.lifetime = signer, issuer, lifetime
         self.rules, self.accounts, self.clock = rules, accounts, clock
         self.throttle = throttle or LoginThrottle()
@@ -526,7 +526,7 @@ class TokenService:
                                    "expires_in": token.expires_in, "issued_at": issued})
 
     def _authenticate(self, header: str | None, now: datetime,
-                      client: str) -> str | None | Response:
+                      client: str) -> str | Response | None:
         """The user name; None for a request without credentials; a 401 when refused, a 429
         while failed logins of this user or address make it wait."""
         user = _basic_user(header)
@@ -591,7 +591,7 @@ def _error(status: str, code: str, message: str) -> Response:
 
 
 def _now_text() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _log_value(value: str) -> str:

@@ -29,8 +29,8 @@ import re
 from pathlib import Path
 
 from syncer.catalog import display_path
-from syncer.errors import Diagnostic
 from syncer.core.model import Catalog, Location
+from syncer.errors import Diagnostic
 
 CODEOWNERS_PATH = ".github/CODEOWNERS"
 ADMIN_CATALOG_PATHS = ("access.yaml", "approvals/", "exceptions/", "policies/", "settings.yaml",

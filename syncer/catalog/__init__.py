@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -28,8 +28,10 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.scanner import RoundTripScanner
 
-from syncer.errors import CatalogError, Diagnostic
 from syncer.core.model import (
+    APPROVAL_MODES,
+    REGRESSION_ACTIONS,
+    UNASSESSED_ACTIONS,
     WEBHOOK_EVENTS,
     AccessGroup,
     Approval,
@@ -57,9 +59,11 @@ from syncer.core.refs import (
     safe_relpath,
 )
 from syncer.core.selection import PatternError, compile_pattern
+from syncer.errors import CatalogError, Diagnostic
 from syncer.tools.trust import cert_dirs, problems
 
 T = TypeVar("T")
+_Choice = TypeVar("_Choice", bound=str)  # one of a Literal's strings (syncer.core.model)
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?")
@@ -79,7 +83,7 @@ def is_valid_signer_name(name: str) -> bool:
 
 def utc_today() -> date:
     """The date exceptions expire against: UTC, so that CI and laptops agree."""
-    return datetime.now(timezone.utc).date()
+    return datetime.now(UTC).date()
 
 
 def display_path(path: Path) -> str:
@@ -311,16 +315,17 @@ class _Map:
         self._wrong(key, value, "a date written YYYY-MM-DD")
         return None
 
-    def choice(self, key: str, choices: Sequence[str], default: str) -> str:
+    def choice(self, key: str, choices: tuple[_Choice, ...], default: _Choice) -> _Choice:
         value = self.raw(key, None)
         if value is _MISSING:
             return default
-        if value not in choices:
+        chosen = next((c for c in choices if value == c), None)
+        if chosen is None:
             shown = f"'{value}'" if isinstance(value, str) else _kind(value)
             self.error(key, f"'{key}' in {self.what} must be one of {', '.join(choices)}, "
                             f"not {shown}")
             return default
-        return value
+        return chosen
 
     def str_list(self, key: str, *, required: str | None = None, example: str
                  ) -> list[tuple[str, Location]] | None:
@@ -447,13 +452,14 @@ class _LocatingConstructor(RoundTripConstructor):
             return super().construct_non_recursive_object(node, tag)
         except (ValueError, OverflowError) as err:
             kind = str(node.tag).rsplit(":", 1)[-1]
+            problem = str(err)
             if kind == "timestamp":
                 hint = "write dates as real YYYY-MM-DD dates"
             elif kind == "int" and len(str(node.value)) > 4300:
-                err, hint = "more than 4300 digits", "quote it if it is text"
+                problem, hint = "more than 4300 digits", "quote it if it is text"
             else:
                 hint = "fix the value or quote it"
-            raise _Refused(None, None, f"invalid value: {err}; {hint}", node.start_mark) from None
+            raise _Refused(None, None, f"invalid value: {problem}; {hint}", node.start_mark) from None
 
 
 class _Reader:
@@ -490,7 +496,7 @@ class _Reader:
         except YAMLError:
             self.sink.error(Location(file, 0), "invalid YAML; fix the syntax")
             return None
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - see below
             # The last resort around a large third-party parser, which has failed in other ways
             # on odd input: one file's problem is reported like the others, never a traceback.
             self.sink.error(Location(file, 0), f"invalid YAML: the YAML reader failed "
@@ -993,10 +999,10 @@ def _read_policy(m: _Map, name: str) -> Located[Policy]:
     policy = Policy(
         name=name, max=maximum, ignore_unfixed=ignore_unfixed, deny_licenses=tuple(deny),
         max_age_days=m.int_("max_age_days", minimum=1),
-        approval=m.choice("approval", ("auto", "manual"), "auto"),
+        approval=m.choice("approval", APPROVAL_MODES, "auto"),
         signers=tuple(signers),
-        on_regression=m.choice("on_regression", ("flag", "demote"), "flag"),
-        unassessed=m.choice("unassessed", ("hold", "allow"), "hold"),
+        on_regression=m.choice("on_regression", REGRESSION_ACTIONS, "flag"),
+        unassessed=m.choice("unassessed", UNASSESSED_ACTIONS, "hold"),
         teams=_owners(m, "teams"),
         location=m.loc())
     at = m.located_keys()

@@ -67,7 +67,7 @@ def generate(key_file: Path, cert_file: Path, days: int, common_name: str) -> No
     """An EC P-256 key (ES256, the registry's fastest check) and a self-signed certificate."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name)

@@ -27,8 +27,9 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from waitress import create_server
+from waitress.server import create_server  # where it is defined (the stubs omit the re-export)
 
 from syncer.access.authserver import (
     DEFAULT_ISSUER,
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("waitress").setLevel(logging.WARNING)
     app = TokenService(signer, issuer=args.issuer, lifetime=args.token_lifetime,
                        rules=rules.current, accounts=accounts.current, throttle=throttle)
-    proxy: dict[str, object] = {}
+    proxy: dict[str, Any] = {}
     if args.trusted_proxy:
         # Waitress then puts the forwarded address in REMOTE_ADDR, and drops the header when
         # anyone else sends it.
@@ -115,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
     server = create_server(app, host=host, port=port, threads=WORKER_THREADS,
                            ident="syncer-auth-server", **proxy)
     current = accounts.current()
+    bound = server.effective_port  # type: ignore[union-attr]  # set by every server; not in the stubs
     # Tests and operators read the port from this line when --listen asked for port 0.
-    print(f"syncer auth-server: listening on http://{host}:{server.effective_port}{TOKEN_PATH} "
+    print(f"syncer auth-server: listening on http://{host}:{bound}{TOKEN_PATH} "
           f"(issuer {args.issuer}, catalog {args.catalog}: {len(rules.current())} groups, "
           f"{len(current.users)} users, {len(current.robots)} robots)", file=sys.stderr,
           flush=True)

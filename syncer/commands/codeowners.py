@@ -15,8 +15,8 @@ import argparse
 import json
 import sys
 
-from syncer.catalog import display_path, load_catalog
 from syncer.access.codeowners import codeowners_file, repo_root_of, stale_check, write_codeowners
+from syncer.catalog import display_path, load_catalog
 from syncer.errors import UsageError
 
 

@@ -18,12 +18,13 @@ nothing. Delete the directory to start over.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from syncer.demo.world import run_demo
 
 
-def configure(parser) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", default=".demo", metavar="DIR",
                         help="where the demo keeps its registries, repository and keys (default: %(default)s)")
     parser.add_argument("--keep", action="store_true",
@@ -33,5 +34,5 @@ def configure(parser) -> None:
                              "catalog/access.yaml, and show what access control does")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     return run_demo(Path(args.dir), keep=args.keep, access=args.access)

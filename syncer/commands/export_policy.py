@@ -28,9 +28,9 @@ import json
 import sys
 from pathlib import Path
 
-from syncer.access import enforce
 from cryptography.hazmat.primitives import serialization
 
+from syncer.access import enforce
 from syncer.catalog import display_path, load_catalog
 from syncer.errors import UsageError
 from syncer.trail.report import write_if_changed

@@ -25,10 +25,10 @@ from pathlib import Path
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from syncer.core import cosign
 from syncer.catalog import display_path, is_valid_signer_name
-from syncer.errors import UsageError
+from syncer.core import cosign
 from syncer.core.model import Signing
+from syncer.errors import UsageError
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

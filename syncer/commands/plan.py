@@ -58,7 +58,7 @@ def add_scan_options(parser: argparse.ArgumentParser) -> None:
                        "Never taken from TRIVY_SERVER")
 
 
-def scan_options(args) -> TrivyOptions:
+def scan_options(args: argparse.Namespace) -> TrivyOptions:
     """The options of Trivy's databases for this run: flags over Trivy's variables."""
     from syncer.tools import trivy
 
@@ -75,7 +75,7 @@ def add_registry_options(parser: argparse.ArgumentParser) -> None:
                         "after 30 seconds at most (default: 120)")
 
 
-def registry_deadline(args) -> float:
+def registry_deadline(args: argparse.Namespace) -> float:
     from syncer.tools.registry import DEADLINE_DEFAULT
 
     if args.registry_timeout is None:
@@ -93,17 +93,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_scan_options(parser)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: `syncer run` imports this module for its options.
-    from syncer.tools import trivy
     from syncer.catalog import load_catalog
-    from syncer.trail.ledger import Ledger
+    from syncer.commands.validate import annotation
+    from syncer.core.plan import locate_missing, predict, render_markdown
     from syncer.stages.pipeline import Pipeline, RunOptions
-    from syncer.core.plan import render_markdown
     from syncer.stages.progress import Progress
     from syncer.stages.scan import ScanSettings
-    from syncer.commands.validate import annotation
-    from syncer.core.plan import locate_missing, predict
+    from syncer.tools import trivy
+    from syncer.trail.ledger import Ledger
 
     catalog = load_catalog(args.catalog)
     # A misspelt name would otherwise plan nothing and exit 0, which reads as "all is well".

@@ -13,23 +13,25 @@ Each of these exits 1 after every other page was written (and committed, with --
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from collections import Counter
 
-from syncer.trail import report
 from syncer.catalog import load_catalog
+from syncer.core.model import Catalog, Record
+from syncer.trail import report
 from syncer.trail.ledger import Ledger
 
 
-def configure(parser) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--commit", action="store_true",
                         help="commit the changed reports and records with git (e.g. after merging shards)")
     parser.add_argument("--push", action="store_true", help="push that commit (implies --commit)")
 
 
-def _commit(args, records, catalog) -> str | None:
+def _commit(args: argparse.Namespace, records: list[Record], catalog: Catalog) -> str | None:
     from syncer.tools import gitops  # GitPython is imported only when committing
 
     reports = os.path.abspath(args.reports)
@@ -45,7 +47,7 @@ def _commit(args, records, catalog) -> str | None:
     return result.sha if result.committed else None
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     catalog = load_catalog(args.catalog)
     contents = Ledger(args.reports).contents()
     records = contents.records

@@ -35,9 +35,8 @@ import argparse
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from syncer.catalog import load_catalog
@@ -58,11 +57,11 @@ from syncer.trail.ledger import Ledger
 from syncer.trail.lock import run_lock
 
 if TYPE_CHECKING:
-    from syncer.tools.gitops import CommitResult
     from syncer.core.model import Catalog, Record
     from syncer.stages.pipeline import RunResult
     from syncer.stages.progress import Progress
     from syncer.stages.scan import ScanSettings
+    from syncer.tools.gitops import CommitResult
     from syncer.tools.trivy import TrivyOptions
 
 
@@ -107,7 +106,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_scan_options(parser)
 
 
-def prepare_scanning(options: TrivyOptions, catalog, progress: Progress, scan_timeout: int
+def prepare_scanning(options: TrivyOptions, catalog: Catalog, progress: Progress, scan_timeout: int
                      ) -> tuple[ScanSettings | None, str]:
     """The database every scan of this run uses, downloaded at most once per run."""
     ignored = trivy.split_environment(os.environ).ignored
@@ -147,14 +146,14 @@ def summary_markdown(result: RunResult, problems: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.push:
         args.commit = True
     if args.dry_run:
         # A dry run is exactly the plan: discovery only, nothing written anywhere.
         return plan_command.run(args)
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     trivy_options = scan_options(args)  # a bad TRIVY_* value is a usage error before anything runs
     with run_lock(args.reports):
         # Under the lock no write is in progress: any temporary file is a killed run's.
@@ -163,7 +162,7 @@ def run(args) -> int:
         return _run_locked(args, trivy_options, Ledger(args.reports), started)
 
 
-def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, started: datetime) -> int:
+def _run_locked(args: argparse.Namespace, trivy_options: TrivyOptions, ledger: Ledger, started: datetime) -> int:
     catalog = load_catalog(args.catalog)
     progress = Progress(quiet=False)
     options = RunOptions(jobs=args.jobs, only=tuple(args.only), shard=args.shard, dry_run=False,
@@ -198,7 +197,8 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, started: date
         except report.PageWriteError as err:
             written = err.written
             problems.append(str(err))
-    commit, earlier = None, []
+    commit: CommitResult | None = None
+    earlier: list[str] = []
     if args.commit:
         try:
             commit, earlier = _commit(args, result, catalog, written, problems)
@@ -239,9 +239,9 @@ def _run_locked(args, trivy_options: TrivyOptions, ledger: Ledger, started: date
         if commit and commit.unpushed and commit.pushed:
             print(f"Pushing {commit.unpushed} commit{'s' if commit.unpushed != 1 else ''} "
                   "an earlier run left unpushed")
-        if commit and commit.committed:
+        if commit and commit.sha and commit.committed:
             print(f"Committed {commit.sha[:12]}" + (" and pushed" if commit.pushed else ""))
-        elif commit and commit.pushed:
+        elif commit and commit.sha and commit.pushed:
             print(f"Pushed {commit.sha[:12]}")
     return 1 if problems else result.exit_code
 
@@ -250,8 +250,8 @@ def _notify(catalog: Catalog, ledger: Ledger, result: RunResult, started: dateti
             reports: str) -> list[str]:
     """The run's events to the catalog's webhooks, once its records are saved (and committed,
     when asked); a webhook that fails is a warning, never the run's failure."""
-    from syncer.tools import webhooks
     from syncer.catalog import display_path
+    from syncer.tools import webhooks
 
     records = [rec for o in result.outcomes if o.changed or o.failed
                if (rec := _readable(ledger, o.name, o.tag)) is not None]
@@ -274,7 +274,7 @@ def _readable(ledger: Ledger, name: str, tag: str) -> Record | None:
         return None  # its failure is in the run's output already
 
 
-def _commit(args, result: RunResult, catalog: Catalog, written: list[str], problems: list[str]
+def _commit(args: argparse.Namespace, result: RunResult, catalog: Catalog, written: list[str], problems: list[str]
             ) -> tuple[CommitResult, list[str]]:
     """Commits this run's files and whatever an earlier run left uncommitted (its records
     get their pages first); returns the commit and those earlier files."""

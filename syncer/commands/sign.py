@@ -23,17 +23,17 @@ import os
 import sys
 from pathlib import Path
 
-from syncer.core import cosign
-from syncer.trail import report
-from syncer.stages import signatures
 from syncer.catalog import display_path, is_valid_signer_name, load_catalog
+from syncer.core import cosign
+from syncer.core.model import Catalog, Event
 from syncer.core.trusted import TrustedRef, parse_trusted_ref
+from syncer.errors import SigningError, UsageError
+from syncer.stages import signatures
 from syncer.stages.signatures import resolve_digest
 from syncer.tools.endpoints import endpoint_for
-from syncer.errors import SigningError, UsageError
+from syncer.trail import report
 from syncer.trail.ledger import Ledger, now_iso
 from syncer.trail.lock import run_lock
-from syncer.core.model import Catalog, Event
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -22,10 +22,10 @@ import os
 import sys
 from typing import TextIO
 
-from syncer.catalog import check_catalog, utc_today
 from syncer.access.codeowners import repo_root_of, stale_check
-from syncer.errors import Diagnostic
+from syncer.catalog import check_catalog, utc_today
 from syncer.core.model import Location
+from syncer.errors import Diagnostic
 from syncer.tools.trust import certificate_problem
 
 

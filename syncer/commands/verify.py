@@ -24,15 +24,15 @@ import json
 import sys
 from dataclasses import dataclass
 
-from syncer.core import cosign
-from syncer.stages import signatures
-from syncer.stages.signatures import resolve_digest
-from syncer.catalog import is_valid_signer_name, load_catalog
-from syncer.tools.endpoints import endpoint_for
 from syncer.access.enforce import required_signers
-from syncer.errors import RegistryError, SigningError, UsageError
+from syncer.catalog import is_valid_signer_name, load_catalog
+from syncer.core import cosign
 from syncer.core.model import Catalog
 from syncer.core.trusted import TrustedRef, parse_trusted_ref
+from syncer.errors import RegistryError, SigningError, UsageError
+from syncer.stages import signatures
+from syncer.stages.signatures import resolve_digest
+from syncer.tools.endpoints import endpoint_for
 from syncer.tools.registry import RegistryClient
 
 

@@ -10,6 +10,19 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from typing import Literal, get_args
+
+# Strings that stand for a choice; each tuple lists the choices for the readers that check them.
+ApprovalMode = Literal["auto", "manual"]
+RegressionAction = Literal["flag", "demote"]  # what happens to an approved digest a scan fails
+UnassessedAction = Literal["hold", "allow"]  # package data the vulnerability database cannot match
+EventKind = Literal["discovered", "moved", "mirrored", "scanned", "promoted", "held", "flagged",
+                    "demoted", "cleared", "failed", "vanished", "replicated", "unreplicated",
+                    "lagging", "signed"]
+APPROVAL_MODES: tuple[ApprovalMode, ...] = get_args(ApprovalMode)
+REGRESSION_ACTIONS: tuple[RegressionAction, ...] = get_args(RegressionAction)
+UNASSESSED_ACTIONS: tuple[UnassessedAction, ...] = get_args(UnassessedAction)
+EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 
 
 class Severity(enum.IntEnum):
@@ -22,7 +35,7 @@ class Severity(enum.IntEnum):
     CRITICAL = 4
 
     @classmethod
-    def parse(cls, text: str) -> "Severity":
+    def parse(cls, text: str) -> Severity:
         return cls[text.strip().upper()]
 
     @property
@@ -158,10 +171,10 @@ class Policy:
     ignore_unfixed: bool = False
     deny_licenses: tuple[str, ...] = ()
     max_age_days: int | None = None
-    approval: str = "auto"  # auto | manual
+    approval: ApprovalMode = "auto"
     signers: tuple[str, ...] = ()
-    on_regression: str = "flag"  # flag | demote
-    unassessed: str = "hold"  # hold | allow: images with package data Trivy could not match
+    on_regression: RegressionAction = "flag"
+    unassessed: UnassessedAction = "hold"  # images with package data Trivy could not match
     # Image owners who may name this policy in files they own; the default policy needs none.
     teams: tuple[str, ...] = ()
     location: Location | None = None
@@ -285,7 +298,7 @@ class ScanResult:
 @dataclass(frozen=True)
 class Event:
     at: str  # ISO 8601 UTC, seconds precision
-    event: str  # discovered, mirrored, scanned, promoted, held, flagged, demoted, failed, signed, moved…
+    event: EventKind
     detail: str = ""
 
 
@@ -311,7 +324,7 @@ class Record:
     replicas: list[ReplicaState] = field(default_factory=list)
     promoted_digest: str | None = None  # what approved/<name>:<tag> holds now, if anything
 
-    def copy(self) -> "Record":
+    def copy(self) -> Record:
         """A copy to change without changing this one. Cheaper than ``copy.deepcopy`` (a no-op
         run copies every record): scan results and events are immutable, so only the lists
         and the replica states are copied."""

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from syncer.core.markdown import code, text
 from syncer.core.model import Catalog, EntryDiscovery, Location, Record, ReplicaState, State
@@ -90,7 +92,7 @@ def was_mirrored(record: Record) -> bool:
 
 def _older(scan_db: str | None, current_db: str | None) -> bool:
     # ISO 8601 UTC strings of one format compare correctly as text.
-    return bool(current_db) and (not scan_db or scan_db < current_db)
+    return bool(current_db and (not scan_db or scan_db < current_db))
 
 
 def build_plan(
@@ -179,7 +181,9 @@ def locate_missing(plan: Plan, catalog: Catalog) -> list[Diagnostic]:
     out = []
     for name, tag in plan.missing:
         entry = catalog.image(name)
-        where = dict(entry.tag_locations).get(tag, entry.location) if entry else None
+        if entry is None:
+            continue
+        where = dict(entry.tag_locations).get(tag, entry.location)
         if where is not None:
             plan.missing_at[(name, tag)] = where
             out.append(Diagnostic(where, f"tag '{tag}' of {name} is not in {entry.source} "
@@ -214,7 +218,7 @@ def render_markdown(plan: Plan) -> str:
     if plan.db_updated_at:
         lines += ["", f"Vulnerability database updated at {text(plan.db_updated_at)}."]
 
-    def table(title: str, rows: list, cols: list[str], cells) -> None:
+    def table(title: str, rows: Sequence[Any], cols: list[str], cells: Callable[[Any], list[object]]) -> None:
         if not rows:
             return
         lines.extend(["", f"## {title}", "", "| " + " | ".join(cols) + " |",
@@ -233,12 +237,12 @@ def render_markdown(plan: Plan) -> str:
           lambda t: [t.name, code(t.tag), t.recorded.state.value, t.recorded.scan.db_updated_at])
     table("Unfinished (resumed from the ledger)", resume, ["image", "tag", "state"],
           lambda t: [t.name, code(t.tag), t.recorded.state.value])
-    lagging = [(t, st) for t in unchanged if t.recorded and t.recorded.promoted_digest
-               for st in t.recorded.replicas if st.lagging or st.digest != t.recorded.promoted_digest]
-    def lagging_cells(row: tuple[TagPlan, ReplicaState]) -> list[object]:
-        t, st = row
+    lagging = [(t, rec, st) for t in unchanged if (rec := t.recorded) and rec.promoted_digest
+               for st in rec.replicas if st.lagging or st.digest != rec.promoted_digest]
+    def lagging_cells(row: tuple[TagPlan, Record, ReplicaState]) -> list[object]:
+        t, rec, st = row
         return [t.name, code(t.tag), st.registry, code(short_digest(st.digest) or "nothing"),
-                code(short_digest(t.recorded.promoted_digest))]
+                code(short_digest(rec.promoted_digest))]
 
     table("Replicas lagging (caught up by the next run)", lagging,
           ["image", "tag", "replica", "has", "approved"], lagging_cells)

@@ -23,10 +23,19 @@ import fnmatch
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
-from syncer.core.model import (Approval, Finding, LicenseFinding, PlatformScan, Policy, ScanResult, Severity,
-                               State, VulnException)
+from syncer.core.model import (
+    Approval,
+    Finding,
+    LicenseFinding,
+    PlatformScan,
+    Policy,
+    ScanResult,
+    Severity,
+    State,
+    VulnException,
+)
 
 # Past this many ids or packages a reason line lists the first ones and "and N more";
 # the record keeps every finding.
@@ -277,4 +286,4 @@ def _age_reason(created: datetime | None, max_age_days: int | None, today: date)
 
 
 def _utc_date(moment: datetime) -> date:
-    return moment.astimezone(timezone.utc).date() if moment.tzinfo else moment.date()
+    return moment.astimezone(UTC).date() if moment.tzinfo else moment.date()

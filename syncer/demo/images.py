@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import zstandard
 
@@ -75,7 +76,7 @@ class Platform:
     variant: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> "Platform":
+    def parse(cls, text: str) -> Platform:
         parts = text.split("/")
         if len(parts) not in (2, 3) or not all(parts):
             raise ValueError(f"platform {text!r} is not os/arch[/variant], e.g. linux/arm64")
@@ -265,7 +266,7 @@ def write_layout(artifact: Artifact, directory: Path, tag: str) -> Path:
     for blob in artifact.blobs:
         (blobs_dir / blob.digest.removeprefix("sha256:")).write_bytes(blob.data)
     index_file = directory / "index.json"
-    index = json.loads(index_file.read_text()) if index_file.exists() else {
+    index: dict[str, Any] = json.loads(index_file.read_text()) if index_file.exists() else {
         "schemaVersion": 2, "manifests": []
     }
     ref_key = "org.opencontainers.image.ref.name"
@@ -435,7 +436,7 @@ def python_package_files(
     name: str,
     version: str,
     *,
-    license: str = "Apache-2.0",
+    license: str = "Apache-2.0",  # noqa: A002 - the METADATA field it fills
     site_packages: str = "usr/lib/python3.11/site-packages",
 ) -> dict[str, str]:
     """A wheel-installed Python distribution: its ``*.dist-info/METADATA``."""
@@ -456,7 +457,7 @@ def java_archive(group_id: str, artifact_id: str, version: str, *,
     """A deterministic jar: MANIFEST.MF, one class file and, when ``pom_properties``, Maven's
     ``META-INF/maven/<group>/<artifact>/pom.properties`` naming it. Without that file Trivy
     can identify the jar only by its SHA-1 in the Java DB."""
-    entries = {"META-INF/MANIFEST.MF": "Manifest-Version: 1.0\nCreated-By: syncer test harness\n",
+    entries: dict[str, str | bytes] = {"META-INF/MANIFEST.MF": "Manifest-Version: 1.0\nCreated-By: syncer test harness\n",
                f"{artifact_id.replace('-', '/')}/Main.class": b"\xca\xfe\xba\xbe"}
     if pom_properties:
         entries[f"META-INF/maven/{group_id}/{artifact_id}/pom.properties"] = (

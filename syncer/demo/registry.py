@@ -57,7 +57,7 @@ class Request:
 
 # Registries still running when the interpreter exits (a script or benchmark that did not
 # stop them, a test session torn down early) are stopped then, not left behind.
-_running: set["Registry"] = set()
+_running: set[Registry] = set()
 
 
 @atexit.register
@@ -85,7 +85,7 @@ def make_tls_material(directory: Path, *, client: bool = False) -> tuple[Path, P
     are named as in a certs.d directory: (ca.crt, client.cert, client.key).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     not_before, not_after = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=2)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -163,7 +163,7 @@ def write_htpasswd(path: Path, username: str, password: str) -> None:
     path.chmod(0o600)
 
 
-def terminate(process: "subprocess.Popen[bytes] | None", timeout: float = STOP_TIMEOUT) -> None:
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float = STOP_TIMEOUT) -> None:
     """Stops a server process: SIGTERM, then SIGKILL if it lingers; nothing if it has ended."""
     if process is None or process.poll() is not None:
         return
@@ -238,7 +238,8 @@ class Registry:
         self.storage_dir.mkdir(exist_ok=True)
         self.log_file = self.workdir / "registry.log"
         self.config_file = self.workdir / "config.yml"
-        self.username, self.password = htpasswd if htpasswd else (None, None)
+        self.username: str | None = htpasswd[0] if htpasswd else None
+        self.password: str | None = htpasswd[1] if htpasswd else None
         self.tls = tls
         self.delete = delete
         self.ca_file: Path | None = None
@@ -259,6 +260,7 @@ class Registry:
             self.client_ca, client_cert, client_key = make_tls_material(
                 self.workdir / "client-tls", client=True)
             self.client_cert = (client_cert, client_key)
+            assert self.cert_dir is not None  # made above for every TLS registry
             for path in self.client_cert:
                 (self.cert_dir / path.name).write_bytes(path.read_bytes())
         # Any other auth section of distribution's config.yml, as given (e.g. the token
@@ -273,7 +275,7 @@ class Registry:
         self.port = 0
         self._start_on_free_port(preferred=port)
 
-    def __enter__(self) -> "Registry":
+    def __enter__(self) -> Registry:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Literal
 
 from syncer.access.authserver import MIN_BCRYPT_COST
+from syncer.demo.registry import Registry, terminate
 from syncer.errors import RegistryAuthError, RegistryError
 from syncer.tools.registry import Credentials, RegistryClient
-from syncer.demo.registry import Registry, terminate
 
 ROBOT_VAR = "SYNCER_ROBOT"
 STARTUP_TIMEOUT = 15.0

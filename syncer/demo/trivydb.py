@@ -28,9 +28,11 @@ import re
 import sqlite3
 import struct
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from syncer.core.model import Severity
 from syncer.demo.images import MEDIA_TYPES, Blob, Image, Platform, gzip_bytes, tar_layer
@@ -62,7 +64,7 @@ def _fnv1a64(data: bytes) -> int:
 
 
 class _PageWriter:
-    """Appends nodes as pages, numbering them; pages 0–2 are the metas and the freelist."""
+    """Appends nodes as pages, numbering them; pages 0-2 are the metas and the freelist."""
 
     def __init__(self) -> None:
         self.pages: list[bytes] = []
@@ -78,7 +80,7 @@ class _PageWriter:
         return pgid
 
 
-def _node_body(element: struct.Struct, items: list[tuple[tuple[int, ...], bytes, bytes]],
+def _node_body(element: struct.Struct, items: Sequence[tuple[tuple[int, ...], bytes, bytes]],
                leaf: bool) -> bytes:
     """Element array followed by the keys and values, each element pointing at its data."""
     heads, data = [], b""
@@ -106,7 +108,7 @@ def _chunks(sizes: list[int]) -> list[slice]:
 
 def _write_bucket(writer: _PageWriter, bucket: Bucket) -> int:
     """Writes a bucket's subtree (children first) and returns its root page id."""
-    leaf_items = []
+    leaf_items: list[tuple[tuple[int, ...], bytes, bytes]] = []
     for key in sorted(bucket):  # bbolt binary-searches: unsorted keys silently find nothing
         if not key:
             raise ValueError("bbolt keys must not be empty")
@@ -233,14 +235,16 @@ def trivy_buckets(advisories: list[Advisory] | tuple[Advisory, ...]) -> Bucket:
     # Every ecosystem's bucket exists, empty or not, as in Trivy's real DB: a bucket is how
     # syncer tells an OS release the DB knows (no advisories: clean) from one it does not
     # (nothing matched: unassessed).
-    platforms: Bucket = {eco.bucket.encode(): {} for eco in ECOSYSTEMS.values()}
+    platforms: dict[bytes, Bucket] = {eco.bucket.encode(): {} for eco in ECOSYSTEMS.values()}
     sources: Bucket = {eco.bucket.encode(): _json({"ID": eco.source_id, "Name": eco.source_name,
                                                    "URL": eco.url}) for eco in ECOSYSTEMS.values()}
-    details: dict[str, dict] = {}
+    details: dict[str, dict[str, Any]] = {}
     for adv in advisories:
         eco = ECOSYSTEMS[adv.ecosystem]
         package = _pip_name(adv.package) if adv.ecosystem == "pip" else adv.package
         advisories_of = platforms.setdefault(eco.bucket.encode(), {}).setdefault(package.encode(), {})
+        assert isinstance(advisories_of, dict)  # a package's bucket, never a value
+        assert isinstance(adv.severity, Severity)  # __post_init__ parsed a name
         advisories_of[adv.id.encode()] = _json(_advisory_value(adv))
         detail = details.setdefault(adv.id, {"Title": adv.title or f"{adv.id} in {package}",
                                              "Severity": adv.severity.name, "VendorSeverity": {}})
@@ -250,10 +254,10 @@ def trivy_buckets(advisories: list[Advisory] | tuple[Advisory, ...]) -> Bucket:
 
 
 def _go_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_trivy_db(cache_dir: str | os.PathLike, advisories, *,
+def write_trivy_db(cache_dir: str | os.PathLike[str], advisories: Iterable[Advisory], *,
                    updated_at: datetime | None = None) -> Path:
     """Writes ``<cache_dir>/db/trivy.db`` and ``metadata.json``; returns the db directory.
 
@@ -268,7 +272,7 @@ def write_trivy_db(cache_dir: str | os.PathLike, advisories, *,
 
 def _metadata(version: int, updated_at: datetime | None) -> bytes:
     """metadata.json of either DB; Trivy reads both with the same four fields."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     updated_at = updated_at or now
     return json.dumps({"Version": version,
                        "NextUpdate": _go_time(max(now, updated_at) + timedelta(days=1)),
@@ -303,7 +307,7 @@ class JavaArtifact:
                              f"digits, not {self.sha1!r}")
 
     @classmethod
-    def of(cls, archive: bytes, group_id: str, artifact_id: str, version: str) -> "JavaArtifact":
+    def of(cls, archive: bytes, group_id: str, artifact_id: str, version: str) -> JavaArtifact:
         return cls(group_id, artifact_id, version, hashlib.sha1(archive).hexdigest())
 
 
@@ -319,7 +323,7 @@ _JAVA_SCHEMA = (
 JAVA_DB_SCHEMA_VERSION = 1  # metadata.json "Version"; any other makes Trivy download a new one
 
 
-def java_db_bytes(artifacts) -> bytes:
+def java_db_bytes(artifacts: Iterable[JavaArtifact]) -> bytes:
     """The SQLite file trivy-java.db indexing ``artifacts``."""
     with tempfile.TemporaryDirectory(prefix="syncer-java-db-") as work:
         path = Path(work) / "trivy-java.db"
@@ -341,7 +345,7 @@ def java_db_bytes(artifacts) -> bytes:
         return path.read_bytes()
 
 
-def write_java_db(cache_dir: str | os.PathLike, artifacts=(), *,
+def write_java_db(cache_dir: str | os.PathLike[str], artifacts: Iterable[JavaArtifact] = (), *,
                   updated_at: datetime | None = None) -> Path:
     """Writes ``<cache_dir>/java-db/trivy-java.db`` and ``metadata.json``; returns the directory.
 
@@ -387,7 +391,7 @@ def db_artifact(cache_dir: str | os.PathLike, which: str) -> Image:
 # A small set over the packages of tests.harness.images' DEBIAN_BASE, ALPINE_BASE and a
 # python_package_files("requests", "2.31.0"): fixed and unfixed, several severities, and one
 # advisory per OS that the installed version already fixes, which Trivy must not report.
-DEFAULT_UPDATED_AT = datetime(2025, 1, 1, tzinfo=timezone.utc)
+DEFAULT_UPDATED_AT = datetime(2025, 1, 1, tzinfo=UTC)
 DEFAULT_ADVISORIES: tuple[Advisory, ...] = (
     Advisory("CVE-2099-0001", "debian 12", "openssl", "CRITICAL", "3.0.99-1",
              title="openssl: planted critical"),
@@ -415,7 +419,8 @@ class TrivyDB:
     advisories: tuple[Advisory, ...] = ()
     updated_at: datetime = DEFAULT_UPDATED_AT
 
-    def write(self, advisories=None, *, updated_at: datetime | None = None) -> "TrivyDB":
+    def write(self, advisories: Iterable[Advisory] | None = None, *, updated_at: datetime | None = None
+              ) -> TrivyDB:
         """Rebuilds the DB; by default with the same advisories, one day newer."""
         if advisories is not None:
             self.advisories = tuple(advisories)
@@ -423,11 +428,11 @@ class TrivyDB:
         write_trivy_db(self.cache_dir, self.advisories, updated_at=self.updated_at)
         return self
 
-    def add(self, *advisories: Advisory, updated_at: datetime | None = None) -> "TrivyDB":
+    def add(self, *advisories: Advisory, updated_at: datetime | None = None) -> TrivyDB:
         """Rebuilds the DB with more advisories, newer (by default one day)."""
         return self.write(self.advisories + advisories, updated_at=updated_at)
 
-    def write_java(self, *artifacts: JavaArtifact) -> "TrivyDB":
+    def write_java(self, *artifacts: JavaArtifact) -> TrivyDB:
         """Replaces the Java DB with one indexing ``artifacts`` (none: an empty, fresh one)."""
         write_java_db(self.cache_dir, artifacts, updated_at=self.updated_at)
         return self

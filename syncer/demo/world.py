@@ -22,20 +22,28 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from syncer.core import cosign
-from syncer.errors import UsageError
-from syncer.trail.ledger import Ledger
-from syncer.demo.images import Artifact, alpine_files, build_image, build_index, debian_files, push, python_package_files
+from syncer.demo.images import (
+    Artifact,
+    alpine_files,
+    build_image,
+    build_index,
+    debian_files,
+    push,
+    python_package_files,
+)
 from syncer.demo.registry import Registry, free_port
 from syncer.demo.tokenauth import AccessCheck, AccessResult, Robot, TokenAuth, try_access, write_users
 from syncer.demo.trivydb import Advisory, write_java_db, write_trivy_db
+from syncer.errors import UsageError
+from syncer.trail.ledger import Ledger
 
 PASSPHRASE = "syncer-demo-passphrase"
-DB_UPDATED_AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
+DB_UPDATED_AT = datetime(2026, 11, 1, tzinfo=UTC)
 TOKEN_SERVICE = "syncer-demo"
 # The people of CATALOG's access.yaml, with demo passwords (bcrypt-hashed for the auth server).
 PEOPLE = {"dev1": "dev1-demo-password", "dev2": "dev2-demo-password", "admin": "admin-demo-password"}
@@ -229,7 +237,7 @@ class DemoState:
     access: bool = False  # the trusted registry is behind syncer auth-server
 
     @classmethod
-    def load(cls, path: Path) -> "DemoState":
+    def load(cls, path: Path) -> DemoState:
         try:
             return cls(**json.loads(path.read_text()))
         except FileNotFoundError:

@@ -17,13 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from syncer.tools.endpoints import Endpoint, source_endpoint
-from syncer.errors import NotFoundError, SyncerError, failure_text
 from syncer.core.model import Catalog, EntryDiscovery, ImageEntry, UpstreamTag
-from syncer.tools.registry import DEADLINE_DEFAULT, ManifestRef, RegistryClient
-from syncer.stages.ports import ClientFactory
 from syncer.core.selection import needs_listing, select_tags
-
+from syncer.errors import NotFoundError, SyncerError, failure_text
+from syncer.stages.ports import ClientFactory
+from syncer.tools.endpoints import Endpoint, source_endpoint
+from syncer.tools.registry import DEADLINE_DEFAULT, ManifestRef, RegistryClient
 
 DROPPED_SHOWN = 5  # entries named in the warning about a tag list's non-tags
 
@@ -97,7 +96,7 @@ def discover_entry(entry: ImageEntry, client: RegistryClient, heads: Mapper = ma
         except SyncerError as err:
             return err
 
-    for tag, head in zip(selection.tags, heads(resolve, selection.tags)):
+    for tag, head in zip(selection.tags, heads(resolve, selection.tags), strict=True):
         if isinstance(head, NotFoundError):
             if tag in entry.tags:
                 result.missing.append(tag)

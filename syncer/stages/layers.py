@@ -28,12 +28,16 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, cast
 
 import zstandard
 
-from syncer.trail.atomic import write_atomic
 from syncer.errors import SyncerError
 from syncer.tools.registry import IMAGE_TYPES, Manifest, RegistryClient
+from syncer.trail.atomic import write_atomic
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 CACHE_FILE = "verified-layers.json"
 # Bump when what is noted per layer changes: pairs of an older version are not read.
@@ -111,7 +115,7 @@ def check_image(client: RegistryClient, repository: str, digest: str,
     # reaches the same verdict without downloads.
     new: dict[str, VerifiedLayer] = {}
     verified = []
-    for n, ((layer_digest, media_type), claimed) in enumerate(zip(descriptors, claims), 1):
+    for n, ((layer_digest, media_type), claimed) in enumerate(zip(descriptors, claims, strict=True), 1):
         where = f"layer {n} of {len(descriptors)} ({layer_digest}) of {ref}"
         _check_media_type(media_type, where)
         layer = known.get(layer_digest) or new.get(layer_digest)
@@ -202,10 +206,11 @@ def read_layer(chunks: Iterable[bytes]) -> tuple[str, frozenset[str]]:
     raw = _ChunkReader(iter(chunks))
     magic = raw.peek(len(_ZSTD_MAGIC))
     if magic.startswith(_GZIP_MAGIC):
-        plain: io.IOBase = gzip.GzipFile(fileobj=raw, mode="rb")
+        plain: io.IOBase | zstandard.ZstdDecompressionReader = gzip.GzipFile(fileobj=raw, mode="rb")
     elif magic.startswith(_ZSTD_MAGIC):
-        # Concatenated frames, as Go's decoder reads them.
-        plain = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True,
+        # Concatenated frames, as Go's decoder reads them. The stubs want IO[bytes]; read() is
+        # all the reader calls, which a raw stream has.
+        plain = zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], raw), read_across_frames=True,
                                                            closefd=False)
     else:
         plain = raw
@@ -225,7 +230,7 @@ def read_layer(chunks: Iterable[bytes]) -> tuple[str, frozenset[str]]:
     return f"sha256:{hashed.hasher.hexdigest()}", package_dbs
 
 
-def _package_dbs(stream: io.BufferedReader) -> frozenset[str]:
+def _package_dbs(stream: io.BufferedIOBase) -> frozenset[str]:
     """The OS package databases among the members of a tar stream, from their headers alone:
     tarfile takes about 40 µs per member, and a layer may have 10^5 of them. Follows ustar,
     GNU (long names, sparse extensions) and PAX (path, size); stops quietly at a block that
@@ -320,7 +325,7 @@ def _pax_records(data: bytes, path: bytes | None) -> tuple[bytes | None, int | N
     return path, size
 
 
-def _read_exact(stream: io.BufferedReader, size: int) -> bytes:
+def _read_exact(stream: io.BufferedIOBase, size: int) -> bytes:
     parts, left = [], size
     while left > 0 and (part := stream.read(min(left, _CHUNK))):
         parts.append(part)
@@ -328,7 +333,7 @@ def _read_exact(stream: io.BufferedReader, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _skip(stream: io.BufferedReader, size: int) -> None:
+def _skip(stream: io.BufferedIOBase, size: int) -> None:
     while size > 0 and (part := stream.read(min(size, _CHUNK))):
         size -= len(part)
 
@@ -351,14 +356,15 @@ class _ChunkReader(io.RawIOBase):
         self._rest = memoryview(head)
         return head[:size]
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer)
         while not self._rest:
             chunk = next(self._chunks, None)
             if chunk is None:
                 return 0
             self._rest = memoryview(chunk)
-        n = min(len(buffer), len(self._rest))
-        buffer[:n] = self._rest[:n]
+        n = min(len(view), len(self._rest))
+        view[:n] = self._rest[:n]
         self._rest = self._rest[n:]
         return n
 
@@ -366,20 +372,21 @@ class _ChunkReader(io.RawIOBase):
 class _HashingReader(io.RawIOBase):
     """Hashes what is read through it; any decompression failure becomes CorruptLayer."""
 
-    def __init__(self, source: io.IOBase):
+    def __init__(self, source: io.IOBase | zstandard.ZstdDecompressionReader):
         self._source = source
         self.hasher = hashlib.sha256()
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer)
         try:
-            data = self._source.read(len(buffer))
+            data = self._source.read(len(view))
         except (OSError, EOFError, zlib.error, zstandard.ZstdError) as err:
             raise CorruptLayer(str(err) or type(err).__name__) from None
         self.hasher.update(data)
-        buffer[:len(data)] = data
+        view[:len(data)] = data
         return len(data)
 
 

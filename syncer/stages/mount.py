@@ -15,8 +15,14 @@ caller copies with skopeo instead.
 
 from __future__ import annotations
 
-from syncer.tools.registry import (IMAGE_TYPES, INDEX_TYPES, MANIFEST_TYPES, Manifest, RegistryClient,
-                             descriptor_digest)
+from syncer.tools.registry import (
+    IMAGE_TYPES,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    Manifest,
+    RegistryClient,
+    descriptor_digest,
+)
 
 
 def copy_within(client: RegistryClient, src_repo: str, dst_repo: str, digest: str, tag: str) -> bool:
@@ -42,7 +48,7 @@ def copy_within(client: RegistryClient, src_repo: str, dst_repo: str, digest: st
             images = children
         else:
             images = [top]
-        blobs = []
+        blobs: list[str] = []
         for image in images:
             found = image_blobs(image)
             if found is None:

@@ -10,25 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Callable
 
 from syncer.core import policy as policy_mod
-from syncer.stages import ports, replicate
-from syncer.tools import skopeo
-from syncer.stages.discover import Sources, discover
-from syncer.tools.endpoints import Endpoint, remember_secrets, replica_endpoints, target_endpoint
-from syncer.errors import SigningError, SyncerError, failure_text
-from syncer.stages.layers import LayerError
-from syncer.trail.ledger import Ledger, LedgerContents, Unreadable, now_iso
-from syncer.core.model import Catalog, Event, ImageEntry, Record, ScanResult, State
+from syncer.core.model import Catalog, Event, EventKind, ImageEntry, Record, ScanResult, State
 from syncer.core.plan import Change, Plan, TagPlan, build_plan, was_mirrored
+from syncer.errors import SigningError, SyncerError, failure_text
+from syncer.stages import ports, replicate
+from syncer.stages.discover import Sources, discover
+from syncer.stages.layers import LayerError
 from syncer.stages.progress import Progress
+from syncer.stages.scan import ScanCache, ScanSettings, SharedLayers
+from syncer.tools import skopeo
+from syncer.tools.endpoints import Endpoint, remember_secrets, replica_endpoints, target_endpoint
 from syncer.tools.registry import DEADLINE_DEFAULT, RegistryClient
-from syncer.stages.scan import ScanCache, ScanSettings
-from syncer.stages.scan import SharedLayers
+from syncer.trail.ledger import Ledger, LedgerContents, Unreadable, now_iso
 
 
 @dataclass
@@ -147,8 +146,9 @@ class Pipeline:
         self.sources = Sources(catalog, anonymous_if_unset=options.dry_run,
                                deadline=options.registry_deadline, clients=clients)
         self.settings = catalog.settings
-        self._target: Endpoint | None = None
-        self._target_client: RegistryClient | None = None
+        # Set by run() before any tag is processed; a plan needs neither.
+        self._target: Endpoint
+        self._target_client: RegistryClient
         self._replicas: list[tuple[Endpoint, RegistryClient]] = []
         self._scan_cache = ScanCache()
         # Tags sharing a digest are processed one at a time (they write the same blobs and the
@@ -213,9 +213,9 @@ class Pipeline:
         # Each blob moves once per run: the copies share one blob-info cache, the scans one
         # layer analysis per layer (docs/architecture.md, "Each blob moves once").
         settings, scanner = self.scan_settings, self.scanner
-        real = settings is not None and isinstance(scanner, ports.TrivyScanner)
-        shared = SharedLayers(settings.cache_dir, own_server=not settings.server) if real else None
-        if shared is not None:
+        shared = None
+        if settings is not None and isinstance(scanner, ports.TrivyScanner):
+            shared = SharedLayers(settings.cache_dir, own_server=not settings.server)
             self.scan_settings = replace(settings, shared=shared)
             self.scanner = ports.TrivyScanner(self.scan_settings)
         try:
@@ -263,7 +263,7 @@ class Pipeline:
         assert entry is not None
         return entry
 
-    def _event(self, rec: Record, event: str, detail: str = "") -> None:
+    def _event(self, rec: Record, event: EventKind, detail: str = "") -> None:
         rec.events.append(Event(at=now_iso(), event=event, detail=detail))
 
     def _process(self, tp: TagPlan) -> TagOutcome:
@@ -282,7 +282,7 @@ class Pipeline:
                 self._event(rec, "discovered", tp.source or "")
             elif tp.change is Change.MOVED:
                 self._event(rec, "moved", f"{rec.digest} -> {tp.digest}")
-                rec.digest, rec.source, rec.scan = tp.digest, tp.source, None
+                rec.digest, rec.source, rec.scan = tp.digest or "", tp.source or "", None
                 rec.reasons = []
             if tp.needs_copy:
                 self.progress.step(subject, "mirroring")
@@ -315,10 +315,14 @@ class Pipeline:
                                 f"{policy_mod.counts_text(policy_mod.count_by_severity(rec.scan.findings))}")
                     changed |= self.ledger.save(rec)
 
-            decision = policy_mod.unscannable(str(unscannable)) if unscannable else policy_mod.evaluate(
-                name=tp.name, digest=rec.digest, scan=rec.scan, policy=self.catalog.policy_for(entry),
-                exceptions=self.catalog.exceptions, approvals=self.catalog.approvals,
-                today=self.options.today)
+            if unscannable:
+                decision = policy_mod.unscannable(str(unscannable))
+            else:
+                assert rec.scan is not None  # scanned above, or the tag failed there
+                decision = policy_mod.evaluate(
+                    name=tp.name, digest=rec.digest, scan=rec.scan, policy=self.catalog.policy_for(entry),
+                    exceptions=self.catalog.exceptions, approvals=self.catalog.approvals,
+                    today=self.options.today)
             self._decide(rec, entry, decision, subject)
             lagging = self._replicate(rec, subject)
         except Exception as err:  # noqa: BLE001 - recorded as this tag's failure; the others go on
@@ -361,6 +365,7 @@ class Pipeline:
         return digest
 
     def _vanished(self, tp: TagPlan) -> TagOutcome:
+        assert tp.recorded is not None  # run() leaves out vanished tags it never recorded
         rec = tp.recorded.copy()
         last = next((e for e in reversed(rec.events) if e.event in ("vanished", "discovered", "moved",
                                                                      "mirrored")), None)
@@ -376,10 +381,11 @@ class Pipeline:
         return f"{self.settings.target.approved}/{name}"
 
     def _scan(self, entry: ImageEntry, digest: str) -> ScanResult:
+        assert self.scanner is not None  # _evaluate fails the tag when there is none
         return self.scanner.scan(self._target, self._target_client, self._quarantine(entry.name),
                                  digest, entry.platforms, self._scan_cache)
 
-    def _decide(self, rec: Record, entry: ImageEntry, decision, subject: str) -> None:
+    def _decide(self, rec: Record, entry: ImageEntry, decision: policy_mod.Decision, subject: str) -> None:
         policy = self.catalog.policy_for(entry)
         reasons = list(decision.reasons)
         state = policy_mod.next_state(decision, current=rec.state,

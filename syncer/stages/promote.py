@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 
+from syncer.errors import NotFoundError
 from syncer.stages import mount, signatures
+from syncer.stages.mirror import copy_endpoints
 from syncer.tools import skopeo
 from syncer.tools.endpoints import Endpoint
-from syncer.errors import NotFoundError
-from syncer.stages.mirror import copy_endpoints
 from syncer.tools.registry import RegistryClient
 
 log = logging.getLogger(__name__)

@@ -8,10 +8,10 @@ push lags; the next run catches it up from the record.
 
 from __future__ import annotations
 
-from syncer.tools.endpoints import Endpoint
 from syncer.core.model import Record, ReplicaState
-from syncer.tools.registry import RegistryClient
 from syncer.stages.ports import Copier, Signer
+from syncer.tools.endpoints import Endpoint
+from syncer.tools.registry import RegistryClient
 
 
 def replica_state(rec: Record, registry: str) -> ReplicaState:

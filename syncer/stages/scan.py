@@ -14,19 +14,21 @@ that is not a container image. ``syncer.core.policy`` decides what follows.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
+from syncer.core.model import Finding, LicenseFinding, PlatformScan, Record, ScanResult
+from syncer.errors import SyncerError
 from syncer.stages import layers
 from syncer.tools import trivy
 from syncer.tools.endpoints import Endpoint
-from syncer.errors import SyncerError
-from syncer.trail.ledger import now_iso
-from syncer.core.model import Finding, LicenseFinding, PlatformScan, Record, ScanResult
 from syncer.tools.registry import IMAGE_TYPES, INDEX_TYPES, Manifest, RegistryClient, descriptor_digest
+from syncer.trail.ledger import now_iso
 
 # Config media types of container images; any other config makes an OCI artifact (a Helm
 # chart, a WASM module, an SBOM) that Trivy cannot scan as an image.
@@ -105,10 +107,15 @@ class Child:
     media_type: str
 
 
-def _is_attestation(entry: dict) -> bool:
+def _mapping(value: object) -> dict[str, Any]:
+    """A JSON object of a manifest, or an empty one for anything else there."""
+    return value if isinstance(value, dict) else {}
+
+
+def _is_attestation(entry: dict[str, Any]) -> bool:
     # BuildKit's provenance and SBOM manifests: unknown/unknown, annotated, never run.
-    plat = entry.get("platform") if isinstance(entry.get("platform"), dict) else {}
-    annotations = entry.get("annotations") if isinstance(entry.get("annotations"), dict) else {}
+    plat = _mapping(entry.get("platform"))
+    annotations = _mapping(entry.get("annotations"))
     return (plat.get("os") == "unknown" and plat.get("architecture") == "unknown"
             and annotations.get("vnd.docker.reference.type") == "attestation-manifest")
 
@@ -121,7 +128,7 @@ def image_children(index: Manifest) -> list[Child]:
         if not isinstance(entry, dict) or _is_attestation(entry):
             continue
         digest = descriptor_digest(entry.get("digest"), f"entry {n} of index {index.digest}")
-        plat = entry.get("platform") if isinstance(entry.get("platform"), dict) else {}
+        plat = _mapping(entry.get("platform"))
         name = "/".join(str(plat[k]) for k in ("os", "architecture", "variant") if plat.get(k))
         raw.append((digest, name, str(entry.get("mediaType", ""))))
     seen: dict[str, int] = {}
@@ -366,7 +373,7 @@ def scan_digest(target: Endpoint, client: RegistryClient, repository: str, diges
         return combine(digest, [("", ManifestScan(digest, problem="an index with no image in it"))],
                        wanted_platforms, settings)
     parts = [(child.label, cache.get(child.digest, settings.db_updated_at,
-                                     lambda child=child: scan_manifest(target, client, repository,
-                                                                       child.digest, settings)))
+                                     functools.partial(scan_manifest, target, client, repository,
+                                                       child.digest, settings)))
              for child in children]
     return combine(digest, parts, wanted_platforms, settings)

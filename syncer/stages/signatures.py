@@ -230,8 +230,10 @@ def resolve_digest(client: RegistryClient, ref: TrustedRef, action: str) -> str:
     of the manifest bytes REF's tag points at now (one GET). A signature vouches for a digest,
     so a registry (or a proxy in front of it) that answers with another manifest must not
     choose what is verified or signed. ``action`` says what did not happen (verified, signed)."""
+    wanted = ref.digest or ref.tag
+    assert wanted is not None  # parse_trusted_ref refuses a reference with neither
     try:
-        manifest = client.get_manifest(ref.repository, ref.digest or ref.tag)
+        manifest = client.get_manifest(ref.repository, wanted)
     except DigestMismatchError as err:
         raise DigestMismatchError(
             f"{err}; nothing was {action}. Check what answers at {client.endpoint} (a mirror or "

@@ -6,9 +6,9 @@ import os
 import threading
 
 from syncer.core import cosign
-from syncer.stages import signatures
-from syncer.errors import SigningError
 from syncer.core.model import Signing
+from syncer.errors import SigningError
+from syncer.stages import signatures
 from syncer.tools.registry import RegistryClient
 
 

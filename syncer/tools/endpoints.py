@@ -13,11 +13,16 @@ import os
 from dataclasses import dataclass, field
 
 from syncer.core import redact
-from syncer.tools import credentials as auth_files
-from syncer.errors import UsageError
 from syncer.core.model import Auth, Settings
-from syncer.tools.registry import (DEADLINE_DEFAULT, DEFAULT_CONCURRENCY, Credentials, RegistryClient,
-                             credentials_from_env)
+from syncer.errors import UsageError
+from syncer.tools import credentials as auth_files
+from syncer.tools.registry import (
+    DEADLINE_DEFAULT,
+    DEFAULT_CONCURRENCY,
+    Credentials,
+    RegistryClient,
+    credentials_from_env,
+)
 from syncer.tools.trust import Trust, materialise
 from syncer.tools.trust import resolve as resolve_trust
 

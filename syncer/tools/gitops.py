@@ -26,8 +26,8 @@ from pathlib import Path
 
 import git
 
-from syncer.errors import GitError
 from syncer.core.model import State
+from syncer.errors import GitError
 
 DEFAULT_NAME = "syncer-bot"
 DEFAULT_EMAIL = "syncer-bot@users.noreply.github.com"
@@ -189,7 +189,7 @@ def _integrate_remote(repo: git.Repo, remote: str, branch: str, pathspecs: list[
          what=f"fetch {remote} {branch}", timeout=NETWORK_TIMEOUT, retryable=True)
     onto = _git(repo, "rev-parse", f"refs/remotes/{remote}/{branch}", what="read the remote tip")
     head = repo.head.commit.hexsha
-    if repo.is_ancestor(onto, head):
+    if repo.is_ancestor(repo.commit(onto), repo.head.commit):
         return False  # nothing new upstream: the push failed for another reason
     base = _git(repo, "merge-base", onto, head, what="find the common ancestor")
     theirs = set(_changed(repo, base, onto))
@@ -218,7 +218,8 @@ def _replay(repo: git.Repo, commit: str, onto: str, ident_env: dict[str, str]) -
     with tempfile.TemporaryDirectory(prefix="syncer-index-") as tmp:
         index_env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         _git(repo, "read-tree", onto, env=index_env, what="read the remote tree")
-        for status, path in zip(fields[0::2], fields[1::2]):
+        # -z ends the list with a NUL, so the last field is empty and has no partner.
+        for status, path in zip(fields[0::2], fields[1::2], strict=False):
             if status == "D":
                 _git(repo, "update-index", "--force-remove", "--", path, env=index_env,
                      what="replay a deletion")
@@ -232,7 +233,9 @@ def _replay(repo: git.Repo, commit: str, onto: str, ident_env: dict[str, str]) -
     env = {**ident_env, "GIT_AUTHOR_NAME": original.author.name or "",
            "GIT_AUTHOR_EMAIL": original.author.email or "",
            "GIT_AUTHOR_DATE": original.authored_datetime.isoformat()}
-    return _git(repo, "commit-tree", tree, "-p", onto, "-F", "-", istream_text=original.message,
+    # GitPython gives bytes for a message it could not decode.
+    message = original.message if isinstance(original.message, str) else original.message.decode(errors="replace")
+    return _git(repo, "commit-tree", tree, "-p", onto, "-F", "-", istream_text=message,
                 env=env, what="write the replayed commit")
 
 

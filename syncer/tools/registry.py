@@ -25,9 +25,9 @@ import time
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
@@ -36,6 +36,7 @@ from urllib3.exceptions import InsecureRequestWarning
 
 from syncer import __version__
 from syncer.core import redact, refs
+from syncer.core.model import Auth, RateLimit
 from syncer.errors import (
     DigestMismatchError,
     NotFoundError,
@@ -45,7 +46,6 @@ from syncer.errors import (
     SyncerError,
     UsageError,
 )
-from syncer.core.model import Auth, RateLimit
 from syncer.tools.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,9 @@ def parse_challenges(header: str) -> list[Challenge]:
 
     def skip(pattern: re.Pattern[str] = _SPACE_RE) -> None:
         nonlocal pos
-        pos = pattern.match(header, pos).end()
+        match = pattern.match(header, pos)
+        assert match is not None  # whitespace patterns match everywhere, if only ""
+        pos = match.end()
 
     while True:
         while True:  # empty list elements are allowed ("a, , b")
@@ -535,7 +537,7 @@ class RegistryClient:
         for session in sessions:
             session.close()
 
-    def __enter__(self) -> "RegistryClient":
+    def __enter__(self) -> RegistryClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -553,7 +555,7 @@ class RegistryClient:
         not a list is an error; ``null`` is an empty page, as distribution answers for a
         repository whose tags were all deleted."""
         _check_repository(repository)
-        url: str | None = self._url(f"/v2/{repository}/tags/list")
+        url = self._url(f"/v2/{repository}/tags/list")
         params = {"n": str(page_size)} if page_size else None
         tags: list[str] = []
         dropped: list[object] = []
@@ -578,9 +580,10 @@ class RegistryClient:
                     "tags you need under tags: in the catalog entry", registry=self.host)
             for value in listed:
                 (tags if isinstance(value, str) and refs.is_valid_tag(value) else dropped).append(value)
-            url, params = self._next_link(resp), None
-            if url is None:
+            next_url, params = self._next_link(resp), None
+            if next_url is None:
                 return TagListing(tags, tuple(_described(v) for v in dropped))
+            url = next_url
         raise RegistryError(
             f"{self.where} returned more than {max_pages} pages of tags for {repository}; "
             "name the tags you need under tags: in the catalog entry",
@@ -811,7 +814,7 @@ class RegistryClient:
 
     def _request(self, method: str, url: str, *, kind: str, repository: str,
                  headers: dict[str, str] | None = None, scope: str | None = None,
-                 **kwargs) -> Answer:
+                 **kwargs: Any) -> Answer:
         """Sends with the known auth; on 401 authenticates as challenged and sends once more.
 
         ``scope``: the token scopes the request needs, space-separated, when it is more than
@@ -844,7 +847,7 @@ class RegistryClient:
         return resp
 
     def _send(self, method: str, url: str, *, kind: str, headers: dict[str, str],
-              **kwargs) -> Answer:
+              **kwargs: Any) -> Answer:
         if self._scheme_settled.is_set() or urlsplit(url).netloc != self.endpoint:
             return self._send_with_retries(method, url, kind=kind, headers=headers, **kwargs)
         # With tls_verify off the registry may speak HTTPS or plain HTTP. The first request
@@ -857,7 +860,7 @@ class RegistryClient:
                 self._scheme_settled.set()
 
     def _send_with_retries(self, method: str, url: str, *, kind: str, headers: dict[str, str],
-                           **kwargs) -> Answer:
+                           **kwargs: Any) -> Answer:
         """One request with retries: 429 after Retry-After, 5xx and network errors with
         exponential backoff and jitter, bounded by ``max_retries`` and ``max_wait``.
 
@@ -917,7 +920,7 @@ class RegistryClient:
             waited += delay
 
     def _follow(self, method: str, url: str, *, kind: str, headers: dict[str, str],
-                patience: float, **kwargs) -> Answer:
+                patience: float, **kwargs: Any) -> Answer:
         """One exchange, following redirects of reads (blob GETs go to storage or a CDN).
 
         Followed here rather than by requests, which reads each redirect's body whole and
@@ -949,7 +952,7 @@ class RegistryClient:
 
     def _once(self, method: str, url: str, *, kind: str, headers: dict[str, str],
               patience: float, stream: bool = False, limit: int = BODY_MAX,
-              **kwargs) -> Answer:
+              **kwargs: Any) -> Answer:
         """One request and its answer, once a slot is free (``syncer.tools.throttle``), the body
         read unless ``stream`` and it succeeded; waits at most ``patience`` seconds for a
         pause that a 429 asked for. Transport failures are raised as they come:

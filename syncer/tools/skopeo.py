@@ -52,8 +52,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from syncer.errors import SkopeoError
 from syncer.core.refs import parse_reference
+from syncer.errors import SkopeoError
 from syncer.tools.registry import Credentials
 
 # Tests point this at a wrapper to observe what the operating system sees.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # A thread waiting for a slot re-checks this often: a slot is always handed on by release(),
 # so this only bounds the damage of a bug, never the normal case.

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import base64
 import fcntl
-import hashlib
 import functools
+import hashlib
 import json
 import os
 import re
@@ -31,17 +31,17 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
-from syncer.tools import bbolt
-from syncer.errors import TrivyError, UsageError
+from syncer.core.markdown import is_web_url
 from syncer.core.model import Finding, LicenseFinding, Severity
 from syncer.core.refs import is_sha256_digest, parse_reference
-from syncer.core.markdown import is_web_url
+from syncer.errors import TrivyError, UsageError
+from syncer.tools import bbolt
 
 ENV_BINARY = "SYNCER_TRIVY"
 ENV_CACHE = "SYNCER_TRIVY_CACHE"
@@ -317,7 +317,7 @@ def version(*, timeout: float = 60.0) -> str:
     return _version(binary(), timeout)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _version(path: str, timeout: float) -> str:
     out = _run([path, "--version", "--format", "json"], what="reporting its version", timeout=timeout)
     try:
@@ -410,7 +410,7 @@ def _db_due(cache_dir: Path) -> bool:
         next_update = _go_time(db_info(cache_dir).next_update)
     except TrivyError:
         return True
-    return next_update is None or next_update <= datetime.now(timezone.utc)
+    return next_update is None or next_update <= datetime.now(UTC)
 
 
 _JAVA_DB_SCHEMA = 1  # trivy-java-db's SchemaVersion, which Trivy 0.76 requires
@@ -426,7 +426,7 @@ def _java_db_due(cache_dir: Path) -> bool:
         next_update, downloaded = _go_time(meta.get("NextUpdate")), _go_time(meta.get("DownloadedAt"))
     except (OSError, ValueError, AttributeError):
         return True
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     fresh = (next_update is not None and now < next_update) or (
         downloaded is not None and now < downloaded + timedelta(days=1))
     return not fresh
@@ -456,7 +456,7 @@ class ServerInfo:
     db: DBInfo  # the vulnerability DB it scans with
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def server_info(url: str) -> ServerInfo:
     """What a `trivy server` says of itself on /version; asked once per server and process,
     so that every record of a run names the DB the run started with."""
@@ -741,8 +741,9 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
         # A short user name would blank out ordinary words; longer ones are redacted too.
         secrets = (password, basic, *((username,) if len(username) >= 4 else ()))
     shared = run_server.address() if run_server is not None and not server else None
-    if shared:
-        secrets = (*secrets, run_server.token)
+    token = run_server.token if run_server is not None and shared else None
+    if token:
+        secrets = (*secrets, token)
     if ca_dir:
         # Go reads every file of each SSL_CERT_DIR entry; keep the system's dirs after ours.
         system = os.environ.get("SSL_CERT_DIR") or "/etc/ssl/certs:/etc/pki/tls/certs"
@@ -761,10 +762,10 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
                 "--scanners", "vuln,license" if licenses else "vuln",
                 # Trivy's own limit, a little shorter, so that it can still say what it was doing.
                 "--timeout", f"{max(int(left * 0.9), 1)}s", *_QUIET_OFFLINE]
-        if server or shared:
-            argv += ["--server", server or shared]
-        if shared:
-            argv += ["--config", _token_config(Path(work), run_server.token)]
+        if server:
+            argv += ["--server", server]
+        elif shared and token:
+            argv += ["--server", shared, "--config", _token_config(Path(work), token)]
         if platform:
             argv += ["--platform", platform]
         if insecure:

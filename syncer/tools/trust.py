@@ -196,7 +196,7 @@ def _materialise(trust: Trust) -> Materialised:
             for directory in (cert_dir, ca_dir):
                 shutil.copyfile(path, os.path.join(directory, name))
         if trust.client:
-            for source, name in zip(trust.client, ("client.cert", "client.key")):
+            for source, name in zip(trust.client, ("client.cert", "client.key"), strict=True):
                 with open(source, "rb") as f:
                     _write(os.path.join(cert_dir, name), f.read())
     return Materialised(bundle, cert_dir, ca_dir)

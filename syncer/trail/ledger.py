@@ -22,7 +22,7 @@ import io
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,21 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.representer import RoundTripRepresenter
 
 from syncer.core import refs
-from syncer.trail.atomic import is_temp_name, read_regular, write_atomic
-from syncer.errors import SyncerError, UnsafePathError
-from syncer.core.model import (Event, Finding, LicenseFinding, PlatformScan, Record, ReplicaState, ScanResult,
-                          Severity, State)
+from syncer.core.model import (
+    EVENT_KINDS,
+    Event,
+    Finding,
+    LicenseFinding,
+    PlatformScan,
+    Record,
+    ReplicaState,
+    ScanResult,
+    Severity,
+    State,
+)
 from syncer.core.policy import count_by_severity
+from syncer.errors import SyncerError, UnsafePathError
+from syncer.trail.atomic import is_temp_name, read_regular, write_atomic
 
 _SUFFIX = ".yaml"
 
@@ -48,7 +58,7 @@ class LedgerError(SyncerError):
 
 def now_iso() -> str:
     """The current time for events: UTC, seconds precision, ``2025-01-31T12:00:00Z``."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # The distribution reference grammar admits neither "..", a leading "/" nor a backslash in a
@@ -408,7 +418,7 @@ def _event_doc(e: Event) -> CommentedMap:
 def _format_time(moment: datetime) -> str:
     if moment.tzinfo is None:
         return moment.isoformat()
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # --- document -> Record ---------------------------------------------------------------------
@@ -567,8 +577,9 @@ def _replica_from_doc(rd: _Reader, doc: dict[str, Any], where: str) -> ReplicaSt
 
 
 def _event_from_doc(rd: _Reader, doc: dict[str, Any], where: str) -> Event:
-    return Event(
-        at=rd.text(doc, "at", where),
-        event=rd.text(doc, "event", where),
-        detail=rd.text(doc, "detail", where, default=""),
-    )
+    at, kind = rd.text(doc, "at", where), rd.text(doc, "event", where)
+    event = next((k for k in EVENT_KINDS if k == kind), None)
+    if event is None:
+        # Like an unknown state: a hand edit or a newer syncer's record, which this one misreads.
+        raise rd.fail(f"{where}.event {kind!r} is not an event syncer writes")
+    return Event(at=at, event=event, detail=rd.text(doc, "detail", where, default=""))

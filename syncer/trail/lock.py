@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from syncer.errors import UsageError
 
 
 @contextmanager
-def run_lock(reports_dir: str):
+def run_lock(reports_dir: str) -> Iterator[None]:
     # Beside reports/, not inside it: the lock file must never be committed with the trail.
     path = Path(reports_dir).resolve().parent / ".syncer-run.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -11,23 +11,22 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
 import jinja2
 
-from syncer.core import markdown
-from syncer.trail.atomic import read_regular, write_atomic
 from syncer.access.enforce import required_signers
-from syncer.trail import runlog
-from syncer.errors import SyncerError
-from syncer.trail.ledger import Ledger
-from syncer.core.model import Catalog, Finding, Record, State
-from syncer.core.policy import count_by_severity, counts_text
+from syncer.core import markdown
+from syncer.core.model import Catalog, Finding, Policy, Record, State
+from syncer.core.policy import count_by_severity, counts_text, evaluate, live_exceptions
 from syncer.core.refs import short_digest
-from syncer.core.model import Policy
-from syncer.core.policy import evaluate, live_exceptions
+from syncer.errors import SyncerError
+from syncer.trail import runlog
+from syncer.trail.atomic import read_regular, write_atomic
+from syncer.trail.ledger import Ledger
 
 BADGES = {
     State.PROMOTED: "✅ promoted",
@@ -56,7 +55,7 @@ _env.filters["target"] = markdown.target
 _env.filters["short"] = short_digest
 
 
-def sorted_findings(findings) -> list[Finding]:
+def sorted_findings(findings: Iterable[Finding]) -> list[Finding]:
     unique = {(f.id, f.package, f.installed, f.fixed, f.severity, f.platform): f for f in findings}
     return sorted(unique.values(), key=lambda f: (-int(f.severity), f.id, f.package, f.platform, f.installed))
 
@@ -333,7 +332,8 @@ def refresh_pages(reports_dir: str, catalog: Catalog | None) -> None:
         pass
 
 
-def write_reports(ledger, catalog: Catalog | None, reports_dir: str, *, result, started: datetime,
+def write_reports(ledger: Ledger, catalog: Catalog | None, reports_dir: str, *,
+                  result: runlog.RunSummary, started: datetime,
                   shard: tuple[int, int] | None = None) -> list[str]:
     """After a run that changed records: the derived pages, and the run's own record and page,
     named so that no other run's (another shard's, one started in the same second) is

@@ -14,15 +14,18 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
-from syncer.trail.atomic import is_temp_name, read_regular
+from syncer.core.model import State
+from syncer.core.plan import Plan
 from syncer.errors import SyncerError
+from syncer.trail.atomic import is_temp_name, read_regular
 
 RUNS = "runs"
 VERSION = 1
@@ -56,7 +59,29 @@ class RunRecord:
     errors: tuple[tuple[str, str], ...]  # (image name, message) that failed before any tag
 
 
-def from_result(result, started: datetime, environ: Mapping[str, str],
+class RunOutcomeView(Protocol):
+    """A tag's outcome as the run record keeps it (``syncer.stages.pipeline.TagOutcome``)."""
+
+    name: str
+    tag: str
+    state: State | None
+    changed: bool
+    failed: bool
+    message: str
+
+
+class RunSummary(Protocol):
+    """What a run hands the trail (``syncer.stages.pipeline.RunResult``), described here: the
+    trail sits below the stages and does not import them (tests/unit/test_layout.py)."""
+
+    @property
+    def outcomes(self) -> Sequence[RunOutcomeView]: ...
+    @property
+    def plan(self) -> Plan: ...
+    def counts(self) -> dict[str, int]: ...
+
+
+def from_result(result: RunSummary, started: datetime, environ: Mapping[str, str],
                 shard: tuple[int, int] | None) -> RunRecord:
     """The record of a finished run (a pipeline RunResult)."""
     run_id = environ.get("GITHUB_RUN_ID", "")

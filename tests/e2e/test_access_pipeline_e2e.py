@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from syncer.errors import RegistryAuthError, RegistryError
 from syncer.core.model import State
+from syncer.errors import RegistryAuthError, RegistryError
 from tests.harness.images import alpine_files, build_image
 from tests.harness.tokenregistry import TokenWorld
 from tests.harness.world import World

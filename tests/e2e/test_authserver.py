@@ -11,7 +11,7 @@ import statistics
 import subprocess
 import time
 from contextlib import redirect_stderr, redirect_stdout
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import bcrypt
@@ -26,8 +26,8 @@ from syncer.access.authserver import (
     MIN_BCRYPT_COST,
     Accounts,
     LoginThrottle,
-    ThrottleSettings,
     Scope,
+    ThrottleSettings,
     TokenService,
     issue_token,
     load_signer,
@@ -35,9 +35,9 @@ from syncer.access.authserver import (
     parse_scopes,
     robots_from_env,
 )
+from syncer.demo.tokenauth import AuthServer, Robot
 from syncer.errors import RegistryAuthError, UsageError
 from syncer.tools.registry import OCI_MANIFEST
-from syncer.demo.tokenauth import AuthServer, Robot
 from tests.harness.images import build_image, write_layout
 from tests.harness.tokenregistry import SERVICE, SPEC_ACCESS, TokenWorld, write_users
 
@@ -180,8 +180,8 @@ def test_token_answer_and_claims(token_world: TokenWorld) -> None:
     assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
     body = answer.json()
     assert body["token"] == body["access_token"] and body["expires_in"] == 300
-    issued = datetime.strptime(body["issued_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    assert abs((datetime.now(timezone.utc) - issued).total_seconds()) < 30
+    issued = datetime.strptime(body["issued_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - issued).total_seconds()) < 30
     signer = load_signer(token_world.key, token_world.cert)
     header = jwt.get_unverified_header(body["token"])
     assert header["alg"] == "ES256" and header["x5c"] == list(signer.x5c)
@@ -215,7 +215,7 @@ def test_expired_token_is_refused(token_world: TokenWorld, layout: str) -> None:
     seed(token_world, layout, "approved/app")
     signer = load_signer(token_world.key, token_world.cert)
     access = {Scope("repository", "approved/app", ("pull",)): ("pull",)}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def forged(at: datetime) -> str:
         return issue_token(signer, issuer="syncer", service=SERVICE, subject="dev1",

@@ -10,10 +10,10 @@ import re
 import subprocess
 import sys
 
-from syncer.trail.ledger import Ledger
 from syncer.core.model import State
-from syncer.demo.world import PEOPLE
 from syncer.demo.tokenauth import parse_events
+from syncer.demo.world import PEOPLE
+from syncer.trail.ledger import Ledger
 
 
 def _demo(tmp_path, *args):
@@ -44,8 +44,8 @@ def _check_first_run(first, repo) -> dict:
     log = _git(repo, "log", "--format=%s", "origin/main")
     assert log.splitlines()[:2] == ["sync: 1 held", "sync: 5 promoted, 1 held"]
     # Every promoted tag verifies and every held quarantined digest is refused, by syncer verify.
-    verified = re.findall(r"^  verified +approved/(\S+)$", first.stderr, re.M)
-    refused = re.findall(r"^  refused +quarantine/(\S+?)@", first.stderr, re.M)
+    verified = re.findall(r"^  verified +approved/(\S+)$", first.stderr, re.MULTILINE)
+    refused = re.findall(r"^  refused +quarantine/(\S+?)@", first.stderr, re.MULTILINE)
     assert sorted(verified) == sorted(f"{r.name}:{r.tag}" for r in promoted)
     assert sorted(refused) == ["alpine", "nginx"]
     assert "UNEXPECTED" not in first.stderr

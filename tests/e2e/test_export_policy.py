@@ -16,10 +16,10 @@ import pytest
 import yaml
 from ruamel.yaml import YAML
 
-from syncer.core import cosign
 from syncer.access import enforce
-from syncer.stages import signatures
 from syncer.catalog import load_catalog
+from syncer.core import cosign
+from syncer.stages import signatures
 from syncer.tools.registry import RegistryClient
 from tests.harness.images import alpine_files, build_image, push
 

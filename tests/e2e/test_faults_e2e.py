@@ -15,10 +15,10 @@ from pathlib import Path
 
 import requests
 
-from syncer.trail.ledger import Ledger
 from syncer.core.model import State
-from syncer.tools.registry import RegistryClient
 from syncer.stages.signatures import read_signatures, verify_signers
+from syncer.tools.registry import RegistryClient
+from syncer.trail.ledger import Ledger
 from tests.harness.faultproxy import INJECTED, MALFORMED_DIGESTS, FaultProxy
 from tests.harness.images import alpine_files, build_image
 
@@ -323,7 +323,7 @@ def test_a_malformed_upstream_manifest_fails_that_tag_only(world):
 def test_malformed_digest_headers_upstream_fail_those_tags_and_are_never_recorded(world):
     world.db.write(())
     alpine = world.push("library/alpine:3.20", build_image(alpine_files(CLEAN_ALPINE)))
-    lies = dict(zip(("nginx", "busybox", "redis"), MALFORMED_DIGESTS))
+    lies = dict(zip(("nginx", "busybox", "redis"), MALFORMED_DIGESTS, strict=True))
     for name in lies:
         world.push(f"library/{name}:1", build_image(alpine_files(OTHER_ALPINE)))
     world.images("images:\n" + "".join(f"  - source: {name}\n    tags: ['{tag}']\n"

@@ -10,8 +10,18 @@ import json
 import pytest
 
 from syncer.core.model import State
-from tests.harness.images import (Blob, Image, ImageIndex, Platform, build_image, debian_files,
-                                  gzip_bytes, index_of, sha256_digest, tar_layer)
+from tests.harness.images import (
+    Blob,
+    Image,
+    ImageIndex,
+    Platform,
+    build_image,
+    debian_files,
+    gzip_bytes,
+    index_of,
+    sha256_digest,
+    tar_layer,
+)
 from tests.harness.trivydb import Advisory
 from tests.harness.world import World
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from syncer.tools import gitops
 from syncer.errors import GitError
+from syncer.tools import gitops
 from tests.harness.gitrepo import git
 
 pytestmark = pytest.mark.e2e

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from syncer.demo import registry as registry_module
 from tests.harness import docker as harness_docker
 from tests.harness.docker import docker_mode
 from tests.harness.images import debian_files
-from syncer.demo import registry as registry_module
 from tests.harness.registry import Registry, Request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]

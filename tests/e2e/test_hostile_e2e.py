@@ -12,13 +12,13 @@ import tracemalloc
 
 import pytest
 
-from syncer.errors import RegistryError
 from syncer.core.model import State
-from syncer.tools.registry import RegistryClient
 from syncer.demo.registry import make_tls_material
+from syncer.errors import RegistryError
+from syncer.tools.registry import RegistryClient
+from tests.e2e.test_faults_e2e import CLEAN_ALPINE, assert_invariants
 from tests.harness.hostile import HostileRegistry
 from tests.harness.images import alpine_files, build_image
-from tests.e2e.test_faults_e2e import CLEAN_ALPINE, assert_invariants
 
 USER = "syncer"
 PASSWORD = f"pw-{secrets.token_urlsafe(16)}"
@@ -115,7 +115,7 @@ def test_a_hostile_upstream_fails_only_its_own_entries_and_leaks_nothing(world, 
     plan = world.syncer("plan", "--registry-timeout", "3")
     assert plan.returncode == 1, plan.stderr
     for name in FAILING:
-        assert re.search(rf"^- {name}: ", plan.stdout, re.M), plan.stdout
+        assert re.search(rf"^- {name}: ", plan.stdout, re.MULTILINE), plan.stdout
     _assert_nothing_leaked(world, plan.stdout, plan.stderr)
 
 

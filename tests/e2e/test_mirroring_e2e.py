@@ -170,7 +170,7 @@ def test_hub_behind_basic_auth_and_the_password_appears_nowhere(tmp_path, regist
     # The spy saw the copy from the authenticated Hub, with credentials in a private file.
     spied = spy_log.read_text()
     assert "argv: " in spied and f"docker://{world.hub.host}/library/nginx@{digest}" in spied
-    modes = re.findall(r"^authfile: (\d+) ", spied, re.M)
+    modes = re.findall(r"^authfile: (\d+) ", spied, re.MULTILINE)
     assert modes and set(modes) == {"600"}, spied
     encoded = base64.b64encode(f"hubuser:{password}".encode()).decode()
     written = b"".join(world.tree().values()).decode()

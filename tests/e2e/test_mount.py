@@ -8,14 +8,14 @@ import json
 
 import pytest
 
-from syncer.stages import promote
-from syncer.tools.endpoints import Endpoint
 from syncer.errors import NotFoundError
+from syncer.stages import promote
 from syncer.stages.mount import copy_within, image_blobs
+from syncer.tools.endpoints import Endpoint
 from syncer.tools.registry import DOCKER_MANIFEST, OCI_INDEX, Manifest, RegistryClient
+from tests.e2e.test_registry_client import push_blob, push_image, push_index, sha
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.registry import Registry
-from tests.e2e.test_registry_client import push_blob, push_image, push_index, sha
 
 
 def client_for(host: str) -> RegistryClient:

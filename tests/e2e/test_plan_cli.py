@@ -39,7 +39,7 @@ def plan(world: World, *args: str, expect: int = 0):
 def section(markdown: str, title: str) -> list[str]:
     """The table rows (without header) of the ``## title…`` section, [] when absent."""
     match = re.search(rf"^## {re.escape(title)}[^\n]*\n\n(?:\|[^\n]*\n){{2}}((?:\|[^\n]*\n)*)",
-                      markdown, re.M)
+                      markdown, re.MULTILINE)
     return match.group(1).splitlines() if match else []
 
 

@@ -26,8 +26,8 @@ import pytest
 from syncer.core import cosign
 from syncer.stages import signatures
 from syncer.tools.registry import RegistryClient
-from tests.harness.images import alpine_files, build_image, push
 from tests.e2e.test_export_policy import make_catalog
+from tests.harness.images import alpine_files, build_image, push
 
 pytestmark = pytest.mark.e2e
 

@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from syncer.tools import registry as registry_module
-from syncer.errors import NotFoundError, RegistryAuthError, RegistryError, UsageError
 from syncer.core.model import Auth
+from syncer.errors import NotFoundError, RegistryAuthError, RegistryError, UsageError
+from syncer.tools import registry as registry_module
 from syncer.tools.registry import Credentials, RegistryClient, credentials_from_env, digest_of
 from tests.harness.registry import Registry
 
@@ -145,7 +145,7 @@ def _b64url(data: bytes) -> str:
 
 def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
           issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))

@@ -144,7 +144,7 @@ def test_descriptor_digests_must_be_digests() -> None:
     good = digest_of(b"x")
     assert descriptor_digest(good, "entry 1") == good
     for bad in ("latest", "../../x", 7, None, "sha256:" + "A" * 64):
-        with pytest.raises(RegistryError, match="entry 1 names .* where a digest"):
+        with pytest.raises(RegistryError, match=r"entry 1 names .* where a digest"):
             descriptor_digest(bad, "entry 1")
 
 

@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from syncer.stages import signatures
 from syncer.core.model import State
+from syncer.stages import signatures
 from syncer.tools.registry import RegistryClient
 from tests.harness.images import alpine_files, build_image
 from tests.harness.trivydb import Advisory

@@ -200,7 +200,7 @@ def test_signature_stored_by_cosign_verifies_and_is_kept_when_we_sign(client, re
     client.put_blob(repo, payload)
     client.put_blob(repo, config)
     manifest = (
-        '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+        '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'  # noqa: UP031 - JSON braces
         '"config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":%d,"digest":"%s"},'
         '"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","size":%d,'
         '"digest":"%s","annotations":{"dev.cosignproject.cosign/signature":"%s"}}]}'

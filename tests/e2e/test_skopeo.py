@@ -8,21 +8,20 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
-import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from syncer.tools import skopeo
 from syncer.commands import run as run_command
+from syncer.tools import skopeo
 from syncer.tools.registry import Credentials
 from syncer.tools.skopeo import Kind, SkopeoCommandError
-from tests.harness.images import build_index
-from tests.harness.images import build_image
+from tests.harness.images import build_image, build_index
 
 DIGEST = "sha256:" + "ab" * 32
 SECRET = "Pa55-w0rd-never-shown"
@@ -116,7 +115,7 @@ def test_command_line_is_deterministic_and_complete(fake_run, private_tmp, monke
         "--src-tls-verify=false", "--src-no-creds",
         "--dest-tls-verify=true", "--dest-cert-dir", "/certs/b", "--dest-no-creds",
         "--", f"docker://a.example/x@{DIGEST}", "docker://b.example/y:1"]
-    policy_text, policy_mode, _ = call["files"]["--policy"]
+    policy_text, _mode, _ = call["files"]["--policy"]
     assert json.loads(policy_text) == {"default": [{"type": "insecureAcceptAnything"}]}
     assert "--registries.d" in argv
     # The user's auth files and registries.conf are out of reach.
@@ -383,7 +382,7 @@ def two_images_sharing_a_layer(upstream, push_image):
     """(base layer digest, [(repository, digest)]) of two images on one base layer."""
     images = [build_image([BASE, {"etc/app": name}]) for name in ("a", "b")]
     pushed = [(f"library/{name}", push_image(upstream, f"library/{name}:1", image))
-              for name, image in zip("ab", images)]
+              for name, image in zip("ab", images, strict=True)]
     return images[0].layers[0].digest, pushed
 
 

@@ -15,9 +15,9 @@ import pytest
 from ruamel.yaml import YAML
 
 from syncer.core.model import State
+from tests.e2e.test_trivy_env_e2e import make_stale
 from tests.harness.images import build_image, debian_files
 from tests.harness.trivydb import Advisory, db_artifact
-from tests.e2e.test_trivy_env_e2e import make_stale
 
 pytestmark = pytest.mark.e2e
 

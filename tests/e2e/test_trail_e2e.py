@@ -16,12 +16,12 @@ import time
 import pytest
 
 from syncer.core.model import State
+from tests.e2e.test_faults_e2e import CLEAN_ALPINE, _push_two, _trivy_wrapper, assert_invariants
+from tests.e2e.test_gitops_e2e import publish
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.gitrepo import git
 from tests.harness.images import alpine_files, build_image
 from tests.harness.world import World
-from tests.e2e.test_faults_e2e import CLEAN_ALPINE, _push_two, _trivy_wrapper, assert_invariants
-from tests.e2e.test_gitops_e2e import publish
 
 pytestmark = pytest.mark.e2e
 
@@ -83,7 +83,7 @@ def test_a_corrupt_record_fails_its_own_tag_while_another_is_promoted(world):
     ("app/1.0.yaml", "reports/records/app/1.0.yaml"),
 ])
 def test_validate_refuses_names_whose_report_paths_collide_naming_both(world, second, theirs):
-    world.images(f"""
+    world.images("""
         images:
           - source: alpine
             name: app
@@ -134,7 +134,7 @@ def test_a_symlink_under_reports_is_never_written_through_and_the_records_are_co
 
 
 def test_a_symlinked_record_directory_fails_its_tags_and_is_not_followed(world):
-    alpine, nginx = _push_two(world)
+    _push_two(world)
     outside = world.root / "outside"
     outside.mkdir()
     (world.reports / "records").mkdir()
@@ -213,7 +213,7 @@ def test_temporary_files_of_an_interrupted_write_are_removed_and_never_committed
 
 
 def test_a_stalled_blob_is_abandoned_after_the_copy_timeout_and_the_other_image_promoted(world):
-    alpine, nginx = _push_two(world)
+    _alpine, nginx = _push_two(world)
     with FaultProxy(world.hub.url) as proxy:
         world.route(world.hub.host, proxy.host)
         # One blob of alpine's answers half its body and then nothing, for far longer than

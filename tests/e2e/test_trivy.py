@@ -12,15 +12,15 @@ import sys
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import requests
 
-from syncer.tools import trivy
-from syncer.errors import TrivyError
 from syncer.core.model import Finding, LicenseFinding, Severity
+from syncer.errors import TrivyError
+from syncer.tools import trivy
 from tests.harness.images import (
     alpine_files,
     build_image,
@@ -72,7 +72,7 @@ def test_version_of_the_binary_beside_python(monkeypatch):
 
 def test_syncer_trivy_must_be_executable(monkeypatch, tmp_path):
     monkeypatch.setenv(trivy.ENV_BINARY, str(tmp_path / "missing"))
-    with pytest.raises(TrivyError, match="SYNCER_TRIVY=.*not an executable"):
+    with pytest.raises(TrivyError, match=r"SYNCER_TRIVY=.*not an executable"):
         trivy.version()
 
 
@@ -108,7 +108,7 @@ def test_scan_parses_findings_os_created_and_licenses(trivy_db, debian_app):
     assert set(scan.findings) == DEBIAN_FINDINGS | {REQUESTS_FINDING}
     assert len(scan.findings) == 4
     assert scan.os == trivy.OSInfo("debian", "12.8")
-    assert scan.created == datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+    assert scan.created == datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
     assert LicenseFinding("Apache-2.0", "requests") in scan.licenses
     assert scan.repo_digests == (debian_app,)
     assert scan.image_id.startswith("sha256:")
@@ -223,7 +223,7 @@ def test_a_jar_is_matched_through_the_java_db(trivy_db, registry, push_image):
 
 def test_a_server_scans_with_its_db_and_may_not_fall_behind_the_run(trivy_db, debian_app,
                                                                      trivy_server, tmp_path):
-    newer = datetime(2025, 3, 3, tzinfo=timezone.utc)
+    newer = datetime(2025, 3, 3, tzinfo=UTC)
     first = trivy_server([Advisory("CVE-2099-7001", "debian 12", "glibc", "LOW", "2.99")],
                          updated_at=newer)
     assert trivy.server_info(first.url).db.updated_at == "2025-03-03T00:00:00Z"
@@ -281,7 +281,7 @@ def test_hanging_binary_times_out_and_its_process_group_is_killed(trivy_db, debi
     monkeypatch.setenv(trivy.ENV_BINARY, script(
         tmp_path, "hangs", f"sleep 60 &\necho $! > {tmp_path}/child\nwait\n"))
     started = time.monotonic()
-    with pytest.raises(TrivyError, match="did not finish scanning .* within 1.5s"):
+    with pytest.raises(TrivyError, match=r"did not finish scanning .* within 1.5s"):
         trivy.scan_image(debian_app, cache_dir=trivy_db.cache_dir, insecure=True, timeout=1.5)
     assert time.monotonic() - started < 5
     child = int((tmp_path / "child").read_text())
@@ -309,7 +309,7 @@ def test_update_db_does_nothing_while_the_db_is_fresh(trivy_db, monkeypatch, tmp
 def test_update_db_of_a_stale_db_reports_why_it_failed(trivy_db):
     make_stale(trivy_db.cache_dir)
     started = time.monotonic()
-    with pytest.raises(TrivyError, match="trivy failed updating its vulnerability DB: .*"
+    with pytest.raises(TrivyError, match=r"trivy failed updating its vulnerability DB: .*"
                                          "127.0.0.1:9"):
         trivy.update_db(trivy_db.cache_dir, db_repository="127.0.0.1:9/trivy-db:2", timeout=30)
     assert time.monotonic() - started < 30
@@ -324,7 +324,7 @@ def make_java_stale(cache_dir: Path) -> None:
 
 def test_update_db_fetches_a_due_java_db_from_its_repository_unless_skipped(trivy_db):
     make_java_stale(trivy_db.cache_dir)
-    with pytest.raises(TrivyError, match="trivy failed updating its Java DB: .*127.0.0.1:9"):
+    with pytest.raises(TrivyError, match=r"trivy failed updating its Java DB: .*127.0.0.1:9"):
         trivy.update_db(trivy_db.cache_dir, java_db_repository="127.0.0.1:9/trivy-java-db:1",
                         timeout=30)
     info = trivy.update_db(trivy_db.cache_dir, skip_java_db_update=True, timeout=30)
@@ -369,7 +369,7 @@ def test_a_scan_takes_a_free_slot_and_gives_up_when_none_frees(trivy_db, debian_
         fcntl.flock(fd, fcntl.LOCK_EX)
         held.append(fd)
     try:
-        with pytest.raises(TrivyError, match="scan slots .* stayed busy"):
+        with pytest.raises(TrivyError, match=r"scan slots .* stayed busy"):
             trivy.scan_image(debian_app, cache_dir=trivy_db.cache_dir, insecure=True,
                              timeout=0.5)
         os.close(held.pop(7))
@@ -394,7 +394,7 @@ def test_rescans_of_a_repository_reuse_its_slot(trivy_db, debian_app):
 def two_repositories_sharing_a_layer(registry, push_image) -> tuple[str, list[str]]:
     images = [build_image([debian_files(), {f"srv/{name}": name}]) for name in ("a", "b")]
     refs = [f"{registry.host}/team/{name}@" + push_image(registry, f"team/{name}:1", image)
-            for name, image in zip("ab", images)]
+            for name, image in zip("ab", images, strict=True)]
     return images[0].layers[0].digest, refs
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from syncer.tools import trivy
 from syncer.errors import UsageError
+from syncer.tools import trivy
 
 ENVIRONMENT = {
     "PATH": "/usr/bin", "HOME": "/home/ci", "TMPDIR": "/tmp/ci", "LANG": "C.UTF-8",

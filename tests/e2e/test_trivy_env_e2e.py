@@ -12,6 +12,7 @@ import json
 import stat
 import sys
 import textwrap
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -184,12 +185,12 @@ def test_no_secret_but_the_pull_credential_reaches_trivy(tmp_path, registry_fact
 
 
 def test_a_named_trivy_server_scans_and_its_database_is_recorded(world, trivy_server):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     digest = critical_nginx(world)  # the local DB, UpdatedAt 2025-01-02, has CVE-2099-1001 only
     server = trivy_server([Advisory("CVE-2099-7001", "debian 12", "openssl", "CRITICAL",
                                     "3.0.99-1", title="openssl: only the server knows")],
-                          updated_at=datetime(2025, 3, 3, tzinfo=timezone.utc))
+                          updated_at=datetime(2025, 3, 3, tzinfo=UTC))
     world.run("--trivy-server", server.url)
     assert_held_with(world, "CVE-2099-7001", digest)
     rec = world.record("nginx", "1.27.3")

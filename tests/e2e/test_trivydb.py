@@ -7,7 +7,7 @@ import struct
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -197,7 +197,7 @@ def test_java_db_identifies_jars_by_pom_properties_and_by_sha1(tmp_path):
     }
     meta = json.loads((tmp_path / "cache/java-db/metadata.json").read_text())
     assert meta["Version"] == 1 and datetime.fromisoformat(meta["NextUpdate"]) > datetime.now(
-        timezone.utc)
+        UTC)
 
 
 def test_java_artifacts_need_a_hex_sha1_and_maven_names_a_group():
@@ -233,7 +233,7 @@ def test_fixture_rebuilds_a_newer_db_with_more_advisories(trivy_db, tmp_path):
     trivy_db.add(Advisory("CVE-2099-0900", "debian 12", "glibc", Severity.CRITICAL, "2.36-9+deb12u10"))
     meta = json.loads((trivy_db.cache_dir / "db/metadata.json").read_text())
     assert meta["UpdatedAt"] == "2025-01-02T00:00:00Z"
-    assert datetime.fromisoformat(meta["NextUpdate"]) > datetime.now(timezone.utc)
+    assert datetime.fromisoformat(meta["NextUpdate"]) > datetime.now(UTC)
     found = {(f[0], f[1], f[4]) for f in trivy_rootfs(trivy_db.cache_dir, root)}
     assert ("CVE-2099-0900", "libc6", "CRITICAL") in found
     assert trivy_db.updated_at == DEFAULT_UPDATED_AT.replace(day=2)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from syncer.commands.validate import annotation
-from syncer.errors import Diagnostic
 from syncer.core.model import Location
+from syncer.errors import Diagnostic
 
 REPO = Path(__file__).resolve().parents[2]
 SYNCER = Path(sys.executable).parent / "syncer"

@@ -12,10 +12,10 @@ import pytest
 import requests
 
 from syncer.core import cosign
-from syncer.stages import signatures
+from syncer.core.model import RegistryEndpoint, Settings, Target
 from syncer.core.trusted import parse_trusted_ref
 from syncer.errors import UsageError
-from syncer.core.model import Settings, Target, RegistryEndpoint
+from syncer.stages import signatures
 from syncer.tools.registry import OCI_MANIFEST, RegistryClient
 from tests.harness.faultproxy import INJECTED, MALFORMED_DIGESTS, FaultProxy
 from tests.harness.images import alpine_files, build_image

@@ -30,10 +30,10 @@ import re
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlencode, urlsplit
-from typing import Callable
 
 from tests.harness.localserver import LocalServer
 

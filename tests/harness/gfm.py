@@ -20,7 +20,7 @@ EXTENSIONS = ("table", "strikethrough", "autolink", "tagfilter")
 BLOCKS = {"p", "li", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "summary", "blockquote", "pre"}
 # What GitHub's mention filter links, in a text node outside code and links: `@name` or
 # `@org/team` after the start or a character that is not a word character.
-_MENTION = re.compile(r"(?:^|\W)@[A-Za-z0-9]", re.M)
+_MENTION = re.compile(r"(?:^|\W)@[A-Za-z0-9]", re.MULTILINE)
 
 
 def render(markdown: str) -> str:

@@ -177,9 +177,10 @@ class HostileRegistry(LocalServer):
 
             def _realm(self) -> None:
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                    return self._answer(401, headers={"WWW-Authenticate": [
+                    self._answer(401, headers={"WWW-Authenticate": [
                         'Basic realm="hostile"',
                         f'Bearer realm="http://{hostile.host}/token",service="hostile"']})
+                    return
                 self._tags(["1.0"])
 
             _twice = _realm
@@ -187,7 +188,8 @@ class HostileRegistry(LocalServer):
             def _echo(self, status: int) -> None:
                 auth = self.headers.get("Authorization", "")
                 if not auth:
-                    return self._answer(401, headers={"WWW-Authenticate": 'Basic realm="echo"'})
+                    self._answer(401, headers={"WWW-Authenticate": 'Basic realm="echo"'})
+                    return
                 password = hostile.credentials[1] if hostile.credentials else ""
                 body = json.dumps({"errors": [{"code": "DENIED", "message":
                                                f"you sent Authorization: {auth} ({password})"}]})

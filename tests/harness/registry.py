@@ -11,12 +11,12 @@ from syncer.demo.registry import (  # noqa: F401 - re-exported for tests
     HARNESS_AGENT,
     STARTUP_TIMEOUT,
     STOP_TIMEOUT,
-    Request,
+    Registry,
     RegistryStartError,
+    Request,
     free_port,
     make_tls_material,
     write_htpasswd,
-    Registry,
 )
 
 

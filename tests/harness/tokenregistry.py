@@ -20,8 +20,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from syncer.tools.registry import Credentials, RegistryClient
 from syncer.demo.tokenauth import Robot, TokenAuth, write_users
+from syncer.tools.registry import Credentials, RegistryClient
 
 SERVICE = "syncer-token-test"
 SKOPEO_TIMEOUT = 60

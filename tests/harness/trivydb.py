@@ -13,23 +13,23 @@ from pathlib import Path
 import pytest
 import requests
 
-from syncer.tools import trivy
 from syncer.demo.registry import free_port, terminate
 from syncer.demo.trivydb import (  # noqa: F401 - re-exported for tests
-    PAGE_SIZE,
-    Bucket,
-    encode_bbolt,
-    ECOSYSTEMS,
-    Advisory,
-    trivy_buckets,
-    write_trivy_db,
-    JavaArtifact,
-    write_java_db,
-    db_artifact,
-    DEFAULT_UPDATED_AT,
     DEFAULT_ADVISORIES,
+    DEFAULT_UPDATED_AT,
+    ECOSYSTEMS,
+    PAGE_SIZE,
+    Advisory,
+    Bucket,
+    JavaArtifact,
     TrivyDB,
+    db_artifact,
+    encode_bbolt,
+    trivy_buckets,
+    write_java_db,
+    write_trivy_db,
 )
+from syncer.tools import trivy
 
 SERVER_STARTUP = 30.0
 

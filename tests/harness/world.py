@@ -17,8 +17,8 @@ import pytest
 import requests
 
 from syncer.core import cosign
-from syncer.trail.ledger import Ledger
 from syncer.core.model import Record
+from syncer.trail.ledger import Ledger
 from tests.harness.images import push
 from tests.harness.registry import Registry
 from tests.harness.trivydb import TrivyDB

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from syncer import catalog as catalog_module
 from syncer.catalog import check_catalog, load_catalog
-from syncer.errors import CatalogError, Diagnostic
 from syncer.core.model import Severity
+from syncer.errors import CatalogError, Diagnostic
 
 SHIPPED = Path(__file__).resolve().parents[2] / "catalog"
 TODAY = date(2026, 12, 1)

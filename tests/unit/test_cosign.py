@@ -115,7 +115,7 @@ def test_keys_written_by_cosign_load_and_sign(name, passphrase):
 
 
 def test_cosign_key_with_wrong_passphrase_is_refused():
-    with pytest.raises(SigningError, match="^wrong passphrase for cosign.key"):
+    with pytest.raises(SigningError, match=r"^wrong passphrase for cosign.key"):
         cosign.load_private_key(vector("cosign-sigstore-hello.key"), b"hullo", source="cosign.key")
 
 
@@ -125,14 +125,14 @@ def test_cosign_key_with_wrong_passphrase_is_refused():
 def test_unsupported_pem_type_names_the_expected_types(pair):
     unencrypted = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    with pytest.raises(SigningError, match="'PRIVATE KEY' is not supported.*ENCRYPTED COSIGN PRIVATE KEY"):
+    with pytest.raises(SigningError, match=r"'PRIVATE KEY' is not supported.*ENCRYPTED COSIGN PRIVATE KEY"):
         cosign.load_private_key(unencrypted, b"", source="plain.key")
     with pytest.raises(SigningError, match="'PUBLIC KEY' is not supported"):
         cosign.load_private_key(pair.public_pem, b"", source="ci.pub")
 
 
 def test_not_a_pem_file_is_refused():
-    with pytest.raises(SigningError, match="^notes.txt: no PEM block found"):
+    with pytest.raises(SigningError, match=r"^notes.txt: no PEM block found"):
         cosign.load_private_key(b"just some text", b"", source="notes.txt")
 
 
@@ -155,7 +155,7 @@ def test_damaged_key_body_is_refused():
 def test_rsa_public_key_is_refused_clearly():
     pem = rsa.generate_private_key(65537, 2048).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    with pytest.raises(SigningError, match="^bob.pub: RSA-2048 keys are not supported"):
+    with pytest.raises(SigningError, match=r"^bob.pub: RSA-2048 keys are not supported"):
         cosign.load_public_key(pem, source="bob.pub")
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from syncer.core import redact
-from syncer.tools.credentials import HUB_INDEX, AuthFile, HelperAnswer, auth_files, lookup
 from syncer.errors import CredentialError
+from syncer.tools.credentials import HUB_INDEX, AuthFile, HelperAnswer, auth_files, lookup
 
 
 def b64(pair: str) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
+from syncer.core.model import ImageEntry
+from syncer.errors import NotFoundError
 from syncer.stages.discover import discover, discover_entry
 from syncer.tools.endpoints import Endpoint
-from syncer.errors import NotFoundError
-from syncer.core.model import ImageEntry
 from syncer.tools.registry import ManifestRef, TagListing
 
 

@@ -214,7 +214,7 @@ def test_a_layer_of_an_unknown_media_type_is_refused(registry, client, tmp_path)
     tar = tar_layer(APP)
     digest = push_one_layer(client, Blob("application/vnd.example.archive", gzip_bytes(tar)),
                             sha256(tar))
-    with pytest.raises(LayerError, match="media type application/vnd.example.archive, not an image layer"):
+    with pytest.raises(LayerError, match=r"media type application/vnd.example.archive, not an image layer"):
         check_image(client, "team/app", digest, tmp_path)
 
 

@@ -6,15 +6,24 @@ import difflib
 import os
 import re
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from syncer.core.model import (
+    Event,
+    Finding,
+    LicenseFinding,
+    PlatformScan,
+    Record,
+    ReplicaState,
+    ScanResult,
+    Severity,
+    State,
+)
 from syncer.trail import ledger as ledger_module
 from syncer.trail.ledger import Ledger, LedgerError, now_iso
-from syncer.core.model import (Event, Finding, LicenseFinding, PlatformScan, Record, ReplicaState, ScanResult,
-                          Severity, State)
 
 DIGEST = "sha256:" + "a" * 64
 OLD = "sha256:" + "b" * 64
@@ -35,10 +44,10 @@ def full_record(name: str = "bitnami/redis", tag: str = "7.2") -> Record:
             Finding("CVE-2023-5", "bash", "5.1", "", Severity.UNKNOWN),
         ),
         licenses=(LicenseFinding("GPL-3.0-only", "bash", "linux/amd64"), LicenseFinding("MIT", "zlib")),
-        created=datetime(2025, 12, 24, 8, 30, 5, tzinfo=timezone.utc),
+        created=datetime(2025, 12, 24, 8, 30, 5, tzinfo=UTC),
         covered=(
             PlatformScan("sha256:" + "1" * 64, "linux/amd64", os="debian 12.8", packages=("debian",),
-                         created=datetime(2025, 12, 24, 8, 30, 5, tzinfo=timezone.utc)),
+                         created=datetime(2025, 12, 24, 8, 30, 5, tzinfo=UTC)),
             PlatformScan("sha256:" + "2" * 64, "linux/arm64", os="debian 99", packages=("debian", "jar"),
                          unassessed=("debian 99: the vulnerability database has no advisories for this OS release",)),
             PlatformScan("sha256:" + "3" * 64, "sha256:" + "3" * 64, problem="a nested index, which syncer does not scan"),
@@ -105,7 +114,7 @@ def test_layout_keys_follow_the_spec_and_findings_are_one_line_each(ledger: Ledg
     top = [line.split(":")[0] for line in text.splitlines() if re.match(r"^[a-z_]+:", line)]
     assert top == ["name", "tag", "source", "digest", "state", "reasons", "scan", "signatures", "replicas",
                    "promoted_digest", "events"]
-    scan_keys = re.findall(r"^  ([a-z_]+):", text, flags=re.M)
+    scan_keys = re.findall(r"^  ([a-z_]+):", text, flags=re.MULTILINE)
     assert scan_keys == ["digest", "scanner", "db_updated_at", "scanned_at", "platforms", "selection", "created",
                          "covered", "counts", "findings", "licenses"]
     assert "  counts: {critical: 1, high: 1, medium: 1, low: 0, unknown: 1}\n" in text
@@ -163,11 +172,11 @@ def test_appending_an_event_only_adds_lines_at_the_end(ledger: Ledger):
     ledger.save(record)
     path = ledger.path_for(record.name, record.tag)
     old = path.read_text()
-    record.events.append(Event("2026-03-02T10:00:00Z", "rescanned", "db 2026-03-02"))
+    record.events.append(Event("2026-03-02T10:00:00Z", "scanned", "db 2026-03-02"))
     assert ledger.save(record) is True
     new = path.read_text()
     assert new.startswith(old)
-    assert new[len(old):] == "  - at: '2026-03-02T10:00:00Z'\n    event: rescanned\n    detail: db 2026-03-02\n"
+    assert new[len(old):] == "  - at: '2026-03-02T10:00:00Z'\n    event: scanned\n    detail: db 2026-03-02\n"
 
 
 def test_a_state_change_touches_only_its_lines(ledger: Ledger):
@@ -195,7 +204,7 @@ def test_existing_comments_and_hand_formatting_survive_an_update(ledger: Ledger)
     ledger.save(record)
     path = ledger.path_for(record.name, record.tag)
     path.write_text("# reviewed by @alice\n" + path.read_text().replace("state: held", "state: held  # see PR 12"))
-    record.events.append(Event("2026-03-02T10:00:00Z", "rescanned", ""))
+    record.events.append(Event("2026-03-02T10:00:00Z", "scanned", ""))
     assert ledger.save(record)
     text = path.read_text()
     assert text.startswith("# reviewed by @alice\n") and "state: held  # see PR 12\n" in text
@@ -207,7 +216,7 @@ def test_events_are_append_only(ledger: Ledger):
     ledger.save(record)
     path = ledger.path_for(record.name, record.tag)
     before = path.read_bytes()
-    for events in (record.events[1:], [Event("2026-03-01T09:59:00Z", "discovered", "rewritten")] + record.events[1:]):
+    for events in (record.events[1:], [Event("2026-03-01T09:59:00Z", "discovered", "rewritten"), *record.events[1:]]):
         with pytest.raises(ValueError, match="append-only"):
             ledger.save(replace(record, events=events))
     assert path.read_bytes() == before
@@ -251,7 +260,7 @@ def test_interrupted_write_leaves_the_old_file_intact_and_no_temp_file(ledger: L
             raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ledger_module.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
-    record.events.append(Event("2026-03-02T10:00:00Z", "rescanned", ""))
+    record.events.append(Event("2026-03-02T10:00:00Z", "scanned", ""))
     with pytest.raises(OSError, match="No space"):
         ledger.save(record)
     assert path.read_bytes() == before
@@ -320,6 +329,8 @@ def test_empty_ledger_lists_nothing(ledger: Ledger):
     ("name: nginx\ntag: 1.0\nsource: s\ndigest: d\nstate: held\n", "record.tag must be a string"),
     ("name: redis\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\n", "names redis:1.0 but its path is for nginx:1.0"),
     ("name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nevents: [{at: x}]\n", r"events\[0\].event"),
+    ("name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nevents: [{at: x, event: rewritten}]\n",
+     r"events\[0\].event 'rewritten' is not an event syncer writes"),
     ("name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nscan: {scanner: t, digest: d, "
      "db_updated_at: x, scanned_at: y, findings: [{id: C, package: p, installed: '1', severity: awful}]}\n",
      "scan.findings.0..severity 'awful'"),

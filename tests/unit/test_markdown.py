@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from syncer.core import markdown
-from syncer.trail import report
-from syncer.trail import runlog
 from syncer.commands.run import summary_markdown
-from syncer.core.model import (Event, Finding, PlatformScan, Record, ReplicaState, ScanResult,
-                          Severity, State)
-from syncer.stages.pipeline import RunResult, TagOutcome
+from syncer.core import markdown
+from syncer.core.model import Event, Finding, PlatformScan, Record, ReplicaState, ScanResult, Severity, State
 from syncer.core.plan import Change, Plan, TagPlan, render_markdown
+from syncer.stages.pipeline import RunResult, TagOutcome
+from syncer.trail import report, runlog
 from tests.harness import gfm
 
 HOSTILE = (
@@ -126,7 +124,7 @@ def _result(v: Values, records: list[Record]) -> RunResult:
 def _documents(v: Values) -> dict[str, str]:
     records = _records(v)
     result = _result(v, records)
-    started = datetime(2026, 11, 2, tzinfo=timezone.utc)
+    started = datetime(2026, 11, 2, tzinfo=UTC)
     return {**report.render_all(records, None),
             "run page": report.render_run(runlog.from_result(result, started, {}, None)),
             "plan": render_markdown(result.plan),
@@ -134,7 +132,7 @@ def _documents(v: Values) -> dict[str, str]:
 
 
 def _expected(block: str, tame: Values, hostile: Values) -> str:
-    values = dict(zip(tame.given, hostile.given))
+    values = dict(zip(tame.given, hostile.given, strict=True))
     return gfm.visible(TOKEN.sub(lambda m: values[m.group(0)], block))
 
 
@@ -150,7 +148,7 @@ def _assert_same_but_for_values(tame_doc: str, hostile_doc: str, tame: Values, h
         assert not page.tags(name), f"{where}: a value became <{name}>:\n{hostile_doc}"
     assert _structure(page) == _structure(tame_page), \
         f"{where}: a value changed the elements:\n{hostile_doc}"
-    for tame_block, block in zip(tame_page.blocks, page.blocks):
+    for tame_block, block in zip(tame_page.blocks, page.blocks, strict=True):
         assert block == _expected(tame_block, tame, hostile), f"{where}: reads differently"
     assert not page.mentions(), f"{where}: {page.mentions()} would ping"
     return page

@@ -14,9 +14,22 @@ from datetime import date
 
 import pytest
 
-from syncer.core.model import (Catalog, Event, Finding, ImageEntry, PlatformScan, Policy, Record,
-                               RegistryEndpoint, ScanResult, Settings, Severity, State, Target,
-                               VulnException)
+from syncer.core.model import (
+    Catalog,
+    Event,
+    Finding,
+    ImageEntry,
+    PlatformScan,
+    Policy,
+    Record,
+    RegistryEndpoint,
+    ScanResult,
+    Settings,
+    Severity,
+    State,
+    Target,
+    VulnException,
+)
 from syncer.errors import NotFoundError, SigningError, SkopeoError, TrivyError
 from syncer.stages.pipeline import Pipeline, RunOptions, RunResult
 from syncer.stages.scan import ScanSettings

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 from syncer.core.model import Approval, Finding, LicenseFinding, Policy, ScanResult, Severity, VulnException
 from syncer.core.policy import Decision, Rule, count_by_severity, evaluate, unscannable
@@ -211,7 +211,7 @@ def test_denied_license_inside_an_expression_holds():
 
 def test_old_image_is_held_with_its_build_date_and_age():
     policy = Policy(name="p", max_age_days=365)
-    created = datetime(2025, 1, 1, 12, tzinfo=timezone.utc)
+    created = datetime(2025, 1, 1, 12, tzinfo=UTC)
     d = decide(scan(created=created), policy, today=date(2026, 2, 5))
     assert not d.promote and d.failed == (Rule.AGE,)
     assert d.reasons == ("image built 2025-01-01, 400 days ago (max 365)",)
@@ -219,7 +219,7 @@ def test_old_image_is_held_with_its_build_date_and_age():
 
 def test_image_exactly_max_age_promotes():
     policy = Policy(name="p", max_age_days=365)
-    assert decide(scan(created=datetime(2025, 3, 1, tzinfo=timezone.utc)), policy, today=date(2026, 3, 1)).promote
+    assert decide(scan(created=datetime(2025, 3, 1, tzinfo=UTC)), policy, today=date(2026, 3, 1)).promote
 
 
 def test_build_date_is_taken_in_utc():
@@ -231,7 +231,7 @@ def test_build_date_is_taken_in_utc():
 
 def test_unknown_or_epoch_creation_date_fails_closed_under_max_age():
     policy = Policy(name="p", max_age_days=365)
-    for created in (None, datetime(1970, 1, 1, tzinfo=timezone.utc)):
+    for created in (None, datetime(1970, 1, 1, tzinfo=UTC)):
         d = decide(scan(created=created), policy)
         assert not d.promote and d.failed == (Rule.AGE,)
         assert d.reasons[0].startswith("image creation date unknown")
@@ -269,7 +269,7 @@ def test_every_failing_rule_is_reported_in_rule_order_then_notes():
                     max_age_days=30, approval="manual")
     result = scan(finding("CVE-9", Severity.HIGH), finding("CVE-1"), finding("CVE-5"),
                   licenses=(LicenseFinding("GPL-3.0-only", "bash"),),
-                  created=datetime(2025, 1, 1, tzinfo=timezone.utc))
+                  created=datetime(2025, 1, 1, tzinfo=UTC))
     exceptions = [exception("CVE-5"), exception("CVE-1", expires=date(2026, 1, 1))]
     d = decide(result, policy, exceptions=exceptions)
     assert not d.promote

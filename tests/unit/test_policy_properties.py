@@ -6,7 +6,7 @@ exceptions collide often: that is where counting and exception bugs live.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -59,8 +59,10 @@ policies = st.builds(
 
 approvals = st.builds(Approval, image=st.sampled_from(NAMES), digest=st.sampled_from(DIGESTS), by=st.just("@a"))
 
-created = st.one_of(st.none(), st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2026, 3, 1),
-                                            timezones=st.just(timezone.utc)))
+# Hypothesis takes naive bounds and attaches the timezone itself.
+EARLIEST, LATEST = datetime(1970, 1, 1), datetime(2026, 3, 1)  # noqa: DTZ001
+created = st.one_of(st.none(), st.datetimes(min_value=EARLIEST, max_value=LATEST,
+                                            timezones=st.just(UTC)))
 
 
 @st.composite

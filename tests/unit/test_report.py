@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from syncer.trail import report
 from syncer.catalog import load_catalog
-from syncer.trail.ledger import Ledger
 from syncer.core.model import Event, Finding, Record, ReplicaState, ScanResult, Severity, State
+from syncer.trail import report
+from syncer.trail.ledger import Ledger
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -4,19 +4,19 @@ record from which ``syncer report`` rebuilds the page byte for byte."""
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncer.trail import report, runlog
 from syncer.core.model import State
-from syncer.stages.pipeline import RunResult, TagOutcome
 from syncer.core.plan import Plan
+from syncer.stages.pipeline import RunResult, TagOutcome
+from syncer.trail import report, runlog
 
-STARTED = datetime(2026, 12, 1, 21, 16, 39, 500000, tzinfo=timezone.utc)
+STARTED = datetime(2026, 12, 1, 21, 16, 39, 500000, tzinfo=UTC)
 CI = {"GITHUB_RUN_ID": "12345678", "GITHUB_RUN_ATTEMPT": "2",
       "GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "acme/images"}
 

@@ -8,12 +8,20 @@ from datetime import date
 
 import pytest
 
-from syncer.tools import bbolt
 from syncer.core.model import Finding, LicenseFinding, PlatformScan, Policy, ScanResult, Severity
 from syncer.core.policy import evaluate
+from syncer.stages.scan import (
+    ManifestScan,
+    PlatformError,
+    ScanSettings,
+    combine,
+    image_children,
+    required_children,
+    split_result,
+    unassessed,
+)
+from syncer.tools import bbolt
 from syncer.tools.registry import Manifest
-from syncer.stages.scan import ManifestScan, PlatformError, ScanSettings, combine, image_children, \
-    required_children, split_result, unassessed
 from tests.harness.trivydb import DEFAULT_ADVISORIES, TrivyDB, encode_bbolt
 
 A, B, C, D = ("sha256:" + c * 64 for c in "abcd")

@@ -11,8 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncer.core.model import ImageEntry
-from syncer.core.selection import (PatternError, Selection, compile_pattern, needs_listing, select_tags,
-                           version_key)
+from syncer.core.selection import (
+    PatternError,
+    Selection,
+    compile_pattern,
+    needs_listing,
+    select_tags,
+    version_key,
+)
 
 # --- version ordering ----------------------------------------------------------------------
 
@@ -168,7 +174,7 @@ def test_missing_explicit_tags_are_reported_not_selected():
 
 def test_result_is_deduplicated_and_sorted_by_version():
     sel = select_tags(entry(tags=("1.27.10", "latest"), match=r"1\.27\.(1|10)"),
-                      UPSTREAM + ["1.27.10", "1.27.1"])
+                      [*UPSTREAM, "1.27.10", "1.27.1"])
     assert sel.tags == ("latest", "1.27.1", "1.27.10")
 
 

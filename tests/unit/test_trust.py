@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from syncer.errors import UsageError
 from syncer.demo.registry import make_tls_material
+from syncer.errors import UsageError
 from syncer.tools.trust import CertDir, Trust, materialise, problems, resolve
 
 HOST = "reg.example:5000"

@@ -15,8 +15,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
@@ -215,6 +216,40 @@ def test_ci_runs_the_project_tests_read_only() -> None:
     assert runs(workflow, "test").strip() == "bash .ci/run"
 
 
+def test_the_test_command_runs_the_static_checks_before_the_tests() -> None:
+    lines = (REPO / "scripts" / "test").read_text().splitlines()
+    assert lines.index("bash scripts/setup") < lines.index("bash scripts/lint")
+    runs_pytest = next(i for i, line in enumerate(lines)
+                       if "-m pytest" in line and not line.lstrip().startswith("#"))
+    assert lines.index("bash scripts/lint") < runs_pytest
+
+
+CHECKS = {"check": "ruff check", "format": "ruff format", "mypy": "mypy syncer"}  # a tool and its first argument
+
+
+@pytest.mark.parametrize("failing", [(), ("check",), ("format",), ("mypy",), ("check", "mypy")])
+def test_lint_runs_every_check_and_fails_when_one_fails(tmp_path: Path, failing: tuple[str, ...]) -> None:
+    """The real script under bash, with stand-in ruff and mypy that record their arguments."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "lint").write_text((REPO / "scripts" / "lint").read_text())
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("ruff", "mypy"):
+        fake = bin_dir / name
+        fake.write_text(f'#!/bin/sh\necho "{name} $*" >> calls\n'
+                        f'case "{name} $1" in {" | ".join(f"{CHECKS[w]!r}" for w in failing) or "none"}) exit 1;; esac\n')
+        fake.chmod(0o755)
+    result = subprocess.run(["bash", "scripts/lint"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        "ruff check --quiet syncer tests benchmarks",
+        "ruff format --check --output-format concise syncer tests benchmarks",
+        "mypy syncer",
+    ]
+    assert result.returncode == (1 if failing else 0), result.stderr
+    for word, check in CHECKS.items():
+        assert (f"failed: {check.removesuffix(' syncer')}" in result.stderr) == (word in failing), result.stderr
+
+
 # --- sync.yml -------------------------------------------------------------------------------
 
 
@@ -348,7 +383,7 @@ def test_sync_fetches_the_databases_once_in_a_first_job_cached_by_their_updated_
     order = [s.get("id") or s.get("uses", "").split("@")[0] for s in db_job["steps"]]
     assert order.index("fetch") > max(order.index(r["id"]) for r in restores)
     assert order.index("fetch") < min(db_job["steps"].index(s) for s in saves)
-    for which, restore, save in zip(("db", "java-db"), restores, saves):
+    for which, restore, save in zip(("db", "java-db"), restores, saves, strict=True):
         path = "${{ runner.temp }}/trivy/" + which
         assert restore["with"]["path"] == save["with"]["path"] == path
         # The newest cached copy, whatever its key; saved again only under a new UpdatedAt.
