@@ -82,3 +82,33 @@ def test_heads_over_tls_trust_the_registry_ca_as_the_requests_path_does(tmp_path
         with RegistryClient("tls.test", endpoint=server.host, max_retries=0) as client, \
                 pytest.raises(RegistryError, match="could not be verified"):
             client.head_manifest("elsewhere", "1.0")
+
+
+@pytest.mark.parametrize("block", [
+    b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:ab\r\nContent-Length: 10\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+    b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"a\"\r\n"
+    b"www-authenticate:Bearer realm=\"b\"  \r\n\r\n",
+    b"HTTP/1.1 404\r\n\r\n",
+    b"HTTP/1.1  200  spaced  \r\nX:\t tabbed\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nNo colon here\r\nDocker-Content-Digest: sha256:ab\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX: caf\xe9\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",
+])
+def test_header_blocks_read_as_http_client_reads_them(block: bytes) -> None:
+    import http.client
+
+    from syncer.registry import _parse_head, _Received
+
+    answer = http.client.HTTPResponse(_Received(block), method="HEAD")  # type: ignore[arg-type]
+    try:
+        answer.begin()
+    except http.client.HTTPException as err:
+        with pytest.raises(type(err)):
+            _parse_head(block)
+        return
+    assert _parse_head(block) == (answer.status, answer.reason, answer.msg.items(),
+                                  answer.will_close)
