@@ -176,12 +176,16 @@ class HostileRegistry(LocalServer):
                 self.send_header("Content-Length", "100000")
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
+                self._drip(b'{"tags": ["', b"a")
+
+            def _drip(self, start: bytes, byte: bytes) -> None:
+                """``start``, then ``byte`` every half second for DRIP_LIMIT seconds."""
                 self.close_connection = True
                 end = time.monotonic() + DRIP_LIMIT
                 try:
-                    self.wfile.write(b'{"tags": ["')
+                    self.wfile.write(start)
                     while time.monotonic() < end:
-                        self.wfile.write(b"a")
+                        self.wfile.write(byte)
                         self.wfile.flush()
                         time.sleep(0.5)
                 except OSError:
@@ -215,16 +219,7 @@ class HostileRegistry(LocalServer):
                                           **(extra or {})})
 
             def _head_dripheaders(self) -> None:
-                self.close_connection = True
-                end = time.monotonic() + DRIP_LIMIT
-                try:
-                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
-                    while time.monotonic() < end:
-                        self.wfile.write(b"X")
-                        self.wfile.flush()
-                        time.sleep(0.5)
-                except OSError:
-                    pass
+                self._drip(b"HTTP/1.1 200 OK\r\n", b"X")
 
             def _head_hugeheader(self) -> None:
                 self._manifest(extra={"X-Filler": "a" * HUGE_HEADER})
