@@ -87,8 +87,8 @@ def test_heads_over_tls_trust_the_registry_ca_as_the_requests_path_does(tmp_path
 @pytest.mark.parametrize("block", [
     b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:ab\r\nContent-Length: 10\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
-    b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"a\"\r\n"
-    b"www-authenticate:Bearer realm=\"b\"  \r\n\r\n",
+    (b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"a\"\r\n"
+     b"www-authenticate:Bearer realm=\"b\"  \r\n\r\n"),
     b"HTTP/1.1 404\r\n\r\n",
     b"HTTP/1.1  200  spaced  \r\nX:\t tabbed\r\n\r\n",
     b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n",
