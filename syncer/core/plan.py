@@ -109,6 +109,11 @@ def build_plan(
     """
     plan = Plan(db_updated_at=db_updated_at)
     min_remaining = min_remaining or {}
+    # Recorded tags by name, once: looking them up by scanning every record for every entry
+    # cost a 2,000-tag no-op a quarter of a second.
+    recorded_tags: dict[str, list[str]] = {}
+    for n, tag in recorded:
+        recorded_tags.setdefault(n, []).append(tag)
     for d in discoveries:
         name = d.entry.name
         for err in d.errors:
@@ -142,7 +147,7 @@ def build_plan(
         # listed entry, absent from the listing; for an explicit tag, a 404 on HEAD.
         gone = set(d.missing)
         if d.listed is not None:
-            gone |= {tag for (n, tag) in recorded if n == name and tag not in d.listed}
+            gone |= {tag for tag in recorded_tags.get(name, ()) if tag not in d.listed}
         for tag in sorted(gone - seen):
             rec = recorded.get((name, tag))
             if rec is not None:

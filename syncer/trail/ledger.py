@@ -258,7 +258,49 @@ def _fast_load(text: str) -> Any:
     # Reading only: PyYAML's libyaml loader is several times faster than ruamel's round-trip
     # one, which only a save needs (to keep the file's formatting). A no-op run reads every
     # record, so this is its hot path. Records are written so that both read them alike.
-    return pyyaml.load(text, Loader=_FastLoader)
+    loader = _FastLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            return _plain(node, loader, set())
+        except _NotPlain:
+            return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+_STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_SCALARS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"})
+
+
+class _NotPlain(Exception):
+    """A node ``_plain`` leaves to PyYAML's own constructor."""
+
+
+def _plain(node: Any, loader: Any, seen: set[int]) -> Any:
+    """What SafeConstructor makes of a document of string-keyed mappings, sequences,
+    strings, integers, booleans and nulls, which every record is, built directly: PyYAML's
+    constructor machinery was most of the time of reading a record. _NotPlain for anything
+    else (another tag, a key that is no string, a node reached twice through an alias), which
+    the caller then hands to SafeConstructor whole."""
+    tag = node.tag
+    if tag == _STR:
+        return node.value
+    if tag in _SCALARS:
+        return loader.construct_object(node)
+    if tag not in (_MAP, _SEQ) or id(node) in seen:
+        raise _NotPlain
+    seen.add(id(node))
+    if tag == _SEQ:
+        return [_plain(item, loader, seen) for item in node.value]
+    out = {}
+    for key, value in node.value:
+        if key.tag != _STR:
+            raise _NotPlain
+        out[key.value] = _plain(value, loader, seen)
+    return out
 
 
 def _parse(text: str, path: Path, *, round_trip: bool = True) -> Any:

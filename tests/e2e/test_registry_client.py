@@ -429,7 +429,7 @@ def test_one_client_shared_by_threads(registry: Registry) -> None:
             t.join(timeout=20)
         assert results == digests
         assert client.stats["HEAD manifest"] == 12
-        assert len(client._sessions) == 4, "one session (kept-alive connections) per thread"
+        assert len(client._heads._open) == 4, "one kept-alive connection per thread"
 
 
 

@@ -20,6 +20,13 @@ its own bound. Repositories (``/v2/<name>/…``) and what their tag list answers
 - ``echo403``, ``echo500``: with ``credentials`` set, 401 (Basic) until the client sends
   them, then 403 or 500 whose body and reason phrase echo the Authorization header and the
   password.
+
+Manifest HEADs (``/v2/<name>/manifests/<tag>``), each answered with ``DIGEST`` when all goes
+well: ``dripheaders``, the status line, then a header byte every half second;
+``hugeheader``, a header of ``HUGE_HEADER`` bytes; ``baddigest``, a Docker-Content-Digest that
+is markup; ``elsewhere``, a redirect to the same path on the server named by ``redirect_to``;
+``busy``, 429 with ``Retry-After: 0`` to the first ``BUSY_429S`` HEADs; ``twice``, the
+manifest once the client sends the token (as its tag list).
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ _CHUNK = b'"' + b"a" * 1022 + b'",'
 _CASES = frozenset({"seven", "nulltags", "junk", "loop", "gzip", "cut", "huge", "announced",
                     "hugemanifest", "stall", "malformed", "realm", "twice", "echo403", "echo500"})
 TOKEN = "hostile-token-0123456789"
+DIGEST = "sha256:" + "ab" * 32
+HUGE_HEADER = 100 << 10
+BUSY_429S = 2
+_HEAD_CASES = frozenset({"dripheaders", "hugeheader", "baddigest", "elsewhere", "busy"})
 
 
 class HostileRegistry(LocalServer):
@@ -45,8 +56,9 @@ class HostileRegistry(LocalServer):
     the Authorization header or "") of every request."""
 
     def __init__(self, *, credentials: tuple[str, str] | None = None,
-                 tls: tuple[Path, Path] | None = None):
+                 tls: tuple[Path, Path] | None = None, redirect_to: str | None = None):
         self.credentials = credentials
+        self.redirect_to = redirect_to  # host:port that ``elsewhere`` redirects to
         self.seen: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
         super().__init__(self._handler_class(), tls)
@@ -91,7 +103,10 @@ class HostileRegistry(LocalServer):
                 if self.path == "/v2/" or not repo:
                     return self._answer(200, b"{}")
                 try:
-                    getattr(self, f"_{repo}")() if repo in _CASES else self._unknown()
+                    if repo in _HEAD_CASES or (repo == "twice" and "/manifests/" in self.path):
+                        getattr(self, f"_head_{repo}")()
+                    else:
+                        getattr(self, f"_{repo}")() if repo in _CASES else self._unknown()
                 except OSError:
                     self.close_connection = True  # the client gave up on the answer: right
 
@@ -161,12 +176,16 @@ class HostileRegistry(LocalServer):
                 self.send_header("Content-Length", "100000")
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
+                self._drip(b'{"tags": ["', b"a")
+
+            def _drip(self, start: bytes, byte: bytes) -> None:
+                """``start``, then ``byte`` every half second for DRIP_LIMIT seconds."""
                 self.close_connection = True
                 end = time.monotonic() + DRIP_LIMIT
                 try:
-                    self.wfile.write(b'{"tags": ["')
+                    self.wfile.write(start)
                     while time.monotonic() < end:
-                        self.wfile.write(b"a")
+                        self.wfile.write(byte)
                         self.wfile.flush()
                         time.sleep(0.5)
                 except OSError:
@@ -195,6 +214,40 @@ class HostileRegistry(LocalServer):
                                                f"you sent Authorization: {auth} ({password})"}]})
                 self._answer(status, body.encode(), {"Content-Type": "application/json"},
                              reason=f"Denied {auth}")
+
+            def _manifest(self, digest: str = DIGEST, extra: dict | None = None) -> None:
+                self._answer(200, b"{}", {"Docker-Content-Digest": digest, "Content-Type":
+                                          "application/vnd.oci.image.manifest.v1+json",
+                                          **(extra or {})})
+
+            def _head_dripheaders(self) -> None:
+                self._drip(b"HTTP/1.1 200 OK\r\n", b"X")
+
+            def _head_hugeheader(self) -> None:
+                self._manifest(extra={"X-Filler": "a" * HUGE_HEADER})
+
+            def _head_baddigest(self) -> None:
+                self._manifest("<img src=x onerror=alert(1)>")
+
+            def _head_elsewhere(self) -> None:
+                if hostile.redirect_to is None:
+                    self._manifest()
+                    return
+                self._answer(307, headers={"Location": f"http://{hostile.redirect_to}{self.path}"})
+
+            def _head_busy(self) -> None:
+                with hostile._lock:
+                    busy = sum(s[1] == self.path for s in hostile.seen) <= BUSY_429S
+                if busy:
+                    self._answer(429, headers={"Retry-After": "0"})
+                    return
+                self._manifest()
+
+            def _head_twice(self) -> None:
+                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                    self._realm()
+                    return
+                self._manifest()
 
             def _echo403(self) -> None:
                 self._echo(403)

@@ -436,3 +436,24 @@ def test_records_with_colons_and_flow_characters_are_portable_yaml(tmp_path):
     assert doc["scan"]["findings"][0]["title"] == finding.title
     assert doc["scan"]["findings"][0]["status"] == "no"
     assert ledger.load("zlib", rec.tag) == rec
+
+
+@pytest.mark.parametrize("text", [
+    "name: app\ntag: '1.0'\nreasons: []\nscan: {counts: {critical: 0}, findings: [{id: a}]}\n",
+    "a: 0x1F\nb: yes\nc: ~\nd: 1_000\ne: null\n", "a: &x [1, 2]\nb: *x\n", "a: &a [*a]\n",
+    "<<: {a: 1}\nb: 2\n", "1: a\n", "? [a]\n: b\n", "a: 1.5\n", "a: 2001-12-14\n",
+    "a: !!binary aGk=\n", "a: !!set {x, y}\n", "a: !!python/object:os.system x\n",
+    "a: 'x'\na: 'y'\n", "", "--- a\n--- b\n", "[a, b]\n", "a: {b: [c, {d: e}]}\n",
+])
+def test_records_read_as_pyyaml_safe_load_reads_them(text: str) -> None:
+    import yaml
+
+    from syncer.trail.ledger import _fast_load
+
+    def outcome(load):
+        try:
+            return "ok", load(text)
+        except yaml.YAMLError as err:
+            return "error", type(err).__name__
+
+    assert repr(outcome(_fast_load)) == repr(outcome(lambda t: yaml.safe_load(t)))
