@@ -49,12 +49,21 @@ HTTP_TIMEOUT = 30
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--small", action="store_true",
-                   help="a smoke-check size that finishes in well under a minute")
-    p.add_argument("--repeat", type=int, default=None, metavar="N",
-                   help="measure each variant N times (default: 3, 1 with --small)")
-    p.add_argument("--keep", action="store_true",
-                   help="keep the scratch directory (registries, catalog, reports) for a look")
+    p.add_argument(
+        "--small", action="store_true", help="a smoke-check size that finishes in well under a minute"
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        metavar="N",
+        help="measure each variant N times (default: 3, 1 with --small)",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the scratch directory (registries, catalog, reports) for a look",
+    )
     return p
 
 
@@ -76,8 +85,10 @@ class Spread:
         med = f"{self.median:.{digits}f} {unit}"
         if len(self.values) == 1:
             return med
-        return (f"{med} (min {min(self.values):.{digits}f}, max {max(self.values):.{digits}f}, "
-                f"n={len(self.values)})")
+        return (
+            f"{med} (min {min(self.values):.{digits}f}, max {max(self.values):.{digits}f}, "
+            f"n={len(self.values)})"
+        )
 
 
 def ratio(numerator: Spread, denominator: Spread) -> str:
@@ -87,15 +98,26 @@ def ratio(numerator: Spread, denominator: Spread) -> str:
 def machine() -> str:
     model = "unknown CPU"
     try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    mem_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal:")), 0)
+    mem_kb = next(
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal:")
+        ),
+        0,
+    )
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{os.cpu_count()} CPUs ({model}), {mem_kb / 1024 / 1024:.1f} GiB RAM, "
-            f"Python {platform.python_version()}, load average before start {load}")
+    return (
+        f"{os.cpu_count()} CPUs ({model}), {mem_kb / 1024 / 1024:.1f} GiB RAM, "
+        f"Python {platform.python_version()}, load average before start {load}"
+    )
 
 
 def heading(title: str) -> None:
@@ -133,18 +155,24 @@ _RUSAGE_WRAPPER = (
 )
 
 
-def timed(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-          timeout: float = 3600) -> Timed:
+def timed(
+    argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 3600
+) -> Timed:
     """Runs ``argv`` to completion: wall time, peak memory, CPU time, exit status, output."""
     with tempfile.TemporaryDirectory(prefix="syncer-bench-timed-") as tmp:
         rss_file = Path(tmp) / "maxrss"
         out_file, err_file = Path(tmp) / "stdout", Path(tmp) / "stderr"
         with out_file.open("wb") as out, err_file.open("wb") as err:
             start = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-S", "-I", "-c", _RUSAGE_WRAPPER,
-                                     str(rss_file), *argv], env=env, cwd=cwd,
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-S", "-I", "-c", _RUSAGE_WRAPPER, str(rss_file), *argv],
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -152,8 +180,14 @@ def timed(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path |
                 proc.wait()
             seconds = time.perf_counter() - start
         maxrss_kb, cpu = rss_file.read_text().split() if rss_file.exists() else (0, 0)
-        return Timed(seconds, int(maxrss_kb) / 1024, float(cpu), proc.returncode,
-                     out_file.read_text(errors="replace"), err_file.read_text(errors="replace"))
+        return Timed(
+            seconds,
+            int(maxrss_kb) / 1024,
+            float(cpu),
+            proc.returncode,
+            out_file.read_text(errors="replace"),
+            err_file.read_text(errors="replace"),
+        )
 
 
 def cpu_now() -> float:
@@ -239,18 +273,26 @@ def upload(registry: Registry, repository: str, image: Image, tags: Iterable[str
             if location.startswith("/"):
                 location = registry.url + location
             sep = "&" if "?" in location else "?"
-            done = session.put(f"{location}{sep}digest={blob.digest}", data=blob.data,
-                               headers={"Content-Type": "application/octet-stream"},
-                               timeout=HTTP_TIMEOUT)
+            done = session.put(
+                f"{location}{sep}digest={blob.digest}",
+                data=blob.data,
+                headers={"Content-Type": "application/octet-stream"},
+                timeout=HTTP_TIMEOUT,
+            )
             done.raise_for_status()
         for tag in tags:
-            put = session.put(f"{base}/manifests/{tag}", data=image.manifest.data,
-                              headers={"Content-Type": image.manifest.media_type},
-                              timeout=HTTP_TIMEOUT)
+            put = session.put(
+                f"{base}/manifests/{tag}",
+                data=image.manifest.data,
+                headers={"Content-Type": image.manifest.media_type},
+                timeout=HTTP_TIMEOUT,
+            )
             put.raise_for_status()
             if put.headers.get("Docker-Content-Digest") != image.digest:
-                raise SystemExit(f"{registry.host}/{repository}:{tag} stored "
-                                 f"{put.headers.get('Docker-Content-Digest')}, not {image.digest}")
+                raise SystemExit(
+                    f"{registry.host}/{repository}:{tag} stored "
+                    f"{put.headers.get('Docker-Content-Digest')}, not {image.digest}"
+                )
     return image.digest
 
 
@@ -295,13 +337,25 @@ class Setup:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "GITHUB_"))}
-        env.update(SYNCER_SIGNING_KEY=str(self.key), SYNCER_SIGNING_PASSPHRASE=PASSPHRASE,
-                   SYNCER_TRIVY_CACHE=str(self.trivy_cache))
+        env.update(
+            SYNCER_SIGNING_KEY=str(self.key),
+            SYNCER_SIGNING_PASSPHRASE=PASSPHRASE,
+            SYNCER_TRIVY_CACHE=str(self.trivy_cache),
+        )
         return env
 
     def argv(self, command: str, *args: str) -> list[str]:
-        argv = [sys.executable, "-m", "syncer", command, "--catalog", str(self.catalog),
-                "--reports", str(self.reports), *args]
+        argv = [
+            sys.executable,
+            "-m",
+            "syncer",
+            command,
+            "--catalog",
+            str(self.catalog),
+            "--reports",
+            str(self.reports),
+            *args,
+        ]
         if command == "run":
             argv += ["--skip-db-update", "--skip-java-db-update"]
         return argv
@@ -310,8 +364,11 @@ class Setup:
         return timed(self.argv(command, *args), env=self.env(), cwd=self.root, timeout=timeout)
 
     def reports_snapshot(self) -> dict[str, bytes]:
-        return {str(p.relative_to(self.reports)): p.read_bytes()
-                for p in sorted(self.reports.rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(self.reports)): p.read_bytes()
+            for p in sorted(self.reports.rglob("*"))
+            if p.is_file()
+        }
 
 
 def team_files(count: int, per_file: int, entry: Callable[[int, str], str]) -> dict[str, str]:
@@ -321,26 +378,30 @@ def team_files(count: int, per_file: int, entry: Callable[[int, str], str]) -> d
     for start in range(0, count, per_file):
         team = f"team-{start // per_file:03d}"
         files[f"{team}.yaml"] = "images:\n" + "".join(
-            entry(i, team) for i in range(start, min(start + per_file, count)))
+            entry(i, team) for i in range(start, min(start + per_file, count))
+        )
     return files
 
 
-def write_catalog(root: Path, *, hub: Registry | None, target_host: str,
-                  image_files: dict[str, str], trivy_cache: Path) -> Setup:
+def write_catalog(
+    root: Path, *, hub: Registry | None, target_host: str, image_files: dict[str, str], trivy_cache: Path
+) -> Setup:
     """settings, a default policy (zero critical/high, signer ci), ci's key pair, and
     ``image_files`` (relative path under images/ -> YAML text)."""
     catalog = root / "catalog"
     for sub in ("images", "policies", "signers"):
         (catalog / sub).mkdir(parents=True, exist_ok=True)
-    sources = (f"sources:\n  docker.io:\n    endpoint: {hub.host}\n    tls_verify: false\n"
-               if hub else "")
-    (catalog / "settings.yaml").write_text(textwrap.dedent(f"""\
+    sources = f"sources:\n  docker.io:\n    endpoint: {hub.host}\n    tls_verify: false\n" if hub else ""
+    (catalog / "settings.yaml").write_text(
+        textwrap.dedent(f"""\
         target:
           registry: {target_host}
           quarantine: quarantine
           approved: approved
           tls_verify: false
-        """) + sources + textwrap.dedent("""\
+        """)
+        + sources
+        + textwrap.dedent("""\
         signing:
           signer: ci
           key_env: SYNCER_SIGNING_KEY
@@ -348,13 +409,16 @@ def write_catalog(root: Path, *, hub: Registry | None, target_host: str,
         defaults:
           policy: default
         content_admins: ["@acme/security"]
-        """))
-    (catalog / "policies" / "default.yaml").write_text(textwrap.dedent("""\
+        """)
+    )
+    (catalog / "policies" / "default.yaml").write_text(
+        textwrap.dedent("""\
         vulnerabilities:
           max: {critical: 0, high: 0}
           ignore_unfixed: true
         signers: [ci]
-        """))
+        """)
+    )
     pair = cosign.generate_keypair(PASSPHRASE.encode())
     key = root / "ci.key"
     key.write_bytes(pair.private_pem)

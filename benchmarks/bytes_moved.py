@@ -52,10 +52,24 @@ MB = 1_000_000
 
 # Layers by name: size in MB (random bytes, so gzip does not shrink them).
 LAYERS = {
-    "debian": 12, "debian-arm64": 12, "alpine": 8, "alpine-arm64": 8, "python": 15,
-    "app1": 10, "app2": 20, "app3": 20, "app4": 30, "app5": 12, "app6": 25,
-    "multi1": 20, "multi1-arm64": 20, "multi2": 10, "multi2-arm64": 10,
-    "multi3": 40, "multi3-arm64": 40, "big": 47,
+    "debian": 12,
+    "debian-arm64": 12,
+    "alpine": 8,
+    "alpine-arm64": 8,
+    "python": 15,
+    "app1": 10,
+    "app2": 20,
+    "app3": 20,
+    "app4": 30,
+    "app5": 12,
+    "app6": 25,
+    "multi1": 20,
+    "multi1-arm64": 20,
+    "multi2": 10,
+    "multi2-arm64": 10,
+    "multi3": 40,
+    "multi3-arm64": 40,
+    "big": 47,
 }
 # Repository -> platform -> layers, bottom first.
 IMAGES = {
@@ -67,22 +81,34 @@ IMAGES = {
     "app6": {"linux/amd64": ("alpine", "app6")},
     "big": {"linux/amd64": ("debian", "python", "big")},
     "multi1": {"linux/amd64": ("debian", "multi1"), "linux/arm64": ("debian-arm64", "multi1-arm64")},
-    "multi2": {"linux/amd64": ("debian", "python", "multi2"),
-               "linux/arm64": ("debian-arm64", "multi2-arm64")},
+    "multi2": {
+        "linux/amd64": ("debian", "python", "multi2"),
+        "linux/arm64": ("debian-arm64", "multi2-arm64"),
+    },
     "multi3": {"linux/amd64": ("alpine", "multi3"), "linux/arm64": ("alpine-arm64", "multi3-arm64")},
 }
-COLUMNS = ("out of Hub", "into trusted", "read by Trivy", "read by the layer check",
-           "read for replication", "into replica")
+COLUMNS = (
+    "out of Hub",
+    "into trusted",
+    "read by Trivy",
+    "read by the layer check",
+    "read for replication",
+    "into replica",
+)
 
 
 def build_set(scale: float) -> dict[str, object]:
     """The artifacts by repository; every layer's bytes are the same wherever it is used."""
-    contents = {name: {f"opt/{name}/data": random.Random(name).randbytes(int(size * MB * scale))}
-                for name, size in LAYERS.items()}
+    contents = {
+        name: {f"opt/{name}/data": random.Random(name).randbytes(int(size * MB * scale))}
+        for name, size in LAYERS.items()
+    }
     out: dict[str, object] = {}
     for repo, platforms in IMAGES.items():
-        images = [build_image([contents[layer] for layer in layers], platform=platform)
-                  for platform, layers in platforms.items()]
+        images = [
+            build_image([contents[layer] for layer in layers], platform=platform)
+            for platform, layers in platforms.items()
+        ]
         out[repo] = images[0] if len(images) == 1 else index_of(images)
     return out
 
@@ -92,8 +118,9 @@ def images_of(artifact) -> list[Image]:
 
 
 def distinct_blob_bytes(artifacts: dict[str, object]) -> int:
-    blobs = {b.digest: len(b.data) for a in artifacts.values() for i in images_of(a)
-             for b in (i.config, *i.layers)}
+    blobs = {
+        b.digest: len(b.data) for a in artifacts.values() for i in images_of(a) for b in (i.config, *i.layers)
+    }
     return sum(blobs.values())
 
 
@@ -103,10 +130,12 @@ def upload_set(hub, artifacts: dict[str, object]) -> None:
             c.upload(hub, f"library/{repo}", image, [TAG] if image is artifact else [image.digest])
         if not isinstance(artifact, Image):
             with c.harness_session(hub) as session:
-                session.put(f"{hub.url}/v2/library/{repo}/manifests/{TAG}",
-                            data=artifact.manifest.data,
-                            headers={"Content-Type": artifact.manifest.media_type},
-                            timeout=c.HTTP_TIMEOUT).raise_for_status()
+                session.put(
+                    f"{hub.url}/v2/library/{repo}/manifests/{TAG}",
+                    data=artifact.manifest.data,
+                    headers={"Content-Type": artifact.manifest.media_type},
+                    timeout=c.HTTP_TIMEOUT,
+                ).raise_for_status()
 
 
 # --- counting -----------------------------------------------------------------------------------
@@ -133,8 +162,11 @@ def blob_reads(proxy: FaultProxy) -> Counter[str]:
 
 
 def blob_writes(proxy: FaultProxy) -> int:
-    return sum(s.received for s in list(proxy.seen)
-               if s.method in ("PATCH", "PUT", "POST") and "/blobs/uploads" in s.uri)
+    return sum(
+        s.received
+        for s in list(proxy.seen)
+        if s.method in ("PATCH", "PUT", "POST") and "/blobs/uploads" in s.uri
+    )
 
 
 def reset(*proxies: FaultProxy) -> None:
@@ -147,20 +179,23 @@ class Counts:
     values: dict[str, int]
 
     def row(self, minimum: int) -> str:
-        return " | ".join(f"{self.values[col] / MB:7.1f} MB {self.values[col] / minimum:5.2f}x"
-                          for col in COLUMNS)
+        return " | ".join(
+            f"{self.values[col] / MB:7.1f} MB {self.values[col] / minimum:5.2f}x" for col in COLUMNS
+        )
 
 
 def counts(hub: FaultProxy, target: FaultProxy, replica: FaultProxy) -> Counts:
     reads = blob_reads(target)
-    return Counts({
-        "out of Hub": sum(blob_reads(hub).values()),
-        "into trusted": blob_writes(target),
-        "read by Trivy": reads["trivy"],
-        "read by the layer check": reads["syncer"],
-        "read for replication": reads["skopeo"],
-        "into replica": blob_writes(replica),
-    })
+    return Counts(
+        {
+            "out of Hub": sum(blob_reads(hub).values()),
+            "into trusted": blob_writes(target),
+            "read by Trivy": reads["trivy"],
+            "read by the layer check": reads["syncer"],
+            "read for replication": reads["skopeo"],
+            "into replica": blob_writes(replica),
+        }
+    )
 
 
 # --- users --------------------------------------------------------------------------------------
@@ -172,15 +207,31 @@ def bench_user() -> tuple[int, int, bool]:
         entry = pwd.getpwnam(BENCH_USER)
         return entry.pw_uid, entry.pw_gid, False
     except KeyError:
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
-                        "--shell", "/usr/sbin/nologin", BENCH_USER], check=True)
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                BENCH_USER,
+            ],
+            check=True,
+        )
         entry = pwd.getpwnam(BENCH_USER)
         return entry.pw_uid, entry.pw_gid, True
 
 
 def as_user(uid: int, gid: int) -> list[str]:
-    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-            "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+    return [
+        "setpriv",
+        f"--reuid={uid}",
+        f"--regid={gid}",
+        "--clear-groups",
+        "--inh-caps=+dac_read_search",
+        "--ambient-caps=+dac_read_search",
+    ]
 
 
 def chown_tree(path: Path, uid: int, gid: int) -> None:
@@ -192,17 +243,30 @@ def chown_tree(path: Path, uid: int, gid: int) -> None:
 # --- one configuration --------------------------------------------------------------------------
 
 
-def run_config(ws: c.Workspace, hub_proxy: FaultProxy, user: str, jobs: int, count: int,
-               owner: tuple[int, int] | None, code: str) -> tuple[Counts, Counts, float]:
+def run_config(
+    ws: c.Workspace,
+    hub_proxy: FaultProxy,
+    user: str,
+    jobs: int,
+    count: int,
+    owner: tuple[int, int] | None,
+    code: str,
+) -> tuple[Counts, Counts, float]:
     work = ws.root / f"{user}-jobs{jobs}"
     work.mkdir()
     target, replica = ws.registry(f"{work.name}/target"), ws.registry(f"{work.name}/replica")
     with FaultProxy(target.url) as target_proxy, FaultProxy(replica.url) as replica_proxy:
         db = ws.trivy_db(f"{work.name}/trivy-cache")
-        setup = c.write_catalog(work, hub=hub_proxy, target_host=target_proxy.host,
-                                image_files={"bench.yaml": "images:\n" + "".join(
-                                    f'  - source: docker.io/library/{repo}\n    tags: ["{TAG}"]\n'
-                                    for repo in IMAGES)}, trivy_cache=db.cache_dir)
+        setup = c.write_catalog(
+            work,
+            hub=hub_proxy,
+            target_host=target_proxy.host,
+            image_files={
+                "bench.yaml": "images:\n"
+                + "".join(f'  - source: docker.io/library/{repo}\n    tags: ["{TAG}"]\n' for repo in IMAGES)
+            },
+            trivy_cache=db.cache_dir,
+        )
         with (setup.catalog / "settings.yaml").open("a") as f:
             f.write(f"replicas:\n  - registry: {replica_proxy.host}\n    tls_verify: false\n")
         env = {**setup.env(), "PYTHONPATH": code}
@@ -217,8 +281,9 @@ def run_config(ws: c.Workspace, hub_proxy: FaultProxy, user: str, jobs: int, cou
             chown_tree(work, *owner)
 
         def syncer_run(what: str) -> float:
-            result = c.require_ok(what, c.timed(prefix + setup.argv("run", "--jobs", str(jobs)),
-                                                env=env, cwd=setup.root))
+            result = c.require_ok(
+                what, c.timed(prefix + setup.argv("run", "--jobs", str(jobs)), env=env, cwd=setup.root)
+            )
             return result.seconds
 
         reset(hub_proxy, target_proxy, replica_proxy)
@@ -245,20 +310,44 @@ def skopeo_sync(ws: c.Workspace, hub_proxy: FaultProxy) -> tuple[int, int]:
     dest = ws.registry("skopeo-sync/dest")
     with FaultProxy(dest.url) as dest_proxy:
         source = work / "sync.yaml"
-        source.write_text(f"{hub_proxy.host}:\n  tls-verify: false\n  images:\n" + "".join(
-            f'    library/{repo}: ["{TAG}"]\n' for repo in IMAGES))
+        source.write_text(
+            f"{hub_proxy.host}:\n  tls-verify: false\n  images:\n"
+            + "".join(f'    library/{repo}: ["{TAG}"]\n' for repo in IMAGES)
+        )
         (work / "registries.d").mkdir()
         (work / "registries.conf").write_text("")
         reset(hub_proxy)
         done = subprocess.run(
-            ["skopeo", "--policy", str(c.skopeo_policy(work)), "--registries.d",
-             str(work / "registries.d"), "sync", "--all", "--src", "yaml", "--dest", "docker",
-             "--dest-tls-verify=false", "--src-no-creds", "--dest-no-creds", str(source),
-             f"{dest_proxy.host}/sync"],
-            env={"PATH": os.environ["PATH"], "HOME": str(work), "XDG_DATA_HOME": str(work),
-                 "_CONTAINERS_ROOTLESS_UID": "65534",
-                 "CONTAINERS_REGISTRIES_CONF": str(work / "registries.conf")},
-            capture_output=True, text=True, timeout=1800, check=False)
+            [
+                "skopeo",
+                "--policy",
+                str(c.skopeo_policy(work)),
+                "--registries.d",
+                str(work / "registries.d"),
+                "sync",
+                "--all",
+                "--src",
+                "yaml",
+                "--dest",
+                "docker",
+                "--dest-tls-verify=false",
+                "--src-no-creds",
+                "--dest-no-creds",
+                str(source),
+                f"{dest_proxy.host}/sync",
+            ],
+            env={
+                "PATH": os.environ["PATH"],
+                "HOME": str(work),
+                "XDG_DATA_HOME": str(work),
+                "_CONTAINERS_ROOTLESS_UID": "65534",
+                "CONTAINERS_REGISTRIES_CONF": str(work / "registries.conf"),
+            },
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
         if done.returncode != 0:
             raise SystemExit(f"skopeo sync failed: {done.stderr[-2000:]}")
         result = sum(blob_reads(hub_proxy).values()), blob_writes(dest_proxy)
@@ -268,28 +357,39 @@ def skopeo_sync(ws: c.Workspace, hub_proxy: FaultProxy) -> tuple[int, int]:
 
 def main() -> int:
     p = c.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--scale", type=float, default=None,
-                   help="layer sizes times F (default 1; 0.05 with --small)")
+    p.add_argument(
+        "--scale", type=float, default=None, help="layer sizes times F (default 1; 0.05 with --small)"
+    )
     p.add_argument("--jobs", default="1,2,4", help="the --jobs values to measure")
     p.add_argument("--users", default="root,nonroot", help="root, nonroot or both")
-    p.add_argument("--code", default=str(c.ROOT), metavar="DIR",
-                   help="where the syncer package to measure is (default: this checkout)")
+    p.add_argument(
+        "--code",
+        default=str(c.ROOT),
+        metavar="DIR",
+        help="where the syncer package to measure is (default: this checkout)",
+    )
     args = p.parse_args()
     scale = args.scale or (0.05 if args.small else 1.0)
     jobs_list = [int(j) for j in args.jobs.split(",")]
     users = args.users.split(",")
     if os.geteuid() != 0:
         raise SystemExit("bytes_moved.py runs as root: it creates a user for the non-root runs")
-    print(f"bytes_moved: {len(IMAGES)} images ({sum(len(p) > 1 for p in IMAGES.values())} "
-          f"multi-platform indexes), layer sizes x{scale:g}")
+    print(
+        f"bytes_moved: {len(IMAGES)} images ({sum(len(p) > 1 for p in IMAGES.values())} "
+        f"multi-platform indexes), layer sizes x{scale:g}"
+    )
     print(f"machine: {c.machine()}; syncer from {args.code}")
     artifacts = build_set(scale)
     minimum = distinct_blob_bytes(artifacts)
-    sizes = {repo: sum(len(b.data) for i in images_of(a) for b in (i.config, *i.layers))
-             for repo, a in artifacts.items()}
-    print(f"images: {min(sizes.values()) / MB:.1f}-{max(sizes.values()) / MB:.1f} MB each, "
-          f"{sum(sizes.values()) / MB:.1f} MB in all; distinct blobs (the minimum): "
-          f"{minimum / MB:.1f} MB")
+    sizes = {
+        repo: sum(len(b.data) for i in images_of(a) for b in (i.config, *i.layers))
+        for repo, a in artifacts.items()
+    }
+    print(
+        f"images: {min(sizes.values()) / MB:.1f}-{max(sizes.values()) / MB:.1f} MB each, "
+        f"{sum(sizes.values()) / MB:.1f} MB in all; distinct blobs (the minimum): "
+        f"{minimum / MB:.1f} MB"
+    )
     created = False
     owner = None
     if "nonroot" in users:
@@ -306,30 +406,45 @@ def main() -> int:
                 for user in users:
                     for jobs in jobs_list:
                         results[user, jobs] = run_config(
-                            ws, hub_proxy, user, jobs, len(IMAGES),
-                            owner if user == "nonroot" else None, args.code)
+                            ws,
+                            hub_proxy,
+                            user,
+                            jobs,
+                            len(IMAGES),
+                            owner if user == "nonroot" else None,
+                            args.code,
+                        )
                         first, rescan, seconds = results[user, jobs]
-                        print(f"  {user:<7} --jobs {jobs}: first run {seconds:.0f} s: "
-                              f"{first.row(minimum)}", flush=True)
+                        print(
+                            f"  {user:<7} --jobs {jobs}: first run {seconds:.0f} s: {first.row(minimum)}",
+                            flush=True,
+                        )
     finally:
         if created:
             subprocess.run(["userdel", BENCH_USER], check=False)
-    c.heading("first run, bytes against the distinct-blob minimum "
-              f"({minimum / MB:.1f} MB): " + " | ".join(COLUMNS))
-    c.line("skopeo sync (one process, --all)",
-           f"out of Hub {sync_out / MB:.1f} MB {sync_out / minimum:.2f}x, into its registry "
-           f"{sync_in / MB:.1f} MB {sync_in / minimum:.2f}x")
+    c.heading(
+        f"first run, bytes against the distinct-blob minimum ({minimum / MB:.1f} MB): " + " | ".join(COLUMNS)
+    )
+    c.line(
+        "skopeo sync (one process, --all)",
+        f"out of Hub {sync_out / MB:.1f} MB {sync_out / minimum:.2f}x, into its registry "
+        f"{sync_in / MB:.1f} MB {sync_in / minimum:.2f}x",
+    )
     worst = 0.0
     for (user, jobs), (first, _, _) in results.items():
         c.line(f"{user} --jobs {jobs}", first.row(minimum))
         worst = max(worst, *(v / minimum for v in first.values.values()))
     c.heading("re-scan with the caches kept (DB one day newer): bytes moved")
     for (user, jobs), (_, rescan, _) in results.items():
-        c.line(f"{user} --jobs {jobs}", ", ".join(f"{col} {rescan.values[col] / MB:.2f} MB"
-                                                  for col in COLUMNS if rescan.values[col]) or "none")
+        c.line(
+            f"{user} --jobs {jobs}",
+            ", ".join(f"{col} {rescan.values[col] / MB:.2f} MB" for col in COLUMNS if rescan.values[col])
+            or "none",
+        )
     c.heading("goal")
-    c.line("<= 1.02x the minimum in every column", f"worst {worst:.3f}x  "
-           f"{'met' if worst <= 1.02 else 'NOT MET'}")
+    c.line(
+        "<= 1.02x the minimum in every column", f"worst {worst:.3f}x  {'met' if worst <= 1.02 else 'NOT MET'}"
+    )
     return 0
 
 

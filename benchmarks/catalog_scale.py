@@ -33,10 +33,15 @@ def tags_of(i: int) -> list[str]:
 
 
 def catalog_files(entries: int) -> dict[str, str]:
-    return c.team_files(entries, ENTRIES_PER_FILE, lambda i, team: (
-        f"  - source: docker.io/library/{repo_name(i)}\n"
-        f"    tags: [{', '.join(repr(t) for t in tags_of(i))}]\n"
-        f'    owners: ["@acme/{team}"]\n'))
+    return c.team_files(
+        entries,
+        ENTRIES_PER_FILE,
+        lambda i, team: (
+            f"  - source: docker.io/library/{repo_name(i)}\n"
+            f"    tags: [{', '.join(repr(t) for t in tags_of(i))}]\n"
+            f'    owners: ["@acme/{team}"]\n'
+        ),
+    )
 
 
 def main() -> int:
@@ -52,8 +57,9 @@ def main() -> int:
         image = c.small_image("scale")
         for i in range(entries):
             c.upload(hub, f"library/{repo_name(i)}", image, tags_of(i))
-        setup = c.write_catalog(ws.root, hub=hub, target_host=target.host, image_files=files,
-                                trivy_cache=ws.root / "no-trivy-db")
+        setup = c.write_catalog(
+            ws.root, hub=hub, target_host=target.host, image_files=files, trivy_cache=ws.root / "no-trivy-db"
+        )
 
         validate, plan = [], []
         plan_kinds = None
@@ -68,8 +74,11 @@ def main() -> int:
                 raise SystemExit(f"plan did not list {total} new tags:\n{p.stdout[:2000]}")
             plan_kinds = plan_kinds or c.request_kinds(hub.requests()[mark:])
             plan.append(p)
-            print(f"  round {n + 1}: validate {v.seconds:.2f} s {v.maxrss_mb:.0f} MB, "
-                  f"plan {p.seconds:.2f} s {p.maxrss_mb:.0f} MB", flush=True)
+            print(
+                f"  round {n + 1}: validate {v.seconds:.2f} s {v.maxrss_mb:.0f} MB, "
+                f"plan {p.seconds:.2f} s {p.maxrss_mb:.0f} MB",
+                flush=True,
+            )
 
     vt = c.Spread(tuple(r.seconds for r in validate))
     vm = c.Spread(tuple(r.maxrss_mb for r in validate))
@@ -83,8 +92,7 @@ def main() -> int:
     c.line("syncer plan: upstream requests", c.kinds_text(plan_kinds))
     c.heading("goals")
     c.line("validate under 10 s", f"{vt.median:.2f} s  {'met' if max(vt.values) < 10 else 'NOT MET'}")
-    c.line("validate under 500 MB",
-           f"{vm.median:.0f} MB  {'met' if max(vm.values) < 500 else 'NOT MET'}")
+    c.line("validate under 500 MB", f"{vm.median:.0f} MB  {'met' if max(vm.values) < 500 else 'NOT MET'}")
     return 0
 
 

@@ -42,36 +42,50 @@ MIB = 1 << 20
 
 def filler(rng: random.Random, size: int) -> bytes:
     """Half random bytes, half text: compresses to a bit more than half, like binaries."""
-    words = b" ".join(rng.choice((b"lib", b"usr", b"share", b"config", b"data", b"0x1f"))
-                      for _ in range(size // 8))
-    return rng.randbytes(size // 2) + words[:size - size // 2]
+    words = b" ".join(
+        rng.choice((b"lib", b"usr", b"share", b"config", b"data", b"0x1f")) for _ in range(size // 8)
+    )
+    return rng.randbytes(size // 2) + words[: size - size // 2]
 
 
 def bench_image(i: int, scale: int) -> Image:
     rng = random.Random(i)
-    base = {**debian_files(), "usr/lib/big.so": filler(rng, 12 * MIB // scale),
-            **{f"usr/share/doc/pkg-{n:04d}/README": filler(rng, 2048) for n in range(2000 // scale)}}
+    base = {
+        **debian_files(),
+        "usr/lib/big.so": filler(rng, 12 * MIB // scale),
+        **{f"usr/share/doc/pkg-{n:04d}/README": filler(rng, 2048) for n in range(2000 // scale)},
+    }
     middle = {"opt/app/app.bin": filler(rng, 4 * MIB // scale)}
     top = {"etc/app.conf": filler(rng, 64 * 1024), "etc/bench-id": f"{i}\n"}
     return build_image([base, middle, top])
 
 
 def blob_bytes(proxy: FaultProxy, start: int, sizes: dict[str, int]) -> int:
-    return sum(sizes.get(s.uri.rsplit("/", 1)[-1], 0) for s in proxy.seen[start:]
-               if s.method == "GET" and "/blobs/" in s.uri and s.status == 200)
+    return sum(
+        sizes.get(s.uri.rsplit("/", 1)[-1], 0)
+        for s in proxy.seen[start:]
+        if s.method == "GET" and "/blobs/" in s.uri and s.status == 200
+    )
 
 
 def main() -> int:
     p = c.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--latency-ms", type=float, default=10.0, metavar="MS",
-                   help="added to every request to the trusted registry (default: %(default)s)")
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=10.0,
+        metavar="MS",
+        help="added to every request to the trusted registry (default: %(default)s)",
+    )
     args = p.parse_args()
     count, scale = (2, 4) if args.small else (6, 1)
     images = [bench_image(i, scale) for i in range(count)]
     sizes = {b.digest: len(b.data) for image in images for b in image.blobs}
     layer_mb = sum(len(layer.data) for image in images for layer in image.layers) / count / MIB
-    print(f"layer_check: {count} images of 3 layers, {layer_mb:.1f} MiB of compressed layers "
-          f"each, {args.latency_ms:g} ms per request to the trusted registry")
+    print(
+        f"layer_check: {count} images of 3 layers, {layer_mb:.1f} MiB of compressed layers "
+        f"each, {args.latency_ms:g} ms per request to the trusted registry"
+    )
     print(f"machine: {c.machine()}")
 
     phases: dict[str, list[tuple[float, float, int]]] = {}  # (seconds, cpu, bytes) per image
@@ -80,8 +94,10 @@ def main() -> int:
         target = ws.registry("target")
         for i, image in enumerate(images):
             c.upload(target, f"quarantine/bench-{i}", image, ["1"])
-        with FaultProxy(target.url, latency=args.latency_ms / 1000) as proxy, \
-                RegistryClient(proxy.host, tls_verify=False) as client:
+        with (
+            FaultProxy(target.url, latency=args.latency_ms / 1000) as proxy,
+            RegistryClient(proxy.host, tls_verify=False) as client,
+        ):
             for n in range(c.repeats(args)):
                 cache = ws.trivy_db(f"trivy-cache-{n}").cache_dir
                 if n == 0:  # once, past the proxy, which holds whole answers in memory
@@ -91,11 +107,17 @@ def main() -> int:
                         start, cpu, mark = time.perf_counter(), c.cpu_now(), len(proxy.seen)
                         for i, image in enumerate(images):
                             run(client, proxy, f"quarantine/bench-{i}", image.digest, cache)
-                        phases.setdefault(f"{scan}: {what}", []).append((
-                            (time.perf_counter() - start) / count, (c.cpu_now() - cpu) / count,
-                            blob_bytes(proxy, mark, sizes) // count))
-                print(f"  round {n + 1}: " + ", ".join(
-                    f"{k} {v[-1][0]:.2f} s" for k, v in phases.items()), flush=True)
+                        phases.setdefault(f"{scan}: {what}", []).append(
+                            (
+                                (time.perf_counter() - start) / count,
+                                (c.cpu_now() - cpu) / count,
+                                blob_bytes(proxy, mark, sizes) // count,
+                            )
+                        )
+                print(
+                    f"  round {n + 1}: " + ", ".join(f"{k} {v[-1][0]:.2f} s" for k, v in phases.items()),
+                    flush=True,
+                )
 
     c.heading(f"per image ({count} images, {layer_mb:.1f} MiB of layers each)")
     for scan in ("first scan", "re-scan"):
@@ -121,15 +143,12 @@ def _peak_allocations(target, image: Image, cache: Path) -> int:
     return peak
 
 
-def _check(client: RegistryClient, proxy: FaultProxy, repository: str, digest: str,
-           cache: Path) -> None:
+def _check(client: RegistryClient, proxy: FaultProxy, repository: str, digest: str, cache: Path) -> None:
     layers.check_image(client, repository, digest, cache)
 
 
-def _trivy(client: RegistryClient, proxy: FaultProxy, repository: str, digest: str,
-           cache: Path) -> None:
-    result = trivy.scan_image(f"{proxy.host}/{repository}@{digest}", cache_dir=cache,
-                              insecure=True)
+def _trivy(client: RegistryClient, proxy: FaultProxy, repository: str, digest: str, cache: Path) -> None:
+    result = trivy.scan_image(f"{proxy.host}/{repository}@{digest}", cache_dir=cache, insecure=True)
     if result.image_id == "":
         raise SystemExit(f"trivy scanned no image config for {repository}@{digest}")
 

@@ -61,18 +61,22 @@ def repo_name(i: int) -> str:
 
 
 def catalog_files(repos: int) -> dict[str, str]:
-    return c.team_files(repos, 10, lambda i, team: (
-        f"  - source: docker.io/library/{repo_name(i)}\n"
-        f"    match: '{MATCH}'\n"
-        f'    owners: ["@acme/{team}"]\n'))
+    return c.team_files(
+        repos,
+        10,
+        lambda i, team: (
+            f"  - source: docker.io/library/{repo_name(i)}\n"
+            f"    match: '{MATCH}'\n"
+            f'    owners: ["@acme/{team}"]\n'
+        ),
+    )
 
 
 def sync_yaml(path: Path, hub_host: str, repos: int) -> Path:
     """skopeo's yaml source: the same repositories and the same regex as the catalog."""
     regexes = {f"library/{repo_name(i)}": MATCH for i in range(repos)}
     # JSON is YAML; it spares us quoting the regexes.
-    path.write_text(json.dumps({hub_host: {"tls-verify": False, "images-by-tag-regex": regexes}},
-                               indent=2))
+    path.write_text(json.dumps({hub_host: {"tls-verify": False, "images-by-tag-regex": regexes}}, indent=2))
     return path
 
 
@@ -94,16 +98,23 @@ class TokenHub:
         robot = Robot("syncer", base64.urlsafe_b64encode(os.urandom(18)).decode())
         keys = root / "token-keys"
         first = access_config("http://127.0.0.1:1", SERVICE, keys)
-        auth = AuthServer(root / "auth-server.log", key=Path(first["key"]),
-                          cert=Path(first["cert"]), catalog=catalog, users=users, robot=robot)
+        auth = AuthServer(
+            root / "auth-server.log",
+            key=Path(first["key"]),
+            cert=Path(first["cert"]),
+            catalog=catalog,
+            users=users,
+            robot=robot,
+        )
         proxy = FaultProxy(auth.url, latency=latency)
         config = access_config(proxy.url, SERVICE, keys)
         registry = SandboxRegistry(root / "registry", delete=True, auth=config["auth"])
         return cls(registry, auth, proxy, robot)
 
     def client(self) -> RegistryClient:
-        return RegistryClient(self.registry.host, tls_verify=False,
-                              credentials=Credentials(self.robot.name, self.robot.secret))
+        return RegistryClient(
+            self.registry.host, tls_verify=False, credentials=Credentials(self.robot.name, self.robot.secret)
+        )
 
     def stop(self) -> None:
         self.registry.stop()
@@ -130,6 +141,7 @@ def seed_token_hub(hub: TokenHub, repos: int, tags: list[str]) -> None:
                 client.put_blob(repo, blob.data)
             for tag in tags:
                 client.put_manifest(repo, tag, image.manifest.data, image.manifest.media_type)
+
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(push, range(repos)))
 
@@ -150,18 +162,35 @@ class Measured:
 
 def main() -> int:
     p = c.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--latency-ms", type=float, default=30.0, metavar="MS",
-                   help="added to every upstream request by a proxy for the comparisons at "
-                   "latency (default: %(default)s; 0 skips them)")
-    p.add_argument("--concurrency", default="8,16,32", metavar="N,N,…",
-                   help="values of sources.docker.io.concurrency measured at latency "
-                   "(default: %(default)s; the default concurrency is added if missing)")
-    p.add_argument("--skopeo-repos", type=int, default=None, metavar="N",
-                   help="repositories skopeo sync syncs at latency, scaled per tag "
-                   "(default: 20, 4 with --small)")
-    p.add_argument("--profile", metavar="FILE", type=Path,
-                   help="also run one no-op under cProfile, save the stats to FILE and print "
-                   "the functions with the most cumulative time")
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=30.0,
+        metavar="MS",
+        help="added to every upstream request by a proxy for the comparisons at "
+        "latency (default: %(default)s; 0 skips them)",
+    )
+    p.add_argument(
+        "--concurrency",
+        default="8,16,32",
+        metavar="N,N,…",
+        help="values of sources.docker.io.concurrency measured at latency "
+        "(default: %(default)s; the default concurrency is added if missing)",
+    )
+    p.add_argument(
+        "--skopeo-repos",
+        type=int,
+        default=None,
+        metavar="N",
+        help="repositories skopeo sync syncs at latency, scaled per tag (default: 20, 4 with --small)",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="FILE",
+        type=Path,
+        help="also run one no-op under cProfile, save the stats to FILE and print "
+        "the functions with the most cumulative time",
+    )
     args = p.parse_args()
     repos, tags_per_repo = (20, 10) if args.small else (200, 10)
     subset = min(repos, args.skopeo_repos or (4 if args.small else 20))
@@ -169,8 +198,10 @@ def main() -> int:
     latency = args.latency_ms / 1000
     tracked = repos * tags_per_repo
     tags = [f"1.{j}.0" for j in range(tags_per_repo)] + ["latest"]
-    print(f"noop_discovery: {repos} repositories x {tags_per_repo} tracked tags = {tracked} tags "
-          f"(+1 untracked tag each)")
+    print(
+        f"noop_discovery: {repos} repositories x {tags_per_repo} tracked tags = {tracked} tags "
+        f"(+1 untracked tag each)"
+    )
     print(f"machine: {c.machine()}")
 
     with c.Workspace("noop", keep=args.keep) as ws:
@@ -179,8 +210,13 @@ def main() -> int:
         image = c.small_image("bench")
         for i in range(repos):
             c.upload(hub, f"library/{repo_name(i)}", image, tags)
-        setup = c.write_catalog(ws.root, hub=hub, target_host=target.host,
-                                image_files=catalog_files(repos), trivy_cache=db.cache_dir)
+        setup = c.write_catalog(
+            ws.root,
+            hub=hub,
+            target_host=target.host,
+            image_files=catalog_files(repos),
+            trivy_cache=db.cache_dir,
+        )
         settings = Settings(setup, hub.host)
 
         c.heading("first run (mirror, scan, sign, promote everything), --jobs 4")
@@ -198,18 +234,39 @@ def main() -> int:
         snapshot = setup.reports_snapshot()
 
         def noop(env: dict[str, str] | None = None) -> c.Timed:
-            result = c.require_ok("no-op syncer run", c.timed(
-                setup.argv("run"), env={**setup.env(), **(env or {})}, cwd=setup.root))
+            result = c.require_ok(
+                "no-op syncer run",
+                c.timed(setup.argv("run"), env={**setup.env(), **(env or {})}, cwd=setup.root),
+            )
             if setup.reports_snapshot() != snapshot or "Nothing changed" not in result.stdout:
                 raise SystemExit(f"the no-op run changed something:\n{result.stdout}")
             return result
 
         def skopeo(host: str, count: int, *flags: str) -> c.Timed:
             source = sync_yaml(ws.root / f"sync-{count}.yaml", host, count)
-            return c.require_ok("skopeo sync", c.timed(
-                ["skopeo", "--policy", str(policy), "sync", "--src", "yaml", "--dest", "docker",
-                 "--all", "--preserve-digests", "--dest-tls-verify=false", "--dest-no-creds",
-                 *flags, str(source), f"{target.host}/quarantine"], timeout=3600))
+            return c.require_ok(
+                "skopeo sync",
+                c.timed(
+                    [
+                        "skopeo",
+                        "--policy",
+                        str(policy),
+                        "sync",
+                        "--src",
+                        "yaml",
+                        "--dest",
+                        "docker",
+                        "--all",
+                        "--preserve-digests",
+                        "--dest-tls-verify=false",
+                        "--dest-no-creds",
+                        *flags,
+                        str(source),
+                        f"{target.host}/quarantine",
+                    ],
+                    timeout=3600,
+                ),
+            )
 
         # --- localhost -----------------------------------------------------------------------
         syncer_times, skopeo_times, syncer_cpu, skopeo_cpu = [], [], [], []
@@ -225,8 +282,9 @@ def main() -> int:
             skopeo_kinds = skopeo_kinds or c.request_kinds(hub.requests()[mark:])
             skopeo_times.append(sync.seconds)
             skopeo_cpu.append(sync.cpu_seconds)
-            print(f"  round {n + 1}: syncer {ours.seconds:.2f} s, skopeo sync {sync.seconds:.2f} s",
-                  flush=True)
+            print(
+                f"  round {n + 1}: syncer {ours.seconds:.2f} s, skopeo sync {sync.seconds:.2f} s", flush=True
+            )
         if args.profile:
             c.profile(setup, args.profile, "run")
         near, theirs = c.Spread(tuple(syncer_times)), c.Spread(tuple(skopeo_times))
@@ -243,9 +301,18 @@ def main() -> int:
         if latency > 0:
             # --- through the latency proxy ---------------------------------------------------
             with FaultProxy(hub.url, latency=latency) as proxy:
-                measured = [_measure(f"{args.latency_ms:.0f} ms", level, latency, proxy, None,
-                                     lambda level=level: noop_with(settings, proxy.host, level, noop),
-                                     c.repeats(args)) for level in levels]
+                measured = [
+                    _measure(
+                        f"{args.latency_ms:.0f} ms",
+                        level,
+                        latency,
+                        proxy,
+                        None,
+                        lambda level=level: noop_with(settings, proxy.host, level, noop),
+                        c.repeats(args),
+                    )
+                    for level in levels
+                ]
                 sync = skopeo(proxy.host, subset)
                 far.append(("no auth", measured, sync.seconds * repos / subset))
             c.heading(f"seeding the token-mode registry ({repos} repositories)")
@@ -254,11 +321,18 @@ def main() -> int:
                 seed_token_hub(token_hub, repos, tags)
                 with FaultProxy(token_hub.registry.url, latency=latency) as proxy:
                     env = {USER_VAR: token_hub.robot.name, TOKEN_VAR: token_hub.robot.secret}
-                    measured = [_measure(f"{args.latency_ms:.0f} ms, token auth", level, latency,
-                                         proxy, token_hub.auth_proxy,
-                                         lambda level=level: noop_with(settings, proxy.host,
-                                                                       level, noop, env=env),
-                                         c.repeats(args)) for level in levels]
+                    measured = [
+                        _measure(
+                            f"{args.latency_ms:.0f} ms, token auth",
+                            level,
+                            latency,
+                            proxy,
+                            token_hub.auth_proxy,
+                            lambda level=level: noop_with(settings, proxy.host, level, noop, env=env),
+                            c.repeats(args),
+                        )
+                        for level in levels
+                    ]
                     authfile = token_hub.authfile(ws.root, proxy.host)
                     sync = skopeo(proxy.host, subset, "--src-authfile", str(authfile))
                     far.append(("token auth", measured, sync.seconds * repos / subset))
@@ -269,30 +343,40 @@ def main() -> int:
 
         for title, measured, skopeo_scaled in far:
             c.heading(f"{args.latency_ms:.0f} ms added to every upstream request, {title}")
-            c.line(f"skopeo sync, {subset * tags_per_repo} tags scaled to {tracked}",
-                   f"{skopeo_scaled:.1f} s")
+            c.line(
+                f"skopeo sync, {subset * tags_per_repo} tags scaled to {tracked}", f"{skopeo_scaled:.1f} s"
+            )
             for m in measured:
                 mark = " (default)" if m.concurrency == DEFAULT_CONCURRENCY else ""
-                c.line(f"syncer, concurrency {m.concurrency}{mark}",
-                       f"{m.times.text()}; {m.requests} requests ({m.tokens} token); floor "
-                       f"{m.floor:.2f} s, {m.times.median / m.floor:.2f}x it; "
-                       f"{skopeo_scaled / m.times.median:.1f}x faster than skopeo sync")
+                c.line(
+                    f"syncer, concurrency {m.concurrency}{mark}",
+                    f"{m.times.text()}; {m.requests} requests ({m.tokens} token); floor "
+                    f"{m.floor:.2f} s, {m.times.median / m.floor:.2f}x it; "
+                    f"{skopeo_scaled / m.times.median:.1f}x faster than skopeo sync",
+                )
 
         heads, lists = syncer_kinds["HEAD manifest"], syncer_kinds["GET tags list"]
         c.heading("goals")
-        c.line("manifest GETs upstream (goal 0)", _verdict(syncer_kinds["GET manifest"] == 0,
-                                                           str(syncer_kinds["GET manifest"])))
+        c.line(
+            "manifest GETs upstream (goal 0)",
+            _verdict(syncer_kinds["GET manifest"] == 0, str(syncer_kinds["GET manifest"])),
+        )
         c.line(f"HEADs <= {tracked} tracked tags", _verdict(heads <= tracked, str(heads)))
         c.line(f"tag lists <= {repos} repositories", _verdict(lists <= repos, str(lists)))
-        c.line(">= 5x faster than skopeo sync (localhost)",
-               _verdict(theirs.median >= 5 * near.median, c.ratio(theirs, near)))
+        c.line(
+            ">= 5x faster than skopeo sync (localhost)",
+            _verdict(theirs.median >= 5 * near.median, c.ratio(theirs, near)),
+        )
         for title, measured, skopeo_scaled in far:
             m = next(m for m in measured if m.concurrency == DEFAULT_CONCURRENCY)
-            c.line(f">= 20x faster than skopeo sync ({title})",
-                   _verdict(skopeo_scaled >= 20 * m.times.median,
-                            f"{skopeo_scaled / m.times.median:.1f}x"))
-            c.line(f"within 1.5x of the floor ({title})",
-                   _verdict(m.times.median <= 1.5 * m.floor, f"{m.times.median / m.floor:.2f}x"))
+            c.line(
+                f">= 20x faster than skopeo sync ({title})",
+                _verdict(skopeo_scaled >= 20 * m.times.median, f"{skopeo_scaled / m.times.median:.1f}x"),
+            )
+            c.line(
+                f"within 1.5x of the floor ({title})",
+                _verdict(m.times.median <= 1.5 * m.floor, f"{m.times.median / m.floor:.2f}x"),
+            )
     return 0
 
 
@@ -316,17 +400,28 @@ class Settings:
             self.path.write_text(self.original)
 
 
-def noop_with(settings: Settings, endpoint: str, concurrency: int,
-              run: Callable[[dict[str, str] | None], c.Timed], *,
-              env: dict[str, str] | None = None) -> c.Timed:
+def noop_with(
+    settings: Settings,
+    endpoint: str,
+    concurrency: int,
+    run: Callable[[dict[str, str] | None], c.Timed],
+    *,
+    env: dict[str, str] | None = None,
+) -> c.Timed:
     """``run`` (a no-op syncer run) with the source at ``endpoint``; credentials in ``env``."""
     with settings.source(endpoint, concurrency, auth=env is not None):
         return run(env)
 
 
-def _measure(label: str, level: int, latency: float, proxy: FaultProxy,
-             token_proxy: FaultProxy | None, once: Callable[[], c.Timed],
-             rounds: int) -> Measured:
+def _measure(
+    label: str,
+    level: int,
+    latency: float,
+    proxy: FaultProxy,
+    token_proxy: FaultProxy | None,
+    once: Callable[[], c.Timed],
+    rounds: int,
+) -> Measured:
     times, requests, tokens = [], 0, 0
     for _ in range(rounds):
         seen, token_seen = len(proxy.seen), len(token_proxy.seen) if token_proxy else 0

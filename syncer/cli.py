@@ -25,24 +25,37 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("run", "run", "the batch job: discover, mirror, scan, evaluate, promote, sign, record, report"),
     ("report", "report", "regenerate every Markdown report from the records"),
     ("demo", "demo", "the built-in demo: local registries play Hub and the trusted registry (offline)"),
-    ("keygen", "keygen", "write an encrypted cosign key pair: NAME.key outside the catalog, signers/NAME.pub inside"),
+    (
+        "keygen",
+        "keygen",
+        "write an encrypted cosign key pair: NAME.key outside the catalog, signers/NAME.pub inside",
+    ),
     ("verify", "verify", "which required signers have signed REF; exit 0 only if all have"),
     ("sign", "sign", "add your signature (a content administrator's approval) to an approved image"),
-    ("export-policy", "export_policy", "write a containers-policy.json and registries.d, or Kyverno policies, requiring the catalog's signers"),
+    (
+        "export-policy",
+        "export_policy",
+        "write a containers-policy.json and registries.d, or Kyverno policies, requiring the catalog's signers",
+    ),
     ("auth-server", "auth_server", "serve registry tokens granting what catalog/access.yaml allows"),
-    ("access-config", "access_config", "print a registry's auth: token config for auth-server and write its key and bundle"),
+    (
+        "access-config",
+        "access_config",
+        "print a registry's auth: token config for auth-server and write its key and bundle",
+    ),
     ("codeowners", "codeowners", "write .github/CODEOWNERS from the catalog's owners; --check for staleness"),
 )
 
 
 def common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--catalog", default="catalog", metavar="DIR",
-                        help="catalog directory (default: %(default)s)")
-    common.add_argument("--reports", default="reports", metavar="DIR",
-                        help="audit trail directory (default: %(default)s)")
-    common.add_argument("--json", action="store_true",
-                        help="print a machine-readable summary on stdout")
+    common.add_argument(
+        "--catalog", default="catalog", metavar="DIR", help="catalog directory (default: %(default)s)"
+    )
+    common.add_argument(
+        "--reports", default="reports", metavar="DIR", help="audit trail directory (default: %(default)s)"
+    )
+    common.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     return common
 
 
@@ -67,8 +80,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             sub.add_parser(name, help=help_text)
             continue
         mod = importlib.import_module(f"syncer.commands.{module}")
-        p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip(),
-                           parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=(mod.__doc__ or help_text).strip(),
+            parents=[common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         mod.configure(p)
         p.set_defaults(_run=mod.run)
     return parser

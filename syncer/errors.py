@@ -106,5 +106,7 @@ def failure_text(err: BaseException) -> str:
     message, saying so."""
     if isinstance(err, SyncerError):
         return str(err)
-    return (f"internal error: {type(err).__name__}: {redact(str(err))[:500]}; this is a bug in "
-            "syncer, please report it with this message")
+    return (
+        f"internal error: {type(err).__name__}: {redact(str(err))[:500]}; this is a bug in "
+        "syncer, please report it with this message"
+    )

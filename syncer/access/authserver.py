@@ -95,8 +95,9 @@ def parse_scopes(values: Iterable[str]) -> list[Scope]:
             # Names may contain ':' in other resource types; the actions are after the last one.
             name, _, actions = rest.rpartition(":")
             if not kind or not name or not actions:
-                raise ValueError(f"scope '{text}' is not TYPE:NAME:ACTIONS "
-                                 "(e.g. repository:approved/nginx:pull)")
+                raise ValueError(
+                    f"scope '{text}' is not TYPE:NAME:ACTIONS (e.g. repository:approved/nginx:pull)"
+                )
             scopes.append(Scope(kind, name, tuple(a for a in actions.split(",") if a)))
     return scopes
 
@@ -125,35 +126,47 @@ def load_signer(key_path: Path, cert_path: Path) -> TokenSigner:
     try:
         key_data, cert_data = key_path.read_bytes(), cert_path.read_bytes()
     except OSError as err:
-        raise UsageError(f"cannot read {err.filename} ({err.strerror}); pass the files that "
-                         "`syncer access-config` wrote") from None
+        raise UsageError(
+            f"cannot read {err.filename} ({err.strerror}); pass the files that `syncer access-config` wrote"
+        ) from None
     try:
         key = serialization.load_pem_private_key(key_data, password=None)
     except TypeError:
-        raise UsageError(f"signing key {key_path} is encrypted; the token service needs it "
-                         "unencrypted (mode 0600)") from None
+        raise UsageError(
+            f"signing key {key_path} is encrypted; the token service needs it unencrypted (mode 0600)"
+        ) from None
     except ValueError:
-        raise UsageError(f"{key_path} is not a PEM private key; pass the signing key that "
-                         "`syncer access-config` wrote") from None
+        raise UsageError(
+            f"{key_path} is not a PEM private key; pass the signing key that `syncer access-config` wrote"
+        ) from None
     try:
         certs = x509.load_pem_x509_certificates(cert_data)
     except ValueError:
-        raise UsageError(f"{cert_path} is not a PEM certificate; pass the certificate that "
-                         "`syncer access-config` wrote") from None
+        raise UsageError(
+            f"{cert_path} is not a PEM certificate; pass the certificate that `syncer access-config` wrote"
+        ) from None
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in _EC_ALGORITHMS:
         algorithm = _EC_ALGORITHMS[key.curve.name]
     elif isinstance(key, rsa.RSAPrivateKey):
         algorithm = "RS256"
     else:
-        raise UsageError(f"signing key {key_path} is neither RSA nor EC P-256/384/521, the "
-                         "kinds a registry verifies; generate one with `syncer access-config`")
+        raise UsageError(
+            f"signing key {key_path} is neither RSA nor EC P-256/384/521, the "
+            "kinds a registry verifies; generate one with `syncer access-config`"
+        )
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    if (certs[0].public_key().public_bytes(serialization.Encoding.DER, spki)
-            != key.public_key().public_bytes(serialization.Encoding.DER, spki)):
-        raise UsageError(f"the first certificate in {cert_path} is not for the key {key_path}; "
-                         "pass the certificate made with that key")
-    return TokenSigner(key, algorithm, tuple(
-        base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in certs))
+    if certs[0].public_key().public_bytes(serialization.Encoding.DER, spki) != key.public_key().public_bytes(
+        serialization.Encoding.DER, spki
+    ):
+        raise UsageError(
+            f"the first certificate in {cert_path} is not for the key {key_path}; "
+            "pass the certificate made with that key"
+        )
+    return TokenSigner(
+        key,
+        algorithm,
+        tuple(base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in certs),
+    )
 
 
 @dataclass(frozen=True)
@@ -163,19 +176,33 @@ class Token:
     expires_in: int
 
 
-def issue_token(signer: TokenSigner, *, issuer: str, service: str, subject: str,
-                access: Mapping[Scope, tuple[str, ...]], now: datetime, lifetime: int) -> Token:
+def issue_token(
+    signer: TokenSigner,
+    *,
+    issuer: str,
+    service: str,
+    subject: str,
+    access: Mapping[Scope, tuple[str, ...]],
+    now: datetime,
+    lifetime: int,
+) -> Token:
     """A registry JWT granting ``access`` (scope -> granted actions; empty grants left out)."""
     issued = int(now.timestamp())
     claims = {
-        "iss": issuer, "sub": subject, "aud": service,
-        "iat": issued, "nbf": issued, "exp": issued + lifetime,
+        "iss": issuer,
+        "sub": subject,
+        "aud": service,
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + lifetime,
         "jti": secrets.token_urlsafe(16),
-        "access": [{"type": s.type, "name": s.name, "actions": list(actions)}
-                   for s, actions in access.items() if actions],
+        "access": [
+            {"type": s.type, "name": s.name, "actions": list(actions)}
+            for s, actions in access.items()
+            if actions
+        ],
     }
-    text = jwt.encode(claims, signer.key, algorithm=signer.algorithm,
-                      headers={"x5c": list(signer.x5c)})
+    text = jwt.encode(claims, signer.key, algorithm=signer.algorithm, headers={"x5c": list(signer.x5c)})
     return Token(text, datetime.fromtimestamp(issued, UTC), lifetime)
 
 
@@ -194,8 +221,9 @@ class Accounts:
     def __post_init__(self) -> None:
         both = sorted(set(self.users) & set(self.robots))
         if both:
-            raise UsageError(f"{', '.join(both)} is both a user in the users file and a robot; "
-                             "rename one of them")
+            raise UsageError(
+                f"{', '.join(both)} is both a user in the users file and a robot; rename one of them"
+            )
         object.__setattr__(self, "_dummy", _dummy_hash(_usual_cost(self.users)))
 
     def is_robot(self, user: str) -> bool:
@@ -224,8 +252,9 @@ def bcrypt_cost(hashed: bytes) -> int:
 
 def weak_users(users: Mapping[str, bytes], minimum: int = MIN_BCRYPT_COST) -> dict[str, int]:
     """The users whose hash has a cost below ``minimum``, with that cost."""
-    return {user: bcrypt_cost(hashed) for user, hashed in sorted(users.items())
-            if bcrypt_cost(hashed) < minimum}
+    return {
+        user: bcrypt_cost(hashed) for user, hashed in sorted(users.items()) if bcrypt_cost(hashed) < minimum
+    }
 
 
 def _usual_cost(users: Mapping[str, bytes]) -> int:
@@ -240,8 +269,7 @@ def _dummy_hash(cost: int) -> bytes:
     # unknown user must not pay (it would then take twice as long as a known user's).
     with _DUMMY_LOCK:
         if cost not in _DUMMY_HASHES:
-            _DUMMY_HASHES[cost] = bcrypt.hashpw(secrets.token_bytes(16),
-                                                bcrypt.gensalt(rounds=cost))
+            _DUMMY_HASHES[cost] = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
         return _DUMMY_HASHES[cost]
 
 
@@ -258,13 +286,16 @@ def parse_htpasswd(text: str, file: str) -> dict[str, bytes]:
             continue
         user, sep, hashed = line.partition(":")
         if not sep or not _USER_RE.fullmatch(user):
-            raise UsageError(f"{file}:{number}: expected USER:HASH; create entries with "
-                             "`htpasswd -B FILE USER`")
+            raise UsageError(
+                f"{file}:{number}: expected USER:HASH; create entries with `htpasswd -B FILE USER`"
+            )
         form = _BCRYPT_HASH.fullmatch(hashed)
         if form is None or int(form.group(1)) not in _BCRYPT_COSTS:
-            raise UsageError(f"{file}:{number}: user '{user}' has a hash that is not bcrypt; "
-                             f"set it again with "
-                             f"`htpasswd -B -C {MIN_BCRYPT_COST} {file} {user}`")
+            raise UsageError(
+                f"{file}:{number}: user '{user}' has a hash that is not bcrypt; "
+                f"set it again with "
+                f"`htpasswd -B -C {MIN_BCRYPT_COST} {file} {user}`"
+            )
         if user in users:
             raise UsageError(f"{file}:{number}: user '{user}' appears twice; keep one line")
         users[user] = hashed.encode()
@@ -286,19 +317,24 @@ def robots_from_env(variables: Sequence[str], environ: Mapping[str, str]) -> dic
     for var in variables:
         value = environ.get(var)
         if not value:
-            raise UsageError(f"environment variable {var} (--robots-env) is not set or empty; "
-                             "set it to ROBOT_NAME:SECRET")
+            raise UsageError(
+                f"environment variable {var} (--robots-env) is not set or empty; set it to ROBOT_NAME:SECRET"
+            )
         name, sep, secret = value.partition(":")
         if not sep or not _USER_RE.fullmatch(name):
-            raise UsageError(f"environment variable {var} (--robots-env) is not "
-                             "ROBOT_NAME:SECRET; set it in that form")
+            raise UsageError(
+                f"environment variable {var} (--robots-env) is not ROBOT_NAME:SECRET; set it in that form"
+            )
         if len(secret) < MIN_ROBOT_SECRET:
-            raise UsageError(f"the secret in {var} (robot '{name}') is shorter than "
-                             f"{MIN_ROBOT_SECRET} characters; use a random one "
-                             "(openssl rand -hex 24)")
+            raise UsageError(
+                f"the secret in {var} (robot '{name}') is shorter than "
+                f"{MIN_ROBOT_SECRET} characters; use a random one "
+                "(openssl rand -hex 24)"
+            )
         if name in robots:
-            raise UsageError(f"robot '{name}' is defined twice (--robots-env {var}); "
-                             "give each robot one variable")
+            raise UsageError(
+                f"robot '{name}' is defined twice (--robots-env {var}); give each robot one variable"
+            )
         robots[name] = secret
     return robots
 
@@ -319,11 +355,11 @@ class ThrottleSettings:
 
     def __post_init__(self) -> None:
         if min(self.user_failures, self.client_failures, self.capacity) < 1:
-            raise UsageError("--user-login-failures and --client-login-failures must be at "
-                             "least 1")
+            raise UsageError("--user-login-failures and --client-login-failures must be at least 1")
         if not 0 < self.first_delay <= self.max_delay <= self.forget_after:
-            raise UsageError(f"--login-lockout must be between {self.first_delay:g} and "
-                             f"{self.forget_after:g} seconds")
+            raise UsageError(
+                f"--login-lockout must be between {self.first_delay:g} and {self.forget_after:g} seconds"
+            )
 
 
 @dataclass
@@ -349,8 +385,9 @@ class LoginThrottle:
     only let anyone stop the pipeline.
     """
 
-    def __init__(self, settings: ThrottleSettings = ThrottleSettings(),
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, settings: ThrottleSettings = ThrottleSettings(), clock: Callable[[], float] = time.monotonic
+    ):
         self.settings, self._clock = settings, clock
         # Both ordered by last use, oldest first, so that forgetting pops from the front.
         self._failures: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
@@ -361,8 +398,11 @@ class LoginThrottle:
         """Seconds before this attempt may be checked; 0 when it may be now."""
         with self._lock:
             now = self._forget(self._clock())
-            waits = [entry.locked_until - now for key in self._keys(user, client, robot)
-                     if (entry := self._failures.get(key)) is not None]
+            waits = [
+                entry.locked_until - now
+                for key in self._keys(user, client, robot)
+                if (entry := self._failures.get(key)) is not None
+            ]
             return max([0.0, *waits])
 
     def failed(self, user: str | None, client: str, *, robot: bool = False) -> None:
@@ -371,13 +411,13 @@ class LoginThrottle:
             for key in self._keys(user, client, robot):
                 entry = self._failures.pop(key, None) or _Failures(0, now, now)
                 entry.count, entry.last = entry.count + 1, now
-                limit = (self.settings.user_failures if key[0] == "user"
-                         else self.settings.client_failures)
+                limit = self.settings.user_failures if key[0] == "user" else self.settings.client_failures
                 if entry.count >= limit:
                     # Capped before the power: the count of a long attack would overflow it.
                     doublings = min(entry.count - limit, 32)
-                    entry.locked_until = now + min(self.settings.first_delay * 2 ** doublings,
-                                                   self.settings.max_delay)
+                    entry.locked_until = now + min(
+                        self.settings.first_delay * 2**doublings, self.settings.max_delay
+                    )
                 _bounded_put(self._failures, key, entry, self.settings.capacity)
 
     def succeeded(self, user: str, client: str) -> None:
@@ -402,8 +442,9 @@ class LoginThrottle:
         return now
 
 
-def _bounded_put(table: OrderedDict[tuple[str, str], Any], key: tuple[str, str], value: Any,
-                 capacity: int) -> None:
+def _bounded_put(
+    table: OrderedDict[tuple[str, str], Any], key: tuple[str, str], value: Any, capacity: int
+) -> None:
     """Puts ``key`` last (newest), forgetting the oldest keys beyond ``capacity``."""
     table[key] = value
     while len(table) > capacity:
@@ -456,8 +497,12 @@ class Reloading(Generic[T]):
             self._value = self._load()
         except SyncerError as err:
             detail = "; ".join(str(err).splitlines())
-            log.error("%s event=reload-failed what=%s kept=previous error=%s",
-                      _now_text(), self._what, _log_value(detail))
+            log.error(
+                "%s event=reload-failed what=%s kept=previous error=%s",
+                _now_text(),
+                self._what,
+                _log_value(detail),
+            )
             return
         log.info("%s event=reloaded what=%s", _now_text(), self._what)
 
@@ -475,10 +520,17 @@ class Response:
 class TokenService:
     """The WSGI application answering ``GET /token``."""
 
-    def __init__(self, signer: TokenSigner, *, issuer: str, lifetime: int,
-                 rules: Callable[[], Sequence[AccessGroup]], accounts: Callable[[], Accounts],
-                 throttle: LoginThrottle | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+    def __init__(
+        self,
+        signer: TokenSigner,
+        *,
+        issuer: str,
+        lifetime: int,
+        rules: Callable[[], Sequence[AccessGroup]],
+        accounts: Callable[[], Accounts],
+        throttle: LoginThrottle | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
         self.signer, self.issuer, self.lifetime = signer, issuer, lifetime
         self.rules, self.accounts, self.clock = rules, accounts, clock
         self.throttle = throttle or LoginThrottle()
@@ -486,23 +538,30 @@ class TokenService:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         response = self.respond(environ)
         body = json.dumps(response.body).encode()
-        start_response(response.status, [
-            ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"), *response.headers])
+        start_response(
+            response.status,
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+                *response.headers,
+            ],
+        )
         return [body]
 
     def respond(self, environ: Mapping[str, Any]) -> Response:
         if environ.get("PATH_INFO") != TOKEN_PATH:
-            return _error("404 Not Found", "NOT_FOUND",
-                          f"the token service answers on {TOKEN_PATH}")
+            return _error("404 Not Found", "NOT_FOUND", f"the token service answers on {TOKEN_PATH}")
         if environ.get("REQUEST_METHOD") != "GET":
-            return Response("405 Method Not Allowed", _errors("UNSUPPORTED", "use GET"),
-                            (("Allow", "GET"),))
+            return Response("405 Method Not Allowed", _errors("UNSUPPORTED", "use GET"), (("Allow", "GET"),))
         query = parse_qs(environ.get("QUERY_STRING", ""))
         service = query.get("service", [""])[0]
         if not service:
-            return _error("400 Bad Request", "INVALID_REQUEST", "the service parameter is "
-                          "missing; it is the registry's auth.token.service")
+            return _error(
+                "400 Bad Request",
+                "INVALID_REQUEST",
+                "the service parameter is missing; it is the registry's auth.token.service",
+            )
         try:
             scopes = parse_scopes(query.get("scope", []))
         except ValueError as err:
@@ -514,19 +573,37 @@ class TokenService:
         groups = self.rules()
         access = {scope: grant(subject, scope, groups) for scope in scopes}
         for scope, actions in access.items():
-            _audit(now, "grant" if actions else "deny", subject, client,
-                   scope=str(scope), granted=",".join(actions) or "-")
+            _audit(
+                now,
+                "grant" if actions else "deny",
+                subject,
+                client,
+                scope=str(scope),
+                granted=",".join(actions) or "-",
+            )
         if not scopes:
             _audit(now, "login", subject, client)
-        token = issue_token(self.signer, issuer=self.issuer, service=service,
-                            subject=subject or "", access=access, now=now,
-                            lifetime=self.lifetime)
+        token = issue_token(
+            self.signer,
+            issuer=self.issuer,
+            service=service,
+            subject=subject or "",
+            access=access,
+            now=now,
+            lifetime=self.lifetime,
+        )
         issued = token.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-        return Response("200 OK", {"token": token.text, "access_token": token.text,
-                                   "expires_in": token.expires_in, "issued_at": issued})
+        return Response(
+            "200 OK",
+            {
+                "token": token.text,
+                "access_token": token.text,
+                "expires_in": token.expires_in,
+                "issued_at": issued,
+            },
+        )
 
-    def _authenticate(self, header: str | None, now: datetime,
-                      client: str) -> str | Response | None:
+    def _authenticate(self, header: str | None, now: datetime, client: str) -> str | Response | None:
         """The user name; None for a request without credentials; a 401 when refused, a 429
         while failed logins of this user or address make it wait."""
         user = _basic_user(header)
@@ -539,22 +616,26 @@ class TokenService:
         if wait > 0:
             seconds = str(math.ceil(wait))
             _audit(now, "throttled", name, client, retry_after=seconds)
-            return Response("429 Too Many Requests",
-                            _errors("TOOMANYREQUESTS", "too many failed logins; try again in "
-                                    f"{seconds} seconds"), (("Retry-After", seconds),))
+            return Response(
+                "429 Too Many Requests",
+                _errors("TOOMANYREQUESTS", f"too many failed logins; try again in {seconds} seconds"),
+                (("Retry-After", seconds),),
+            )
         if isinstance(user, _Credentials):
             refusal = accounts.check(user.name, user.password)
             if refusal is None:
                 self.throttle.succeeded(user.name, client)
                 return user.name
-            message = (refusal if refusal == TOO_LONG_PASSWORD
-                       else "incorrect username or password")
+            message = refusal if refusal == TOO_LONG_PASSWORD else "incorrect username or password"
         else:
             refusal, message = "malformed Authorization header", "send credentials as HTTP Basic"
         _audit(now, "refused", name, client, reason=refusal)
         self.throttle.failed(name, client, robot=robot)
-        return Response("401 Unauthorized", _errors("UNAUTHORIZED", message),
-                        (("WWW-Authenticate", f'Basic realm="{BASIC_REALM}"'),))
+        return Response(
+            "401 Unauthorized",
+            _errors("UNAUTHORIZED", message),
+            (("WWW-Authenticate", f'Basic realm="{BASIC_REALM}"'),),
+        )
 
 
 @dataclass(frozen=True)
@@ -599,9 +680,12 @@ def _log_value(value: str) -> str:
 
 
 def _audit(now: datetime, event: str, user: str | None, client: str, **fields: str) -> None:
-    parts = [now.strftime("%Y-%m-%dT%H:%M:%SZ"), f"event={event}",
-             f"user={_log_value(user) if user is not None else '-'}",
-             f"client={_log_value(client)}"]
+    parts = [
+        now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        f"event={event}",
+        f"user={_log_value(user) if user is not None else '-'}",
+        f"client={_log_value(client)}",
+    ]
     parts += [f"{key}={_log_value(value)}" for key, value in fields.items()]
     log.info(" ".join(parts))
 
@@ -614,16 +698,16 @@ def catalog_rules(root: Path) -> Reloading[tuple[AccessGroup, ...]]:
     """
     from syncer.catalog import load_catalog
 
-    return Reloading(f"catalog {root}", lambda: tree_fingerprint(root),
-                     lambda: load_catalog(root).access)
+    return Reloading(f"catalog {root}", lambda: tree_fingerprint(root), lambda: load_catalog(root).access)
 
 
 def account_source(users_file: Path | None, robots: Mapping[str, str]) -> Reloading[Accounts]:
     """Users from ``users_file`` (reloaded when it changes) and the fixed ``robots``."""
+
     def load() -> Accounts:
         return Accounts(load_users(users_file) if users_file else {}, robots)
 
     fingerprint: Callable[[], object] = (
-        (lambda: tree_fingerprint(users_file)) if users_file else (lambda: None))
+        (lambda: tree_fingerprint(users_file)) if users_file else (lambda: None)
+    )
     return Reloading(f"users file {users_file}", fingerprint, load)
-

@@ -23,8 +23,16 @@ from syncer.core.model import Catalog, Location
 from syncer.errors import CatalogError, Diagnostic
 
 # What the commands and tests use of the catalog room.
-__all__ = ["CHECKS", "MAX_FILE_BYTES", "Draft", "check_catalog", "display_path",
-           "is_valid_signer_name", "load_catalog", "utc_today"]
+__all__ = [
+    "CHECKS",
+    "MAX_FILE_BYTES",
+    "Draft",
+    "check_catalog",
+    "display_path",
+    "is_valid_signer_name",
+    "load_catalog",
+    "utc_today",
+]
 
 
 def utc_today() -> date:
@@ -40,16 +48,16 @@ def load_catalog(root: str | os.PathLike[str] = "catalog") -> Catalog:
     return catalog
 
 
-def check_catalog(root: str | os.PathLike[str], today: date
-                  ) -> tuple[Catalog | None, list[Diagnostic]]:
+def check_catalog(root: str | os.PathLike[str], today: date) -> tuple[Catalog | None, list[Diagnostic]]:
     """All errors and warnings, sorted by file and line; the Catalog only when there is no error."""
     root = Path(root)
     draft = Draft(root=root, root_display=display_path(root))
     sink = _Sink()
     if not root.is_dir():
-        sink.error(Location(draft.root_display, 0),
-                   "catalog directory not found; run syncer from the repository root "
-                   "or pass --catalog DIR")
+        sink.error(
+            Location(draft.root_display, 0),
+            "catalog directory not found; run syncer from the repository root or pass --catalog DIR",
+        )
         return None, sink.items
     reader = _Reader(sink)
     _read_all(draft, reader)

@@ -126,8 +126,7 @@ class _Map:
             close = difflib.get_close_matches(text, known, n=1, cutoff=0.6)
             if close:
                 self.suggested.add(close[0])
-            hint = (f"did you mean '{close[0]}'?" if close
-                    else "remove it or use one of: " + ", ".join(known))
+            hint = f"did you mean '{close[0]}'?" if close else "remove it or use one of: " + ", ".join(known)
             self.sink.error(self.loc(key), f"unknown key '{text}' in {self.what}; {hint}")
 
     def raw(self, key: str, required: str | None) -> Any:
@@ -197,13 +196,13 @@ class _Map:
         chosen = next((c for c in choices if value == c), None)
         if chosen is None:
             shown = f"'{value}'" if isinstance(value, str) else _kind(value)
-            self.error(key, f"'{key}' in {self.what} must be one of {', '.join(choices)}, "
-                            f"not {shown}")
+            self.error(key, f"'{key}' in {self.what} must be one of {', '.join(choices)}, not {shown}")
             return default
         return chosen
 
-    def str_list(self, key: str, *, required: str | None = None, example: str
-                 ) -> list[tuple[str, Location]] | None:
+    def str_list(
+        self, key: str, *, required: str | None = None, example: str
+    ) -> list[tuple[str, Location]] | None:
         """The strings of a list with their lines; None when absent or not a list."""
         value = self.raw(key, required)
         if value is _MISSING:
@@ -216,12 +215,18 @@ class _Map:
             where = self.item_loc(key, index)
             if isinstance(item, (int, float)) and not isinstance(item, bool):
                 # 1.10 would silently become 1.1: make the author quote it.
-                self.sink.error(where, f"item {item} in '{key}' of {self.what} is read by "
-                                       f"YAML as a number; quote it, e.g. {example}")
+                self.sink.error(
+                    where,
+                    f"item {item} in '{key}' of {self.what} is read by "
+                    f"YAML as a number; quote it, e.g. {example}",
+                )
                 continue
             if not isinstance(item, str) or not item.strip():
-                self.sink.error(where, f"each item in '{key}' of {self.what} must be a "
-                                       f"non-empty string, not {_kind(item)}; e.g. {example}")
+                self.sink.error(
+                    where,
+                    f"each item in '{key}' of {self.what} must be a "
+                    f"non-empty string, not {_kind(item)}; e.g. {example}",
+                )
                 continue
             items.append((item, where))
         return items
@@ -246,8 +251,9 @@ class _Map:
         for index, item in enumerate(value):
             where = self.item_loc(key, index)
             if not isinstance(item, CommentedMap):
-                self.sink.error(where, f"each item in '{key}' must be a mapping "
-                                       f"(key: value lines), not {_kind(item)}")
+                self.sink.error(
+                    where, f"each item in '{key}' must be a mapping (key: value lines), not {_kind(item)}"
+                )
                 continue
             yield _Map(item, self.file, where.line, what, self.sink)
 
@@ -270,8 +276,10 @@ class _Refused(MarkedYAMLError):
     line; ``problem`` is the user-facing reason."""
 
 
-_TOO_DEEP = (f"nesting is deeper than {MAX_DEPTH} levels; a catalog file needs only a few, "
-             "so close the open brackets or indents")
+_TOO_DEEP = (
+    f"nesting is deeper than {MAX_DEPTH} levels; a catalog file needs only a few, "
+    "so close the open brackets or indents"
+)
 
 
 class _BoundedScanner(RoundTripScanner):
@@ -301,14 +309,23 @@ class _BoundedComposer(Composer):
             node = super().compose_node(parent, index)
             size = self.sizes.get(id(node))
             if size is None:
-                raise _Refused(None, None, f"alias *{event.anchor} refers to a value that "
-                               "contains it (a recursive alias); write the value out instead",
-                               event.start_mark)
+                raise _Refused(
+                    None,
+                    None,
+                    f"alias *{event.anchor} refers to a value that "
+                    "contains it (a recursive alias); write the value out instead",
+                    event.start_mark,
+                )
             self.expanded += size
             if self.expanded > MAX_ALIAS_NODES:
-                raise _Refused(None, None, f"aliases expand to more than {MAX_ALIAS_NODES:,} "
-                               "values (an alias bomb?); write the values out or use fewer "
-                               "nested aliases", event.start_mark)
+                raise _Refused(
+                    None,
+                    None,
+                    f"aliases expand to more than {MAX_ALIAS_NODES:,} "
+                    "values (an alias bomb?); write the values out or use fewer "
+                    "nested aliases",
+                    event.start_mark,
+                )
             return node
         self.levels += 1
         if self.levels > MAX_DEPTH:
@@ -360,8 +377,9 @@ class _Reader:
         except DuplicateKeyError as err:
             key = re.search(r'duplicate key "([^"]*)"', str(err.problem))
             name = f"'{key.group(1)}' " if key else ""
-            self.sink.error(_mark(file, err), f"key {name}appears twice in the same mapping; "
-                                              "keep one of them")
+            self.sink.error(
+                _mark(file, err), f"key {name}appears twice in the same mapping; keep one of them"
+            )
             return None
         except _Refused as err:
             self.sink.error(_mark(file, err), str(err.problem))
@@ -369,8 +387,9 @@ class _Reader:
         except MarkedYAMLError as err:
             mark = err.problem_mark or err.context_mark
             column = f" (column {mark.column + 1})" if mark else ""
-            self.sink.error(_mark(file, err), f"invalid YAML: {err.problem or err.context}"
-                                              f"{column}; fix the syntax")
+            self.sink.error(
+                _mark(file, err), f"invalid YAML: {err.problem or err.context}{column}; fix the syntax"
+            )
             return None
         except YAMLError:
             self.sink.error(Location(file, 0), "invalid YAML; fix the syntax")
@@ -378,15 +397,18 @@ class _Reader:
         except Exception as err:  # noqa: BLE001 - see below
             # The last resort around a large third-party parser, which has failed in other ways
             # on odd input: one file's problem is reported like the others, never a traceback.
-            self.sink.error(Location(file, 0), f"invalid YAML: the YAML reader failed "
-                                               f"({type(err).__name__}: {err}); fix the syntax")
+            self.sink.error(
+                Location(file, 0),
+                f"invalid YAML: the YAML reader failed ({type(err).__name__}: {err}); fix the syntax",
+            )
             return None
         if data is None:
             data = CommentedMap()
         if not isinstance(data, CommentedMap):
-            self.sink.error(Location(file, 1), f"must be a mapping with the keys "
-                                               f"{', '.join(top)}, not {_kind(data)}; "
-                                               "see docs/catalog.md")
+            self.sink.error(
+                Location(file, 1),
+                f"must be a mapping with the keys {', '.join(top)}, not {_kind(data)}; see docs/catalog.md",
+            )
             return None
         doc = _Map(data, file, 1, what, self.sink)
         doc.check_keys(top)
@@ -398,38 +420,49 @@ class _Reader:
             with path.open("rb") as stream:
                 data = stream.read(MAX_FILE_BYTES + 1)
         except OSError as err:
-            self.sink.error(Location(file, 0), f"cannot be read ({err.strerror}); "
-                                               "check that it is a readable file")
+            self.sink.error(
+                Location(file, 0), f"cannot be read ({err.strerror}); check that it is a readable file"
+            )
             return None
         if len(data) > MAX_FILE_BYTES:
             line, _ = _line_column(data, MAX_FILE_BYTES)
-            self.sink.error(Location(file, line), f"the file goes beyond {MAX_FILE_BYTES // 1024} "
-                                                  "KiB, the limit for one catalog file, on this "
-                                                  "line; split it into several files")
+            self.sink.error(
+                Location(file, line),
+                f"the file goes beyond {MAX_FILE_BYTES // 1024} "
+                "KiB, the limit for one catalog file, on this "
+                "line; split it into several files",
+            )
             return None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
             line, column = _line_column(data, err.start)
-            self.sink.error(Location(file, line), f"is not UTF-8 text: column {column} holds "
-                                                  f"byte 0x{data[err.start]:02x}; save it as UTF-8")
+            self.sink.error(
+                Location(file, line),
+                f"is not UTF-8 text: column {column} holds byte 0x{data[err.start]:02x}; save it as UTF-8",
+            )
             return None
         bad = _NOT_YAML_RE.search(text)
         if bad is not None:
             line, column = _line_column(text, bad.start())
             code = ord(bad.group())
             name = "a NUL byte" if code == 0 else "a control character"
-            self.sink.error(Location(file, line), f"column {column} holds {name} (U+{code:04X}), "
-                                                  "which YAML does not allow; remove it (is the "
-                                                  "file binary, or saved as UTF-16?)")
+            self.sink.error(
+                Location(file, line),
+                f"column {column} holds {name} (U+{code:04X}), "
+                "which YAML does not allow; remove it (is the "
+                "file binary, or saved as UTF-16?)",
+            )
             return None
         return text
 
 
 # The characters YAML 1.2 allows in a stream (its c-printable production); ruamel refuses the
 # others without a line, so they are found first.
-_NOT_YAML_RE = re.compile(r"[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD"
-                          r"\U00010000-\U0010FFFF]")
+_NOT_YAML_RE = re.compile(
+    r"[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD"
+    r"\U00010000-\U0010FFFF]"
+)
 
 
 def _line_column(text: str | bytes, offset: int) -> tuple[int, int]:

@@ -52,35 +52,81 @@ WORKER_THREADS = 4
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--listen", required=True, metavar="HOST:PORT",
-                        help="address to serve on, e.g. 127.0.0.1:5001 (port 0: any free port)")
-    parser.add_argument("--key", required=True, type=Path, metavar="KEY.pem",
-                        help="private key tokens are signed with (from syncer access-config)")
-    parser.add_argument("--cert", required=True, type=Path, metavar="CERT.pem",
-                        help="certificate (chain) of --key, sent in each token's x5c header")
-    parser.add_argument("--users", type=Path, metavar="FILE",
-                        help="bcrypt htpasswd file (htpasswd -B); reloaded when it changes")
-    parser.add_argument("--robots-env", action="extend", nargs="+", default=[], metavar="VAR",
-                        help="environment variables holding ROBOT_NAME:SECRET (repeatable)")
-    parser.add_argument("--issuer", default=DEFAULT_ISSUER,
-                        help="the iss claim; must equal auth.token.issuer of the registry "
-                             "(default: %(default)s)")
-    parser.add_argument("--token-lifetime", type=int, default=DEFAULT_LIFETIME, metavar="SECONDS",
-                        help=f"token lifetime, {MIN_LIFETIME}..{MAX_LIFETIME} "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--listen",
+        required=True,
+        metavar="HOST:PORT",
+        help="address to serve on, e.g. 127.0.0.1:5001 (port 0: any free port)",
+    )
+    parser.add_argument(
+        "--key",
+        required=True,
+        type=Path,
+        metavar="KEY.pem",
+        help="private key tokens are signed with (from syncer access-config)",
+    )
+    parser.add_argument(
+        "--cert",
+        required=True,
+        type=Path,
+        metavar="CERT.pem",
+        help="certificate (chain) of --key, sent in each token's x5c header",
+    )
+    parser.add_argument(
+        "--users",
+        type=Path,
+        metavar="FILE",
+        help="bcrypt htpasswd file (htpasswd -B); reloaded when it changes",
+    )
+    parser.add_argument(
+        "--robots-env",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="VAR",
+        help="environment variables holding ROBOT_NAME:SECRET (repeatable)",
+    )
+    parser.add_argument(
+        "--issuer",
+        default=DEFAULT_ISSUER,
+        help="the iss claim; must equal auth.token.issuer of the registry (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--token-lifetime",
+        type=int,
+        default=DEFAULT_LIFETIME,
+        metavar="SECONDS",
+        help=f"token lifetime, {MIN_LIFETIME}..{MAX_LIFETIME} (default: %(default)s)",
+    )
     defaults = ThrottleSettings()
-    parser.add_argument("--user-login-failures", type=int, default=defaults.user_failures,
-                        metavar="N", help="failed logins of one user before that user's "
-                                          "next ones wait (default: %(default)s)")
-    parser.add_argument("--client-login-failures", type=int, default=defaults.client_failures,
-                        metavar="N", help="failed logins from one client address before its "
-                                          "next ones wait (default: %(default)s)")
-    parser.add_argument("--login-lockout", type=float, default=defaults.max_delay,
-                        metavar="SECONDS", help="the longest such a wait lasts; it starts at "
-                        f"{defaults.first_delay:g} s and doubles (default: %(default)s)")
-    parser.add_argument("--trusted-proxy", metavar="ADDRESS",
-                        help="the address of the proxy in front; the client address is then "
-                             "the one its X-Forwarded-For header names")
+    parser.add_argument(
+        "--user-login-failures",
+        type=int,
+        default=defaults.user_failures,
+        metavar="N",
+        help="failed logins of one user before that user's next ones wait (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--client-login-failures",
+        type=int,
+        default=defaults.client_failures,
+        metavar="N",
+        help="failed logins from one client address before its next ones wait (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--login-lockout",
+        type=float,
+        default=defaults.max_delay,
+        metavar="SECONDS",
+        help="the longest such a wait lasts; it starts at "
+        f"{defaults.first_delay:g} s and doubles (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--trusted-proxy",
+        metavar="ADDRESS",
+        help="the address of the proxy in front; the client address is then "
+        "the one its X-Forwarded-For header names",
+    )
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -93,44 +139,70 @@ def _listen_address(text: str) -> tuple[str, int]:
 def run(args: argparse.Namespace) -> int:
     host, port = _listen_address(args.listen)
     if not MIN_LIFETIME <= args.token_lifetime <= MAX_LIFETIME:
-        raise UsageError(f"--token-lifetime {args.token_lifetime} is outside "
-                         f"{MIN_LIFETIME}..{MAX_LIFETIME} seconds")
-    throttle = LoginThrottle(ThrottleSettings(
-        user_failures=args.user_login_failures, client_failures=args.client_login_failures,
-        max_delay=args.login_lockout))
+        raise UsageError(
+            f"--token-lifetime {args.token_lifetime} is outside {MIN_LIFETIME}..{MAX_LIFETIME} seconds"
+        )
+    throttle = LoginThrottle(
+        ThrottleSettings(
+            user_failures=args.user_login_failures,
+            client_failures=args.client_login_failures,
+            max_delay=args.login_lockout,
+        )
+    )
     signer = load_signer(args.key, args.cert)
     accounts = account_source(args.users, robots_from_env(args.robots_env, os.environ))
     rules = catalog_rules(Path(args.catalog))  # raises CatalogError: exit 2 before serving
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
     logging.getLogger("waitress").setLevel(logging.WARNING)
-    app = TokenService(signer, issuer=args.issuer, lifetime=args.token_lifetime,
-                       rules=rules.current, accounts=accounts.current, throttle=throttle)
+    app = TokenService(
+        signer,
+        issuer=args.issuer,
+        lifetime=args.token_lifetime,
+        rules=rules.current,
+        accounts=accounts.current,
+        throttle=throttle,
+    )
     proxy: dict[str, Any] = {}
     if args.trusted_proxy:
         # Waitress then puts the forwarded address in REMOTE_ADDR, and drops the header when
         # anyone else sends it.
-        proxy = {"trusted_proxy": args.trusted_proxy, "trusted_proxy_count": 1,
-                 "trusted_proxy_headers": {"x-forwarded-for"},
-                 "clear_untrusted_proxy_headers": True}
-    server = create_server(app, host=host, port=port, threads=WORKER_THREADS,
-                           ident="syncer-auth-server", **proxy)
+        proxy = {
+            "trusted_proxy": args.trusted_proxy,
+            "trusted_proxy_count": 1,
+            "trusted_proxy_headers": {"x-forwarded-for"},
+            "clear_untrusted_proxy_headers": True,
+        }
+    server = create_server(
+        app, host=host, port=port, threads=WORKER_THREADS, ident="syncer-auth-server", **proxy
+    )
     current = accounts.current()
     bound = server.effective_port  # type: ignore[union-attr]  # set by every server; not in the stubs
     # Tests and operators read the port from this line when --listen asked for port 0.
-    print(f"syncer auth-server: listening on http://{host}:{bound}{TOKEN_PATH} "
-          f"(issuer {args.issuer}, catalog {args.catalog}: {len(rules.current())} groups, "
-          f"{len(current.users)} users, {len(current.robots)} robots)", file=sys.stderr,
-          flush=True)
+    print(
+        f"syncer auth-server: listening on http://{host}:{bound}{TOKEN_PATH} "
+        f"(issuer {args.issuer}, catalog {args.catalog}: {len(rules.current())} groups, "
+        f"{len(current.users)} users, {len(current.robots)} robots)",
+        file=sys.stderr,
+        flush=True,
+    )
     weak = weak_users(current.users)
     if weak:
         listed = ", ".join(f"{user} ({cost})" for user, cost in weak.items())
-        print(f"syncer auth-server: warning: {args.users}: bcrypt cost below {MIN_BCRYPT_COST} "
-              f"for {listed}; set each again with `htpasswd -B -C {MIN_BCRYPT_COST} "
-              f"{args.users} USER`", file=sys.stderr, flush=True)
+        print(
+            f"syncer auth-server: warning: {args.users}: bcrypt cost below {MIN_BCRYPT_COST} "
+            f"for {listed}; set each again with `htpasswd -B -C {MIN_BCRYPT_COST} "
+            f"{args.users} USER`",
+            file=sys.stderr,
+            flush=True,
+        )
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"syncer auth-server: warning: serving plain HTTP on {host}; put a TLS proxy in "
-              "front, clients send their passwords here", file=sys.stderr, flush=True)
+        print(
+            f"syncer auth-server: warning: serving plain HTTP on {host}; put a TLS proxy in "
+            "front, clients send their passwords here",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         server.run()
     finally:

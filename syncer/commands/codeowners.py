@@ -21,8 +21,11 @@ from syncer.errors import UsageError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 2 when .github/CODEOWNERS is missing or stale")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 2 when .github/CODEOWNERS is missing or stale",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,16 +36,21 @@ def run(args: argparse.Namespace) -> int:
         problem = stale_check(catalog, root)
         if problem:
             print(problem, file=sys.stderr)
-        _report(args, shown, stale=problem is not None, written=False,
-                text=f"{shown} is up to date")
+        _report(args, shown, stale=problem is not None, written=False, text=f"{shown} is up to date")
         return 2 if problem else 0
     try:
         written = write_codeowners(catalog, root)
     except OSError as err:
-        raise UsageError(f"cannot write {shown} ({err.strerror}); check that the repository "
-                         "is writable") from None
-    _report(args, shown, stale=False, written=written,
-            text=f"wrote {shown}" if written else f"{shown} is up to date")
+        raise UsageError(
+            f"cannot write {shown} ({err.strerror}); check that the repository is writable"
+        ) from None
+    _report(
+        args,
+        shown,
+        stale=False,
+        written=written,
+        text=f"wrote {shown}" if written else f"{shown} is up to date",
+    )
     return 0
 
 

@@ -25,13 +25,21 @@ from syncer.demo.world import run_demo
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dir", default=".demo", metavar="DIR",
-                        help="where the demo keeps its registries, repository and keys (default: %(default)s)")
-    parser.add_argument("--keep", action="store_true",
-                        help="leave the registries running afterwards, until Ctrl-C")
-    parser.add_argument("--access", action="store_true",
-                        help="put the trusted registry behind syncer auth-server enforcing "
-                             "catalog/access.yaml, and show what access control does")
+    parser.add_argument(
+        "--dir",
+        default=".demo",
+        metavar="DIR",
+        help="where the demo keeps its registries, repository and keys (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the registries running afterwards, until Ctrl-C"
+    )
+    parser.add_argument(
+        "--access",
+        action="store_true",
+        help="put the trusted registry behind syncer auth-server enforcing "
+        "catalog/access.yaml, and show what access control does",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

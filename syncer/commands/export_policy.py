@@ -40,18 +40,31 @@ REGISTRIES_D = Path("registries.d") / "syncer.yaml"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", required=True, choices=FORMATS,
-                        help="containers: containers-policy.json (and registries.d); "
-                             "kyverno: a ClusterPolicy; kyverno-ivp: ImageValidatingPolicies")
-    parser.add_argument("--registry", metavar="HOST",
-                        help="target.registry (default) or a registry under replicas:")
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        help="containers: containers-policy.json (and registries.d); "
+        "kyverno: a ClusterPolicy; kyverno-ivp: ImageValidatingPolicies",
+    )
+    parser.add_argument(
+        "--registry", metavar="HOST", help="target.registry (default) or a registry under replicas:"
+    )
     parser.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
-    parser.add_argument("--registries-d", metavar="FILE",
-                        help="containers: where to write the registries.d file (default: "
-                             "registries.d/syncer.yaml beside --out; not written without either)")
-    parser.add_argument("--allow", metavar="SCOPE[=KEY.pub]", action="append", default=[],
-                        help="containers: accept images under SCOPE, a node's own (e.g. "
-                             "registry.k8s.io/pause), or with =KEY.pub only signed by that key")
+    parser.add_argument(
+        "--registries-d",
+        metavar="FILE",
+        help="containers: where to write the registries.d file (default: "
+        "registries.d/syncer.yaml beside --out; not written without either)",
+    )
+    parser.add_argument(
+        "--allow",
+        metavar="SCOPE[=KEY.pub]",
+        action="append",
+        default=[],
+        help="containers: accept images under SCOPE, a node's own (e.g. "
+        "registry.k8s.io/pause), or with =KEY.pub only signed by that key",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,13 +73,17 @@ def run(args: argparse.Namespace) -> int:
     known = [settings.target.registry, *(r.registry for r in settings.replicas)]
     registry = args.registry or settings.target.registry
     if registry not in known:
-        raise UsageError(f"--registry {registry} is not named in settings.yaml; use one of "
-                         f"{', '.join(known)} (target.registry or replicas:)")
+        raise UsageError(
+            f"--registry {registry} is not named in settings.yaml; use one of "
+            f"{', '.join(known)} (target.registry or replicas:)"
+        )
     if args.json and args.out is None:
         raise UsageError("--json prints a summary of the file written; give --out FILE")
     if args.format != "containers" and (args.allow or args.registries_d):
-        raise UsageError("--allow and --registries-d are for --format containers; Kyverno "
-                         "admits images outside the catalog's repositories already")
+        raise UsageError(
+            "--allow and --registries-d are for --format containers; Kyverno "
+            "admits images outside the catalog's repositories already"
+        )
     if args.format == "containers":
         text = enforce.containers_policy(catalog, registry, tuple(_allow(a, registry) for a in args.allow))
     elif args.format == "kyverno":
@@ -77,8 +94,11 @@ def run(args: argparse.Namespace) -> int:
     written: dict[Path, bool] = {}
     if out is not None:
         written[out] = _write(out, text, "--out")
-    registries_d = Path(args.registries_d) if args.registries_d else (
-        out.parent / REGISTRIES_D if out is not None and args.format == "containers" else None)
+    registries_d = (
+        Path(args.registries_d)
+        if args.registries_d
+        else (out.parent / REGISTRIES_D if out is not None and args.format == "containers" else None)
+    )
     if registries_d is not None:
         if args.registries_d is None:
             registries_d.parent.mkdir(exist_ok=True)  # beside --out, whose directory exists
@@ -86,24 +106,33 @@ def run(args: argparse.Namespace) -> int:
     if out is None:
         sys.stdout.write(text)
     if args.json and out is not None:
-        summary = {"format": args.format, "registry": registry, "out": display_path(out),
-                   "written": written[out], "images": len(catalog.images)}
+        summary = {
+            "format": args.format,
+            "registry": registry,
+            "out": display_path(out),
+            "written": written[out],
+            "images": len(catalog.images),
+        }
         if registries_d is not None:
             summary["registries_d"] = {"path": display_path(registries_d), "written": written[registries_d]}
         json.dump(summary, sys.stdout, indent=2)
         print()
         return 0
     for path, changed in written.items():
-        what = (f"{args.format} policy for {registry}, {len(catalog.images)} images" if path == out
-                else "registries.d: use-sigstore-attachments on approved/")
+        what = (
+            f"{args.format} policy for {registry}, {len(catalog.images)} images"
+            if path == out
+            else "registries.d: use-sigstore-attachments on approved/"
+        )
         print(f"{display_path(path)} {'written' if changed else 'unchanged'} ({what})", file=sys.stderr)
     return 0
 
 
 def _write(path: Path, text: str, option: str) -> bool:
     if not path.parent.is_dir():
-        raise UsageError(f"directory {display_path(path.parent)} does not exist; create it or "
-                         f"choose another {option}")
+        raise UsageError(
+            f"directory {display_path(path.parent)} does not exist; create it or choose another {option}"
+        )
     return write_if_changed(path.parent, path.name, text)
 
 
@@ -118,11 +147,15 @@ def _allow(value: str, registry: str) -> enforce.Allow:
     try:
         pem = path.read_bytes()
     except OSError as exc:
-        raise UsageError(f"--allow {scope}={key_file}: cannot read the key ({exc.strerror}); give "
-                         "the path of the vendor's PEM public key") from None
+        raise UsageError(
+            f"--allow {scope}={key_file}: cannot read the key ({exc.strerror}); give "
+            "the path of the vendor's PEM public key"
+        ) from None
     try:
         serialization.load_pem_public_key(pem)
     except (ValueError, TypeError):
-        raise UsageError(f"--allow {scope}={key_file}: not a PEM public key; give the vendor's "
-                         "cosign public key (-----BEGIN PUBLIC KEY-----)") from None
+        raise UsageError(
+            f"--allow {scope}={key_file}: not a PEM public key; give the vendor's "
+            "cosign public key (-----BEGIN PUBLIC KEY-----)"
+        ) from None
     return enforce.Allow(scope, pem.decode())

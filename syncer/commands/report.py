@@ -26,8 +26,11 @@ from syncer.trail.ledger import Ledger
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--commit", action="store_true",
-                        help="commit the changed reports and records with git (e.g. after merging shards)")
+    parser.add_argument(
+        "--commit",
+        action="store_true",
+        help="commit the changed reports and records with git (e.g. after merging shards)",
+    )
     parser.add_argument("--push", action="store_true", help="push that commit (implies --commit)")
 
 
@@ -38,12 +41,16 @@ def _commit(args: argparse.Namespace, records: list[Record], catalog: Catalog) -
     repo_dir = os.path.dirname(reports)
     changed = {os.path.realpath(os.path.join(repo_dir, f)) for f in gitops.changed_files(repo_dir, [reports])}
     ledger = Ledger(args.reports)
-    counts = Counter(r.state.value for r in records
-                     if os.path.realpath(ledger.path_for(r.name, r.tag)) in changed)
-    result = gitops.commit_reports(repo_dir, [reports],
-                                   gitops.summary_message(counts, os.environ.get("GITHUB_RUN_ID")),
-                                   push=args.push,
-                                   refresh=lambda: report.refresh_pages(args.reports, catalog))
+    counts = Counter(
+        r.state.value for r in records if os.path.realpath(ledger.path_for(r.name, r.tag)) in changed
+    )
+    result = gitops.commit_reports(
+        repo_dir,
+        [reports],
+        gitops.summary_message(counts, os.environ.get("GITHUB_RUN_ID")),
+        push=args.push,
+        refresh=lambda: report.refresh_pages(args.reports, catalog),
+    )
     return result.sha if result.committed else None
 
 
@@ -63,12 +70,17 @@ def run(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"syncer report: error: {problem}", file=sys.stderr)
     if args.json:
-        json.dump({"records": len(records), "written": written, "commit": sha, "problems": problems},
-                  sys.stdout, indent=2)
+        json.dump(
+            {"records": len(records), "written": written, "commit": sha, "problems": problems},
+            sys.stdout,
+            indent=2,
+        )
         print()
     else:
-        print(f"{len(records)} records; {len(written)} report files written"
-              + (":\n  " + "\n  ".join(written) if written else " (all up to date)"))
+        print(
+            f"{len(records)} records; {len(written)} report files written"
+            + (":\n  " + "\n  ".join(written) if written else " (all up to date)")
+        )
         if sha:
             print(f"Committed {sha[:12]}" + (" and pushed" if args.push else ""))
     return 1 if problems else 0

@@ -86,28 +86,54 @@ def positive_int(text: str) -> int:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--jobs", type=positive_int, default=2, metavar="N",
-                        help="tags processed in parallel (default: %(default)s)")
-    parser.add_argument("--only", action="append", default=[], metavar="NAME",
-                        help="process only this catalog image name (repeatable)")
-    parser.add_argument("--shard", type=parse_shard, metavar="K/N",
-                        help="process only shard K of N (a stable split of the catalog by name)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="discover and print what would happen; write nothing anywhere")
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=2,
+        metavar="N",
+        help="tags processed in parallel (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="process only this catalog image name (repeatable)",
+    )
+    parser.add_argument(
+        "--shard",
+        type=parse_shard,
+        metavar="K/N",
+        help="process only shard K of N (a stable split of the catalog by name)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="discover and print what would happen; write nothing anywhere"
+    )
     parser.add_argument("--commit", action="store_true", help="commit changed reports with git")
     parser.add_argument("--push", action="store_true", help="push that commit (implies --commit)")
-    parser.add_argument("--scan-timeout", type=positive_int, default=600, metavar="SECONDS",
-                        help="give up a Trivy scan after this long (default: %(default)s)")
-    parser.add_argument("--copy-timeout", type=positive_int, default=COPY_TIMEOUT, metavar="SECONDS",
-                        help="give up one skopeo copy (mirroring, promotion, replication) after "
-                        "this long: a stalled transfer fails its tag, the next run retries it "
-                        "(default: %(default)s)")
+    parser.add_argument(
+        "--scan-timeout",
+        type=positive_int,
+        default=600,
+        metavar="SECONDS",
+        help="give up a Trivy scan after this long (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--copy-timeout",
+        type=positive_int,
+        default=COPY_TIMEOUT,
+        metavar="SECONDS",
+        help="give up one skopeo copy (mirroring, promotion, replication) after "
+        "this long: a stalled transfer fails its tag, the next run retries it "
+        "(default: %(default)s)",
+    )
     add_registry_options(parser)
     add_scan_options(parser)
 
 
-def prepare_scanning(options: TrivyOptions, catalog: Catalog, progress: Progress, scan_timeout: int
-                     ) -> tuple[ScanSettings | None, str]:
+def prepare_scanning(
+    options: TrivyOptions, catalog: Catalog, progress: Progress, scan_timeout: int
+) -> tuple[ScanSettings | None, str]:
     """The database every scan of this run uses, downloaded at most once per run."""
     ignored = trivy.split_environment(os.environ).ignored
     if ignored:
@@ -117,9 +143,13 @@ def prepare_scanning(options: TrivyOptions, catalog: Catalog, progress: Progress
             progress.note("updating Trivy's databases where due")
         info = trivy.prepare(options)
         licenses = any(p.deny_licenses for p in catalog.policies.values())
-        return ScanSettings(cache_dir=options.cache_dir, db_updated_at=info.updated_at,
-                            timeout=float(scan_timeout), licenses=licenses,
-                            server=options.server), ""
+        return ScanSettings(
+            cache_dir=options.cache_dir,
+            db_updated_at=info.updated_at,
+            timeout=float(scan_timeout),
+            licenses=licenses,
+            server=options.server,
+        ), ""
     except SyncerError as err:
         return None, str(err)
 
@@ -135,13 +165,17 @@ def summary_markdown(result: RunResult, problems: list[str]) -> str:
     rows = [o for o in result.outcomes if o.changed or o.failed or o.deferred]
     if rows:
         lines += ["", "| image | tag | state | detail |", "|---|---|---|---|"]
-        lines += [f"| {text(o.name)} | {code(o.tag)} | {text(o.state.value if o.state else '')} | "
-                  f"{text(o.message)} |" for o in rows]
+        lines += [
+            f"| {text(o.name)} | {code(o.tag)} | {text(o.state.value if o.state else '')} | "
+            f"{text(o.message)} |"
+            for o in rows
+        ]
     for name, msg in result.plan.errors:
         lines.append(f"- error in {text(name)}: {text(msg)}")
     for name, tag in result.plan.missing:
-        lines.append(f"- error in {text(name)}: tag {code(tag)} not found upstream; fix `tags` in "
-                     "the catalog")
+        lines.append(
+            f"- error in {text(name)}: tag {code(tag)} not found upstream; fix `tags` in the catalog"
+        )
     lines += [f"- error: {text(problem)}" for problem in problems]
     return "\n".join(lines) + "\n"
 
@@ -162,17 +196,23 @@ def run(args: argparse.Namespace) -> int:
         return _run_locked(args, trivy_options, Ledger(args.reports), started)
 
 
-def _run_locked(args: argparse.Namespace, trivy_options: TrivyOptions, ledger: Ledger, started: datetime) -> int:
+def _run_locked(
+    args: argparse.Namespace, trivy_options: TrivyOptions, ledger: Ledger, started: datetime
+) -> int:
     catalog = load_catalog(args.catalog)
     progress = Progress(quiet=False)
-    options = RunOptions(jobs=args.jobs, only=tuple(args.only), shard=args.shard, dry_run=False,
-                         copy_timeout=float(args.copy_timeout),
-                         registry_deadline=registry_deadline(args))
+    options = RunOptions(
+        jobs=args.jobs,
+        only=tuple(args.only),
+        shard=args.shard,
+        dry_run=False,
+        copy_timeout=float(args.copy_timeout),
+        registry_deadline=registry_deadline(args),
+    )
     unknown = [n for n in options.only if catalog.image(n) is None]
     if unknown:
         raise UsageError(f"--only {', '.join(unknown)}: no such image in {args.catalog}/images/")
-    scan_settings, scan_problem = prepare_scanning(trivy_options, catalog, progress,
-                                                   args.scan_timeout)
+    scan_settings, scan_problem = prepare_scanning(trivy_options, catalog, progress, args.scan_timeout)
     if scan_problem:
         progress.note(f"error: {scan_problem}; nothing will be scanned or promoted this run")
     signer, signer_problem = None, ""
@@ -181,9 +221,16 @@ def _run_locked(args: argparse.Namespace, trivy_options: TrivyOptions, ledger: L
     except SyncerError as err:
         signer_problem = str(err)
         progress.note(f"warning: {err}; nothing will be promoted this run")
-    pipeline = Pipeline(catalog, ledger, scan_settings=scan_settings, signer=signer,
-                        options=options, progress=progress, scan_problem=scan_problem,
-                        signer_problem=signer_problem)
+    pipeline = Pipeline(
+        catalog,
+        ledger,
+        scan_settings=scan_settings,
+        signer=signer,
+        options=options,
+        progress=progress,
+        scan_problem=scan_problem,
+        signer_problem=signer_problem,
+    )
     result = pipeline.run()
     progress.close()
     written: list[str] = []
@@ -192,8 +239,9 @@ def _run_locked(args: argparse.Namespace, trivy_options: TrivyOptions, ledger: L
         from syncer.trail import report  # jinja2 is imported only when there is something to write
 
         try:
-            written = report.write_reports(ledger, catalog, args.reports, result=result, started=started,
-                                            shard=args.shard)
+            written = report.write_reports(
+                ledger, catalog, args.reports, result=result, started=started, shard=args.shard
+            )
         except report.PageWriteError as err:
             written = err.written
             problems.append(str(err))
@@ -214,21 +262,34 @@ def _run_locked(args: argparse.Namespace, trivy_options: TrivyOptions, ledger: L
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
             fh.write(summary)
     if args.json:
-        json.dump({
-            "counts": result.counts(),
-            "failures": result.failures,
-            "tags": [{"name": o.name, "tag": o.tag, "state": o.state.value if o.state else None,
-                      "changed": o.changed, "failed": o.failed, "deferred": o.deferred,
-                      "message": o.message} for o in result.outcomes],
-            "errors": [{"name": n, "error": e} for n, e in result.plan.errors],
-            "missing": [{"name": n, "tag": t} for n, t in result.plan.missing],
-            "reports_written": written,
-            "commit": commit.sha if commit else None,
-            "pushed": bool(commit and commit.pushed),
-            "earlier_uncommitted": earlier,
-            "earlier_unpushed": commit.unpushed if commit else 0,
-            "problems": problems,
-        }, sys.stdout, indent=2)
+        json.dump(
+            {
+                "counts": result.counts(),
+                "failures": result.failures,
+                "tags": [
+                    {
+                        "name": o.name,
+                        "tag": o.tag,
+                        "state": o.state.value if o.state else None,
+                        "changed": o.changed,
+                        "failed": o.failed,
+                        "deferred": o.deferred,
+                        "message": o.message,
+                    }
+                    for o in result.outcomes
+                ],
+                "errors": [{"name": n, "error": e} for n, e in result.plan.errors],
+                "missing": [{"name": n, "tag": t} for n, t in result.plan.missing],
+                "reports_written": written,
+                "commit": commit.sha if commit else None,
+                "pushed": bool(commit and commit.pushed),
+                "earlier_uncommitted": earlier,
+                "earlier_unpushed": commit.unpushed if commit else 0,
+                "problems": problems,
+            },
+            sys.stdout,
+            indent=2,
+        )
         print()
     else:
         print(summary, end="")
@@ -237,8 +298,10 @@ def _run_locked(args: argparse.Namespace, trivy_options: TrivyOptions, ledger: L
         if earlier:
             print(f"Committing {len(earlier)} files an earlier run left uncommitted under {args.reports}/")
         if commit and commit.unpushed and commit.pushed:
-            print(f"Pushing {commit.unpushed} commit{'s' if commit.unpushed != 1 else ''} "
-                  "an earlier run left unpushed")
+            print(
+                f"Pushing {commit.unpushed} commit{'s' if commit.unpushed != 1 else ''} "
+                "an earlier run left unpushed"
+            )
         if commit and commit.sha and commit.committed:
             print(f"Committed {commit.sha[:12]}" + (" and pushed" if commit.pushed else ""))
         elif commit and commit.sha and commit.pushed:
@@ -246,25 +309,36 @@ def _run_locked(args: argparse.Namespace, trivy_options: TrivyOptions, ledger: L
     return 1 if problems else result.exit_code
 
 
-def _notify(catalog: Catalog, ledger: Ledger, result: RunResult, started: datetime,
-            reports: str) -> list[str]:
+def _notify(
+    catalog: Catalog, ledger: Ledger, result: RunResult, started: datetime, reports: str
+) -> list[str]:
     """The run's events to the catalog's webhooks, once its records are saved (and committed,
     when asked); a webhook that fails is a warning, never the run's failure."""
     from syncer.catalog import display_path
     from syncer.tools import webhooks
 
-    records = [rec for o in result.outcomes if o.changed or o.failed
-               if (rec := _readable(ledger, o.name, o.tag)) is not None]
+    records = [
+        rec
+        for o in result.outcomes
+        if o.changed or o.failed
+        if (rec := _readable(ledger, o.name, o.tag)) is not None
+    ]
     entry_failures = list(result.plan.errors) + [
         (name, f"tag {tag} not found upstream; fix `tags` in the catalog")
-        for name, tag in result.plan.missing]
+        for name, tag in result.plan.missing
+    ]
     found = webhooks.notifications(records, started.strftime("%Y-%m-%dT%H:%M:%SZ"), entry_failures)
-    server, repo, ci_run = (os.environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY",
-                                                        "GITHUB_RUN_ID"))
-    return webhooks.deliver(catalog.settings.webhooks, found, os.environ,
-                            run=ci_run or started.strftime("%Y%m%dT%H%M%SZ"),
-                            reports=display_path(Path(reports)),
-                            run_url=f"{server}/{repo}/actions/runs/{ci_run}" if server and repo and ci_run else "")
+    server, repo, ci_run = (
+        os.environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
+    )
+    return webhooks.deliver(
+        catalog.settings.webhooks,
+        found,
+        os.environ,
+        run=ci_run or started.strftime("%Y%m%dT%H%M%SZ"),
+        reports=display_path(Path(reports)),
+        run_url=f"{server}/{repo}/actions/runs/{ci_run}" if server and repo and ci_run else "",
+    )
 
 
 def _readable(ledger: Ledger, name: str, tag: str) -> Record | None:
@@ -274,8 +348,9 @@ def _readable(ledger: Ledger, name: str, tag: str) -> Record | None:
         return None  # its failure is in the run's output already
 
 
-def _commit(args: argparse.Namespace, result: RunResult, catalog: Catalog, written: list[str], problems: list[str]
-            ) -> tuple[CommitResult, list[str]]:
+def _commit(
+    args: argparse.Namespace, result: RunResult, catalog: Catalog, written: list[str], problems: list[str]
+) -> tuple[CommitResult, list[str]]:
     """Commits this run's files and whatever an earlier run left uncommitted (its records
     get their pages first); returns the commit and those earlier files."""
     from syncer.tools import gitops  # GitPython is imported only when the trail is committed
@@ -286,8 +361,11 @@ def _commit(args: argparse.Namespace, result: RunResult, catalog: Catalog, writt
     ledger = Ledger(args.reports)
     ours = {os.path.realpath(p) for p in written}
     ours |= {os.path.realpath(ledger.path_for(o.name, o.tag)) for o in result.changed}
-    earlier = [f for f in gitops.changed_files(repo_dir, [reports])
-               if os.path.realpath(os.path.join(repo_dir, f)) not in ours]
+    earlier = [
+        f
+        for f in gitops.changed_files(repo_dir, [reports])
+        if os.path.realpath(os.path.join(repo_dir, f)) not in ours
+    ]
     counts = dict(result.counts())
     if earlier:
         # A killed run's records have no pages yet.
@@ -301,6 +379,11 @@ def _commit(args: argparse.Namespace, result: RunResult, catalog: Catalog, writt
             if os.path.realpath(ledger.path_for(rec.name, rec.tag)) in leftover:
                 counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
     message = gitops.summary_message(counts, os.environ.get("GITHUB_RUN_ID"))
-    commit = gitops.commit_reports(repo_dir, [reports], message, push=args.push,
-                                   refresh=lambda: report.refresh_pages(args.reports, catalog))
+    commit = gitops.commit_reports(
+        repo_dir,
+        [reports],
+        message,
+        push=args.push,
+        refresh=lambda: report.refresh_pages(args.reports, catalog),
+    )
     return commit, earlier

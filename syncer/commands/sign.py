@@ -37,24 +37,33 @@ from syncer.trail.lock import run_lock
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ref", metavar="REF",
-                        help="approved image: [REGISTRY/]approved/NAME:TAG or @sha256:…")
-    parser.add_argument("--key", required=True, metavar="PATH",
-                        help="your encrypted private key (syncer keygen NAME, or cosign's)")
-    parser.add_argument("--signer", metavar="NAME",
-                        help="your signer name; its public key is catalog/signers/NAME.pub "
-                             "(default: the signer whose key matches)")
+    parser.add_argument(
+        "ref", metavar="REF", help="approved image: [REGISTRY/]approved/NAME:TAG or @sha256:…"
+    )
+    parser.add_argument(
+        "--key",
+        required=True,
+        metavar="PATH",
+        help="your encrypted private key (syncer keygen NAME, or cosign's)",
+    )
+    parser.add_argument(
+        "--signer",
+        metavar="NAME",
+        help="your signer name; its public key is catalog/signers/NAME.pub "
+        "(default: the signer whose key matches)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     catalog = load_catalog(args.catalog)
     ref = parse_trusted_ref(args.ref, catalog.settings)
     if not ref.approved:
-        raise UsageError(f"{ref} is not under {catalog.settings.target.approved}/; only approved "
-                         "images are signed (a quarantined image is promoted by the pipeline)")
+        raise UsageError(
+            f"{ref} is not under {catalog.settings.target.approved}/; only approved "
+            "images are signed (a quarantined image is promoted by the pipeline)"
+        )
     if args.signer is not None and not is_valid_signer_name(args.signer):
-        raise UsageError(f"--signer '{args.signer}' is not a signer name (letters, digits, '.', "
-                         "'_' and '-')")
+        raise UsageError(f"--signer '{args.signer}' is not a signer name (letters, digits, '.', '_' and '-')")
     key = _load_key(Path(args.key), catalog.settings.signing.passphrase_env)
     signer = signer_for_key(catalog, key.public_key, args.signer)
     with endpoint_for(catalog.settings, ref.registry).client() as client:
@@ -69,8 +78,18 @@ def run(args: argparse.Namespace) -> int:
             if recorded:
                 written = report.regenerate(ledger.all(), catalog, args.reports)
     if args.json:
-        json.dump({"signer": signer, "identity": ref.identity, "digest": digest, "added": added,
-                   "records": recorded, "written": written}, sys.stdout, indent=2)
+        json.dump(
+            {
+                "signer": signer,
+                "identity": ref.identity,
+                "digest": digest,
+                "added": added,
+                "records": recorded,
+                "written": written,
+            },
+            sys.stdout,
+            indent=2,
+        )
         print()
     else:
         subject = f"{ref.identity}@{digest}"
@@ -86,20 +105,25 @@ def signer_for_key(catalog: Catalog, public_key: cosign.PublicKey, name: str | N
     if name is not None:
         pem = catalog.signers.get(name)
         if pem is None:
-            raise UsageError(f"signer '{name}' has no public key {signers_dir}/{name}.pub; add it "
-                             f"(syncer keygen {name}) and commit it first")
+            raise UsageError(
+                f"signer '{name}' has no public key {signers_dir}/{name}.pub; add it "
+                f"(syncer keygen {name}) and commit it first"
+            )
         if not _same_key(pem, public_key):
-            raise UsageError(f"the key does not match {signers_dir}/{name}.pub; use the private "
-                             f"key of '{name}' or name the signer it belongs to with --signer")
+            raise UsageError(
+                f"the key does not match {signers_dir}/{name}.pub; use the private "
+                f"key of '{name}' or name the signer it belongs to with --signer"
+            )
         return name
     matches = [n for n, pem in sorted(catalog.signers.items()) if _same_key(pem, public_key)]
     if not matches:
-        raise UsageError(f"the key (id {cosign.key_id(public_key)}) matches no public key in "
-                         f"{signers_dir}/; commit its public half as {signers_dir}/NAME.pub "
-                         "first, so that verifiers know it")
+        raise UsageError(
+            f"the key (id {cosign.key_id(public_key)}) matches no public key in "
+            f"{signers_dir}/; commit its public half as {signers_dir}/NAME.pub "
+            "first, so that verifiers know it"
+        )
     if len(matches) > 1:
-        raise UsageError(f"the key matches several signers ({', '.join(matches)}); choose one "
-                         "with --signer")
+        raise UsageError(f"the key matches several signers ({', '.join(matches)}); choose one with --signer")
     return matches[0]
 
 
@@ -133,10 +157,10 @@ def _load_key(path: Path, passphrase_env: str) -> cosign.PrivateKey:
     try:
         pem = path.read_bytes()
     except OSError as err:
-        raise UsageError(f"cannot read the private key {display_path(path)} ({err.strerror}); "
-                         "check --key") from None
-    return cosign.load_private_key(pem, _passphrase(passphrase_env, path),
-                                   source=display_path(path))
+        raise UsageError(
+            f"cannot read the private key {display_path(path)} ({err.strerror}); check --key"
+        ) from None
+    return cosign.load_private_key(pem, _passphrase(passphrase_env, path), source=display_path(path))
 
 
 def _passphrase(env_name: str, path: Path) -> bytes:
@@ -144,7 +168,9 @@ def _passphrase(env_name: str, path: Path) -> bytes:
     if value is not None:
         return value.encode()
     if not sys.stdin.isatty():
-        raise UsageError(f"no passphrase for {display_path(path)}: set the environment variable "
-                         f"{env_name} (signing.passphrase_env in settings.yaml), or run on a "
-                         "terminal to be asked")
+        raise UsageError(
+            f"no passphrase for {display_path(path)}: set the environment variable "
+            f"{env_name} (signing.passphrase_env in settings.yaml), or run on a "
+            "terminal to be asked"
+        )
     return getpass.getpass(f"Passphrase for {display_path(path)}: ").encode()

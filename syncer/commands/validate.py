@@ -45,9 +45,14 @@ def run(args: argparse.Namespace) -> int:
     reason = certificate_problem(cert_file) if cert_file else ""
     if cert_file and reason:
         # skopeo and Trivy (Go) would trust no system CA at all, syncer's client the rest.
-        diagnostics.append(Diagnostic(Location(cert_file, 0), f"SSL_CERT_FILE {cert_file} "
-                                      f"{reason}; point it at a PEM bundle of CA certificates, "
-                                      "or unset it"))
+        diagnostics.append(
+            Diagnostic(
+                Location(cert_file, 0),
+                f"SSL_CERT_FILE {cert_file} "
+                f"{reason}; point it at a PEM bundle of CA certificates, "
+                "or unset it",
+            )
+        )
         catalog = None
     errors = [d for d in diagnostics if d.level == "error"]
     warnings = [d for d in diagnostics if d.level == "warning"]
@@ -58,8 +63,16 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for diagnostic in diagnostics:
             print(annotation(diagnostic), file=human)
-    print(summary(args.catalog, catalog is not None, len(errors), len(warnings),
-                  len(catalog.images) if catalog else 0), file=human)
+    print(
+        summary(
+            args.catalog,
+            catalog is not None,
+            len(errors),
+            len(warnings),
+            len(catalog.images) if catalog else 0,
+        ),
+        file=human,
+    )
     if args.json:
         _print_json(errors, warnings, sys.stdout)
     return 0 if not errors else 2
@@ -95,8 +108,7 @@ def _escape_property(text: str) -> str:
 
 def _print_json(errors: list[Diagnostic], warnings: list[Diagnostic], out: TextIO) -> None:
     def items(diagnostics: list[Diagnostic]) -> list[dict[str, object]]:
-        return [{"file": d.location.file, "line": d.location.line, "message": d.message}
-                for d in diagnostics]
+        return [{"file": d.location.file, "line": d.location.line, "message": d.message} for d in diagnostics]
 
     json.dump({"errors": items(errors), "warnings": items(warnings)}, out, indent=2)
     out.write("\n")

@@ -51,10 +51,12 @@ class Verification:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ref", metavar="REF",
-                        help="image in the trusted registry: [REGISTRY/]approved/NAME:TAG or @sha256:…")
-    parser.add_argument("--signers", metavar="A,B",
-                        help="required signers instead of those of the image's policy")
+    parser.add_argument(
+        "ref", metavar="REF", help="image in the trusted registry: [REGISTRY/]approved/NAME:TAG or @sha256:…"
+    )
+    parser.add_argument(
+        "--signers", metavar="A,B", help="required signers instead of those of the image's policy"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
     endpoint = endpoint_for(catalog.settings, ref.registry)
     with endpoint.client() as client:
         digest = resolve_digest(client, ref, "verified")
-        result = signatures.verify_signers(client, ref.repository, digest, ref.identity,
-                                           {name: catalog.signers[name] for name in names})
+        result = signatures.verify_signers(
+            client, ref.repository, digest, ref.identity, {name: catalog.signers[name] for name in names}
+        )
         notes = other_signatures(client, ref, digest, catalog, names)
     outcome = Verification(ref, digest, names, required_by, result, notes)
     if args.json:
@@ -86,13 +89,14 @@ def parse_signer_list(text: str) -> list[str]:
         raise UsageError("--signers is empty; name at least one signer (--signers ci,alice)")
     bad = [n for n in names if not is_valid_signer_name(n)]
     if bad:
-        raise UsageError(f"--signers: {', '.join(repr(n) for n in bad)} is not a signer name "
-                         "(letters, digits, '.', '_' and '-')")
+        raise UsageError(
+            f"--signers: {', '.join(repr(n) for n in bad)} is not a signer name "
+            "(letters, digits, '.', '_' and '-')"
+        )
     return names
 
 
-def signers_for(catalog: Catalog, ref: TrustedRef,
-                explicit: list[str] | None) -> tuple[list[str], str]:
+def signers_for(catalog: Catalog, ref: TrustedRef, explicit: list[str] | None) -> tuple[list[str], str]:
     """The required signers and a phrase saying where they came from."""
     if explicit is not None:
         unknown = [n for n in explicit if n not in catalog.signers]
@@ -101,25 +105,30 @@ def signers_for(catalog: Catalog, ref: TrustedRef,
             raise UsageError(
                 f"signer {', '.join(repr(n) for n in unknown)} has no public key in "
                 f"{catalog.root}/signers/ (known signers: {known}); add NAME.pub there "
-                "(syncer keygen NAME) or fix --signers")
+                "(syncer keygen NAME) or fix --signers"
+            )
         return explicit, "--signers"
     entry = catalog.image(ref.name)
     if entry is None:
         raise UsageError(
             f"{ref.repository} belongs to no catalog entry: no image named '{ref.name}' in "
             f"{catalog.root}/images/; check the name, or pass --signers NAME,… to verify "
-            "against named signers")
+            "against named signers"
+        )
     return list(required_signers(catalog, entry)), f"policy '{entry.policy}' of image '{entry.name}'"
 
 
-def other_signatures(client: RegistryClient, ref: TrustedRef, digest: str, catalog: Catalog,
-                     required: list[str]) -> list[str]:
+def other_signatures(
+    client: RegistryClient, ref: TrustedRef, digest: str, catalog: Catalog, required: list[str]
+) -> list[str]:
     """What verify_signers leaves unsaid: no signatures at all, signatures by keys that are not
     in the catalog, and signatures by known signers who were not asked about."""
     layers = signatures.read_signatures(client, ref.repository, digest)
     if not layers:
-        return [f"no signatures are stored for {ref.repository}@{digest} (no "
-                f"{signatures.signature_tag(digest)} tag)"]
+        return [
+            f"no signatures are stored for {ref.repository}@{digest} (no "
+            f"{signatures.signature_tag(digest)} tag)"
+        ]
     keys = {}
     for name, pem in sorted(catalog.signers.items()):
         try:
@@ -134,11 +143,12 @@ def other_signatures(client: RegistryClient, ref: TrustedRef, digest: str, catal
             continue  # reported by verify_signers
         by = [name for name, key in keys.items() if cosign.verify(key, blob, layer.signature)]
         if not by:
-            notes.append(f"signature layer {layer.digest} was made by an unknown key (none of "
-                         f"{catalog.root}/signers/*.pub); it counts for no signer")
+            notes.append(
+                f"signature layer {layer.digest} was made by an unknown key (none of "
+                f"{catalog.root}/signers/*.pub); it counts for no signer"
+            )
         elif not set(by) & set(required):
-            notes.append(f"signature layer {layer.digest} is by {', '.join(by)}, not a required "
-                         "signer here")
+            notes.append(f"signature layer {layer.digest} is by {', '.join(by)}, not a required signer here")
     return notes
 
 
@@ -147,21 +157,27 @@ def other_signatures(client: RegistryClient, ref: TrustedRef, digest: str, catal
 
 def render(v: Verification) -> str:
     pinned = f"{v.ref.registry}/{v.ref.repository}@{v.digest}"
-    lines = [pinned + (f" (tag {v.ref.tag})" if v.ref.tag and not v.ref.digest else ""),
-             f"  required: {', '.join(v.required)} ({v.required_by})",
-             f"  signed:   {', '.join(v.result.signed_by) or 'nobody'}",
-             f"  missing:  {', '.join(v.result.missing) or 'nobody'}"]
+    lines = [
+        pinned + (f" (tag {v.ref.tag})" if v.ref.tag and not v.ref.digest else ""),
+        f"  required: {', '.join(v.required)} ({v.required_by})",
+        f"  signed:   {', '.join(v.result.signed_by) or 'nobody'}",
+        f"  missing:  {', '.join(v.result.missing) or 'nobody'}",
+    ]
     lines += [f"  problem:  {p}" for p in v.result.problems]
     lines += [f"  note:     {n}" for n in v.notes]
     if v.ok:
         lines.append(f"verified: every required signer has signed it as {v.ref.identity}")
     elif v.ref.approved:
-        lines.append(f"NOT verified: no valid signature of {', '.join(v.result.missing)}; a "
-                     f"signer adds theirs with 'syncer sign {pinned} --key KEY --signer NAME'")
+        lines.append(
+            f"NOT verified: no valid signature of {', '.join(v.result.missing)}; a "
+            f"signer adds theirs with 'syncer sign {pinned} --key KEY --signer NAME'"
+        )
     else:
-        lines.append(f"NOT verified: no valid signature of {', '.join(v.result.missing)}; "
-                     f"images under {v.ref.namespace}/ are not signed; the pipeline signs "
-                     "what it promotes")
+        lines.append(
+            f"NOT verified: no valid signature of {', '.join(v.result.missing)}; "
+            f"images under {v.ref.namespace}/ are not signed; the pipeline signs "
+            "what it promotes"
+        )
     return "\n".join(lines)
 
 

@@ -45,12 +45,10 @@ def glob_matches(pattern: str, repository: str) -> bool:
 
 def groups_of(user: str | None, groups: Iterable[AccessGroup]) -> tuple[AccessGroup, ...]:
     """The groups whose rules apply to ``user`` (None: a request without credentials)."""
-    return tuple(g for g in groups
-                 if g.name == ANONYMOUS_GROUP or (user is not None and user in g.members))
+    return tuple(g for g in groups if g.name == ANONYMOUS_GROUP or (user is not None and user in g.members))
 
 
-def allowed_actions(user: str | None, repository: str,
-                    groups: Iterable[AccessGroup]) -> frozenset[str]:
+def allowed_actions(user: str | None, repository: str, groups: Iterable[AccessGroup]) -> frozenset[str]:
     """Every action ``user`` may perform on ``repository``."""
     allowed: set[str] = set()
     for group in groups_of(user, groups):
@@ -61,8 +59,9 @@ def allowed_actions(user: str | None, repository: str,
     return frozenset(allowed)
 
 
-def granted_actions(user: str | None, repository: str, requested: Sequence[str],
-                    groups: Iterable[AccessGroup]) -> tuple[str, ...]:
+def granted_actions(
+    user: str | None, repository: str, requested: Sequence[str], groups: Iterable[AccessGroup]
+) -> tuple[str, ...]:
     """The requested actions ``user`` may perform on ``repository``, in ``ACTIONS`` order.
 
     Unknown actions are never granted.

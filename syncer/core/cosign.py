@@ -44,8 +44,7 @@ PAYLOAD_TYPE = "cosign container image signature"
 _WRITE_PARAMS = {"N": 32768, "r": 8, "p": 1}
 # go-securesystemslib refuses any other parameters so that a tampered key file cannot make
 # decryption take unbounded time or memory; so do we.
-_ACCEPTED_PARAMS = ({"N": 32768, "r": 8, "p": 1}, {"N": 65536, "r": 8, "p": 1},
-                    {"N": 131072, "r": 8, "p": 1})
+_ACCEPTED_PARAMS = ({"N": 32768, "r": 8, "p": 1}, {"N": 65536, "r": 8, "p": 1}, {"N": 131072, "r": 8, "p": 1})
 _SALT_SIZE = 32
 _KEY_SIZE = 32
 
@@ -64,8 +63,9 @@ class PublicKey:
 
     @property
     def pem(self) -> bytes:
-        return self.key.public_bytes(serialization.Encoding.PEM,
-                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+        return self.key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,13 @@ class Payload:
 def generate_keypair(passphrase: bytes) -> KeyPair:
     """A new ECDSA P-256 key pair, the private half encrypted as cosign does."""
     private = ec.generate_private_key(ec.SECP256R1())
-    der = private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return KeyPair(private_pem=_pem(COSIGN_PRIVATE_PEM, _encrypt(der, passphrase)),
-                   public_pem=PublicKey(private.public_key()).pem)
+    der = private.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return KeyPair(
+        private_pem=_pem(COSIGN_PRIVATE_PEM, _encrypt(der, passphrase)),
+        public_pem=PublicKey(private.public_key()).pem,
+    )
 
 
 def load_private_key(pem: bytes, passphrase: bytes, *, source: str = "the private key") -> PrivateKey:
@@ -106,39 +109,50 @@ def load_private_key(pem: bytes, passphrase: bytes, *, source: str = "the privat
     if label not in (COSIGN_PRIVATE_PEM, SIGSTORE_PRIVATE_PEM):
         raise SigningError(
             f"{source}: PEM type '{label}' is not supported; expected '{COSIGN_PRIVATE_PEM}' "
-            f"or '{SIGSTORE_PRIVATE_PEM}' (made by 'syncer keygen' or 'cosign generate-key-pair')")
+            f"or '{SIGSTORE_PRIVATE_PEM}' (made by 'syncer keygen' or 'cosign generate-key-pair')"
+        )
     der = _decrypt(body, passphrase, source)
     try:
         key = serialization.load_der_private_key(der, password=None)
     except (ValueError, UnsupportedAlgorithm):
-        raise SigningError(f"{source}: the decrypted key is not a PKCS#8 private key; "
-                           "create a new one with 'syncer keygen'") from None
+        raise SigningError(
+            f"{source}: the decrypted key is not a PKCS#8 private key; create a new one with 'syncer keygen'"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise SigningError(f"{source}: {_describe(key)} keys are not supported; syncer signs "
-                           "with ECDSA P-256 keys (cosign's default): create one with 'syncer keygen'")
+        raise SigningError(
+            f"{source}: {_describe(key)} keys are not supported; syncer signs "
+            "with ECDSA P-256 keys (cosign's default): create one with 'syncer keygen'"
+        )
     return PrivateKey(key)
 
 
 def load_public_key(pem: bytes, *, source: str = "the public key") -> PublicKey:
     label, _ = _unpem(pem, source)
     if label != PUBLIC_PEM:
-        raise SigningError(f"{source}: PEM type '{label}' is not a public key; expected "
-                           f"'{PUBLIC_PEM}' (the .pub file written by 'syncer keygen' or cosign)")
+        raise SigningError(
+            f"{source}: PEM type '{label}' is not a public key; expected "
+            f"'{PUBLIC_PEM}' (the .pub file written by 'syncer keygen' or cosign)"
+        )
     try:
         key = serialization.load_pem_public_key(pem)
     except (ValueError, UnsupportedAlgorithm):
-        raise SigningError(f"{source}: not a readable PEM public key; replace it with the .pub "
-                           "file written by 'syncer keygen' or cosign") from None
+        raise SigningError(
+            f"{source}: not a readable PEM public key; replace it with the .pub "
+            "file written by 'syncer keygen' or cosign"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise SigningError(f"{source}: {_describe(key)} keys are not supported; syncer verifies "
-                           "ECDSA P-256 keys (cosign's default)")
+        raise SigningError(
+            f"{source}: {_describe(key)} keys are not supported; syncer verifies "
+            "ECDSA P-256 keys (cosign's default)"
+        )
     return PublicKey(key)
 
 
 def key_id(public_key: PublicKey) -> str:
     """A short, stable fingerprint for messages: the start of SHA-256 over the DER public key."""
-    der = public_key.key.public_bytes(serialization.Encoding.DER,
-                                      serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = public_key.key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return hashlib.sha256(der).hexdigest()[:16]
 
 
@@ -165,18 +179,24 @@ def _encrypt(plaintext: bytes, passphrase: bytes) -> bytes:
 
 
 def _decrypt(body: bytes, passphrase: bytes, source: str) -> bytes:
-    broken = SigningError(f"{source}: the encrypted key is damaged or not in cosign's format; "
-                          "restore it from its backup or create a new one with 'syncer keygen'")
+    broken = SigningError(
+        f"{source}: the encrypted key is damaged or not in cosign's format; "
+        "restore it from its backup or create a new one with 'syncer keygen'"
+    )
     try:
         document = json.loads(body)
         kdf, cipher = document["kdf"], document["cipher"]
         params = kdf["params"]
         if kdf["name"] != "scrypt" or cipher["name"] != "nacl/secretbox":
-            raise SigningError(f"{source}: encrypted with {kdf['name']}/{cipher['name']}; only "
-                               "scrypt with nacl/secretbox (cosign's format) is supported")
+            raise SigningError(
+                f"{source}: encrypted with {kdf['name']}/{cipher['name']}; only "
+                "scrypt with nacl/secretbox (cosign's format) is supported"
+            )
         if not any(params == accepted for accepted in _ACCEPTED_PARAMS):
-            raise SigningError(f"{source}: unsupported scrypt parameters {params}; cosign keys "
-                               "use N=32768, 65536 or 131072 with r=8, p=1")
+            raise SigningError(
+                f"{source}: unsupported scrypt parameters {params}; cosign keys "
+                "use N=32768, 65536 or 131072 with r=8, p=1"
+            )
         salt = base64.b64decode(kdf["salt"], validate=True)
         nonce = base64.b64decode(cipher["nonce"], validate=True)
         sealed = base64.b64decode(document["ciphertext"], validate=True)
@@ -187,34 +207,40 @@ def _decrypt(body: bytes, passphrase: bytes, source: str) -> bytes:
     try:
         return nacl.secret.SecretBox(_scrypt(passphrase, salt, params)).decrypt(sealed, nonce)
     except nacl.exceptions.CryptoError:
-        raise SigningError(f"wrong passphrase for {source}: it could not be decrypted; supply "
-                           "the passphrase the key was created with") from None
+        raise SigningError(
+            f"wrong passphrase for {source}: it could not be decrypted; supply "
+            "the passphrase the key was created with"
+        ) from None
 
 
 def _scrypt(passphrase: bytes, salt: bytes, params: dict[str, int]) -> bytes:
     n, r, p = params["N"], params["r"], params["p"]
     # hashlib's default 32 MiB ceiling is below what N=2^15, r=8 needs (128*r*N plus overhead).
-    return hashlib.scrypt(passphrase, salt=salt, n=n, r=r, p=p, dklen=_KEY_SIZE,
-                          maxmem=256 * r * n + 1024 * 1024)
+    return hashlib.scrypt(
+        passphrase, salt=salt, n=n, r=r, p=p, dklen=_KEY_SIZE, maxmem=256 * r * n + 1024 * 1024
+    )
 
 
 def _pem(label: str, body: bytes) -> bytes:
     encoded = base64.b64encode(body).decode()
-    lines = [encoded[i:i + 64] for i in range(0, len(encoded), 64)]
-    return (f"-----BEGIN {label}-----\n" + "".join(f"{line}\n" for line in lines) +
-            f"-----END {label}-----\n").encode()
+    lines = [encoded[i : i + 64] for i in range(0, len(encoded), 64)]
+    return (
+        f"-----BEGIN {label}-----\n" + "".join(f"{line}\n" for line in lines) + f"-----END {label}-----\n"
+    ).encode()
 
 
 def _unpem(pem: bytes, source: str) -> tuple[str, bytes]:
     match = _PEM.search(pem)
     if not match:
-        raise SigningError(f"{source}: no PEM block found; expected a key file written by "
-                           "'syncer keygen' or cosign")
+        raise SigningError(
+            f"{source}: no PEM block found; expected a key file written by 'syncer keygen' or cosign"
+        )
     try:
         body = base64.b64decode(b"".join(match.group(2).split()), validate=True)
     except binascii.Error:
-        raise SigningError(f"{source}: the PEM block is not valid base64; restore the file "
-                           "from its original") from None
+        raise SigningError(
+            f"{source}: the PEM block is not valid base64; restore the file from its original"
+        ) from None
     return match.group(1).decode(), body
 
 
@@ -228,14 +254,18 @@ def _b64(data: bytes) -> str:
 def make_payload(docker_reference: str, digest: str, optional: dict[str, Any] | None = None) -> bytes:
     """The simple-signing payload for ``docker_reference`` (a repository: no tag, no digest)."""
     if not _is_repository_name(docker_reference):
-        raise SigningError(f"cannot sign '{docker_reference}': the identity must be a repository "
-                           "name such as registry.example.com/approved/nginx, without tag or digest")
+        raise SigningError(
+            f"cannot sign '{docker_reference}': the identity must be a repository "
+            "name such as registry.example.com/approved/nginx, without tag or digest"
+        )
     if not refs.is_sha256_digest(digest):
         raise SigningError(f"cannot sign digest '{digest}': expected sha256:<64 hex digits>")
     for key, value in (optional or {}).items():
         if not _plain_text(key) or not (value is None or isinstance(value, int) or _plain_text(value)):
-            raise SigningError(f"cannot sign: optional field {key!r} must map text without "
-                               "control characters to such text, an integer, a boolean or null")
+            raise SigningError(
+                f"cannot sign: optional field {key!r} must map text without "
+                "control characters to such text, an integer, a boolean or null"
+            )
     document = {
         "critical": {
             "identity": {"docker-reference": docker_reference},
@@ -254,8 +284,9 @@ def _is_repository_name(text: str) -> bool:
     if len(text) > refs.NAME_MAX:
         return False
     host, _, path = text.partition("/")
-    return refs.is_valid_repository_path(text) or \
-        (refs.is_valid_domain(host) and refs.is_valid_repository_path(path))
+    return refs.is_valid_repository_path(text) or (
+        refs.is_valid_domain(host) and refs.is_valid_repository_path(path)
+    )
 
 
 def _plain_text(value: object) -> bool:
@@ -279,8 +310,13 @@ def _go_json(value: Any) -> bytes:
     serialised text changes nothing else.
     """
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    for char, escape in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"),
-                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, escape in (
+        ("&", "\\u0026"),
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, escape)
     return text.encode()
 
@@ -290,24 +326,29 @@ def parse_payload(data: bytes) -> Payload:
     try:
         document = json.loads(data, object_pairs_hook=_no_duplicates)
     except (ValueError, UnicodeDecodeError) as err:
-        raise SigningError(f"signature payload is not valid JSON ({err}); the signature is "
-                           "corrupt: re-sign the image") from None
+        raise SigningError(
+            f"signature payload is not valid JSON ({err}); the signature is corrupt: re-sign the image"
+        ) from None
     top = _object(document, "payload", required={"critical"}, allowed={"critical", "optional"})
     critical = _object(top["critical"], "critical", required={"identity", "image", "type"})
     identity = _object(critical["identity"], "critical.identity", required={"docker-reference"})
     image = _object(critical["image"], "critical.image", required={"docker-manifest-digest"})
-    reference, digest, kind = (identity["docker-reference"], image["docker-manifest-digest"],
-                               critical["type"])
+    reference, digest, kind = (
+        identity["docker-reference"],
+        image["docker-manifest-digest"],
+        critical["type"],
+    )
     if kind != PAYLOAD_TYPE:
-        raise SigningError(f"signature payload has type {kind!r}, not {PAYLOAD_TYPE!r}; it is "
-                           "not a cosign image signature")
+        raise SigningError(
+            f"signature payload has type {kind!r}, not {PAYLOAD_TYPE!r}; it is not a cosign image signature"
+        )
     if not isinstance(reference, str) or not reference:
-        raise SigningError("signature payload: critical.identity.docker-reference must be a "
-                           "non-empty string")
+        raise SigningError("signature payload: critical.identity.docker-reference must be a non-empty string")
     # Registries address manifests by sha256, so a payload naming anything else cannot match.
     if not isinstance(digest, str) or not refs.is_sha256_digest(digest):
-        raise SigningError(f"signature payload: critical.image.docker-manifest-digest "
-                           f"{digest!r} is not a sha256 digest")
+        raise SigningError(
+            f"signature payload: critical.image.docker-manifest-digest {digest!r} is not a sha256 digest"
+        )
     optional = top.get("optional")
     if optional is not None and not isinstance(optional, dict):
         raise SigningError("signature payload: optional must be an object or null")
@@ -330,8 +371,9 @@ def _object(value: Any, where: str, *, required: set[str], allowed: set[str] | N
     missing = required - value.keys()
     extra = value.keys() - (allowed or required)
     if missing or extra:
-        problems = ([f"missing {', '.join(sorted(missing))}"] if missing else []) + \
-            ([f"unexpected {', '.join(sorted(extra))}"] if extra else [])
+        problems = ([f"missing {', '.join(sorted(missing))}"] if missing else []) + (
+            [f"unexpected {', '.join(sorted(extra))}"] if extra else []
+        )
         raise SigningError(f"signature payload: {where}: {'; '.join(problems)}")
     return value
 

@@ -16,9 +16,23 @@ from typing import Literal, get_args
 ApprovalMode = Literal["auto", "manual"]
 RegressionAction = Literal["flag", "demote"]  # what happens to an approved digest a scan fails
 UnassessedAction = Literal["hold", "allow"]  # package data the vulnerability database cannot match
-EventKind = Literal["discovered", "moved", "mirrored", "scanned", "promoted", "held", "flagged",
-                    "demoted", "cleared", "failed", "vanished", "replicated", "unreplicated",
-                    "lagging", "signed"]
+EventKind = Literal[
+    "discovered",
+    "moved",
+    "mirrored",
+    "scanned",
+    "promoted",
+    "held",
+    "flagged",
+    "demoted",
+    "cleared",
+    "failed",
+    "vanished",
+    "replicated",
+    "unreplicated",
+    "lagging",
+    "signed",
+]
 APPROVAL_MODES: tuple[ApprovalMode, ...] = get_args(ApprovalMode)
 REGRESSION_ACTIONS: tuple[RegressionAction, ...] = get_args(RegressionAction)
 UNASSESSED_ACTIONS: tuple[UnassessedAction, ...] = get_args(UnassessedAction)
@@ -288,8 +302,11 @@ class ScanResult:
     def fits(self, digest: str, selection: tuple[str, ...]) -> bool:
         """Whether this result is of ``digest`` and covers what an entry selecting ``selection``
         requires. A result without coverage (written before coverage was recorded) fits nothing."""
-        return (self.digest == digest and sorted(self.selection) == sorted(selection)
-                and bool(self.covered or self.artifact))
+        return (
+            self.digest == digest
+            and sorted(self.selection) == sorted(selection)
+            and bool(self.covered or self.artifact)
+        )
 
 
 # --- ledger --------------------------------------------------------------------------------
@@ -328,8 +345,13 @@ class Record:
         """A copy to change without changing this one. Cheaper than ``copy.deepcopy`` (a no-op
         run copies every record): scan results and events are immutable, so only the lists
         and the replica states are copied."""
-        return replace(self, reasons=list(self.reasons), signatures=list(self.signatures),
-                       events=list(self.events), replicas=[replace(r) for r in self.replicas])
+        return replace(
+            self,
+            reasons=list(self.reasons),
+            signatures=list(self.signatures),
+            events=list(self.events),
+            replicas=[replace(r) for r in self.replicas],
+        )
 
 
 @dataclass(frozen=True)

@@ -121,8 +121,12 @@ def build_plan(
         for tag in d.missing:
             plan.missing.append((name, tag))
         floor = min_remaining.get(d.entry.source_host)
-        low_budget = floor is not None and d.ratelimit is not None and d.ratelimit.remaining is not None \
+        low_budget = (
+            floor is not None
+            and d.ratelimit is not None
+            and d.ratelimit.remaining is not None
             and d.ratelimit.remaining < floor
+        )
         seen = set()
         for up in d.tags:
             seen.add(up.tag)
@@ -135,11 +139,24 @@ def build_plan(
                 change = Change.UNCHANGED
             # A scan that does not cover what the entry requires now (its `platforms` changed,
             # or it predates recorded coverage) is re-done like one against an older database.
-            rescan = change is Change.UNCHANGED and rec is not None and rec.scan is not None \
-                and (_older(rec.scan.db_updated_at, db_updated_at)
-                     or not rec.scan.fits(rec.digest, d.entry.platforms))
-            tp = TagPlan(name=name, tag=up.tag, change=change, digest=up.digest, source=up.source,
-                         recorded=rec, rescan=rescan)
+            rescan = (
+                change is Change.UNCHANGED
+                and rec is not None
+                and rec.scan is not None
+                and (
+                    _older(rec.scan.db_updated_at, db_updated_at)
+                    or not rec.scan.fits(rec.digest, d.entry.platforms)
+                )
+            )
+            tp = TagPlan(
+                name=name,
+                tag=up.tag,
+                change=change,
+                digest=up.digest,
+                source=up.source,
+                recorded=rec,
+                rescan=rescan,
+            )
             if low_budget and tp.needs_copy:
                 tp = dataclasses.replace(tp, deferred=True)
             plan.tags.append(tp)
@@ -151,8 +168,11 @@ def build_plan(
         for tag in sorted(gone - seen):
             rec = recorded.get((name, tag))
             if rec is not None:
-                plan.tags.append(TagPlan(name=name, tag=tag, change=Change.VANISHED, digest=None,
-                                         source=None, recorded=rec))
+                plan.tags.append(
+                    TagPlan(
+                        name=name, tag=tag, change=Change.VANISHED, digest=None, source=None, recorded=rec
+                    )
+                )
     plan.tags.sort(key=lambda t: (t.name, t.tag))
     return plan
 
@@ -165,16 +185,33 @@ def predict(plan: Plan, catalog: Catalog, today: date) -> list[Prediction]:
     out = []
     for t in plan.tags:
         rec, entry = t.recorded, catalog.image(t.name)
-        if (t.change is not Change.UNCHANGED or t.needs_copy or t.rescan
-                or rec is None or rec.scan is None or entry is None
-                or entry.policy not in catalog.policies
-                or not rec.scan.fits(rec.digest, entry.platforms)):
+        if (
+            t.change is not Change.UNCHANGED
+            or t.needs_copy
+            or t.rescan
+            or rec is None
+            or rec.scan is None
+            or entry is None
+            or entry.policy not in catalog.policies
+            or not rec.scan.fits(rec.digest, entry.platforms)
+        ):
             continue
         policy = catalog.policy_for(entry)
-        decision = evaluate(name=t.name, digest=rec.digest, scan=rec.scan, policy=policy,
-                            exceptions=catalog.exceptions, approvals=catalog.approvals, today=today)
-        after = next_state(decision, current=rec.state, in_approved=rec.promoted_digest == rec.digest,
-                           on_regression=policy.on_regression)
+        decision = evaluate(
+            name=t.name,
+            digest=rec.digest,
+            scan=rec.scan,
+            policy=policy,
+            exceptions=catalog.exceptions,
+            approvals=catalog.approvals,
+            today=today,
+        )
+        after = next_state(
+            decision,
+            current=rec.state,
+            in_approved=rec.promoted_digest == rec.digest,
+            on_regression=policy.on_regression,
+        )
         if after is not rec.state or list(decision.reasons) != rec.reasons:
             out.append(Prediction(t.name, t.tag, rec.digest, rec.state, after, decision.reasons))
     return out
@@ -191,8 +228,13 @@ def locate_missing(plan: Plan, catalog: Catalog) -> list[Diagnostic]:
         where = dict(entry.tag_locations).get(tag, entry.location)
         if where is not None:
             plan.missing_at[(name, tag)] = where
-            out.append(Diagnostic(where, f"tag '{tag}' of {name} is not in {entry.source} "
-                                         "upstream; fix the tag or remove it from 'tags'"))
+            out.append(
+                Diagnostic(
+                    where,
+                    f"tag '{tag}' of {name} is not in {entry.source} "
+                    "upstream; fix the tag or remove it from 'tags'",
+                )
+            )
     return out
 
 
@@ -226,44 +268,91 @@ def render_markdown(plan: Plan) -> str:
     def table(title: str, rows: Sequence[Any], cols: list[str], cells: Callable[[Any], list[object]]) -> None:
         if not rows:
             return
-        lines.extend(["", f"## {title}", "", "| " + " | ".join(cols) + " |",
-                      "|" + "---|" * len(cols)])
+        lines.extend(["", f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)])
         lines.extend("| " + " | ".join(text(c) for c in cells(row)) + " |" for row in rows)
 
-    table("New tags (will be mirrored and scanned)", new, ["image", "tag", "digest"],
-          lambda t: [t.name, code(t.tag), code(short_digest(t.digest))])
-    table("Moved tags (new digest upstream)", moved, ["image", "tag", "recorded", "upstream now"],
-          lambda t: [t.name, code(t.tag), code(short_digest(t.recorded.digest)), code(short_digest(t.digest))])
-    table("Decisions the next run changes (recorded scans evaluated against this catalog)",
-          plan.predictions, ["image", "tag", "now", "next run", "why"],
-          lambda p: [p.name, code(p.tag), p.before.value, p.after.value,
-                     "; ".join(p.reasons) or "passes the policy"])
-    table("Re-scans (database newer than last scan, or the platforms required changed)", rescans, ["image", "tag", "state", "last scan db"],
-          lambda t: [t.name, code(t.tag), t.recorded.state.value, t.recorded.scan.db_updated_at])
-    table("Unfinished (resumed from the ledger)", resume, ["image", "tag", "state"],
-          lambda t: [t.name, code(t.tag), t.recorded.state.value])
-    lagging = [(t, rec, st) for t in unchanged if (rec := t.recorded) and rec.promoted_digest
-               for st in rec.replicas if st.lagging or st.digest != rec.promoted_digest]
+    table(
+        "New tags (will be mirrored and scanned)",
+        new,
+        ["image", "tag", "digest"],
+        lambda t: [t.name, code(t.tag), code(short_digest(t.digest))],
+    )
+    table(
+        "Moved tags (new digest upstream)",
+        moved,
+        ["image", "tag", "recorded", "upstream now"],
+        lambda t: [t.name, code(t.tag), code(short_digest(t.recorded.digest)), code(short_digest(t.digest))],
+    )
+    table(
+        "Decisions the next run changes (recorded scans evaluated against this catalog)",
+        plan.predictions,
+        ["image", "tag", "now", "next run", "why"],
+        lambda p: [
+            p.name,
+            code(p.tag),
+            p.before.value,
+            p.after.value,
+            "; ".join(p.reasons) or "passes the policy",
+        ],
+    )
+    table(
+        "Re-scans (database newer than last scan, or the platforms required changed)",
+        rescans,
+        ["image", "tag", "state", "last scan db"],
+        lambda t: [t.name, code(t.tag), t.recorded.state.value, t.recorded.scan.db_updated_at],
+    )
+    table(
+        "Unfinished (resumed from the ledger)",
+        resume,
+        ["image", "tag", "state"],
+        lambda t: [t.name, code(t.tag), t.recorded.state.value],
+    )
+    lagging = [
+        (t, rec, st)
+        for t in unchanged
+        if (rec := t.recorded) and rec.promoted_digest
+        for st in rec.replicas
+        if st.lagging or st.digest != rec.promoted_digest
+    ]
+
     def lagging_cells(row: tuple[TagPlan, Record, ReplicaState]) -> list[object]:
         t, rec, st = row
-        return [t.name, code(t.tag), st.registry, code(short_digest(st.digest) or "nothing"),
-                code(short_digest(rec.promoted_digest))]
+        return [
+            t.name,
+            code(t.tag),
+            st.registry,
+            code(short_digest(st.digest) or "nothing"),
+            code(short_digest(rec.promoted_digest)),
+        ]
 
-    table("Replicas lagging (caught up by the next run)", lagging,
-          ["image", "tag", "replica", "has", "approved"], lagging_cells)
+    table(
+        "Replicas lagging (caught up by the next run)",
+        lagging,
+        ["image", "tag", "replica", "has", "approved"],
+        lagging_cells,
+    )
     # Listed too, so that a reviewer sees an entry's tags resolved as expected (a `match`
     # that selects nothing new looks the same in the counts as one that selects nothing).
-    table("Unchanged (nothing to do)", idle, ["image", "tag", "state", "digest"],
-          lambda t: [t.name, code(t.tag), t.recorded.state.value, code(short_digest(t.digest))])
-    table("Vanished upstream (records kept)", vanished, ["image", "tag", "state", "digest"],
-          lambda t: [t.name, code(t.tag), t.recorded.state.value, code(short_digest(t.recorded.digest))])
-    table("Deferred (upstream pull budget low)", deferred, ["image", "tag"],
-          lambda t: [t.name, code(t.tag)])
+    table(
+        "Unchanged (nothing to do)",
+        idle,
+        ["image", "tag", "state", "digest"],
+        lambda t: [t.name, code(t.tag), t.recorded.state.value, code(short_digest(t.digest))],
+    )
+    table(
+        "Vanished upstream (records kept)",
+        vanished,
+        ["image", "tag", "state", "digest"],
+        lambda t: [t.name, code(t.tag), t.recorded.state.value, code(short_digest(t.recorded.digest))],
+    )
+    table("Deferred (upstream pull budget low)", deferred, ["image", "tag"], lambda t: [t.name, code(t.tag)])
     if plan.missing:
         lines.extend(["", "## Explicit tags missing upstream", ""])
-        lines.extend(f"- {text(name)}: {code(tag)}"
-                     + (f" ({text(plan.missing_at[(name, tag)])})" if (name, tag) in plan.missing_at else "")
-                     for name, tag in plan.missing)
+        lines.extend(
+            f"- {text(name)}: {code(tag)}"
+            + (f" ({text(plan.missing_at[(name, tag)])})" if (name, tag) in plan.missing_at else "")
+            for name, tag in plan.missing
+        )
     if plan.errors:
         lines.extend(["", "## Errors", ""])
         lines.extend(f"- {text(name)}: {text(msg)}" for name, msg in plan.errors)

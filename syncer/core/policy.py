@@ -98,19 +98,36 @@ def evaluate(
     """
     holds: list[tuple[Rule, str]] = []
     if scan.digest != digest:
-        holds.append((Rule.SCAN, f"the scan is of {scan.digest}, not of {digest}: "
-                                 "re-scan the digest being promoted"))
+        holds.append(
+            (Rule.SCAN, f"the scan is of {scan.digest}, not of {digest}: re-scan the digest being promoted")
+        )
     if scan.artifact:
-        holds.append((Rule.SCAN, f"not a container image but an OCI artifact ({scan.artifact}): syncer "
-                                 "scans and promotes container images only; remove the entry"))
+        holds.append(
+            (
+                Rule.SCAN,
+                f"not a container image but an OCI artifact ({scan.artifact}): syncer "
+                "scans and promotes container images only; remove the entry",
+            )
+        )
     for part in scan.covered:
         if part.problem:
-            holds.append((Rule.SCAN, f"{_which(part)} could not be scanned: it is {part.problem}; "
-                                     "list the platforms you need in the entry's `platforms`"))
+            holds.append(
+                (
+                    Rule.SCAN,
+                    f"{_which(part)} could not be scanned: it is {part.problem}; "
+                    "list the platforms you need in the entry's `platforms`",
+                )
+            )
     unassessed = [f"{_which(part)}: {line}" for part in scan.covered for line in part.unassessed]
     if unassessed and policy.unassessed == "hold":
-        holds.append((Rule.UNASSESSED, "not assessed, so not known to be clean: " + "; ".join(unassessed)
-                      + " (a policy with `unassessed: allow` accepts this)"))
+        holds.append(
+            (
+                Rule.UNASSESSED,
+                "not assessed, so not known to be clean: "
+                + "; ".join(unassessed)
+                + " (a policy with `unassessed: allow` accepts this)",
+            )
+        )
 
     live, expired = _exceptions_for(name, exceptions, today)
     present_ids = {f.id for f in scan.findings}
@@ -123,7 +140,9 @@ def evaluate(
     for severity in _SEVERITIES_DESC:
         limit = policy.max.get(severity)
         if limit is not None and counts[severity.key] > limit:
-            holds.append((Rule.VULNERABILITIES, _vulnerability_reason(severity, limit, by_severity[severity])))
+            holds.append(
+                (Rule.VULNERABILITIES, _vulnerability_reason(severity, limit, by_severity[severity]))
+            )
 
     holds.extend((Rule.LICENSES, line) for line in _license_reasons(scan.licenses, policy.deny_licenses))
 
@@ -132,15 +151,24 @@ def evaluate(
         holds.append((Rule.AGE, age_reason))
 
     if policy.approval == "manual" and not any(a.image == name and a.digest == digest for a in approvals):
-        holds.append((Rule.APPROVAL, f"manual approval required: add {{image: {name}, digest: {digest}}} "
-                                     "to catalog/approvals/"))
+        holds.append(
+            (
+                Rule.APPROVAL,
+                f"manual approval required: add {{image: {name}, digest: {digest}}} to catalog/approvals/",
+            )
+        )
 
     expired_ids = sorted(i for i in present_ids if i in expired and i not in live)
-    notes = ["allowed unassessed (`unassessed: allow`): " + "; ".join(unassessed)] \
-        if unassessed and policy.unassessed == "allow" else []
+    notes = (
+        ["allowed unassessed (`unassessed: allow`): " + "; ".join(unassessed)]
+        if unassessed and policy.unassessed == "allow"
+        else []
+    )
     notes += [f"exception for {i} expired on {expired[i].isoformat()}" for i in expired_ids]
-    notes += [f"exception for {i} applied (expires {live[i].expires.isoformat()}): {live[i].reason}"
-              for i in excepted]
+    notes += [
+        f"exception for {i} applied (expires {live[i].expires.isoformat()}): {live[i].reason}"
+        for i in excepted
+    ]
 
     failed = tuple(dict.fromkeys(rule for rule, _ in holds))
     return Decision(
@@ -188,8 +216,7 @@ def counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {key}" for key, n in counts.items() if n) or "no vulnerabilities"
 
 
-def live_exceptions(name: str, exceptions: Sequence[VulnException], today: date
-                    ) -> dict[str, VulnException]:
+def live_exceptions(name: str, exceptions: Sequence[VulnException], today: date) -> dict[str, VulnException]:
     """The exception that applies to each vulnerability id of image ``name`` on ``today``:
     the one ``evaluate`` names in its reasons."""
     return _exceptions_for(name, exceptions, today)[0]
@@ -231,8 +258,10 @@ def _vulnerability_reason(severity: Severity, limit: int, by_id: dict[str, list[
 
 def _packages(findings: list[Finding]) -> str:
     variants = sorted({(f.package, f.installed, f.fixed or "") for f in findings})
-    parts = [f"{pkg} {installed}, " + (f"fixed in {fixed}" if fixed else "no fix yet")
-             for pkg, installed, fixed in variants[:MAX_PACKAGES_PER_ID]]
+    parts = [
+        f"{pkg} {installed}, " + (f"fixed in {fixed}" if fixed else "no fix yet")
+        for pkg, installed, fixed in variants[:MAX_PACKAGES_PER_ID]
+    ]
     return "; ".join(parts) + _more(len(variants) - MAX_PACKAGES_PER_ID)
 
 
@@ -277,8 +306,10 @@ def _age_reason(created: datetime | None, max_age_days: int | None, today: date)
     built = _utc_date(created) if created is not None else None
     if built is None or built <= _EPOCH:
         # Reproducible builds (ko, Bazel, distroless) stamp the epoch: the real age is unknown.
-        return (f"image creation date unknown, but the policy limits age to {max_age_days} days: "
-                "use a policy without max_age_days for this image")
+        return (
+            f"image creation date unknown, but the policy limits age to {max_age_days} days: "
+            "use a policy without max_age_days for this image"
+        )
     age = (today - built).days
     if age > max_age_days:
         return f"image built {built.isoformat()}, {age} days ago (max {max_age_days})"

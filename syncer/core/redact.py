@@ -24,7 +24,8 @@ _secrets: set[str] = set()
 
 # ``Authorization: Basic …``, ``"authorization": "Bearer …"``, ``Authorization=…``
 _HEADER_ECHO = re.compile(
-    r"(?i)\b((?:proxy-)?authorization)([\"']?\s*[:=]\s*[\"']?)((?:basic|bearer)\s+)?[^\s\"',;]+")
+    r"(?i)\b((?:proxy-)?authorization)([\"']?\s*[:=]\s*[\"']?)((?:basic|bearer)\s+)?[^\s\"',;]+"
+)
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 
 

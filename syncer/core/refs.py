@@ -59,7 +59,7 @@ class Reference:
     def familiar_path(self) -> str:
         """The repository path as people write it: Hub's ``library/`` dropped (nginx, bitnami/redis)."""
         if self.registry == DOCKER_HUB and self.repository.startswith(_OFFICIAL_PREFIX):
-            rest = self.repository[len(_OFFICIAL_PREFIX):]
+            rest = self.repository[len(_OFFICIAL_PREFIX) :]
             if "/" not in rest:
                 return rest
         return self.repository
@@ -128,7 +128,8 @@ def parse_reference(text: str) -> Reference:
         if _PATH_COMPONENT_RE.fullmatch(component) is None:
             raise ValueError(
                 f"repository path component '{component}' is invalid: use lowercase letters and "
-                "digits, separated by '.', '_', '__' or dashes, not at the start or end")
+                "digits, separated by '.', '_', '__' or dashes, not at the start or end"
+            )
     if not is_valid_domain(registry):
         raise ValueError(f"registry '{registry}' is not a valid host[:port]")
     if len(f"{registry}/{repository}") > NAME_MAX:
@@ -136,7 +137,8 @@ def parse_reference(text: str) -> Reference:
     if tag is not None and not is_valid_tag(tag):
         raise ValueError(
             f"tag '{tag}' is invalid: up to 128 letters, digits, '_', '.' or '-', "
-            "not starting with '.' or '-'")
+            "not starting with '.' or '-'"
+        )
     if digest is not None and not is_valid_digest(digest):
         raise ValueError(f"digest '{digest}' is invalid: expected algorithm:hex, e.g. sha256:<64 hex digits>")
     return Reference(registry, repository, tag, digest)
@@ -157,7 +159,7 @@ def _split_tag(text: str) -> tuple[str, str | None]:
     colon = text.rfind(":")
     if colon <= slash:
         return text, None
-    tag = text[colon + 1:]
+    tag = text[colon + 1 :]
     if not tag:
         raise ValueError("reference ends with ':' but has no tag")
     return text[:colon], tag
@@ -200,7 +202,8 @@ def safe_relpath(name: str) -> str:
     if not is_valid_repository_path(name):
         raise ValueError(
             f"name '{name}' is not a valid repository path: use lowercase letters and digits, "
-            "separated by '.', '_', '__', dashes or '/'")
+            "separated by '.', '_', '__', dashes or '/'"
+        )
     return name
 
 

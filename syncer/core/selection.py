@@ -35,7 +35,9 @@ _VERSION = re.compile(r"[vV]?([0-9]+(?:\.[0-9]+)*)(.*)", re.ASCII | re.DOTALL)
 _TOKEN = re.compile(r"[0-9]+|[^0-9]+", re.ASCII)
 _PRERELEASE = re.compile(
     r"[-_.+~]?(?:alpha|beta|rc|pre|preview|dev|snapshot|nightly|canary|ea|[ab](?=[0-9]))"
-    r"(?![a-z])", re.ASCII)
+    r"(?![a-z])",
+    re.ASCII,
+)
 
 _NOT_VERSION, _VERSION_RANK = 0, 1
 _PRE, _RELEASE, _VARIANT = 0, 1, 2
@@ -88,15 +90,18 @@ def compile_pattern(pattern: str) -> re2._Regexp:
     (backreferences, lookaround, repetitions over 1000) and for a '{' that is no repetition."""
     position = _stray_brace(pattern)
     if position is not None:
-        raise PatternError(f"'{{' at position {position} starts no repetition {{n}}, {{n,}} or "
-                           "{n,m} (each at most 1000), so RE2 would read a literal brace, which "
-                           "no tag contains")
+        raise PatternError(
+            f"'{{' at position {position} starts no repetition {{n}}, {{n,}} or "
+            "{n,m} (each at most 1000), so RE2 would read a literal brace, which "
+            "no tag contains"
+        )
     try:
         return re2.compile(pattern, _RE2_OPTIONS)
     except re2.error as err:
         reason = err.args[0] if err.args else "invalid pattern"
-        raise PatternError(reason.decode("utf-8", "replace") if isinstance(reason, bytes)
-                           else str(reason)) from None
+        raise PatternError(
+            reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        ) from None
 
 
 def _stray_brace(pattern: str) -> int | None:
@@ -152,8 +157,9 @@ def select_tags(entry: ImageEntry, upstream_tags: Sequence[str] | None) -> Selec
     """
     if upstream_tags is None:
         if needs_listing(entry):
-            raise ValueError(f"catalog entry {entry.name!r} has 'match', so select_tags needs "
-                             "upstream's tag list")
+            raise ValueError(
+                f"catalog entry {entry.name!r} has 'match', so select_tags needs upstream's tag list"
+            )
         return Selection(tags=_ordered(entry.tags), missing_explicit=())
 
     listed = set(upstream_tags)
@@ -162,13 +168,13 @@ def select_tags(entry: ImageEntry, upstream_tags: Sequence[str] | None) -> Selec
     if entry.match is not None:
         pattern = compile_pattern(entry.match)
         excludes = [compile_pattern(x) for x in entry.exclude]
-        matched = [t for t in listed
-                   if pattern.fullmatch(t) and not any(x.search(t) for x in excludes)]
+        matched = [t for t in listed if pattern.fullmatch(t) and not any(x.search(t) for x in excludes)]
     if entry.newest is not None:
         matched = sorted(matched, key=version_key)
-        matched = matched[max(len(matched) - entry.newest, 0):]
-    return Selection(tags=_ordered((explicit & listed) | set(matched)),
-                     missing_explicit=_ordered(explicit - listed))
+        matched = matched[max(len(matched) - entry.newest, 0) :]
+    return Selection(
+        tags=_ordered((explicit & listed) | set(matched)), missing_explicit=_ordered(explicit - listed)
+    )
 
 
 def _ordered(tags: Sequence[str] | set[str]) -> tuple[str, ...]:

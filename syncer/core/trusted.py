@@ -48,7 +48,8 @@ def parse_trusted_ref(text: str, settings: Settings) -> TrustedRef:
             f"'{text}' is not an image of the trusted registry: write "
             f"{target.registry}/{target.approved}/NAME:TAG (or @sha256:…), or "
             f"{target.approved}/NAME:TAG; the registries named in settings are "
-            f"{', '.join(known)}")
+            f"{', '.join(known)}"
+        )
     try:
         parsed = refs.parse_reference(full)
     except ValueError as err:
@@ -58,13 +59,20 @@ def parse_trusted_ref(text: str, settings: Settings) -> TrustedRef:
     if parsed.registry != registry or namespace is None:
         raise UsageError(
             f"'{text}' is outside {target.approved}/ and {target.quarantine}/ of {registry}; "
-            f"images of the trusted registry are {registry}/{target.approved}/NAME")
+            f"images of the trusted registry are {registry}/{target.approved}/NAME"
+        )
     if parsed.tag is None and parsed.digest is None:
         raise UsageError(f"'{text}' has neither a tag nor a digest; add :TAG or @sha256:…")
     if parsed.digest is not None and not refs.is_sha256_digest(parsed.digest):
-        raise UsageError(f"'{text}': signatures are stored per sha256 digest; give "
-                         "@sha256:<64 lower-case hex digits>")
-    return TrustedRef(registry=registry, repository=parsed.repository, namespace=namespace,
-                      approved=namespace == target.approved,
-                      name=parsed.repository[len(namespace) + 1:], tag=parsed.tag,
-                      digest=parsed.digest)
+        raise UsageError(
+            f"'{text}': signatures are stored per sha256 digest; give @sha256:<64 lower-case hex digits>"
+        )
+    return TrustedRef(
+        registry=registry,
+        repository=parsed.repository,
+        namespace=namespace,
+        approved=namespace == target.approved,
+        name=parsed.repository[len(namespace) + 1 :],
+        tag=parsed.tag,
+        digest=parsed.digest,
+    )

@@ -212,20 +212,23 @@ def build_image(
         **plat.as_json(),
         "created": created,
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-        "rootfs": {"type": "layers",
-                   "diff_ids": list(diff_ids) if diff_ids is not None
-                   else [sha256_digest(t) for t in tars]},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": list(diff_ids) if diff_ids is not None else [sha256_digest(t) for t in tars],
+        },
         "history": [{"created": created, "created_by": "syncer test harness"} for _ in tars],
     }
     config = Blob(types["config"], _json_bytes(config_doc))
     manifest = Blob(
         types["manifest"],
-        _json_bytes({
-            "schemaVersion": 2,
-            "mediaType": types["manifest"],
-            "config": config.descriptor(),
-            "layers": [layer.descriptor() for layer in layers],
-        }),
+        _json_bytes(
+            {
+                "schemaVersion": 2,
+                "mediaType": types["manifest"],
+                "config": config.descriptor(),
+                "layers": [layer.descriptor() for layer in layers],
+            }
+        ),
     )
     return Image(manifest=manifest, config=config, layers=layers, platform=plat)
 
@@ -249,11 +252,13 @@ def index_of(images: Sequence[Image], *, media_types: str = "oci") -> ImageIndex
     types = MEDIA_TYPES[media_types]
     index = Blob(
         types["index"],
-        _json_bytes({
-            "schemaVersion": 2,
-            "mediaType": types["index"],
-            "manifests": [i.manifest.descriptor(platform=i.platform.as_json()) for i in images],
-        }),
+        _json_bytes(
+            {
+                "schemaVersion": 2,
+                "mediaType": types["index"],
+                "manifests": [i.manifest.descriptor(platform=i.platform.as_json()) for i in images],
+            }
+        ),
     )
     return ImageIndex(index=index, images=tuple(images))
 
@@ -266,13 +271,13 @@ def write_layout(artifact: Artifact, directory: Path, tag: str) -> Path:
     for blob in artifact.blobs:
         (blobs_dir / blob.digest.removeprefix("sha256:")).write_bytes(blob.data)
     index_file = directory / "index.json"
-    index: dict[str, Any] = json.loads(index_file.read_text()) if index_file.exists() else {
-        "schemaVersion": 2, "manifests": []
-    }
+    index: dict[str, Any] = (
+        json.loads(index_file.read_text()) if index_file.exists() else {"schemaVersion": 2, "manifests": []}
+    )
     ref_key = "org.opencontainers.image.ref.name"
-    index["manifests"] = [
-        m for m in index["manifests"] if m.get("annotations", {}).get(ref_key) != tag
-    ] + [artifact.manifest.descriptor(annotations={ref_key: tag})]
+    index["manifests"] = [m for m in index["manifests"] if m.get("annotations", {}).get(ref_key) != tag] + [
+        artifact.manifest.descriptor(annotations={ref_key: tag})
+    ]
     index_file.write_text(json.dumps(index, indent=2))
     return directory
 
@@ -285,9 +290,7 @@ def write_dir(artifact: Artifact, directory: Path) -> Path:
     (directory / "manifest.json").write_bytes(artifact.manifest.data)
     images = artifact.images if isinstance(artifact, ImageIndex) else ()
     for image in images:
-        (directory / f"{image.digest.removeprefix('sha256:')}.manifest.json").write_bytes(
-            image.manifest.data
-        )
+        (directory / f"{image.digest.removeprefix('sha256:')}.manifest.json").write_bytes(image.manifest.data)
     manifests = {artifact.digest, *(image.digest for image in images)}
     for blob in artifact.blobs:
         if blob.digest not in manifests:
@@ -320,8 +323,15 @@ def push(artifact: Artifact, registry: Registry, reference: str, workdir: Path) 
         source = f"dir:{write_dir(artifact, workdir)}"
     # --insecure-policy: the source is what we just built, whatever the machine's policy.json.
     command = [
-        "skopeo", "--insecure-policy", "copy", "--all", "--preserve-digests", "--quiet",
-        *registry.skopeo_flags("dest"), source, f"docker://{registry.host}/{repository}:{tag}",
+        "skopeo",
+        "--insecure-policy",
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--quiet",
+        *registry.skopeo_flags("dest"),
+        source,
+        f"docker://{registry.host}/{repository}:{tag}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=_SKOPEO_TIMEOUT, check=False)
     if result.returncode != 0:
@@ -404,24 +414,27 @@ def alpine_files(
     """Alpine 3.20: ``etc/os-release``, ``etc/alpine-release`` and an apk database listing
     ``packages`` as (name, version, origin)."""
     entries = [
-        "\n".join([
-            f"P:{name}",
-            f"V:{version}",
-            f"A:{arch}",
-            "S:1000",
-            "I:4096",
-            f"T:{name} (syncer test package)",
-            "U:https://alpinelinux.org",
-            "L:MIT",
-            f"o:{origin}",
-            "m:Syncer Tests <tests@example.invalid>",
-            "t:1704067200",
-        ]) + "\n"
+        "\n".join(
+            [
+                f"P:{name}",
+                f"V:{version}",
+                f"A:{arch}",
+                "S:1000",
+                "I:4096",
+                f"T:{name} (syncer test package)",
+                "U:https://alpinelinux.org",
+                "L:MIT",
+                f"o:{origin}",
+                "m:Syncer Tests <tests@example.invalid>",
+                "t:1704067200",
+            ]
+        )
+        + "\n"
         for name, version, origin in packages
     ]
     return {
         "etc/os-release": (
-            "NAME=\"Alpine Linux\"\n"
+            'NAME="Alpine Linux"\n'
             "ID=alpine\n"
             f"VERSION_ID={release}\n"
             f'PRETTY_NAME="Alpine Linux v{release.rsplit(".", 1)[0]}"\n'
@@ -452,16 +465,18 @@ def python_package_files(
     return {f"{site_packages}/{dist_dir}/METADATA": metadata}
 
 
-def java_archive(group_id: str, artifact_id: str, version: str, *,
-                 pom_properties: bool = True) -> bytes:
+def java_archive(group_id: str, artifact_id: str, version: str, *, pom_properties: bool = True) -> bytes:
     """A deterministic jar: MANIFEST.MF, one class file and, when ``pom_properties``, Maven's
     ``META-INF/maven/<group>/<artifact>/pom.properties`` naming it. Without that file Trivy
     can identify the jar only by its SHA-1 in the Java DB."""
-    entries: dict[str, str | bytes] = {"META-INF/MANIFEST.MF": "Manifest-Version: 1.0\nCreated-By: syncer test harness\n",
-               f"{artifact_id.replace('-', '/')}/Main.class": b"\xca\xfe\xba\xbe"}
+    entries: dict[str, str | bytes] = {
+        "META-INF/MANIFEST.MF": "Manifest-Version: 1.0\nCreated-By: syncer test harness\n",
+        f"{artifact_id.replace('-', '/')}/Main.class": b"\xca\xfe\xba\xbe",
+    }
     if pom_properties:
         entries[f"META-INF/maven/{group_id}/{artifact_id}/pom.properties"] = (
-            f"groupId={group_id}\nartifactId={artifact_id}\nversion={version}\n")
+            f"groupId={group_id}\nartifactId={artifact_id}\nversion={version}\n"
+        )
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as jar:
         for name, content in entries.items():

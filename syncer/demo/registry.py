@@ -101,9 +101,15 @@ def make_tls_material(directory: Path, *, client: bool = False) -> tuple[Path, P
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -127,8 +133,12 @@ def make_tls_material(directory: Path, *, client: bool = False) -> tuple[Path, P
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH if client
-                                              else ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]
+            ),
+            critical=False,
+        )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
@@ -154,8 +164,12 @@ def make_tls_material(directory: Path, *, client: bool = False) -> tuple[Path, P
 def write_htpasswd(path: Path, username: str, password: str) -> None:
     # -i reads the password from stdin, so it never shows up in a process listing.
     result = subprocess.run(
-        ["htpasswd", "-iBn", username], input=password, capture_output=True, text=True,
-        timeout=30, check=False,
+        ["htpasswd", "-iBn", username],
+        input=password,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"htpasswd failed for user {username!r}: {result.stderr.strip()}")
@@ -202,10 +216,14 @@ class _NativeProcess:
 
 
 def native_launcher(workdir: Path, config_file: Path, log: BinaryIO) -> RegistryProcess:
-    return _NativeProcess(subprocess.Popen(
-        ["docker-registry", "serve", str(config_file)],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-    ))
+    return _NativeProcess(
+        subprocess.Popen(
+            ["docker-registry", "serve", str(config_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    )
 
 
 class Registry:
@@ -258,7 +276,8 @@ class Registry:
         self.client_cert: tuple[Path, Path] | None = None
         if tls and client_auth:
             self.client_ca, client_cert, client_key = make_tls_material(
-                self.workdir / "client-tls", client=True)
+                self.workdir / "client-tls", client=True
+            )
             self.client_cert = (client_cert, client_key)
             assert self.cert_dir is not None  # made above for every TLS registry
             for path in self.client_cert:
@@ -350,8 +369,10 @@ class Registry:
             "secret": "syncer-test-harness-upload-secret",
         }
         if self._server_cert:
-            tls: dict[str, object] = {"certificate": str(self._server_cert[0]),
-                                      "key": str(self._server_cert[1])}
+            tls: dict[str, object] = {
+                "certificate": str(self._server_cert[0]),
+                "key": str(self._server_cert[1]),
+            }
             if self.client_ca:
                 tls["clientcas"] = [str(self.client_ca)]
             http["tls"] = tls

@@ -53,9 +53,14 @@ def write_users(path: Path, users: dict[str, str], *, cost: int = MIN_BCRYPT_COS
     lines = []
     for name, password in users.items():
         # -i: the password comes on stdin, never on a command line.
-        done = subprocess.run(["htpasswd", "-iBn", "-C", str(cost), name], input=password,
-                              text=True, capture_output=True, timeout=COMMAND_TIMEOUT,
-                              check=False)
+        done = subprocess.run(
+            ["htpasswd", "-iBn", "-C", str(cost), name],
+            input=password,
+            text=True,
+            capture_output=True,
+            timeout=COMMAND_TIMEOUT,
+            check=False,
+        )
         if done.returncode:
             raise RuntimeError(f"htpasswd failed for user {name!r}: {done.stderr.strip()}")
         lines.append(done.stdout.strip())
@@ -70,10 +75,20 @@ def access_config(auth_url: str, service: str, out: Path) -> dict:
 
     A second run with the same ``out`` reuses the key, as it does for an operator.
     """
-    command = [sys.executable, "-m", "syncer", "access-config", "--json", "--auth-url", auth_url,
-               "--service", service, "--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
-                          check=False)
+    command = [
+        sys.executable,
+        "-m",
+        "syncer",
+        "access-config",
+        "--json",
+        "--auth-url",
+        auth_url,
+        "--service",
+        service,
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
     if done.returncode:
         raise RuntimeError(f"{shlex.join(command)} failed: {done.stderr.strip()}")
     return json.loads(done.stdout)
@@ -83,18 +98,44 @@ class AuthServer:
     """``syncer auth-server`` on a free port of 127.0.0.1; its stderr (the audit log) is
     appended to ``log_file``, so that the log of a kept directory spans its restarts."""
 
-    def __init__(self, log_file: Path, *, key: Path, cert: Path, catalog: Path, users: Path,
-                 robot: Robot, extra: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        log_file: Path,
+        *,
+        key: Path,
+        cert: Path,
+        catalog: Path,
+        users: Path,
+        robot: Robot,
+        extra: tuple[str, ...] = (),
+    ):
         self.log_file = log_file
-        command = [sys.executable, "-m", "syncer", "auth-server", "--listen", "127.0.0.1:0",
-                   "--key", str(key), "--cert", str(cert), "--catalog", str(catalog),
-                   "--users", str(users), "--robots-env", ROBOT_VAR, *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "syncer",
+            "auth-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--key",
+            str(key),
+            "--cert",
+            str(cert),
+            "--catalog",
+            str(catalog),
+            "--users",
+            str(users),
+            "--robots-env",
+            ROBOT_VAR,
+            *extra,
+        ]
         env = {**os.environ, ROBOT_VAR: f"{robot.name}:{robot.secret}"}
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("ab") as log:
             self._offset = log.tell()
             self._process: subprocess.Popen[bytes] | None = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+            )
         self.port = self._wait_for_port(command)
 
     def _wait_for_port(self, command: list[str]) -> int:
@@ -136,8 +177,9 @@ def parse_events(log: str) -> list[dict[str, str]]:
         if not rest.startswith("event="):
             continue
         fields = dict(re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', rest))
-        found.append({"time": time_text,
-                      **{k: json.loads(v) if v.startswith('"') else v for k, v in fields.items()}})
+        found.append(
+            {"time": time_text, **{k: json.loads(v) if v.startswith('"') else v for k, v in fields.items()}}
+        )
     return found
 
 
@@ -150,19 +192,34 @@ class TokenAuth:
     ``port`` is the registry's preferred port (another is taken if it is busy).
     """
 
-    def __init__(self, workdir: Path, *, catalog: Path, users: Path, robot: Robot, service: str,
-                 realm_host: str = "localhost", port: int | None = None,
-                 server_args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        catalog: Path,
+        users: Path,
+        robot: Robot,
+        service: str,
+        realm_host: str = "localhost",
+        port: int | None = None,
+        server_args: tuple[str, ...] = (),
+    ):
         keys = workdir / "token-keys"
         first = access_config(_PLACEHOLDER_URL, service, keys)
         self.key, self.cert = Path(first["key"]), Path(first["cert"])
         self.bundle = Path(first["auth"]["token"]["rootcertbundle"])
-        self.auth = AuthServer(workdir / "auth-server.log", key=self.key, cert=self.cert,
-                               catalog=catalog, users=users, robot=robot, extra=server_args)
+        self.auth = AuthServer(
+            workdir / "auth-server.log",
+            key=self.key,
+            cert=self.cert,
+            catalog=catalog,
+            users=users,
+            robot=robot,
+            extra=server_args,
+        )
         try:
             config = access_config(self.auth.url.replace("127.0.0.1", realm_host), service, keys)
-            self.registry = Registry(workdir / "registry", delete=True, auth=config["auth"],
-                                     port=port)
+            self.registry = Registry(workdir / "registry", delete=True, auth=config["auth"], port=port)
         except BaseException:
             self.auth.stop()
             raise
@@ -204,8 +261,7 @@ def try_access(host: str, check: AccessCheck, password: str) -> AccessResult:
     with RegistryClient(host, tls_verify=False, credentials=creds, max_retries=1) as client:
         try:
             if check.action == "pull":
-                return AccessResult(check, True, client.get_manifest(check.repository,
-                                                                     check.tag).digest)
+                return AccessResult(check, True, client.get_manifest(check.repository, check.tag).digest)
             # Content-addressed and tiny: were the push let through, it would only add a blob
             # nothing refers to.
             client.put_blob(check.repository, f"pushed by {check.user}\n".encode())

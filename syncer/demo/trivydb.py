@@ -80,8 +80,9 @@ class _PageWriter:
         return pgid
 
 
-def _node_body(element: struct.Struct, items: Sequence[tuple[tuple[int, ...], bytes, bytes]],
-               leaf: bool) -> bytes:
+def _node_body(
+    element: struct.Struct, items: Sequence[tuple[tuple[int, ...], bytes, bytes]], leaf: bool
+) -> bytes:
     """Element array followed by the keys and values, each element pointing at its data."""
     heads, data = [], b""
     for i, (extra, key, value) in enumerate(items):
@@ -143,8 +144,7 @@ def encode_bbolt(root: Bucket) -> bytes:
     root_pgid = _write_bucket(writer, root)
     metas = []
     for txid in (0, 1):
-        body = _META_BODY.pack(_MAGIC, _VERSION, PAGE_SIZE, 0, root_pgid, 0, 2, writer.next_id,
-                               txid)
+        body = _META_BODY.pack(_MAGIC, _VERSION, PAGE_SIZE, 0, root_pgid, 0, 2, writer.next_id, txid)
         meta = _HEADER.pack(txid, _META, 0, 0) + body + struct.pack("<Q", _fnv1a64(body))
         metas.append(meta.ljust(PAGE_SIZE, b"\0"))
     freelist = _HEADER.pack(2, _FREELIST, 0, 0).ljust(PAGE_SIZE, b"\0")
@@ -163,15 +163,25 @@ class _Ecosystem:
 
 
 ECOSYSTEMS = {
-    "debian 12": _Ecosystem("debian 12", "debian", "Debian Security Tracker",
-                            "https://salsa.debian.org/security-tracker-team/security-tracker"),
-    "alpine 3.20": _Ecosystem("alpine 3.20", "alpine", "Alpine Secdb",
-                              "https://secdb.alpinelinux.org/"),
-    "pip": _Ecosystem("pip::GitHub Security Advisory pip", "ghsa", "GitHub Security Advisory pip",
-                      "https://github.com/advisories?query=type%3Areviewed+ecosystem%3Apip"),
-    "maven": _Ecosystem("maven::GitHub Security Advisory Maven", "ghsa",
-                        "GitHub Security Advisory Maven",
-                        "https://github.com/advisories?query=type%3Areviewed+ecosystem%3Amaven"),
+    "debian 12": _Ecosystem(
+        "debian 12",
+        "debian",
+        "Debian Security Tracker",
+        "https://salsa.debian.org/security-tracker-team/security-tracker",
+    ),
+    "alpine 3.20": _Ecosystem("alpine 3.20", "alpine", "Alpine Secdb", "https://secdb.alpinelinux.org/"),
+    "pip": _Ecosystem(
+        "pip::GitHub Security Advisory pip",
+        "ghsa",
+        "GitHub Security Advisory pip",
+        "https://github.com/advisories?query=type%3Areviewed+ecosystem%3Apip",
+    ),
+    "maven": _Ecosystem(
+        "maven::GitHub Security Advisory Maven",
+        "ghsa",
+        "GitHub Security Advisory Maven",
+        "https://github.com/advisories?query=type%3Areviewed+ecosystem%3Amaven",
+    ),
 }
 # Language ecosystems: advisories carry version constraints rather than one fixed version.
 _RANGED = ("pip", "maven")
@@ -204,11 +214,11 @@ class Advisory:
         if self.ecosystem == "alpine 3.20" and not self.fixed_version:
             raise ValueError(f"{self.id}: Alpine advisories need a fixed_version")
         if self.ecosystem in _RANGED and not (self.fixed_version or self.vulnerable_versions):
-            raise ValueError(f"{self.id}: {self.ecosystem} advisories need fixed_version or "
-                             "vulnerable_versions")
+            raise ValueError(
+                f"{self.id}: {self.ecosystem} advisories need fixed_version or vulnerable_versions"
+            )
         if self.ecosystem == "maven" and self.package.count(":") != 1:
-            raise ValueError(f"{self.id}: a maven package is groupId:artifactId, not "
-                             f"{self.package!r}")
+            raise ValueError(f"{self.id}: a maven package is groupId:artifactId, not {self.package!r}")
 
 
 def _pip_name(name: str) -> str:
@@ -236,8 +246,10 @@ def trivy_buckets(advisories: list[Advisory] | tuple[Advisory, ...]) -> Bucket:
     # syncer tells an OS release the DB knows (no advisories: clean) from one it does not
     # (nothing matched: unassessed).
     platforms: dict[bytes, Bucket] = {eco.bucket.encode(): {} for eco in ECOSYSTEMS.values()}
-    sources: Bucket = {eco.bucket.encode(): _json({"ID": eco.source_id, "Name": eco.source_name,
-                                                   "URL": eco.url}) for eco in ECOSYSTEMS.values()}
+    sources: Bucket = {
+        eco.bucket.encode(): _json({"ID": eco.source_id, "Name": eco.source_name, "URL": eco.url})
+        for eco in ECOSYSTEMS.values()
+    }
     details: dict[str, dict[str, Any]] = {}
     for adv in advisories:
         eco = ECOSYSTEMS[adv.ecosystem]
@@ -246,27 +258,42 @@ def trivy_buckets(advisories: list[Advisory] | tuple[Advisory, ...]) -> Bucket:
         assert isinstance(advisories_of, dict)  # a package's bucket, never a value
         assert isinstance(adv.severity, Severity)  # __post_init__ parsed a name
         advisories_of[adv.id.encode()] = _json(_advisory_value(adv))
-        detail = details.setdefault(adv.id, {"Title": adv.title or f"{adv.id} in {package}",
-                                             "Severity": adv.severity.name, "VendorSeverity": {}})
+        detail = details.setdefault(
+            adv.id,
+            {
+                "Title": adv.title or f"{adv.id} in {package}",
+                "Severity": adv.severity.name,
+                "VendorSeverity": {},
+            },
+        )
         detail["VendorSeverity"][eco.source_id] = int(adv.severity)
-    return {**platforms, b"data-source": sources,
-            b"vulnerability": {k.encode(): _json(v) for k, v in details.items()}}
+    return {
+        **platforms,
+        b"data-source": sources,
+        b"vulnerability": {k.encode(): _json(v) for k, v in details.items()},
+    }
 
 
 def _go_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_trivy_db(cache_dir: str | os.PathLike[str], advisories: Iterable[Advisory], *,
-                   updated_at: datetime | None = None) -> Path:
+def write_trivy_db(
+    cache_dir: str | os.PathLike[str], advisories: Iterable[Advisory], *, updated_at: datetime | None = None
+) -> Path:
     """Writes ``<cache_dir>/db/trivy.db`` and ``metadata.json``; returns the db directory.
 
     Both files are replaced atomically, so a rebuilt DB never appears half-written. NextUpdate
     lies a day in the future so that even a run without ``--skip-db-update`` downloads nothing.
     """
     db_dir = Path(cache_dir) / "db"
-    _replace(db_dir, {"trivy.db": encode_bbolt(trivy_buckets(list(advisories))),
-                      "metadata.json": _metadata(2, updated_at)})
+    _replace(
+        db_dir,
+        {
+            "trivy.db": encode_bbolt(trivy_buckets(list(advisories))),
+            "metadata.json": _metadata(2, updated_at),
+        },
+    )
     return db_dir
 
 
@@ -274,10 +301,15 @@ def _metadata(version: int, updated_at: datetime | None) -> bytes:
     """metadata.json of either DB; Trivy reads both with the same four fields."""
     now = datetime.now(UTC)
     updated_at = updated_at or now
-    return json.dumps({"Version": version,
-                       "NextUpdate": _go_time(max(now, updated_at) + timedelta(days=1)),
-                       "UpdatedAt": _go_time(updated_at), "DownloadedAt": _go_time(now)},
-                      indent=2).encode()
+    return json.dumps(
+        {
+            "Version": version,
+            "NextUpdate": _go_time(max(now, updated_at) + timedelta(days=1)),
+            "UpdatedAt": _go_time(updated_at),
+            "DownloadedAt": _go_time(now),
+        },
+        indent=2,
+    ).encode()
 
 
 def _replace(directory: Path, files: dict[str, bytes]) -> None:
@@ -303,8 +335,9 @@ class JavaArtifact:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[0-9a-f]{40}", self.sha1):
-            raise ValueError(f"{self.group_id}:{self.artifact_id}: sha1 must be 40 lowercase hex "
-                             f"digits, not {self.sha1!r}")
+            raise ValueError(
+                f"{self.group_id}:{self.artifact_id}: sha1 must be 40 lowercase hex digits, not {self.sha1!r}"
+            )
 
     @classmethod
     def of(cls, archive: bytes, group_id: str, artifact_id: str, version: str) -> JavaArtifact:
@@ -332,28 +365,41 @@ def java_db_bytes(artifacts: Iterable[JavaArtifact]) -> bytes:
             for statement in _JAVA_SCHEMA:
                 db.execute(statement)
             for art in artifacts:
-                db.execute("INSERT OR IGNORE INTO artifacts(group_id, artifact_id) VALUES (?, ?)",
-                           (art.group_id, art.artifact_id))
+                db.execute(
+                    "INSERT OR IGNORE INTO artifacts(group_id, artifact_id) VALUES (?, ?)",
+                    (art.group_id, art.artifact_id),
+                )
                 # The sha1 is a BLOB: Trivy compares it with the decoded digest's bytes.
-                db.execute("INSERT INTO indices(artifact_id, version, sha1, archive_type) VALUES "
-                           "((SELECT id FROM artifacts WHERE group_id=? AND artifact_id=?), "
-                           "?, ?, ?)", (art.group_id, art.artifact_id, art.version,
-                                        bytes.fromhex(art.sha1), art.archive_type))
+                db.execute(
+                    "INSERT INTO indices(artifact_id, version, sha1, archive_type) VALUES "
+                    "((SELECT id FROM artifacts WHERE group_id=? AND artifact_id=?), "
+                    "?, ?, ?)",
+                    (art.group_id, art.artifact_id, art.version, bytes.fromhex(art.sha1), art.archive_type),
+                )
             db.commit()
         finally:
             db.close()
         return path.read_bytes()
 
 
-def write_java_db(cache_dir: str | os.PathLike[str], artifacts: Iterable[JavaArtifact] = (), *,
-                  updated_at: datetime | None = None) -> Path:
+def write_java_db(
+    cache_dir: str | os.PathLike[str],
+    artifacts: Iterable[JavaArtifact] = (),
+    *,
+    updated_at: datetime | None = None,
+) -> Path:
     """Writes ``<cache_dir>/java-db/trivy-java.db`` and ``metadata.json``; returns the directory.
 
     Like ``write_trivy_db``: replaced atomically, NextUpdate a day ahead so nothing downloads.
     """
     java_dir = Path(cache_dir) / "java-db"
-    _replace(java_dir, {"trivy-java.db": java_db_bytes(list(artifacts)),
-                        "metadata.json": _metadata(JAVA_DB_SCHEMA_VERSION, updated_at)})
+    _replace(
+        java_dir,
+        {
+            "trivy-java.db": java_db_bytes(list(artifacts)),
+            "metadata.json": _metadata(JAVA_DB_SCHEMA_VERSION, updated_at),
+        },
+    )
     return java_dir
 
 
@@ -374,16 +420,29 @@ def db_artifact(cache_dir: str | os.PathLike, which: str) -> Image:
     registry that a run then downloads that DB from (--db-repository, --java-db-repository)."""
     media_type, title = _DB_ARTIFACTS[which]
     directory = Path(cache_dir) / which
-    layer = Blob(media_type, gzip_bytes(tar_layer(
-        {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if not p.name.startswith(".")})))
+    layer = Blob(
+        media_type,
+        gzip_bytes(
+            tar_layer(
+                {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if not p.name.startswith(".")}
+            )
+        ),
+    )
     config = Blob(_DB_CONFIG, b"{}")
-    manifest = Blob(MEDIA_TYPES["oci"]["manifest"], json.dumps({
-        "schemaVersion": 2, "mediaType": MEDIA_TYPES["oci"]["manifest"],
-        "config": config.descriptor(),
-        "layers": [layer.descriptor(annotations={"org.opencontainers.image.title": title})],
-    }, sort_keys=True, separators=(",", ":")).encode())
-    return Image(manifest=manifest, config=config, layers=(layer,),
-                 platform=Platform.parse("linux/amd64"))
+    manifest = Blob(
+        MEDIA_TYPES["oci"]["manifest"],
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": MEDIA_TYPES["oci"]["manifest"],
+                "config": config.descriptor(),
+                "layers": [layer.descriptor(annotations={"org.opencontainers.image.title": title})],
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode(),
+    )
+    return Image(manifest=manifest, config=config, layers=(layer,), platform=Platform.parse("linux/amd64"))
 
 
 # --- fixture ---------------------------------------------------------------------------------
@@ -393,21 +452,34 @@ def db_artifact(cache_dir: str | os.PathLike, which: str) -> Image:
 # advisory per OS that the installed version already fixes, which Trivy must not report.
 DEFAULT_UPDATED_AT = datetime(2025, 1, 1, tzinfo=UTC)
 DEFAULT_ADVISORIES: tuple[Advisory, ...] = (
-    Advisory("CVE-2099-0001", "debian 12", "openssl", "CRITICAL", "3.0.99-1",
-             title="openssl: planted critical"),
+    Advisory(
+        "CVE-2099-0001", "debian 12", "openssl", "CRITICAL", "3.0.99-1", title="openssl: planted critical"
+    ),
     Advisory("CVE-2099-0002", "debian 12", "glibc", "HIGH", title="glibc: planted unfixed high"),
-    Advisory("CVE-2099-0003", "debian 12", "base-files", "LOW", "12.4+deb12u99",
-             title="base-files: planted low"),
-    Advisory("CVE-2099-0004", "debian 12", "openssl", "HIGH", "3.0.15-1~deb12u1",
-             title="openssl: fixed in the installed version"),
-    Advisory("CVE-2099-0101", "alpine 3.20", "busybox", "HIGH", "1.36.99-r0",
-             title="busybox: planted high"),
-    Advisory("CVE-2099-0102", "alpine 3.20", "openssl", "MEDIUM", "3.3.99-r0",
-             title="openssl: planted medium"),
-    Advisory("CVE-2099-0103", "alpine 3.20", "musl", "CRITICAL", "1.2.5-r0",
-             title="musl: fixed in the installed version"),
-    Advisory("GHSA-0000-0000-0001", "pip", "requests", "MEDIUM", "2.99.0",
-             title="requests: planted medium"),
+    Advisory(
+        "CVE-2099-0003", "debian 12", "base-files", "LOW", "12.4+deb12u99", title="base-files: planted low"
+    ),
+    Advisory(
+        "CVE-2099-0004",
+        "debian 12",
+        "openssl",
+        "HIGH",
+        "3.0.15-1~deb12u1",
+        title="openssl: fixed in the installed version",
+    ),
+    Advisory("CVE-2099-0101", "alpine 3.20", "busybox", "HIGH", "1.36.99-r0", title="busybox: planted high"),
+    Advisory(
+        "CVE-2099-0102", "alpine 3.20", "openssl", "MEDIUM", "3.3.99-r0", title="openssl: planted medium"
+    ),
+    Advisory(
+        "CVE-2099-0103",
+        "alpine 3.20",
+        "musl",
+        "CRITICAL",
+        "1.2.5-r0",
+        title="musl: fixed in the installed version",
+    ),
+    Advisory("GHSA-0000-0000-0001", "pip", "requests", "MEDIUM", "2.99.0", title="requests: planted medium"),
 )
 
 
@@ -419,8 +491,9 @@ class TrivyDB:
     advisories: tuple[Advisory, ...] = ()
     updated_at: datetime = DEFAULT_UPDATED_AT
 
-    def write(self, advisories: Iterable[Advisory] | None = None, *, updated_at: datetime | None = None
-              ) -> TrivyDB:
+    def write(
+        self, advisories: Iterable[Advisory] | None = None, *, updated_at: datetime | None = None
+    ) -> TrivyDB:
         """Rebuilds the DB; by default with the same advisories, one day newer."""
         if advisories is not None:
             self.advisories = tuple(advisories)

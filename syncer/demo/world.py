@@ -56,10 +56,17 @@ ACCESS_CHECKS = (
     AccessCheck("admin", "pull", "quarantine/nginx", "1.27.3", expected=True),
 )
 
-DEBIAN = [("base-files", "12.4+deb12u8", "base-files"), ("libc6", "2.36-9+deb12u9", "glibc"),
-          ("libssl3", "3.0.15-1~deb12u1", "openssl"), ("zlib1g", "1:1.2.13.dfsg-1", "zlib")]
-ALPINE = [("musl", "1.2.5-r0", "musl"), ("busybox", "1.36.1-r29", "busybox"),
-          ("libcrypto3", "3.3.2-r1", "openssl")]
+DEBIAN = [
+    ("base-files", "12.4+deb12u8", "base-files"),
+    ("libc6", "2.36-9+deb12u9", "glibc"),
+    ("libssl3", "3.0.15-1~deb12u1", "openssl"),
+    ("zlib1g", "1:1.2.13.dfsg-1", "zlib"),
+]
+ALPINE = [
+    ("musl", "1.2.5-r0", "musl"),
+    ("busybox", "1.36.1-r29", "busybox"),
+    ("libcrypto3", "3.3.2-r1", "openssl"),
+]
 
 
 def _debian(**replace: str) -> list[tuple[str, str, str]]:
@@ -71,20 +78,57 @@ def _alpine(**replace: str) -> list[tuple[str, str, str]]:
 
 
 ADVISORIES = (
-    Advisory("CVE-2026-10001", "debian 12", "openssl", "CRITICAL", "3.0.15-1~deb12u1",
-             title="openssl: buffer overread in X.509 name checks"),
-    Advisory("CVE-2026-10002", "debian 12", "glibc", "HIGH", "2.36-9+deb12u9",
-             title="glibc: heap overflow in iconv"),
-    Advisory("CVE-2026-10003", "debian 12", "zlib", "HIGH",
-             title="zlib: inflate window overflow (no fix yet)"),
-    Advisory("CVE-2026-10004", "debian 12", "base-files", "LOW", "12.4+deb12u9",
-             title="base-files: world-readable example file"),
-    Advisory("CVE-2026-20001", "alpine 3.20", "openssl", "HIGH", "3.3.2-r1",
-             title="openssl: timing side channel in RSA decryption"),
-    Advisory("CVE-2026-20002", "alpine 3.20", "busybox", "LOW", "1.36.1-r30",
-             title="busybox: awk out-of-bounds read"),
-    Advisory("GHSA-demo-0001-requests", "pip", "requests", "MEDIUM", "2.32.0",
-             title="requests: Proxy-Authorization header kept on redirect"),
+    Advisory(
+        "CVE-2026-10001",
+        "debian 12",
+        "openssl",
+        "CRITICAL",
+        "3.0.15-1~deb12u1",
+        title="openssl: buffer overread in X.509 name checks",
+    ),
+    Advisory(
+        "CVE-2026-10002",
+        "debian 12",
+        "glibc",
+        "HIGH",
+        "2.36-9+deb12u9",
+        title="glibc: heap overflow in iconv",
+    ),
+    Advisory(
+        "CVE-2026-10003", "debian 12", "zlib", "HIGH", title="zlib: inflate window overflow (no fix yet)"
+    ),
+    Advisory(
+        "CVE-2026-10004",
+        "debian 12",
+        "base-files",
+        "LOW",
+        "12.4+deb12u9",
+        title="base-files: world-readable example file",
+    ),
+    Advisory(
+        "CVE-2026-20001",
+        "alpine 3.20",
+        "openssl",
+        "HIGH",
+        "3.3.2-r1",
+        title="openssl: timing side channel in RSA decryption",
+    ),
+    Advisory(
+        "CVE-2026-20002",
+        "alpine 3.20",
+        "busybox",
+        "LOW",
+        "1.36.1-r30",
+        title="busybox: awk out-of-bounds read",
+    ),
+    Advisory(
+        "GHSA-demo-0001-requests",
+        "pip",
+        "requests",
+        "MEDIUM",
+        "2.32.0",
+        title="requests: Proxy-Authorization header kept on redirect",
+    ),
 )
 
 
@@ -92,18 +136,22 @@ def upstream_images() -> dict[str, Artifact]:
     """What the registry playing Hub serves on the first run."""
     return {
         "library/alpine:3.20": build_image(alpine_files(ALPINE), created="2026-10-20T00:00:00Z"),
-        "library/nginx:1.27.3": build_image(debian_files(_debian(libssl3="3.0.13-1~deb12u1")),
-                                            created="2026-09-01T00:00:00Z"),
+        "library/nginx:1.27.3": build_image(
+            debian_files(_debian(libssl3="3.0.13-1~deb12u1")), created="2026-09-01T00:00:00Z"
+        ),
         "library/nginx:1.27.4": build_image(debian_files(DEBIAN), created="2026-10-15T00:00:00Z"),
         "library/nginx:1.27.4-alpine": build_image(alpine_files(ALPINE), created="2026-10-15T00:00:00Z"),
         "library/redis:7.4": build_index(
             {"linux/amd64": debian_files(DEBIAN), "linux/arm64": debian_files(DEBIAN, arch="arm64")},
-            created="2026-10-10T00:00:00Z"),
+            created="2026-10-10T00:00:00Z",
+        ),
         "library/python:3.12-slim": build_image(
             {**debian_files(DEBIAN), **python_package_files("requests", "2.31.0")},
-            created="2026-10-05T00:00:00Z"),
-        "library/postgres:16": build_image(debian_files(_debian(libc6="2.36-9+deb12u7")),
-                                           created="2026-10-01T00:00:00Z"),
+            created="2026-10-05T00:00:00Z",
+        ),
+        "library/postgres:16": build_image(
+            debian_files(_debian(libc6="2.36-9+deb12u7")), created="2026-10-01T00:00:00Z"
+        ),
     }
 
 
@@ -186,7 +234,8 @@ _TARGET_AUTH = """\
 
 def settings_yaml(hub: str, target: str, replica: str, *, access: bool = False) -> str:
     # Dedented before the values go in: the auth block has an indentation of its own.
-    return textwrap.dedent("""
+    return (
+        textwrap.dedent("""
         # The demo's registries run on this machine: {hub} plays Docker Hub.
         target:
           registry: {target}
@@ -207,8 +256,10 @@ def settings_yaml(hub: str, target: str, replica: str, *, access: bool = False) 
         defaults:
           policy: default
         content_admins: ["@acme/security"]
-    """).lstrip().format(hub=hub, target=target, replica=replica,
-                         target_auth=_TARGET_AUTH if access else "")
+    """)
+        .lstrip()
+        .format(hub=hub, target=target, replica=replica, target_auth=_TARGET_AUTH if access else "")
+    )
 
 
 def format_access(results: list[AccessResult], registry: str, audit_log: Path) -> str:
@@ -248,9 +299,15 @@ class DemoState:
 
 
 def _git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
-           "GIT_AUTHOR_NAME": "syncer demo", "GIT_AUTHOR_EMAIL": "demo@example.invalid",
-           "GIT_COMMITTER_NAME": "syncer demo", "GIT_COMMITTER_EMAIL": "demo@example.invalid"}
+    env = {
+        **os.environ,
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "syncer demo",
+        "GIT_AUTHOR_EMAIL": "demo@example.invalid",
+        "GIT_COMMITTER_NAME": "syncer demo",
+        "GIT_COMMITTER_EMAIL": "demo@example.invalid",
+    }
     done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"git {' '.join(args)} failed in {cwd}: {done.stderr.strip()}")
@@ -281,8 +338,10 @@ class Demo:
     def check_mode(self, state: DemoState) -> None:
         if state.seeded and state.access != self.access:
             made = "with" if state.access else "without"
-            raise UsageError(f"{self.dir} holds a demo made {made} --access; run it {made} "
-                             f"--access, pass another --dir, or delete {self.dir} to start over")
+            raise UsageError(
+                f"{self.dir} holds a demo made {made} --access; run it {made} "
+                f"--access, pass another --dir, or delete {self.dir} to start over"
+            )
 
     def start(self, state: DemoState) -> None:
         """The Hub stand-in and the replica; the trusted registry's port is chosen here, but
@@ -296,19 +355,29 @@ class Demo:
 
     def start_target(self, state: DemoState) -> None:
         if self.access:
-            self.tokens = TokenAuth(self.access_dir, catalog=self.repo / "catalog", users=self.users_file,
-                                    robot=self.robot, service=TOKEN_SERVICE, port=state.ports["target"])
+            self.tokens = TokenAuth(
+                self.access_dir,
+                catalog=self.repo / "catalog",
+                users=self.users_file,
+                robot=self.robot,
+                service=TOKEN_SERVICE,
+                port=state.ports["target"],
+            )
             reg = self.tokens.registry
             write_authfile(self.dev1_auth, reg.host, "dev1", PEOPLE["dev1"])
         else:
             reg = Registry(self.dir / "registries" / "target", delete=True, port=state.ports["target"])
         self.registries["target"] = reg
         state.ports["target"] = reg.port
-        self.say(f"registry playing Docker Hub at {self.hub.host}, trusted registry at {self.target.host}, "
-                 f"replica at {self.replica.host}")
+        self.say(
+            f"registry playing Docker Hub at {self.hub.host}, trusted registry at {self.target.host}, "
+            f"replica at {self.replica.host}"
+        )
         if self.tokens is not None:
-            self.say(f"the trusted registry takes tokens from syncer auth-server at {self.tokens.auth.url}, "
-                     f"which enforces {self.repo / 'catalog' / 'access.yaml'}")
+            self.say(
+                f"the trusted registry takes tokens from syncer auth-server at {self.tokens.auth.url}, "
+                f"which enforces {self.repo / 'catalog' / 'access.yaml'}"
+            )
 
     @property
     def hub(self) -> Registry:
@@ -333,7 +402,9 @@ class Demo:
         return settings_yaml(self.hub.host, target, self.replica.host, access=self.access)
 
     def seed(self, state: DemoState) -> None:
-        self.say("seeding the Hub stand-in with images (Debian and Alpine package metadata, one multi-platform)")
+        self.say(
+            "seeding the Hub stand-in with images (Debian and Alpine package metadata, one multi-platform)"
+        )
         work = self.dir / "push"
         for ref, artifact in upstream_images().items():
             push(artifact, self.hub, ref, work)
@@ -371,9 +442,14 @@ class Demo:
             _git(self.repo, "commit", "-q", "-am", "catalog: demo registry addresses")
 
     def _env(self) -> dict[str, str]:
-        env = {**os.environ, "SYNCER_SIGNING_KEY": str(self.key), "SYNCER_SIGNING_PASSPHRASE": PASSPHRASE,
-               "SYNCER_TRIVY_CACHE": str(self.cache), "SYNCER_GIT_NAME": "syncer demo",
-               "SYNCER_GIT_EMAIL": "demo@example.invalid"}
+        env = {
+            **os.environ,
+            "SYNCER_SIGNING_KEY": str(self.key),
+            "SYNCER_SIGNING_PASSPHRASE": PASSPHRASE,
+            "SYNCER_TRIVY_CACHE": str(self.cache),
+            "SYNCER_GIT_NAME": "syncer demo",
+            "SYNCER_GIT_EMAIL": "demo@example.invalid",
+        }
         if self.access:
             env.update(TARGET_USERNAME=self.robot.name, TARGET_PASSWORD=self.robot.secret)
         return env
@@ -394,8 +470,13 @@ class Demo:
                 checks.append((f"{self.target.host}/quarantine/{rec.name}@{rec.digest}", 1))
         lines, as_expected = ["", "Signatures (`syncer verify`, as a node would check them):", ""], True
         for ref, want in checks:
-            done = subprocess.run([sys.executable, "-m", "syncer", "verify", ref], cwd=self.repo,
-                                  env=self._env(), capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "syncer", "verify", ref],
+                cwd=self.repo,
+                env=self._env(),
+                capture_output=True,
+                text=True,
+            )
             verdict = "verified" if done.returncode == 0 else "refused"
             ok = done.returncode == want
             as_expected &= ok
@@ -418,8 +499,11 @@ class Demo:
                 line += f" (approved/ keeps the last approved digest {rec.promoted_digest[7:19]})"
             lines.append(line.rstrip())
             lines.extend(f"      - {reason}" for reason in rec.reasons)
-            lines.extend(f"      replica {st.registry}: " + ("lagging" if st.lagging else
-                         f"has {st.digest[7:19]}" if st.digest else "nothing") for st in rec.replicas)
+            lines.extend(
+                f"      replica {st.registry}: "
+                + ("lagging" if st.lagging else f"has {st.digest[7:19]}" if st.digest else "nothing")
+                for st in rec.replicas
+            )
         return "\n".join(lines)
 
     def where_to_look(self) -> str:
@@ -437,8 +521,10 @@ class Demo:
         access.yaml says."""
         assert self.tokens is not None
         results = [try_access(self.target.host, check, PEOPLE[check.user]) for check in ACCESS_CHECKS]
-        return (format_access(results, self.target.host, self.tokens.auth.log_file),
-                all(r.as_expected for r in results))
+        return (
+            format_access(results, self.target.host, self.tokens.auth.log_file),
+            all(r.as_expected for r in results),
+        )
 
 
 def write_authfile(path: Path, registry: str, user: str, password: str) -> None:
@@ -486,8 +572,12 @@ def run_demo(workdir: Path, *, keep: bool = False, access: bool = False, out: Te
         print(demo.where_to_look(), file=out)
         if keep:
             auth = f", token service {demo.tokens.auth.url}" if demo.tokens else ""
-            print(f"\nRegistries stay up (Hub stand-in {demo.hub.url}, trusted {demo.target.url}{auth}); "
-                  "Ctrl-C stops them.", file=out, flush=True)
+            print(
+                f"\nRegistries stay up (Hub stand-in {demo.hub.url}, trusted {demo.target.url}{auth}); "
+                "Ctrl-C stops them.",
+                file=out,
+                flush=True,
+            )
             try:
                 signal.pause()
             except KeyboardInterrupt:

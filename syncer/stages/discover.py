@@ -30,8 +30,14 @@ DROPPED_SHOWN = 5  # entries named in the warning about a tag list's non-tags
 class Sources:
     """One registry client per upstream host, shared by every entry from that host."""
 
-    def __init__(self, catalog: Catalog, *, anonymous_if_unset: bool = False,
-                 deadline: float = DEADLINE_DEFAULT, clients: ClientFactory = Endpoint.client):
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        anonymous_if_unset: bool = False,
+        deadline: float = DEADLINE_DEFAULT,
+        clients: ClientFactory = Endpoint.client,
+    ):
         self._catalog = catalog
         self._anonymous_if_unset = anonymous_if_unset
         self._deadline = deadline
@@ -41,15 +47,20 @@ class Sources:
 
     def endpoint(self, host: str) -> Endpoint:
         if host not in self._endpoints:
-            self._endpoints[host] = source_endpoint(self._catalog.settings, host,
-                                                    anonymous_if_unset=self._anonymous_if_unset)
+            self._endpoints[host] = source_endpoint(
+                self._catalog.settings, host, anonymous_if_unset=self._anonymous_if_unset
+            )
         return self._endpoints[host]
 
     def anonymous(self) -> list[str]:
         """Hosts that have credentials configured but are asked anonymously (none set)."""
-        return sorted(h for h, ep in self._endpoints.items() if ep.credentials is None
-                      and (src := self._catalog.settings.sources.get(h)) is not None
-                      and (src.auth.username_env or src.auth.password_env))
+        return sorted(
+            h
+            for h, ep in self._endpoints.items()
+            if ep.credentials is None
+            and (src := self._catalog.settings.sources.get(h)) is not None
+            and (src.auth.username_env or src.auth.password_env)
+        )
 
     def used(self) -> list[Endpoint]:
         """The endpoints asked so far, by host."""
@@ -62,8 +73,9 @@ class Sources:
 
 
 # Runs a function over items, results in order: ``map`` itself, or a thread pool's.
-Mapper = Callable[[Callable[[str], "ManifestRef | SyncerError"], Iterable[str]],
-                  Iterator["ManifestRef | SyncerError"]]
+Mapper = Callable[
+    [Callable[[str], "ManifestRef | SyncerError"], Iterable[str]], Iterator["ManifestRef | SyncerError"]
+]
 
 
 def discover_entry(entry: ImageEntry, client: RegistryClient, heads: Mapper = map) -> EntryDiscovery:
@@ -85,7 +97,8 @@ def discover_entry(entry: ImageEntry, client: RegistryClient, heads: Mapper = ma
                 f"the tag list of {entry.source} holds {len(listing.dropped)} "
                 f"entr{'ies' if len(listing.dropped) != 1 else 'y'} that "
                 f"{'are' if len(listing.dropped) != 1 else 'is'} not a tag, ignored: {shown}"
-                + (f" and {more} more" if more > 0 else ""))
+                + (f" and {more} more" if more > 0 else "")
+            )
         result.listed = frozenset(upstream)
     selection = select_tags(entry, upstream)
     result.missing.extend(selection.missing_explicit)
@@ -134,8 +147,10 @@ def discover(entries: list[ImageEntry], sources: Sources) -> list[EntryDiscovery
         workers += sources.endpoint(host).concurrency
     # As many threads as requests may be in flight, for listings and for HEADs each: the
     # clients' throttles, not the pools, decide how many are.
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as entry_pool, \
-            ThreadPoolExecutor(max_workers=max(1, workers)) as head_pool:
+    with (
+        ThreadPoolExecutor(max_workers=max(1, workers)) as entry_pool,
+        ThreadPoolExecutor(max_workers=max(1, workers)) as head_pool,
+    ):
 
         def one(entry: ImageEntry) -> EntryDiscovery:
             try:
@@ -145,7 +160,8 @@ def discover(entries: list[ImageEntry], sources: Sources) -> list[EntryDiscovery
             try:
                 return discover_entry(entry, client, head_pool.map)
             except Exception as err:  # noqa: BLE001 - one entry's failure must not stop the others
-                return EntryDiscovery(entry=entry, errors=[
-                    f"cannot discover {entry.source}: {failure_text(err)}"])
+                return EntryDiscovery(
+                    entry=entry, errors=[f"cannot discover {entry.source}: {failure_text(err)}"]
+                )
 
         return list(entry_pool.map(one, entries))

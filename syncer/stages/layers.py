@@ -48,18 +48,22 @@ _CACHE_MAX_BYTES = 64 << 20
 _CONFIG_MAX_BYTES = 8 << 20
 
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
-_LAYER_TYPES = frozenset({
-    "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    "application/vnd.docker.image.rootfs.diff.tar",
-})
+_LAYER_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.image.rootfs.diff.tar",
+    }
+)
 # Non-distributable ("foreign") layers: registries need not hold them, and Trivy takes one
 # from the URLs in its descriptor when the registry does not: bytes from outside the trusted
 # registry, which syncer neither verifies nor lets Trivy scan.
-_FOREIGN = re.compile(r"application/vnd\.(oci\.image\.layer\.nondistributable\.v1\.tar"
-                      r"|docker\.image\.rootfs\.foreign\.diff\.tar)")
+_FOREIGN = re.compile(
+    r"application/vnd\.(oci\.image\.layer\.nondistributable\.v1\.tar"
+    r"|docker\.image\.rootfs\.foreign\.diff\.tar)"
+)
 # go-containerregistry's compression.PeekCompression: these first bytes decide, not the type.
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -91,8 +95,13 @@ class LayerCheck:
         return frozenset().union(*(layer.package_dbs for layer in self.verified))
 
 
-def check_image(client: RegistryClient, repository: str, digest: str,
-                cache_dir: str | os.PathLike, manifest: Manifest | None = None) -> LayerCheck:
+def check_image(
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    cache_dir: str | os.PathLike,
+    manifest: Manifest | None = None,
+) -> LayerCheck:
     """Checks image manifest ``repository@digest`` of ``client``'s registry: as many layers
     as config diff_ids, each diff_id the sha256 of its layer's content. ``cache_dir`` is the
     Trivy cache, which keeps the verified pairs. ``manifest`` is that manifest when the caller
@@ -100,15 +109,19 @@ def check_image(client: RegistryClient, repository: str, digest: str,
     ref = f"{client.host}/{repository}@{digest}"
     manifest = manifest or client.get_manifest(repository, digest)
     if manifest.media_type not in IMAGE_TYPES:
-        raise LayerError(f"{ref} is a {manifest.media_type or 'manifest without a media type'}, "
-                         f"not an image manifest: {_NOT_SCANNED}; syncer scans container "
-                         "images only")
+        raise LayerError(
+            f"{ref} is a {manifest.media_type or 'manifest without a media type'}, "
+            f"not an image manifest: {_NOT_SCANNED}; syncer scans container "
+            "images only"
+        )
     descriptors = _layer_descriptors(manifest.json, ref)
     claims = _diff_ids(client, repository, manifest.json, ref)
     if len(claims) != len(descriptors):
-        raise LayerError(f"{ref} has {len(descriptors)} layers but its config lists "
-                         f"{len(claims)} diff_ids, so Trivy could not tell which analysis "
-                         f"belongs to which layer: {_MALFORMED}")
+        raise LayerError(
+            f"{ref} has {len(descriptors)} layers but its config lists "
+            f"{len(claims)} diff_ids, so Trivy could not tell which analysis "
+            f"belongs to which layer: {_MALFORMED}"
+        )
     store = _store(Path(cache_dir) / CACHE_FILE)
     known = store.read()
     # Each pair is stored as soon as it is verified, true whatever the claims are: a re-run
@@ -131,23 +144,25 @@ def check_image(client: RegistryClient, repository: str, digest: str,
             raise LayerError(
                 f"{where} has diff_id {layer.diff_id}, but the image config claims "
                 f"{claimed}; Trivy would take its analysis from whatever layer has that "
-                f"diff_id: {_MALFORMED}")
+                f"diff_id: {_MALFORMED}"
+            )
         verified.append(layer)
     return LayerCheck(tuple(verified))
 
 
 _NOT_SCANNED = "the image is not scanned and nothing is promoted"
-_MALFORMED = (f"{_NOT_SCANNED}; the upstream image is malformed or forged: report it to its "
-              "publisher and do not use it")
+_MALFORMED = (
+    f"{_NOT_SCANNED}; the upstream image is malformed or forged: report it to its publisher and do not use it"
+)
 
 
 def _layer_descriptors(doc: dict, ref: str) -> list[tuple[str, str]]:
     layers = doc.get("layers")
     if not isinstance(layers, list) or not all(
-            isinstance(d, dict) and isinstance(d.get("digest"), str)
-            and isinstance(d.get("mediaType"), str) for d in layers):
-        raise LayerError(f"the manifest of {ref} has no readable list of layer descriptors: "
-                         f"{_MALFORMED}")
+        isinstance(d, dict) and isinstance(d.get("digest"), str) and isinstance(d.get("mediaType"), str)
+        for d in layers
+    ):
+        raise LayerError(f"the manifest of {ref} has no readable list of layer descriptors: {_MALFORMED}")
     return [(d["digest"], d["mediaType"]) for d in layers]
 
 
@@ -160,28 +175,32 @@ def _diff_ids(client: RegistryClient, repository: str, doc: dict, ref: str) -> l
     for chunk in client.iter_blob(repository, digest):
         data += chunk
         if len(data) > _CONFIG_MAX_BYTES:
-            raise LayerError(f"the config of {ref} is larger than {_CONFIG_MAX_BYTES >> 20} "
-                             f"MiB: {_MALFORMED}")
+            raise LayerError(
+                f"the config of {ref} is larger than {_CONFIG_MAX_BYTES >> 20} MiB: {_MALFORMED}"
+            )
     try:
         diff_ids = json.loads(data)["rootfs"]["diff_ids"]
     except (ValueError, KeyError, TypeError):
         diff_ids = None
     if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
-        raise LayerError(f"the config of {ref} ({digest}) has no list of rootfs.diff_ids: "
-                         f"{_MALFORMED}")
+        raise LayerError(f"the config of {ref} ({digest}) has no list of rootfs.diff_ids: {_MALFORMED}")
     return diff_ids
 
 
 def _check_media_type(media_type: str, where: str) -> None:
     if _FOREIGN.match(media_type):
-        raise LayerError(f"{where} is non-distributable ({media_type}): its bytes may come from "
-                         "outside the trusted registry, and syncer scans only what that "
-                         f"registry holds: {_NOT_SCANNED}; use an image without "
-                         "non-distributable layers")
+        raise LayerError(
+            f"{where} is non-distributable ({media_type}): its bytes may come from "
+            "outside the trusted registry, and syncer scans only what that "
+            f"registry holds: {_NOT_SCANNED}; use an image without "
+            "non-distributable layers"
+        )
     if media_type not in _LAYER_TYPES:
-        raise LayerError(f"{where} has media type {media_type}, not an image layer (tar, "
-                         f"tar+gzip or tar+zstd): {_NOT_SCANNED}; ask its publisher for an "
-                         "image of standard layers")
+        raise LayerError(
+            f"{where} has media type {media_type}, not an image layer (tar, "
+            f"tar+gzip or tar+zstd): {_NOT_SCANNED}; ask its publisher for an "
+            "image of standard layers"
+        )
 
 
 def _verify(client: RegistryClient, repository: str, digest: str, where: str) -> VerifiedLayer:
@@ -210,8 +229,9 @@ def read_layer(chunks: Iterable[bytes]) -> tuple[str, frozenset[str]]:
     elif magic.startswith(_ZSTD_MAGIC):
         # Concatenated frames, as Go's decoder reads them. The stubs want IO[bytes]; read() is
         # all the reader calls, which a raw stream has.
-        plain = zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], raw), read_across_frames=True,
-                                                           closefd=False)
+        plain = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], raw), read_across_frames=True, closefd=False
+        )
     else:
         plain = raw
     hashed = _HashingReader(plain)
@@ -314,7 +334,7 @@ def _pax_records(data: bytes, path: bytes | None) -> tuple[bytes | None, int | N
     while data.strip(b"\0"):
         length, _, _ = data.partition(b" ")
         n = int(length)
-        key, sep, value = data[len(length) + 1:n].removesuffix(b"\n").partition(b"=")
+        key, sep, value = data[len(length) + 1 : n].removesuffix(b"\n").partition(b"=")
         if n <= len(length) or not sep:
             raise ValueError("malformed PAX record")
         if key == b"path":
@@ -386,7 +406,7 @@ class _HashingReader(io.RawIOBase):
         except (OSError, EOFError, zlib.error, zstandard.ZstdError) as err:
             raise CorruptLayer(str(err) or type(err).__name__) from None
         self.hasher.update(data)
-        view[:len(data)] = data
+        view[: len(data)] = data
         return len(data)
 
 
@@ -427,11 +447,19 @@ class _Store:
         with self._lock, open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             pairs = {**_parse(self.path), **{layer.digest: layer for layer in layers}}
-            write_atomic(self.path, json.dumps({
-                "version": _CACHE_VERSION,
-                "layers": {d: {"diff_id": p.diff_id, "package_dbs": sorted(p.package_dbs)}
-                           for d, p in sorted(pairs.items())},
-            }, separators=(",", ":")).encode())
+            write_atomic(
+                self.path,
+                json.dumps(
+                    {
+                        "version": _CACHE_VERSION,
+                        "layers": {
+                            d: {"diff_id": p.diff_id, "package_dbs": sorted(p.package_dbs)}
+                            for d, p in sorted(pairs.items())
+                        },
+                    },
+                    separators=(",", ":"),
+                ).encode(),
+            )
             self._stamp = None  # re-read on next use, with what others added
 
 
@@ -442,16 +470,23 @@ def _parse(path: Path) -> dict[str, VerifiedLayer]:
         doc = json.loads(data) if len(data) <= _CACHE_MAX_BYTES else None
     except (OSError, ValueError):
         return {}
-    if not isinstance(doc, dict) or doc.get("version") != _CACHE_VERSION \
-            or not isinstance(doc.get("layers"), dict):
+    if (
+        not isinstance(doc, dict)
+        or doc.get("version") != _CACHE_VERSION
+        or not isinstance(doc.get("layers"), dict)
+    ):
         return {}
     pairs = {}
     for digest, entry in doc["layers"].items():
         if not (_SHA256.fullmatch(digest) and isinstance(entry, dict)):
             continue
         diff_id, dbs = entry.get("diff_id"), entry.get("package_dbs")
-        if not (isinstance(diff_id, str) and _SHA256.fullmatch(diff_id) and isinstance(dbs, list)
-                and all(isinstance(n, str) and _is_package_db(n) for n in dbs)):
+        if not (
+            isinstance(diff_id, str)
+            and _SHA256.fullmatch(diff_id)
+            and isinstance(dbs, list)
+            and all(isinstance(n, str) and _is_package_db(n) for n in dbs)
+        ):
             continue
         pairs[digest] = VerifiedLayer(digest, diff_id, frozenset(dbs))
     return pairs

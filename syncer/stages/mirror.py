@@ -10,8 +10,9 @@ from syncer.tools import skopeo
 from syncer.tools.endpoints import Endpoint
 
 
-def copy_endpoints(src: Endpoint, dst: Endpoint, src_ref: str, dst_ref: str, *,
-                   timeout: float = skopeo.COPY_TIMEOUT) -> None:
+def copy_endpoints(
+    src: Endpoint, dst: Endpoint, src_ref: str, dst_ref: str, *, timeout: float = skopeo.COPY_TIMEOUT
+) -> None:
     """One ``skopeo copy --all --preserve-digests`` between two endpoints, stopped (and failed)
     after ``timeout`` seconds."""
     skopeo.copy(
@@ -27,8 +28,16 @@ def copy_endpoints(src: Endpoint, dst: Endpoint, src_ref: str, dst_ref: str, *,
     )
 
 
-def mirror(source: Endpoint, source_path: str, digest: str, target: Endpoint, quarantine_repo: str,
-           tag: str, *, timeout: float = skopeo.COPY_TIMEOUT) -> None:
+def mirror(
+    source: Endpoint,
+    source_path: str,
+    digest: str,
+    target: Endpoint,
+    quarantine_repo: str,
+    tag: str,
+    *,
+    timeout: float = skopeo.COPY_TIMEOUT,
+) -> None:
     copy_endpoints(
         source,
         target,

@@ -41,7 +41,8 @@ def copy_within(client: RegistryClient, src_repo: str, dst_repo: str, digest: st
                 if not isinstance(child_digest, str):
                     return False
                 manifest = client.get_manifest(
-                    src_repo, descriptor_digest(child_digest, f"an entry of index {digest}"))
+                    src_repo, descriptor_digest(child_digest, f"an entry of index {digest}")
+                )
                 if manifest.media_type not in IMAGE_TYPES:
                     return False  # a nested index, or a manifest type we do not know
                 children.append(manifest)
@@ -69,8 +70,11 @@ def image_blobs(image: Manifest) -> list[str] | None:
     descriptors = [image.json.get("config"), *(image.json.get("layers") or [])]
     digests = []
     for descriptor in descriptors:
-        if not isinstance(descriptor, dict) or not isinstance(descriptor.get("digest"), str) \
-                or descriptor.get("urls"):
+        if (
+            not isinstance(descriptor, dict)
+            or not isinstance(descriptor.get("digest"), str)
+            or descriptor.get("urls")
+        ):
             return None
         digests.append(descriptor_digest(descriptor["digest"], f"a descriptor of {image.digest}"))
     return digests

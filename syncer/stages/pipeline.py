@@ -101,13 +101,17 @@ def _removal(digest: str, attachments: list[str]) -> str:
     return f"removed {digest} and {', '.join(attachments)}"
 
 
-def recorded_for(contents: Callable[[], LedgerContents], entries: list[ImageEntry]
-                 ) -> tuple[dict[tuple[str, str], Record], list[Unreadable], list[str]]:
+def recorded_for(
+    contents: Callable[[], LedgerContents], entries: list[ImageEntry]
+) -> tuple[dict[tuple[str, str], Record], list[Unreadable], list[str]]:
     """The records of ``entries``, their unreadable ones, and every stray file's message."""
     names = {e.name for e in entries}
     read = contents()
-    return ({(r.name, r.tag): r for r in read.records if r.name in names},
-            [u for u in read.unreadable if u.name in names], read.strays)
+    return (
+        {(r.name, r.tag): r for r in read.records if r.name in names},
+        [u for u in read.unreadable if u.name in names],
+        read.strays,
+    )
 
 
 def fail_unreadable(plan: Plan, unreadable: list[Unreadable]) -> None:
@@ -123,11 +127,21 @@ class Pipeline:
     tests of the decisions pass fakes. No scanner (no ``scan_settings``) or no signer: tags fail
     for ``scan_problem`` or ``signer_problem``."""
 
-    def __init__(self, catalog: Catalog, ledger: Ledger, *, scan_settings: ScanSettings | None,
-                 signer: ports.Signer | None, options: RunOptions, progress: Progress | None = None,
-                 scan_problem: str = "", signer_problem: str = "",
-                 copier: ports.Copier | None = None, scanner: ports.Scanner | None = None,
-                 clients: ports.ClientFactory = Endpoint.client):
+    def __init__(
+        self,
+        catalog: Catalog,
+        ledger: Ledger,
+        *,
+        scan_settings: ScanSettings | None,
+        signer: ports.Signer | None,
+        options: RunOptions,
+        progress: Progress | None = None,
+        scan_problem: str = "",
+        signer_problem: str = "",
+        copier: ports.Copier | None = None,
+        scanner: ports.Scanner | None = None,
+        clients: ports.ClientFactory = Endpoint.client,
+    ):
         self.catalog = catalog
         self.ledger = ledger
         self.scan_settings = scan_settings
@@ -143,8 +157,9 @@ class Pipeline:
         self.options = options
         self.progress = progress or Progress(quiet=True)
         remember_secrets(catalog.settings)
-        self.sources = Sources(catalog, anonymous_if_unset=options.dry_run,
-                               deadline=options.registry_deadline, clients=clients)
+        self.sources = Sources(
+            catalog, anonymous_if_unset=options.dry_run, deadline=options.registry_deadline, clients=clients
+        )
         self.settings = catalog.settings
         # Set by run() before any tag is processed; a plan needs neither.
         self._target: Endpoint
@@ -177,14 +192,22 @@ class Pipeline:
             if endpoint.credentials_note:
                 self.progress.note(endpoint.credentials_note)
         for host in self.sources.anonymous():
-            self.progress.note(f"note: no credentials for {host} are set; it was asked anonymously "
-                               "(enough for a plan; a run needs them)")
-        min_remaining = {h: s.min_remaining_pulls for h, s in self.settings.sources.items()
-                         if s.min_remaining_pulls is not None}
+            self.progress.note(
+                f"note: no credentials for {host} are set; it was asked anonymously "
+                "(enough for a plan; a run needs them)"
+            )
+        min_remaining = {
+            h: s.min_remaining_pulls
+            for h, s in self.settings.sources.items()
+            if s.min_remaining_pulls is not None
+        }
         self._scan_cache = ScanCache(recorded.values())
-        plan = build_plan(discoveries, recorded,
-                          db_updated_at=self.scan_settings.db_updated_at if self.scan_settings else None,
-                          min_remaining=min_remaining)
+        plan = build_plan(
+            discoveries,
+            recorded,
+            db_updated_at=self.scan_settings.db_updated_at if self.scan_settings else None,
+            min_remaining=min_remaining,
+        )
         fail_unreadable(plan, unreadable)
         return plan
 
@@ -201,14 +224,18 @@ class Pipeline:
             return result
         self._target = target_endpoint(self.settings)
         self._target_client = self.clients(self._target, self.options.registry_deadline)
-        self._replicas = [(ep, self.clients(ep, self.options.registry_deadline))
-                          for ep in replica_endpoints(self.settings)]
+        self._replicas = [
+            (ep, self.clients(ep, self.options.registry_deadline)) for ep in replica_endpoints(self.settings)
+        ]
         for endpoint in (self._target, *(ep for ep, _ in self._replicas)):
             if endpoint.credentials_note:
                 self.progress.note(endpoint.credentials_note)
         work = [t for t in plan.tags if t.change is not Change.VANISHED or t.recorded is not None]
-        self._quarantined = {(t.name, t.recorded.digest) for t in plan.tags
-                             if t.recorded is not None and was_mirrored(t.recorded)}
+        self._quarantined = {
+            (t.name, t.recorded.digest)
+            for t in plan.tags
+            if t.recorded is not None and was_mirrored(t.recorded)
+        }
         self.progress.total = len(work)
         # Each blob moves once per run: the copies share one blob-info cache, the scans one
         # layer analysis per layer (docs/architecture.md, "Each blob moves once").
@@ -248,8 +275,7 @@ class Pipeline:
             with self._digest_lock(tp.name, tp.digest):
                 outcome = self._process(tp)
         except Exception as err:  # noqa: BLE001 - one image's failure must not stop the others
-            outcome = TagOutcome(tp.name, tp.tag, State.FAILED, failed=True,
-                                 message=failure_text(err))
+            outcome = TagOutcome(tp.name, tp.tag, State.FAILED, failed=True, message=failure_text(err))
         if outcome.changed or outcome.failed or outcome.deferred:
             self.progress.result(subject, outcome.message)
         else:
@@ -272,10 +298,20 @@ class Pipeline:
         if tp.change is Change.VANISHED:
             return self._vanished(tp)
         if tp.deferred:
-            return TagOutcome(tp.name, tp.tag, tp.recorded.state if tp.recorded else None, deferred=True,
-                              message="deferred: upstream pull budget below min_remaining_pulls")
-        rec = tp.recorded.copy() if tp.recorded else Record(
-            name=tp.name, tag=tp.tag, source=tp.source or "", digest=tp.digest or "", state=State.MIRRORED)
+            return TagOutcome(
+                tp.name,
+                tp.tag,
+                tp.recorded.state if tp.recorded else None,
+                deferred=True,
+                message="deferred: upstream pull budget below min_remaining_pulls",
+            )
+        rec = (
+            tp.recorded.copy()
+            if tp.recorded
+            else Record(
+                name=tp.name, tag=tp.tag, source=tp.source or "", digest=tp.digest or "", state=State.MIRRORED
+            )
+        )
         changed = False
         try:
             if tp.change is Change.NEW:
@@ -296,8 +332,11 @@ class Pipeline:
 
             db = self.scan_settings.db_updated_at if self.scan_settings else None
             unscannable: LayerError | None = None
-            if (rec.scan is None or not rec.scan.fits(rec.digest, entry.platforms)
-                    or (db and rec.scan.db_updated_at < db)):
+            if (
+                rec.scan is None
+                or not rec.scan.fits(rec.digest, entry.platforms)
+                or (db and rec.scan.db_updated_at < db)
+            ):
                 if self.scanner is None:
                     raise SyncerError(f"cannot scan: {self.scan_problem}; nothing is promoted unscanned")
                 self.progress.step(subject, "scanning")
@@ -310,9 +349,13 @@ class Pipeline:
                 else:
                     if rec.promoted_digest != rec.digest:
                         rec.state = State.SCANNED
-                    self._event(rec, "scanned", f"{rec.digest} with {rec.scan.scanner}, database "
-                                f"{rec.scan.db_updated_at}: "
-                                f"{policy_mod.counts_text(policy_mod.count_by_severity(rec.scan.findings))}")
+                    self._event(
+                        rec,
+                        "scanned",
+                        f"{rec.digest} with {rec.scan.scanner}, database "
+                        f"{rec.scan.db_updated_at}: "
+                        f"{policy_mod.counts_text(policy_mod.count_by_severity(rec.scan.findings))}",
+                    )
                     changed |= self.ledger.save(rec)
 
             if unscannable:
@@ -320,9 +363,14 @@ class Pipeline:
             else:
                 assert rec.scan is not None  # scanned above, or the tag failed there
                 decision = policy_mod.evaluate(
-                    name=tp.name, digest=rec.digest, scan=rec.scan, policy=self.catalog.policy_for(entry),
-                    exceptions=self.catalog.exceptions, approvals=self.catalog.approvals,
-                    today=self.options.today)
+                    name=tp.name,
+                    digest=rec.digest,
+                    scan=rec.scan,
+                    policy=self.catalog.policy_for(entry),
+                    exceptions=self.catalog.exceptions,
+                    approvals=self.catalog.approvals,
+                    today=self.options.today,
+                )
             self._decide(rec, entry, decision, subject)
             lagging = self._replicate(rec, subject)
         except Exception as err:  # noqa: BLE001 - recorded as this tag's failure; the others go on
@@ -334,9 +382,17 @@ class Pipeline:
             try:
                 changed |= self.ledger.save(rec)
             except SyncerError as unsaved:  # the record's own path is refused (a symlink)
-                return TagOutcome(tp.name, tp.tag, State.FAILED, changed=changed, failed=True,
-                                  message=f"failed: {reason}; the record could not be saved: {unsaved}")
-            return TagOutcome(tp.name, tp.tag, State.FAILED, changed=changed, failed=True, message=f"failed: {reason}")
+                return TagOutcome(
+                    tp.name,
+                    tp.tag,
+                    State.FAILED,
+                    changed=changed,
+                    failed=True,
+                    message=f"failed: {reason}; the record could not be saved: {unsaved}",
+                )
+            return TagOutcome(
+                tp.name, tp.tag, State.FAILED, changed=changed, failed=True, message=f"failed: {reason}"
+            )
         if rec != tp.recorded:  # an unchanged record is not even rewritten (the no-op hot path)
             changed |= self.ledger.save(rec)
         message = rec.state.value
@@ -354,25 +410,33 @@ class Pipeline:
         quarantine = self._quarantine(name)
         if (name, digest) in self._quarantined:
             try:
-                self.copier.copy_in_target(self._target, self._target_client, quarantine, quarantine,
-                                           digest, tag)
+                self.copier.copy_in_target(
+                    self._target, self._target_client, quarantine, quarantine, digest, tag
+                )
                 return f"{digest} (tagged from quarantine: no upstream pull)"
             except SyncerError:
                 pass  # e.g. garbage-collected since: fetch it from upstream after all
-        self.copier.mirror(self.sources.endpoint(entry.source_host), entry.source_path, digest,
-                           self._target, quarantine, tag)
+        self.copier.mirror(
+            self.sources.endpoint(entry.source_host), entry.source_path, digest, self._target, quarantine, tag
+        )
         self._quarantined.add((name, digest))
         return digest
 
     def _vanished(self, tp: TagPlan) -> TagOutcome:
         assert tp.recorded is not None  # run() leaves out vanished tags it never recorded
         rec = tp.recorded.copy()
-        last = next((e for e in reversed(rec.events) if e.event in ("vanished", "discovered", "moved",
-                                                                     "mirrored")), None)
+        last = next(
+            (e for e in reversed(rec.events) if e.event in ("vanished", "discovered", "moved", "mirrored")),
+            None,
+        )
         if last is not None and last.event == "vanished":
             return TagOutcome(tp.name, tp.tag, rec.state, message="vanished upstream (recorded earlier)")
-        self._event(rec, "vanished", "the tag is no longer upstream; the record and any approved copy are kept")
-        return TagOutcome(tp.name, tp.tag, rec.state, changed=self.ledger.save(rec), message="vanished upstream")
+        self._event(
+            rec, "vanished", "the tag is no longer upstream; the record and any approved copy are kept"
+        )
+        return TagOutcome(
+            tp.name, tp.tag, rec.state, changed=self.ledger.save(rec), message="vanished upstream"
+        )
 
     def _quarantine(self, name: str) -> str:
         return f"{self.settings.target.quarantine}/{name}"
@@ -382,15 +446,24 @@ class Pipeline:
 
     def _scan(self, entry: ImageEntry, digest: str) -> ScanResult:
         assert self.scanner is not None  # _evaluate fails the tag when there is none
-        return self.scanner.scan(self._target, self._target_client, self._quarantine(entry.name),
-                                 digest, entry.platforms, self._scan_cache)
+        return self.scanner.scan(
+            self._target,
+            self._target_client,
+            self._quarantine(entry.name),
+            digest,
+            entry.platforms,
+            self._scan_cache,
+        )
 
     def _decide(self, rec: Record, entry: ImageEntry, decision: policy_mod.Decision, subject: str) -> None:
         policy = self.catalog.policy_for(entry)
         reasons = list(decision.reasons)
-        state = policy_mod.next_state(decision, current=rec.state,
-                                      in_approved=rec.promoted_digest == rec.digest,
-                                      on_regression=policy.on_regression)
+        state = policy_mod.next_state(
+            decision,
+            current=rec.state,
+            in_approved=rec.promoted_digest == rec.digest,
+            on_regression=policy.on_regression,
+        )
         if rec.promoted_digest == rec.digest:
             # Already in approved/. Only what a scan finds counts against it: an image that
             # merely aged past max_age_days or lost its approval stays where it is.
@@ -401,12 +474,10 @@ class Pipeline:
                 return
             if state is State.DEMOTED:
                 self.progress.step(subject, "demoting")
-                removed = self.copier.demote(self._target_client, self._approved(rec.name),
-                                             rec.digest)
+                removed = self.copier.demote(self._target_client, self._approved(rec.name), rec.digest)
                 rec.promoted_digest = None
                 rec.state, rec.reasons = State.DEMOTED, reasons
-                self._event(rec, "demoted",
-                            f"{'; '.join(reasons)}; {_removal(rec.digest, removed)}")
+                self._event(rec, "demoted", f"{'; '.join(reasons)}; {_removal(rec.digest, removed)}")
                 return
             if rec.state is not State.FLAGGED or rec.reasons != reasons:
                 self._event(rec, "flagged", "; ".join(reasons))
@@ -434,8 +505,9 @@ class Pipeline:
                     if current is not None and current.digest:
                         self.progress.step(subject, f"removing from {endpoint.name}")
                         removed = self.copier.demote(client, approved, current.digest)
-                        self._event(rec, "unreplicated",
-                                    f"{_removal(current.digest, removed)} from {endpoint.name}")
+                        self._event(
+                            rec, "unreplicated", f"{_removal(current.digest, removed)} from {endpoint.name}"
+                        )
                         current.digest, current.copied_at, current.lagging = None, None, False
                     continue
                 if not replicate.needs_copy(rec, endpoint.name):
@@ -443,12 +515,23 @@ class Pipeline:
                 if self.signer is None:
                     raise SyncerError(f"cannot sign: {self.signer_problem}")
                 self.progress.step(subject, f"replicating to {endpoint.name}")
-                replicate.push_to_replica(self._target, endpoint, client, self.signer, self.copier,
-                                          approved, rec.promoted_digest, rec.tag)
+                replicate.push_to_replica(
+                    self._target,
+                    endpoint,
+                    client,
+                    self.signer,
+                    self.copier,
+                    approved,
+                    rec.promoted_digest,
+                    rec.tag,
+                )
                 state = replicate.replica_state(rec, endpoint.name)
                 state.digest, state.copied_at, state.lagging = rec.promoted_digest, now_iso(), False
-                self._event(rec, "replicated", f"{rec.promoted_digest} to {endpoint.name}, "
-                            f"signed by {self.signer.name}")
+                self._event(
+                    rec,
+                    "replicated",
+                    f"{rec.promoted_digest} to {endpoint.name}, signed by {self.signer.name}",
+                )
             except SyncerError as err:
                 state = replicate.replica_state(rec, endpoint.name)
                 if not state.lagging:
@@ -470,8 +553,9 @@ class Pipeline:
         except SigningError as err:
             raise SigningError(f"cannot sign: {err}; nothing is promoted unsigned") from None
         self.progress.step(subject, "promoting")
-        self.copier.promote(self._target, self._target_client, self._quarantine(rec.name), approved,
-                            rec.digest, rec.tag)
+        self.copier.promote(
+            self._target, self._target_client, self._quarantine(rec.name), approved, rec.digest, rec.tag
+        )
         if rec.promoted_digest != rec.digest:
             # Signatures belong to a digest: approvals of the one approved before do not carry over.
             rec.signatures = []

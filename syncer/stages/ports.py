@@ -34,20 +34,36 @@ class ClientFactory(Protocol):
 class Copier(Protocol):
     """Every copy and delete of image data the stages make, one method per stage function."""
 
-    def mirror(self, source: Endpoint, source_path: str, digest: str, target: Endpoint,
-               quarantine_repo: str, tag: str) -> None:
+    def mirror(
+        self,
+        source: Endpoint,
+        source_path: str,
+        digest: str,
+        target: Endpoint,
+        quarantine_repo: str,
+        tag: str,
+    ) -> None:
         """Upstream ``source_path@digest`` (all platforms) to ``quarantine_repo:tag``."""
 
-    def copy_in_target(self, target: Endpoint, client: RegistryClient, src_repo: str,
-                       dst_repo: str, digest: str, tag: str) -> None:
+    def copy_in_target(
+        self, target: Endpoint, client: RegistryClient, src_repo: str, dst_repo: str, digest: str, tag: str
+    ) -> None:
         """``src_repo@digest`` to ``dst_repo:tag`` in the target (a re-tag in quarantine)."""
 
-    def promote(self, target: Endpoint, client: RegistryClient, quarantine_repo: str,
-                approved_repo: str, digest: str, tag: str) -> None:
+    def promote(
+        self,
+        target: Endpoint,
+        client: RegistryClient,
+        quarantine_repo: str,
+        approved_repo: str,
+        digest: str,
+        tag: str,
+    ) -> None:
         """The quarantined digest to ``approved_repo:tag``; it is signed already."""
 
-    def to_replica(self, source: Endpoint, replica: Endpoint, approved_repo: str, digest: str,
-                   tag: str) -> None:
+    def to_replica(
+        self, source: Endpoint, replica: Endpoint, approved_repo: str, digest: str, tag: str
+    ) -> None:
         """``approved_repo@digest`` from the target to the same repository on ``replica``."""
 
     def demote(self, client: RegistryClient, approved_repo: str, digest: str) -> list[str]:
@@ -56,8 +72,15 @@ class Copier(Protocol):
 
 
 class Scanner(Protocol):
-    def scan(self, target: Endpoint, client: RegistryClient, repository: str, digest: str,
-             platforms: tuple[str, ...], cache: ScanCache) -> ScanResult:
+    def scan(
+        self,
+        target: Endpoint,
+        client: RegistryClient,
+        repository: str,
+        digest: str,
+        platforms: tuple[str, ...],
+        cache: ScanCache,
+    ) -> ScanResult:
         """Scans ``repository@digest`` in the target for an entry requiring ``platforms``.
         Raises ``LayerError`` when its layers must not be analysed (the tag is held), another
         ``SyncerError`` when the scan fails (the tag fails)."""
@@ -79,24 +102,43 @@ class ToolCopier:
     def __init__(self, timeout: float):
         self.timeout = timeout
 
-    def mirror(self, source: Endpoint, source_path: str, digest: str, target: Endpoint,
-               quarantine_repo: str, tag: str) -> None:
+    def mirror(
+        self,
+        source: Endpoint,
+        source_path: str,
+        digest: str,
+        target: Endpoint,
+        quarantine_repo: str,
+        tag: str,
+    ) -> None:
         mirror(source, source_path, digest, target, quarantine_repo, tag, timeout=self.timeout)
 
-    def copy_in_target(self, target: Endpoint, client: RegistryClient, src_repo: str,
-                       dst_repo: str, digest: str, tag: str) -> None:
-        promote_mod.copy_in_target(target, client, src_repo, dst_repo, digest, tag,
-                                   timeout=self.timeout)
+    def copy_in_target(
+        self, target: Endpoint, client: RegistryClient, src_repo: str, dst_repo: str, digest: str, tag: str
+    ) -> None:
+        promote_mod.copy_in_target(target, client, src_repo, dst_repo, digest, tag, timeout=self.timeout)
 
-    def promote(self, target: Endpoint, client: RegistryClient, quarantine_repo: str,
-                approved_repo: str, digest: str, tag: str) -> None:
-        promote_mod.promote(target, client, quarantine_repo, approved_repo, digest, tag,
-                            timeout=self.timeout)
+    def promote(
+        self,
+        target: Endpoint,
+        client: RegistryClient,
+        quarantine_repo: str,
+        approved_repo: str,
+        digest: str,
+        tag: str,
+    ) -> None:
+        promote_mod.promote(target, client, quarantine_repo, approved_repo, digest, tag, timeout=self.timeout)
 
-    def to_replica(self, source: Endpoint, replica: Endpoint, approved_repo: str, digest: str,
-                   tag: str) -> None:
-        copy_endpoints(source, replica, source.docker_ref(approved_repo, digest=digest),
-                       replica.docker_ref(approved_repo, tag=tag), timeout=self.timeout)
+    def to_replica(
+        self, source: Endpoint, replica: Endpoint, approved_repo: str, digest: str, tag: str
+    ) -> None:
+        copy_endpoints(
+            source,
+            replica,
+            source.docker_ref(approved_repo, digest=digest),
+            replica.docker_ref(approved_repo, tag=tag),
+            timeout=self.timeout,
+        )
 
     def demote(self, client: RegistryClient, approved_repo: str, digest: str) -> list[str]:
         return promote_mod.demote(client, approved_repo, digest)
@@ -108,6 +150,13 @@ class TrivyScanner:
     def __init__(self, settings: ScanSettings):
         self.settings = settings
 
-    def scan(self, target: Endpoint, client: RegistryClient, repository: str, digest: str,
-             platforms: tuple[str, ...], cache: ScanCache) -> ScanResult:
+    def scan(
+        self,
+        target: Endpoint,
+        client: RegistryClient,
+        repository: str,
+        digest: str,
+        platforms: tuple[str, ...],
+        cache: ScanCache,
+    ) -> ScanResult:
         return scan_digest(target, client, repository, digest, platforms, self.settings, cache)

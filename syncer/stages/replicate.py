@@ -33,12 +33,19 @@ def needs_copy(rec: Record, registry: str) -> bool:
     return state is None or state.lagging or state.digest != rec.promoted_digest
 
 
-def push_to_replica(source: Endpoint, replica: Endpoint, replica_client: RegistryClient, signer: Signer,
-                    copier: Copier, approved_repo: str, digest: str, tag: str) -> None:
+def push_to_replica(
+    source: Endpoint,
+    replica: Endpoint,
+    replica_client: RegistryClient,
+    signer: Signer,
+    copier: Copier,
+    approved_repo: str,
+    digest: str,
+    tag: str,
+) -> None:
     """Sign on the replica under its identity, then copy the digest there from the trusted registry.
 
     Signing first, as at promotion: a replica never serves the tag without its signature.
     """
     signer.sign(replica_client, approved_repo, digest, f"{replica.name}/{approved_repo}")
     copier.to_replica(source, replica, approved_repo, digest, tag)
-

@@ -32,10 +32,12 @@ from syncer.trail.ledger import now_iso
 
 # Config media types of container images; any other config makes an OCI artifact (a Helm
 # chart, a WASM module, an SBOM) that Trivy cannot scan as an image.
-IMAGE_CONFIG_TYPES = frozenset({
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-})
+IMAGE_CONFIG_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+    }
+)
 
 
 class PlatformError(SyncerError):
@@ -75,8 +77,7 @@ class SharedLayers:
         wanted = sorted(set(diff_ids))
         with self._guard:
             # Sorted, so that two scans never each hold a layer the other waits for.
-            locks = [self._turns.setdefault(d, threading.Lock()) for d in wanted
-                     if d not in self._done]
+            locks = [self._turns.setdefault(d, threading.Lock()) for d in wanted if d not in self._done]
         held = []
         try:
             for lock in locks:
@@ -116,8 +117,11 @@ def _is_attestation(entry: dict[str, Any]) -> bool:
     # BuildKit's provenance and SBOM manifests: unknown/unknown, annotated, never run.
     plat = _mapping(entry.get("platform"))
     annotations = _mapping(entry.get("annotations"))
-    return (plat.get("os") == "unknown" and plat.get("architecture") == "unknown"
-            and annotations.get("vnd.docker.reference.type") == "attestation-manifest")
+    return (
+        plat.get("os") == "unknown"
+        and plat.get("architecture") == "unknown"
+        and annotations.get("vnd.docker.reference.type") == "attestation-manifest"
+    )
 
 
 def image_children(index: Manifest) -> list[Child]:
@@ -134,8 +138,15 @@ def image_children(index: Manifest) -> list[Child]:
     seen: dict[str, int] = {}
     for _, name, _ in raw:
         seen[name] = seen.get(name, 0) + 1
-    return [Child(digest, name, name if name and seen[name] == 1 else (f"{name}@{digest}" if name else digest),
-                  media_type) for digest, name, media_type in raw]
+    return [
+        Child(
+            digest,
+            name,
+            name if name and seen[name] == 1 else (f"{name}@{digest}" if name else digest),
+            media_type,
+        )
+        for digest, name, media_type in raw
+    ]
 
 
 def required_children(children: list[Child], wanted: tuple[str, ...], ref: str) -> list[Child]:
@@ -173,11 +184,17 @@ _ECOSYSTEMS = {
 _ECOSYSTEM_OF = {t: eco for eco, types in _ECOSYSTEMS.items() for t in types}
 # How Trivy's OS families are spelled in the DB's bucket names, where not as the family.
 _OS_BUCKETS = {
-    "redhat": ("red hat",), "centos": ("red hat",), "amazon": ("amazon linux",),
-    "oracle": ("oracle linux",), "opensuse-leap": ("opensuse leap",),
-    "opensuse.leap": ("opensuse leap",), "opensuse-tumbleweed": ("opensuse tumbleweed",),
-    "opensuse.tumbleweed": ("opensuse tumbleweed",), "sles": ("suse linux enterprise",),
-    "photon": ("photon os",), "azurelinux": ("azure linux",),
+    "redhat": ("red hat",),
+    "centos": ("red hat",),
+    "amazon": ("amazon linux",),
+    "oracle": ("oracle linux",),
+    "opensuse-leap": ("opensuse leap",),
+    "opensuse.leap": ("opensuse leap",),
+    "opensuse-tumbleweed": ("opensuse tumbleweed",),
+    "opensuse.tumbleweed": ("opensuse tumbleweed",),
+    "sles": ("suse linux enterprise",),
+    "photon": ("photon os",),
+    "azurelinux": ("azure linux",),
 }
 
 
@@ -190,15 +207,17 @@ def _covers_os(sources: frozenset[str], family: str, release: str) -> bool:
             return True
         for source in lowered:
             if source.startswith(spelling + " "):
-                version = source[len(spelling) + 1:]
+                version = source[len(spelling) + 1 :]
                 if release.casefold() == version or release.casefold().startswith(
-                        tuple(version + sep for sep in ". -")):
+                    tuple(version + sep for sep in ". -")
+                ):
                     return True
     return False
 
 
-def unassessed(os_: str, package_types: Iterable[str], sources: frozenset[str] | None,
-               package_dbs: Iterable[str] = ()) -> tuple[str, ...]:
+def unassessed(
+    os_: str, package_types: Iterable[str], sources: frozenset[str] | None, package_dbs: Iterable[str] = ()
+) -> tuple[str, ...]:
     """What of one image's package data the vulnerability database cannot match (pure).
 
     ``os_`` is Trivy's ``"<family> <release>"``, ``"none"`` when it found OS packages but no
@@ -211,11 +230,15 @@ def unassessed(os_: str, package_types: Iterable[str], sources: frozenset[str] |
     os_types = {family}
     dbs = sorted(set(package_dbs))
     if not os_ and dbs:
-        found.append(f"OS package database in the layers ({', '.join(dbs[:3])}) but Trivy "
-                     "reported no OS packages: they were not matched")
+        found.append(
+            f"OS package database in the layers ({', '.join(dbs[:3])}) but Trivy "
+            "reported no OS packages: they were not matched"
+        )
     if os_ == "none":
-        found.append("OS packages without an OS release (no etc/os-release Trivy recognises): "
-                     "their advisories cannot be matched")
+        found.append(
+            "OS packages without an OS release (no etc/os-release Trivy recognises): "
+            "their advisories cannot be matched"
+        )
     elif os_ and sources is not None and not _covers_os(sources, family, release):
         found.append(f"{os_}: the vulnerability database has no advisories for this OS release")
     for kind in sorted(set(package_types) - os_types):
@@ -244,8 +267,15 @@ class ManifestScan:
     problem: str = ""
 
     def labelled(self, label: str) -> PlatformScan:
-        return PlatformScan(digest=self.digest, platform=label, created=self.created, os=self.os,
-                            packages=self.packages, unassessed=self.unassessed, problem=self.problem)
+        return PlatformScan(
+            digest=self.digest,
+            platform=label,
+            created=self.created,
+            os=self.os,
+            packages=self.packages,
+            unassessed=self.unassessed,
+            problem=self.problem,
+        )
 
 
 def artifact_type(manifest: Manifest) -> str:
@@ -257,16 +287,23 @@ def artifact_type(manifest: Manifest) -> str:
     return ""
 
 
-def scan_manifest(target: Endpoint, client: RegistryClient, repository: str, digest: str,
-                  settings: ScanSettings, manifest: Manifest | None = None) -> ManifestScan:
+def scan_manifest(
+    target: Endpoint,
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    settings: ScanSettings,
+    manifest: Manifest | None = None,
+) -> ManifestScan:
     """Trivy over one image manifest of quarantine, by its digest."""
     ref = target.ref(repository, digest=digest)
     manifest = manifest or client.get_manifest(repository, digest)
     if manifest.media_type in INDEX_TYPES:
         return ManifestScan(digest, problem="a nested index, which syncer does not scan")
     if manifest.media_type not in IMAGE_TYPES:
-        return ManifestScan(digest, problem=f"a {manifest.media_type or 'manifest without media type'}, "
-                                            "not an image manifest")
+        return ManifestScan(
+            digest, problem=f"a {manifest.media_type or 'manifest without media type'}, not an image manifest"
+        )
     if kind := artifact_type(manifest):
         return ManifestScan(digest, problem=f"an OCI artifact ({kind}), not a container image")
     # Trivy keys its layer cache by the diff_ids the config claims: hold them to the bytes
@@ -290,12 +327,20 @@ def scan_manifest(target: Endpoint, client: RegistryClient, repository: str, dig
     if result.os is not None:
         os_ = "none" if result.os.family in ("", "none") else f"{result.os.family} {result.os.name}".strip()
     return ManifestScan(
-        digest=digest, findings=result.findings, licenses=result.licenses, created=result.created,
-        os=os_, packages=result.package_types,
+        digest=digest,
+        findings=result.findings,
+        licenses=result.licenses,
+        created=result.created,
+        os=os_,
+        packages=result.package_types,
         # A server's database is not on this machine: only what the report says is checked.
-        unassessed=unassessed(os_, result.package_types,
-                              None if settings.server else trivy.db_sources(settings.cache_dir),
-                              checked.package_dbs))
+        unassessed=unassessed(
+            os_,
+            result.package_types,
+            None if settings.server else trivy.db_sources(settings.cache_dir),
+            checked.package_dbs,
+        ),
+    )
 
 
 class ScanCache:
@@ -326,16 +371,24 @@ class ScanCache:
 
 def split_result(scan: ScanResult) -> list[ManifestScan]:
     """A recorded result back into its manifests' results (the inverse of ``combine``)."""
-    return [ManifestScan(
-        digest=part.digest,
-        findings=tuple(replace(f, platform="") for f in scan.findings if f.platform == part.platform),
-        licenses=tuple(replace(x, platform="") for x in scan.licenses if x.platform == part.platform),
-        created=part.created, os=part.os, packages=part.packages, unassessed=part.unassessed,
-        problem=part.problem) for part in scan.covered]
+    return [
+        ManifestScan(
+            digest=part.digest,
+            findings=tuple(replace(f, platform="") for f in scan.findings if f.platform == part.platform),
+            licenses=tuple(replace(x, platform="") for x in scan.licenses if x.platform == part.platform),
+            created=part.created,
+            os=part.os,
+            packages=part.packages,
+            unassessed=part.unassessed,
+            problem=part.problem,
+        )
+        for part in scan.covered
+    ]
 
 
-def combine(digest: str, parts: list[tuple[str, ManifestScan]], selection: tuple[str, ...],
-            settings: ScanSettings) -> ScanResult:
+def combine(
+    digest: str, parts: list[tuple[str, ManifestScan]], selection: tuple[str, ...], settings: ScanSettings
+) -> ScanResult:
     """One result of ``digest`` from its required manifests' results, each under its label."""
     created = [p.created for _, p in parts if p.created is not None]
     return ScanResult(
@@ -351,9 +404,15 @@ def combine(digest: str, parts: list[tuple[str, ManifestScan]], selection: tuple
     )
 
 
-def scan_digest(target: Endpoint, client: RegistryClient, repository: str, digest: str,
-                wanted_platforms: tuple[str, ...], settings: ScanSettings,
-                cache: ScanCache | None = None) -> ScanResult:
+def scan_digest(
+    target: Endpoint,
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    wanted_platforms: tuple[str, ...],
+    settings: ScanSettings,
+    cache: ScanCache | None = None,
+) -> ScanResult:
     """Scans every image manifest of ``digest`` the entry requires (each once per database)."""
     cache = cache or ScanCache()
     ref = target.ref(repository, digest=digest)
@@ -362,18 +421,37 @@ def scan_digest(target: Endpoint, client: RegistryClient, repository: str, diges
     if not manifest.is_index:
         kind = artifact_type(manifest) if manifest.media_type in IMAGE_TYPES else ""
         if kind:
-            return ScanResult(digest=digest, scanner=trivy.scanner(settings.server),
-                              db_updated_at=settings.db_updated_at, scanned_at=now_iso(),
-                              selection=wanted_platforms, artifact=kind)
-        part = cache.get(digest, settings.db_updated_at,
-                         lambda: scan_manifest(target, client, repository, digest, settings, manifest))
+            return ScanResult(
+                digest=digest,
+                scanner=trivy.scanner(settings.server),
+                db_updated_at=settings.db_updated_at,
+                scanned_at=now_iso(),
+                selection=wanted_platforms,
+                artifact=kind,
+            )
+        part = cache.get(
+            digest,
+            settings.db_updated_at,
+            lambda: scan_manifest(target, client, repository, digest, settings, manifest),
+        )
         return combine(digest, [("", part)], wanted_platforms, settings)
     children = required_children(image_children(manifest), wanted_platforms, ref)
     if not children:
-        return combine(digest, [("", ManifestScan(digest, problem="an index with no image in it"))],
-                       wanted_platforms, settings)
-    parts = [(child.label, cache.get(child.digest, settings.db_updated_at,
-                                     functools.partial(scan_manifest, target, client, repository,
-                                                       child.digest, settings)))
-             for child in children]
+        return combine(
+            digest,
+            [("", ManifestScan(digest, problem="an index with no image in it"))],
+            wanted_platforms,
+            settings,
+        )
+    parts = [
+        (
+            child.label,
+            cache.get(
+                child.digest,
+                settings.db_updated_at,
+                functools.partial(scan_manifest, target, client, repository, child.digest, settings),
+            ),
+        )
+        for child in children
+    ]
     return combine(digest, parts, wanted_platforms, settings)

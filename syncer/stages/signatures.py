@@ -86,8 +86,13 @@ def read_signatures(client: RegistryClient, repository: str, digest: str) -> lis
     return [] if manifest is None else _layers(manifest, client, repository, digest)
 
 
-def attach(client: RegistryClient, repository: str, digest: str, docker_reference: str,
-           private_key: cosign.PrivateKey) -> bool:
+def attach(
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    docker_reference: str,
+    private_key: cosign.PrivateKey,
+) -> bool:
     """Adds this key's signature of ``digest`` under ``docker_reference``; False if present.
 
     Other signers' layers (and any other attachment) are kept as they are. The registry
@@ -104,19 +109,23 @@ def attach(client: RegistryClient, repository: str, digest: str, docker_referenc
         for layer in _layers(manifest, client, repository, digest):
             # Payload bytes are deterministic, so the same identity and digest give the same
             # blob; ECDSA signatures are not, so "ours" means "verifies with our key".
-            if layer.digest == payload_digest and \
-                    cosign.verify(private_key.public_key, payload, layer.signature):
+            if layer.digest == payload_digest and cosign.verify(
+                private_key.public_key, payload, layer.signature
+            ):
                 return False
     # Without a signature manifest (the first signature of this digest) neither blob can be
     # there but from an interrupted attempt: upload without asking, two requests fewer.
     known = manifest is not None
     client.put_blob(repository, payload, check=known)
-    layers = [*existing, {
-        "mediaType": SIMPLESIGNING,
-        "size": len(payload),
-        "digest": payload_digest,
-        "annotations": {SIGNATURE_ANNOTATION: cosign.sign(private_key, payload)},
-    }]
+    layers = [
+        *existing,
+        {
+            "mediaType": SIMPLESIGNING,
+            "size": len(payload),
+            "digest": payload_digest,
+            "annotations": {SIGNATURE_ANNOTATION: cosign.sign(private_key, payload)},
+        },
+    ]
     config = _config([layer["digest"] for layer in layers])
     client.put_blob(repository, config, check=known)
     document = {
@@ -129,8 +138,9 @@ def attach(client: RegistryClient, repository: str, digest: str, docker_referenc
     return True
 
 
-def verify_signers(client: RegistryClient, repository: str, digest: str, docker_reference: str,
-                   signers: dict[str, str]) -> VerifyResult:
+def verify_signers(
+    client: RegistryClient, repository: str, digest: str, docker_reference: str, signers: dict[str, str]
+) -> VerifyResult:
     """Which of ``signers`` (name -> PEM public key) signed ``digest`` as ``docker_reference``.
 
     A signature counts only if its blob matches the layer digest, the signature verifies with
@@ -153,8 +163,9 @@ def verify_signers(client: RegistryClient, repository: str, digest: str, docker_
             problems.append(f"{where}: payload blob unreadable ({err})")
             continue
         if len(blob) != layer.size:
-            problems.append(f"{where}: payload is {len(blob)} bytes, the manifest says "
-                            f"{layer.size}; re-sign the image")
+            problems.append(
+                f"{where}: payload is {len(blob)} bytes, the manifest says {layer.size}; re-sign the image"
+            )
             continue
         by = [name for name, key in keys.items() if cosign.verify(key, blob, layer.signature)]
         if not by:
@@ -165,17 +176,23 @@ def verify_signers(client: RegistryClient, repository: str, digest: str, docker_
             problems.append(f"{where}: {err}")
             continue
         if payload.digest != digest:
-            problems.append(f"{where}: signed by {', '.join(by)} for {payload.digest}, not "
-                            f"{digest}; the signature belongs to another image")
+            problems.append(
+                f"{where}: signed by {', '.join(by)} for {payload.digest}, not "
+                f"{digest}; the signature belongs to another image"
+            )
         elif payload.docker_reference != docker_reference:
-            problems.append(f"{where}: signed by {', '.join(by)} as "
-                            f"'{payload.docker_reference}', not '{docker_reference}'; sign "
-                            "the image under the name it is pulled by")
+            problems.append(
+                f"{where}: signed by {', '.join(by)} as "
+                f"'{payload.docker_reference}', not '{docker_reference}'; sign "
+                "the image under the name it is pulled by"
+            )
         else:
             signed.update(by)
-    return VerifyResult(signed_by=[name for name in signers if name in signed],
-                        missing=[name for name in signers if name not in signed],
-                        problems=problems)
+    return VerifyResult(
+        signed_by=[name for name in signers if name in signed],
+        missing=[name for name in signers if name not in signed],
+        problems=problems,
+    )
 
 
 def _signature_manifest(client: RegistryClient, repository: str, digest: str) -> dict | None:
@@ -185,24 +202,34 @@ def _signature_manifest(client: RegistryClient, repository: str, digest: str) ->
         return None
 
 
-def _layers(manifest: dict, client: RegistryClient, repository: str,
-            digest: str) -> list[SignatureLayer]:
+def _layers(manifest: dict, client: RegistryClient, repository: str, digest: str) -> list[SignatureLayer]:
     layers = manifest.get("layers")
     if not isinstance(layers, list):
-        raise SigningError(f"{client.where}: {repository}:{signature_tag(digest)} is not a "
-                           "signature manifest (no layers); delete that tag and sign again")
+        raise SigningError(
+            f"{client.where}: {repository}:{signature_tag(digest)} is not a "
+            "signature manifest (no layers); delete that tag and sign again"
+        )
     found = []
     for layer in layers:
         if not isinstance(layer, dict) or layer.get("mediaType") != SIMPLESIGNING:
             continue  # attestations and other attachments cosign may add
         annotations = layer.get("annotations") or {}
-        signature, blob, size = (annotations.get(SIGNATURE_ANNOTATION), layer.get("digest"),
-                                 layer.get("size"))
+        signature, blob, size = (
+            annotations.get(SIGNATURE_ANNOTATION),
+            layer.get("digest"),
+            layer.get("size"),
+        )
         # A digest outside the grammar could not be fetched, and would reach a URL.
-        if isinstance(signature, str) and isinstance(blob, str) and is_valid_digest(blob) \
-                and isinstance(size, int) and not isinstance(size, bool):
-            found.append(SignatureLayer(digest=blob, size=size, signature=signature,
-                                        annotations=dict(annotations)))
+        if (
+            isinstance(signature, str)
+            and isinstance(blob, str)
+            and is_valid_digest(blob)
+            and isinstance(size, int)
+            and not isinstance(size, bool)
+        ):
+            found.append(
+                SignatureLayer(digest=blob, size=size, signature=signature, annotations=dict(annotations))
+            )
     return found
 
 
@@ -211,14 +238,16 @@ def _config(layer_digests: list[str]) -> bytes:
 
     The payloads are stored uncompressed, so each diff_id is the layer digest.
     """
-    return _compact({
-        "architecture": "",
-        "created": _ZERO_TIME,
-        "history": [{"created": _ZERO_TIME} for _ in layer_digests],
-        "os": "",
-        "rootfs": {"type": "layers", "diff_ids": layer_digests},
-        "config": {},
-    })
+    return _compact(
+        {
+            "architecture": "",
+            "created": _ZERO_TIME,
+            "history": [{"created": _ZERO_TIME} for _ in layer_digests],
+            "os": "",
+            "rootfs": {"type": "layers", "diff_ids": layer_digests},
+            "config": {},
+        }
+    )
 
 
 def _compact(document: dict) -> bytes:
@@ -238,10 +267,15 @@ def resolve_digest(client: RegistryClient, ref: TrustedRef, action: str) -> str:
         raise DigestMismatchError(
             f"{err}; nothing was {action}. Check what answers at {client.endpoint} (a mirror or "
             f"proxy rewriting answers), and that {ref} is the image you mean",
-            registry=err.registry, expected=err.expected, found=err.found) from None
+            registry=err.registry,
+            expected=err.expected,
+            found=err.found,
+        ) from None
     if ref.digest is not None:
         return ref.digest
     if not refs.is_sha256_digest(manifest.digest):
-        raise RegistryError(f"{client.where} serves {ref} as {manifest.digest}; signatures are "
-                            "stored per sha256 digest only", registry=client.host)
+        raise RegistryError(
+            f"{client.where} serves {ref} as {manifest.digest}; signatures are stored per sha256 digest only",
+            registry=client.host,
+        )
     return manifest.digest

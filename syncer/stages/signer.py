@@ -56,5 +56,7 @@ def signer_from_env(signing: Signing) -> Signer:
         with open(path, "rb") as fh:
             pem = fh.read()
     except OSError as err:
-        raise SigningError(f"cannot read the signing key {path} ({signing.key_env}): {err.strerror}") from None
+        raise SigningError(
+            f"cannot read the signing key {path} ({signing.key_env}): {err.strerror}"
+        ) from None
     return Signer(signing.signer, pem, passphrase.encode(), path)

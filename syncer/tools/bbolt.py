@@ -74,7 +74,7 @@ class _Reader:
         return page_size, root, min(high, len(self.data) // page_size)
 
     def _meta_at(self, start: int) -> tuple[int, int, int, int] | None:
-        body = self.data[start + _HEADER.size:start + _HEADER.size + _META.size]
+        body = self.data[start + _HEADER.size : start + _HEADER.size + _META.size]
         if len(body) < _META.size:
             return None
         magic, version, page_size, _, root, _, _, high, txid, checksum = _META.unpack(body)
@@ -88,14 +88,14 @@ class _Reader:
         if not 2 <= pgid < self.pages:
             raise self._fail(f"page {pgid} is outside the file")
         start = pgid * self.page_size
-        header = self.data[start:start + _HEADER.size]
+        header = self.data[start : start + _HEADER.size]
         page_id, flags, count, overflow = _HEADER.unpack(header)
         if page_id != pgid:
             raise self._fail(f"page {pgid} says it is page {page_id}")
         end = start + (overflow + 1) * self.page_size
         if end > len(self.data):
             raise self._fail(f"page {pgid} runs past the end of the file")
-        return flags, count, memoryview(self.data)[start + _HEADER.size:end]
+        return flags, count, memoryview(self.data)[start + _HEADER.size : end]
 
     def buckets(self) -> frozenset[str]:
         names: set[str] = set()
@@ -116,7 +116,7 @@ class _Reader:
                 elem_flags, pos, ksize, _ = _LEAF_ELEMENT.unpack_from(body, at)
                 if not elem_flags & _BUCKET_LEAF_FLAG:
                     continue
-                key = bytes(body[at + pos:at + pos + ksize])
+                key = bytes(body[at + pos : at + pos + ksize])
                 if len(key) != ksize:
                     raise self._fail(f"a key on page {pgid} runs past its page")
                 names.add(key.decode("utf-8", "replace"))

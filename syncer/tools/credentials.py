@@ -74,16 +74,20 @@ def auth_files(environ: Mapping[str, str], uid: int) -> list[AuthFile]:
     config_home = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     docker = environ.get("DOCKER_CONFIG") or os.path.join(home, ".docker")
     return [
-        AuthFile(os.path.join(runtime, "containers", "auth.json") if runtime
-                 else f"/run/containers/{uid}/auth.json"),
+        AuthFile(
+            os.path.join(runtime, "containers", "auth.json")
+            if runtime
+            else f"/run/containers/{uid}/auth.json"
+        ),
         AuthFile(os.path.join(config_home, "containers", "auth.json")),
         AuthFile(os.path.join(docker, "config.json")),
         AuthFile(os.path.join(home, ".dockercfg"), legacy=True),
     ]
 
 
-def lookup(registry: str, *, environ: Mapping[str, str] | None = None,
-           run_helper: HelperRunner | None = None) -> Found | None:
+def lookup(
+    registry: str, *, environ: Mapping[str, str] | None = None, run_helper: HelperRunner | None = None
+) -> Found | None:
     """The credential for ``registry`` (``host[:port]`` as contacted) from the first auth file
     or credential helper that has one; None when none has. CredentialError when a file cannot
     be read or a helper not run."""
@@ -109,29 +113,30 @@ def _read(auth_file: AuthFile) -> dict | None:
     except OSError as err:
         raise CredentialError(
             f"auth file {auth_file.path} cannot be read ({err.strerror}); make it readable by "
-            "this user, or remove it") from None
+            "this user, or remove it"
+        ) from None
     try:
         document = json.loads(text)
     except ValueError as err:
         where = f" at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
         raise CredentialError(
             f"auth file {auth_file.path} is not valid JSON{where}; fix it or remove it and "
-            "log in again (docker login, skopeo login or podman login write it)") from None
+            "log in again (docker login, skopeo login or podman login write it)"
+        ) from None
     if not isinstance(document, dict):
-        raise CredentialError(f"auth file {auth_file.path} does not hold a JSON object; fix it "
-                              "or remove it and log in again")
+        raise CredentialError(
+            f"auth file {auth_file.path} does not hold a JSON object; fix it or remove it and log in again"
+        )
     return document
 
 
-def _in_file(registry: str, auth_file: AuthFile, document: dict,
-             run_helper: HelperRunner) -> Found | None:
+def _in_file(registry: str, auth_file: AuthFile, document: dict, run_helper: HelperRunner) -> Found | None:
     if not auth_file.legacy:
         helpers = _object(document, "credHelpers", auth_file)
         key = _matching_key(registry, helpers, legacy=False)
         if key is not None:
             name = helpers[key]
-            return _from_helper(registry, name, f"credHelpers entry {key!r} in {auth_file.path}",
-                                run_helper)
+            return _from_helper(registry, name, f"credHelpers entry {key!r} in {auth_file.path}", run_helper)
         store = document.get("credsStore")
         if isinstance(store, str) and store:
             found = _from_helper(registry, store, f"credsStore in {auth_file.path}", run_helper)
@@ -147,8 +152,10 @@ def _in_file(registry: str, auth_file: AuthFile, document: dict,
 def _object(document: dict, name: str, auth_file: AuthFile) -> dict:
     value = document.get(name, {})
     if not isinstance(value, dict):
-        raise CredentialError(f"auth file {auth_file.path}: {name!r} is not a JSON object; fix "
-                              "it or remove the file and log in again")
+        raise CredentialError(
+            f"auth file {auth_file.path}: {name!r} is not a JSON object; fix "
+            "it or remove the file and log in again"
+        )
     return value
 
 
@@ -157,8 +164,9 @@ def _matching_key(registry: str, entries: dict, *, legacy: bool) -> str | None:
     if registry in entries:
         return registry
     wanted = _normalised(registry)
-    return next((k for k in entries if isinstance(k, str)
-                 and _normalised(_key_host(k, legacy)) == wanted), None)
+    return next(
+        (k for k in entries if isinstance(k, str) and _normalised(_key_host(k, legacy)) == wanted), None
+    )
 
 
 def _key_host(key: str, legacy: bool) -> str:
@@ -180,28 +188,31 @@ def _from_entry(entry: object, key: str, auth_file: AuthFile) -> Found | None:
         raise CredentialError(
             f"auth file {where} holds an identity token (an OAuth login), which syncer cannot "
             "use; log in with a username and password or token, or set auth in "
-            "catalog/settings.yaml")
+            "catalog/settings.yaml"
+        )
     encoded = entry.get("auth")
     if not encoded:
         return None  # docker's marker beside a credential helper: nothing stored here
     try:
         decoded = base64.b64decode(str(encoded), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        raise CredentialError(f"auth file {where}: 'auth' is not base64 of user:password; log "
-                              "in again to rewrite it") from None
+        raise CredentialError(
+            f"auth file {where}: 'auth' is not base64 of user:password; log in again to rewrite it"
+        ) from None
     username, sep, password = decoded.partition(":")
     if not sep:
-        raise CredentialError(f"auth file {where}: 'auth' holds no ':' between user and "
-                              "password; log in again to rewrite it")
+        raise CredentialError(
+            f"auth file {where}: 'auth' holds no ':' between user and password; log in again to rewrite it"
+        )
     source = f"auth file {where}"
     return Found(Credentials(username, password.strip("\x00"), origin=source), source)
 
 
-def _from_helper(registry: str, name: str, configured: str, run_helper: HelperRunner
-                 ) -> Found | None:
+def _from_helper(registry: str, name: str, configured: str, run_helper: HelperRunner) -> Found | None:
     if not isinstance(name, str) or not name or "/" in name:
-        raise CredentialError(f"{configured} names no credential helper; write the NAME of "
-                              "docker-credential-NAME")
+        raise CredentialError(
+            f"{configured} names no credential helper; write the NAME of docker-credential-NAME"
+        )
     # docker asks a helper for Hub under its index URL, containers/image under docker.io.
     servers = (HUB_INDEX, HUB) if _normalised(registry) == "index.docker.io" else (registry,)
     for server in servers:
@@ -212,7 +223,8 @@ def _from_helper(registry: str, name: str, configured: str, run_helper: HelperRu
             raise CredentialError(
                 f"credential helper docker-credential-{name} ({configured}) gave an identity "
                 f"token for {server}, which syncer cannot use; store a username and password "
-                "or token, or set auth in catalog/settings.yaml")
+                "or token, or set auth in catalog/settings.yaml"
+            )
         source = f"credential helper docker-credential-{name} ({configured})"
         return Found(Credentials(answer.username, answer.secret, origin=source), source)
     return None
@@ -225,31 +237,45 @@ def _run_helper(environ: Mapping[str, str]) -> HelperRunner:
         if path is None:
             raise CredentialError(
                 f"credential helper {program} ({configured}) is not on PATH; install it, or "
-                "remove the entry from that file")
+                "remove the entry from that file"
+            )
         try:
             # The helpers read keyrings, GPG agents and D-Bus: they get the whole environment.
-            done = subprocess.run([path, "get"], input=server.encode(), capture_output=True,
-                                  timeout=HELPER_TIMEOUT, env=dict(environ), check=False)
+            done = subprocess.run(
+                [path, "get"],
+                input=server.encode(),
+                capture_output=True,
+                timeout=HELPER_TIMEOUT,
+                env=dict(environ),
+                check=False,
+            )
         except subprocess.TimeoutExpired:
-            raise CredentialError(f"credential helper {program} ({configured}) did not answer "
-                                  f"within {HELPER_TIMEOUT:g}s for {server}; unlock its "
-                                  "keyring or remove the entry") from None
+            raise CredentialError(
+                f"credential helper {program} ({configured}) did not answer "
+                f"within {HELPER_TIMEOUT:g}s for {server}; unlock its "
+                "keyring or remove the entry"
+            ) from None
         output = done.stdout.decode("utf-8", "replace").strip()
         if done.returncode != 0:
             if _NOT_FOUND in output.lower() or _NOT_FOUND in done.stderr.decode("utf-8", "replace").lower():
                 return None
             reason = (done.stderr.decode("utf-8", "replace").strip() or output)[:200]
-            raise CredentialError(f"credential helper {program} ({configured}) failed for "
-                                  f"{server} (exit {done.returncode}): {redact.redact(reason)}")
+            raise CredentialError(
+                f"credential helper {program} ({configured}) failed for "
+                f"{server} (exit {done.returncode}): {redact.redact(reason)}"
+            )
         try:
             answer = json.loads(output)
             username, secret = answer["Username"], answer["Secret"]
             if not isinstance(username, str) or not isinstance(secret, str):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
-            raise CredentialError(f"credential helper {program} ({configured}) printed no "
-                                  "JSON object with Username and Secret for "
-                                  f"{server}") from None
+            raise CredentialError(
+                f"credential helper {program} ({configured}) printed no "
+                "JSON object with Username and Secret for "
+                f"{server}"
+            ) from None
         redact.remember_credentials(username, secret)
         return HelperAnswer(username, secret) if secret else None
+
     return run

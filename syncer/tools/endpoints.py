@@ -101,9 +101,16 @@ def source_endpoint(settings: Settings, host: str, *, anonymous_if_unset: bool =
         return _endpoint(host, host, True, None, Auth(), f"sources.{host}")
     names = [n for n in (src.auth.username_env, src.auth.password_env) if n]
     anonymous = anonymous_if_unset and bool(names) and not any(os.environ.get(n) for n in names)
-    return _endpoint(host, src.endpoint or host, src.tls_verify, src.ca_dir, src.auth,
-                     f"sources.{host}", anonymous=anonymous,
-                     concurrency=src.concurrency or DEFAULT_CONCURRENCY)
+    return _endpoint(
+        host,
+        src.endpoint or host,
+        src.tls_verify,
+        src.ca_dir,
+        src.auth,
+        f"sources.{host}",
+        anonymous=anonymous,
+        concurrency=src.concurrency or DEFAULT_CONCURRENCY,
+    )
 
 
 def target_endpoint(settings: Settings) -> Endpoint:
@@ -116,9 +123,17 @@ def replica_endpoint(settings: Settings, index: int) -> Endpoint:
     return _endpoint(r.registry, r.registry, r.tls_verify, r.ca_dir, r.auth, f"replicas[{index}]")
 
 
-def _endpoint(name: str, address: str, tls_verify: bool, ca_dir: str | None, auth: Auth,
-              what: str, *, anonymous: bool = False,
-              concurrency: int = DEFAULT_CONCURRENCY) -> Endpoint:
+def _endpoint(
+    name: str,
+    address: str,
+    tls_verify: bool,
+    ca_dir: str | None,
+    auth: Auth,
+    what: str,
+    *,
+    anonymous: bool = False,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> Endpoint:
     """``what``: the settings entry, for messages. Credentials are looked up under the
     address contacted, as skopeo would for a reference naming it."""
     credentials, found = None, ""
@@ -129,17 +144,26 @@ def _endpoint(name: str, address: str, tls_verify: bool, ca_dir: str | None, aut
         lookup = auth_files.lookup(address)
         if lookup is not None:
             credentials, found = lookup.credentials, lookup.source
-    return Endpoint(name=name, address=address, tls_verify=tls_verify,
-                    trust=resolve_trust(address, ca_dir, what), credentials=credentials,
-                    concurrency=concurrency, credentials_found=found)
+    return Endpoint(
+        name=name,
+        address=address,
+        tls_verify=tls_verify,
+        trust=resolve_trust(address, ca_dir, what),
+        credentials=credentials,
+        concurrency=concurrency,
+        credentials_found=found,
+    )
 
 
 def remember_secrets(settings: Settings) -> None:
     """Every password and webhook URL the catalog names, as far as it is set, is redacted from messages
     from now on, also one of a registry this run does not read credentials for (a plan
     reads none for the target): an answer may echo any secret the process environment has."""
-    blocks: list[Auth] = [settings.target.auth, *(s.auth for s in settings.sources.values()),
-                          *(r.auth for r in settings.replicas)]
+    blocks: list[Auth] = [
+        settings.target.auth,
+        *(s.auth for s in settings.sources.values()),
+        *(r.auth for r in settings.replicas),
+    ]
     for auth in blocks:
         password = os.environ.get(auth.password_env or "")
         if password:
@@ -159,5 +183,4 @@ def endpoint_for(settings: Settings, registry: str) -> Endpoint:
     for i, replica in enumerate(settings.replicas):
         if replica.registry == registry:
             return replica_endpoint(settings, i)
-    raise UsageError(f"registry {registry} is neither target.registry nor under replicas: in "
-                     "settings.yaml")
+    raise UsageError(f"registry {registry} is neither target.registry nor under replicas: in settings.yaml")

@@ -35,8 +35,15 @@ NETWORK_TIMEOUT = 120  # seconds for one fetch or push
 MAX_BACKOFF = 30.0
 
 # Order of states in a commit subject: what a reviewer looks for first.
-_SUBJECT_ORDER = [State.PROMOTED, State.HELD, State.FLAGGED, State.DEMOTED, State.FAILED,
-                  State.SCANNED, State.MIRRORED]
+_SUBJECT_ORDER = [
+    State.PROMOTED,
+    State.HELD,
+    State.FLAGGED,
+    State.DEMOTED,
+    State.FAILED,
+    State.SCANNED,
+    State.MIRRORED,
+]
 _URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 # Temporary files of atomic writes (syncer.trail.atomic) are never staged: one an interrupted run
 # left behind holds half a record.
@@ -54,8 +61,9 @@ class CommitResult:
     unpushed: int = 0
 
 
-def summary_message(counts: Mapping[str, int], run_id: str | None,
-                    env: Mapping[str, str] | None = None) -> str:
+def summary_message(
+    counts: Mapping[str, int], run_id: str | None, env: Mapping[str, str] | None = None
+) -> str:
     """``sync: 3 promoted, 1 held`` and, inside GitHub Actions, a ``Run:`` link to the run."""
     env = os.environ if env is None else env
     known = [s.value for s in _SUBJECT_ORDER]
@@ -70,8 +78,7 @@ def summary_message(counts: Mapping[str, int], run_id: str | None,
 
 def identity_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str]:
     env = os.environ if env is None else env
-    return (env.get("SYNCER_GIT_NAME") or DEFAULT_NAME,
-            env.get("SYNCER_GIT_EMAIL") or DEFAULT_EMAIL)
+    return (env.get("SYNCER_GIT_NAME") or DEFAULT_NAME, env.get("SYNCER_GIT_EMAIL") or DEFAULT_EMAIL)
 
 
 def redact(text: str) -> str:
@@ -79,11 +86,19 @@ def redact(text: str) -> str:
     return _URL_USERINFO.sub(r"\1***@", text)
 
 
-def commit_reports(repo_dir: str | os.PathLike[str], paths: Sequence[str | os.PathLike[str]],
-                   message: str, *, identity: tuple[str, str] | None = None, push: bool = False,
-                   remote: str = "origin", branch: str | None = None, max_attempts: int = 5,
-                   sleep: Callable[[float], None] = time.sleep,
-                   refresh: Callable[[], object] | None = None) -> CommitResult:
+def commit_reports(
+    repo_dir: str | os.PathLike[str],
+    paths: Sequence[str | os.PathLike[str]],
+    message: str,
+    *,
+    identity: tuple[str, str] | None = None,
+    push: bool = False,
+    remote: str = "origin",
+    branch: str | None = None,
+    max_attempts: int = 5,
+    sleep: Callable[[float], None] = time.sleep,
+    refresh: Callable[[], object] | None = None,
+) -> CommitResult:
     """Commits the changes under ``paths`` (absolute or relative to ``repo_dir``) and pushes.
 
     Nothing changed: no commit, and no push unless the branch holds commits the remote lacks
@@ -97,8 +112,12 @@ def commit_reports(repo_dir: str | os.PathLike[str], paths: Sequence[str | os.Pa
     repo = _open(repo_dir)
     pathspecs = _pathspecs(repo, Path(repo_dir), paths)
     name, email = identity or identity_from_env()
-    ident_env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
-                 "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+    ident_env = {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
     unpushed = 0
     if push:
         # Resolved before committing so that a detached HEAD fails without leaving a commit.
@@ -107,12 +126,23 @@ def commit_reports(repo_dir: str | os.PathLike[str], paths: Sequence[str | os.Pa
     if not pathspecs:
         return CommitResult(False, None, False, 0)
     _git(repo, "add", "--all", "--", *pathspecs, _NO_TEMP_FILES, what="stage the reports")
-    committed = bool(_git(repo, "diff", "--cached", "--name-only", "--", *pathspecs, _NO_TEMP_FILES,
-                          what="list changes"))
+    committed = bool(
+        _git(repo, "diff", "--cached", "--name-only", "--", *pathspecs, _NO_TEMP_FILES, what="list changes")
+    )
     if committed:
         # `commit -- paths` commits only those paths, even if other changes are staged.
-        _git(repo, "commit", "--quiet", "--file=-", "--", *pathspecs, _NO_TEMP_FILES,
-             istream_text=message, env=ident_env, what="commit the reports")
+        _git(
+            repo,
+            "commit",
+            "--quiet",
+            "--file=-",
+            "--",
+            *pathspecs,
+            _NO_TEMP_FILES,
+            istream_text=message,
+            env=ident_env,
+            what="commit the reports",
+        )
     if not push or not (committed or unpushed):
         return CommitResult(committed, repo.head.commit.hexsha if committed else None, False, 0)
     assert branch is not None
@@ -131,23 +161,38 @@ def _unpushed(repo: git.Repo, remote: str, branch: str) -> int:
     return int(_git(repo, "rev-list", "--count", f"{tracking}..HEAD", what="count unpushed commits"))
 
 
-def changed_files(repo_dir: str | os.PathLike[str],
-                  paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+def changed_files(repo_dir: str | os.PathLike[str], paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     """Files under ``paths`` that differ from HEAD (added, modified, deleted or untracked),
     relative to the repository root: what ``commit_reports`` would commit."""
     repo = _open(repo_dir)
     pathspecs = _pathspecs(repo, Path(repo_dir), paths)
     if not pathspecs:
         return []
-    out = _git(repo, "status", "--porcelain", "-z", "--no-renames", "--untracked-files=all",
-               "--", *pathspecs, _NO_TEMP_FILES, what="list changed reports")
+    out = _git(
+        repo,
+        "status",
+        "--porcelain",
+        "-z",
+        "--no-renames",
+        "--untracked-files=all",
+        "--",
+        *pathspecs,
+        _NO_TEMP_FILES,
+        what="list changed reports",
+    )
     return sorted(entry[3:] for entry in out.split("\0") if entry)
 
 
-def _push_with_retries(repo: git.Repo, remote: str, branch: str, pathspecs: list[str],
-                       max_attempts: int, sleep: Callable[[float], None],
-                       ident_env: dict[str, str],
-                       refresh: Callable[[], object] | None) -> CommitResult:
+def _push_with_retries(
+    repo: git.Repo,
+    remote: str,
+    branch: str,
+    pathspecs: list[str],
+    max_attempts: int,
+    sleep: Callable[[float], None],
+    ident_env: dict[str, str],
+    refresh: Callable[[], object] | None,
+) -> CommitResult:
     reason = ""
     max_attempts = max(1, max_attempts)
     for attempt in range(1, max_attempts + 1):
@@ -160,60 +205,93 @@ def _push_with_retries(repo: git.Repo, remote: str, branch: str, pathspecs: list
                 reason = str(err)
                 continue
         try:
-            _git(repo, "push", "--quiet", remote, f"HEAD:refs/heads/{branch}",
-                 what=f"push to {remote} {branch}", timeout=NETWORK_TIMEOUT, retryable=True)
+            _git(
+                repo,
+                "push",
+                "--quiet",
+                remote,
+                f"HEAD:refs/heads/{branch}",
+                what=f"push to {remote} {branch}",
+                timeout=NETWORK_TIMEOUT,
+                retryable=True,
+            )
             return CommitResult(True, repo.head.commit.hexsha, True, attempt)
         except _RetryableGitError as err:
             reason = str(err)
-    raise GitError(f"{reason} (gave up after {max_attempts} attempts); the commit "
-                   f"{repo.head.commit.hexsha[:12]} is kept on the local branch {branch}: "
-                   f"push it with `git push {remote} HEAD:{branch}` once the cause is fixed")
+    raise GitError(
+        f"{reason} (gave up after {max_attempts} attempts); the commit "
+        f"{repo.head.commit.hexsha[:12]} is kept on the local branch {branch}: "
+        f"push it with `git push {remote} HEAD:{branch}` once the cause is fixed"
+    )
 
 
-def _fold_refresh(repo: git.Repo, pathspecs: list[str], refresh: Callable[[], object],
-                  ident_env: dict[str, str]) -> None:
+def _fold_refresh(
+    repo: git.Repo, pathspecs: list[str], refresh: Callable[[], object], ident_env: dict[str, str]
+) -> None:
     """Regenerates derived files on the integrated tree and amends our top commit with them."""
     refresh()
     _git(repo, "add", "--all", "--", *pathspecs, _NO_TEMP_FILES, what="stage the regenerated reports")
-    if _git(repo, "diff", "--cached", "--name-only", "--", *pathspecs, _NO_TEMP_FILES,
-            what="list changes"):
-        _git(repo, "commit", "--quiet", "--amend", "--no-edit", "--", *pathspecs, _NO_TEMP_FILES,
-             env=ident_env, what="fold the regenerated reports into the commit")
+    if _git(repo, "diff", "--cached", "--name-only", "--", *pathspecs, _NO_TEMP_FILES, what="list changes"):
+        _git(
+            repo,
+            "commit",
+            "--quiet",
+            "--amend",
+            "--no-edit",
+            "--",
+            *pathspecs,
+            _NO_TEMP_FILES,
+            env=ident_env,
+            what="fold the regenerated reports into the commit",
+        )
 
 
-def _integrate_remote(repo: git.Repo, remote: str, branch: str, pathspecs: list[str],
-                      ident_env: dict[str, str]) -> bool:
+def _integrate_remote(
+    repo: git.Repo, remote: str, branch: str, pathspecs: list[str], ident_env: dict[str, str]
+) -> bool:
     """Re-creates the local commits on top of the remote tip (see the module docstring);
     True when there was something new to integrate."""
-    _git(repo, "fetch", "--quiet", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
-         what=f"fetch {remote} {branch}", timeout=NETWORK_TIMEOUT, retryable=True)
+    _git(
+        repo,
+        "fetch",
+        "--quiet",
+        remote,
+        f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
+        what=f"fetch {remote} {branch}",
+        timeout=NETWORK_TIMEOUT,
+        retryable=True,
+    )
     onto = _git(repo, "rev-parse", f"refs/remotes/{remote}/{branch}", what="read the remote tip")
     head = repo.head.commit.hexsha
     if repo.is_ancestor(repo.commit(onto), repo.head.commit):
         return False  # nothing new upstream: the push failed for another reason
     base = _git(repo, "merge-base", onto, head, what="find the common ancestor")
     theirs = set(_changed(repo, base, onto))
-    ours = _git(repo, "rev-list", "--reverse", "--first-parent", head, f"^{onto}",
-                what="list local commits").split()
-    outside = sorted(f for c in ours for f in _changed(repo, f"{c}^1", c)
-                     if f in theirs and not _under(f, pathspecs))
+    ours = _git(
+        repo, "rev-list", "--reverse", "--first-parent", head, f"^{onto}", what="list local commits"
+    ).split()
+    outside = sorted(
+        f for c in ours for f in _changed(repo, f"{c}^1", c) if f in theirs and not _under(f, pathspecs)
+    )
     if outside:
-        raise GitError(f"the remote branch {branch} and this checkout both changed "
-                       f"{', '.join(outside)}; rebase your local commits by hand, then run again")
+        raise GitError(
+            f"the remote branch {branch} and this checkout both changed "
+            f"{', '.join(outside)}; rebase your local commits by hand, then run again"
+        )
     tip = onto
     for commit in ours:
         tip = _replay(repo, commit, tip, ident_env)
     # --keep moves the branch and updates only files that differ, refusing (and changing
     # nothing) when one of them has local modifications.
-    _git(repo, "reset", "--quiet", "--keep", tip,
-         what="move the branch onto the remote's changes")
+    _git(repo, "reset", "--quiet", "--keep", tip, what="move the branch onto the remote's changes")
     return True
 
 
 def _replay(repo: git.Repo, commit: str, onto: str, ident_env: dict[str, str]) -> str:
     """A copy of ``commit`` whose parent is ``onto``: the files it changed take its version."""
-    entries = _git(repo, "diff", "--name-status", "--no-renames", "-z", f"{commit}^1", commit,
-                   what="read a local commit")
+    entries = _git(
+        repo, "diff", "--name-status", "--no-renames", "-z", f"{commit}^1", commit, what="read a local commit"
+    )
     fields = entries.split("\0")
     with tempfile.TemporaryDirectory(prefix="syncer-index-") as tmp:
         index_env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
@@ -221,22 +299,54 @@ def _replay(repo: git.Repo, commit: str, onto: str, ident_env: dict[str, str]) -
         # -z ends the list with a NUL, so the last field is empty and has no partner.
         for status, path in zip(fields[0::2], fields[1::2], strict=False):
             if status == "D":
-                _git(repo, "update-index", "--force-remove", "--", path, env=index_env,
-                     what="replay a deletion")
+                _git(
+                    repo,
+                    "update-index",
+                    "--force-remove",
+                    "--",
+                    path,
+                    env=index_env,
+                    what="replay a deletion",
+                )
             else:
-                mode, _, blob = _git(repo, "ls-tree", commit, "--", path,
-                                     what="read a replayed file").split("\t")[0].split(" ")
-                _git(repo, "update-index", "--add", "--cacheinfo", f"{mode},{blob},{path}",
-                     env=index_env, what="replay a file")
+                mode, _, blob = (
+                    _git(repo, "ls-tree", commit, "--", path, what="read a replayed file")
+                    .split("\t")[0]
+                    .split(" ")
+                )
+                _git(
+                    repo,
+                    "update-index",
+                    "--add",
+                    "--cacheinfo",
+                    f"{mode},{blob},{path}",
+                    env=index_env,
+                    what="replay a file",
+                )
         tree = _git(repo, "write-tree", env=index_env, what="write the replayed tree")
     original = repo.commit(commit)
-    env = {**ident_env, "GIT_AUTHOR_NAME": original.author.name or "",
-           "GIT_AUTHOR_EMAIL": original.author.email or "",
-           "GIT_AUTHOR_DATE": original.authored_datetime.isoformat()}
+    env = {
+        **ident_env,
+        "GIT_AUTHOR_NAME": original.author.name or "",
+        "GIT_AUTHOR_EMAIL": original.author.email or "",
+        "GIT_AUTHOR_DATE": original.authored_datetime.isoformat(),
+    }
     # GitPython gives bytes for a message it could not decode.
-    message = original.message if isinstance(original.message, str) else original.message.decode(errors="replace")
-    return _git(repo, "commit-tree", tree, "-p", onto, "-F", "-", istream_text=message,
-                env=env, what="write the replayed commit")
+    message = (
+        original.message if isinstance(original.message, str) else original.message.decode(errors="replace")
+    )
+    return _git(
+        repo,
+        "commit-tree",
+        tree,
+        "-p",
+        onto,
+        "-F",
+        "-",
+        istream_text=message,
+        env=env,
+        what="write the replayed commit",
+    )
 
 
 def _changed(repo: git.Repo, a: str, b: str) -> list[str]:
@@ -252,16 +362,20 @@ def _open(repo_dir: str | os.PathLike[str]) -> git.Repo:
     try:
         return git.Repo(repo_dir, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise GitError(f"{repo_dir} is not inside a git checkout; run from a clone of the "
-                       "repository or leave out --commit/--push") from None
+        raise GitError(
+            f"{repo_dir} is not inside a git checkout; run from a clone of the "
+            "repository or leave out --commit/--push"
+        ) from None
 
 
 def _current_branch(repo: git.Repo) -> str:
     try:
         return repo.active_branch.name
     except TypeError:
-        raise GitError(f"{repo.working_tree_dir}: HEAD is detached, so there is no branch to "
-                       "push to; check out the branch first (actions/checkout: set `ref`)") from None
+        raise GitError(
+            f"{repo.working_tree_dir}: HEAD is detached, so there is no branch to "
+            "push to; check out the branch first (actions/checkout: set `ref`)"
+        ) from None
 
 
 def _pathspecs(repo: git.Repo, base: Path, paths: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -273,8 +387,10 @@ def _pathspecs(repo: git.Repo, base: Path, paths: Sequence[str | os.PathLike[str
         try:
             rel = absolute.resolve().relative_to(top).as_posix()
         except ValueError:
-            raise GitError(f"{path} is outside the repository {top}; reports can only be "
-                           "committed from inside the checkout") from None
+            raise GitError(
+                f"{path} is outside the repository {top}; reports can only be "
+                "committed from inside the checkout"
+            ) from None
         if absolute.exists() or _git(repo, "ls-files", "--", rel, what="list tracked files"):
             specs.append(rel)
     return specs
@@ -284,9 +400,15 @@ class _RetryableGitError(GitError):
     """A fetch or push that may succeed when tried again."""
 
 
-def _git(repo: git.Repo, *args: str, what: str, env: dict[str, str] | None = None,
-         istream_text: str | None = None, timeout: float | None = None,
-         retryable: bool = False) -> str:
+def _git(
+    repo: git.Repo,
+    *args: str,
+    what: str,
+    env: dict[str, str] | None = None,
+    istream_text: str | None = None,
+    timeout: float | None = None,
+    retryable: bool = False,
+) -> str:
     """Runs one git command; failures become GitError with git's reason, credentials removed."""
     # A push must never wait for a password prompt that nobody will answer.
     full_env = {"GIT_TERMINAL_PROMPT": "0", **(env or {})}
@@ -300,8 +422,7 @@ def _git(repo: git.Repo, *args: str, what: str, env: dict[str, str] | None = Non
             return repo.git.execute(["git", *args], istream=stdin, **kwargs)
     except git.GitCommandError as err:
         error_class = _RetryableGitError if retryable else GitError
-        raise error_class(f"could not {what} in {repo.working_tree_dir}: "
-                          f"{_reason(err.stderr)}") from None
+        raise error_class(f"could not {what} in {repo.working_tree_dir}: {_reason(err.stderr)}") from None
 
 
 def _reason(stderr: str | bytes | None) -> str:

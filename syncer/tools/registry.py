@@ -126,8 +126,7 @@ def credentials_from_env(auth: Auth, what: str) -> Credentials | None:
         value = os.environ.get(var)
         if value is None:
             raise UsageError(
-                f"environment variable {var} ({what}.{key}) is not set; "
-                "export it or remove the auth block"
+                f"environment variable {var} ({what}.{key}) is not set; export it or remove the auth block"
             )
         if not value:
             # GitHub Actions expands a secret that does not exist to an empty string.
@@ -304,12 +303,18 @@ def list_platforms(index: Manifest) -> list[PlatformManifest]:
     for entry in index.json.get("manifests", []):
         plat = entry.get("platform") or {}
         os_, arch = plat.get("os", ""), plat.get("architecture", "")
-        if not os_ or not arch or os_ == "unknown" or not isinstance(entry.get("digest"), str) \
-                or not refs.is_valid_digest(entry["digest"]):
+        if (
+            not os_
+            or not arch
+            or os_ == "unknown"
+            or not isinstance(entry.get("digest"), str)
+            or not refs.is_valid_digest(entry["digest"])
+        ):
             continue
         name = "/".join(p for p in (os_, arch, plat.get("variant", "")) if p)
-        found.append(PlatformManifest(name, entry["digest"], entry.get("mediaType", ""),
-                                      int(entry.get("size", 0))))
+        found.append(
+            PlatformManifest(name, entry["digest"], entry.get("mediaType", ""), int(entry.get("size", 0)))
+        )
     return found
 
 
@@ -320,8 +325,10 @@ def descriptor_digest(value: object, where: str) -> str:
     if isinstance(value, str) and refs.is_valid_digest(value):
         return value
     shown = _described(value) if value is not None else "no digest"
-    raise RegistryError(f"{where} names {shown} where a digest (algorithm:hex) belongs; the "
-                        "manifest is malformed: report it to the image's publisher")
+    raise RegistryError(
+        f"{where} names {shown} where a digest (algorithm:hex) belongs; the "
+        "manifest is malformed: report it to the image's publisher"
+    )
 
 
 def digest_of(data: bytes, algorithm: str = "sha256") -> str:
@@ -388,21 +395,20 @@ def read_body(resp: requests.Response, limit: int, deadline: float, status: int)
 def _read_capped(resp: requests.Response, cap: int, deadline: float) -> bytes:
     encoding = resp.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in ("", "identity", "gzip"):
-        raise BodyError(f"sent a body in Content-Encoding {_described(encoding)}, which was not "
-                        "asked for")
+        raise BodyError(f"sent a body in Content-Encoding {_described(encoding)}, which was not asked for")
     length = resp.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > cap:
-        raise BodyError(f"announced an answer of {int(length)} bytes, more than the "
-                        f"{_amount(cap)} such an answer may have")
-    too_large = BodyError(f"sent an answer larger than the {_amount(cap)} such an answer "
-                          "may have")
+        raise BodyError(
+            f"announced an answer of {int(length)} bytes, more than the "
+            f"{_amount(cap)} such an answer may have"
+        )
+    too_large = BodyError(f"sent an answer larger than the {_amount(cap)} such an answer may have")
     decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
     body = bytearray()
     received = 0
     while True:
         if time.monotonic() > deadline:
-            raise BodyError(f"sent its answer too slowly ({received} bytes received before "
-                            "the deadline)")
+            raise BodyError(f"sent its answer too slowly ({received} bytes received before the deadline)")
         # read1: whatever one read of the socket returns, so that a server sending a byte at
         # a time cannot hold the loop past the deadline.
         data = resp.raw.read1(_READ_SIZE, decode_content=False)
@@ -415,8 +421,7 @@ def _read_capped(resp: requests.Response, cap: int, deadline: float) -> bytes:
             try:
                 body += decoder.decompress(data, cap + 1 - len(body))
             except zlib.error:
-                raise BodyError("sent a body marked Content-Encoding: gzip that is not "
-                                "gzip") from None
+                raise BodyError("sent a body marked Content-Encoding: gzip that is not gzip") from None
             if decoder.unconsumed_tail:
                 raise too_large
         if len(body) > cap or received > cap:
@@ -437,8 +442,14 @@ def transport_failure(err: BaseException) -> tuple[bool, str]:
     path goes through, so that each failure reads the same wherever it happened."""
     if isinstance(err, BodyError):
         return False, str(err)
-    if isinstance(err, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
-                        http.client.IncompleteRead)):
+    if isinstance(
+        err,
+        (
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.ProtocolError,
+            http.client.IncompleteRead,
+        ),
+    ):
         return True, "broke off its answer (the connection closed before the end of the body)"
     if isinstance(err, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
         return True, "timed out"
@@ -446,14 +457,24 @@ def transport_failure(err: BaseException) -> tuple[bool, str]:
         return False, "sent a body its Content-Encoding header does not describe"
     if isinstance(err, requests.TooManyRedirects):
         return False, f"redirected more than {MAX_REDIRECTS} times, a loop"
-    if isinstance(err, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-                        requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader,
-                        urllib3.exceptions.LocationParseError, http.client.InvalidURL,
-                        UnicodeError)):
-        return False, (f"could not be asked: a URL or header it sent for this request is "
-                       f"invalid ({type(err).__name__})")
-    if isinstance(err, (requests.ConnectionError, urllib3.exceptions.HTTPError, OSError,
-                        http.client.HTTPException)):
+    if isinstance(
+        err,
+        (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidHeader,
+            urllib3.exceptions.LocationParseError,
+            http.client.InvalidURL,
+            UnicodeError,
+        ),
+    ):
+        return False, (
+            f"could not be asked: a URL or header it sent for this request is invalid ({type(err).__name__})"
+        )
+    if isinstance(
+        err, (requests.ConnectionError, urllib3.exceptions.HTTPError, OSError, http.client.HTTPException)
+    ):
         return True, f"could not be reached ({_network_reason(err)})"
     return False, f"failed ({type(err).__name__})"
 
@@ -493,8 +514,7 @@ class HeadConnections:
     ``verify``: the client's requests setting (False, True for requests' CA bundle, or a CA
     file or directory), turned into the TLS context requests' urllib3 would build from it."""
 
-    def __init__(self, verify: str | bool, user_agent: str,
-                 client_cert: tuple[str, str] | None = None):
+    def __init__(self, verify: str | bool, user_agent: str, client_cert: tuple[str, str] | None = None):
         self._verify = verify
         self._client_cert = client_cert  # shown to the registry, as requests' session.cert
         self._user_agent = user_agent
@@ -511,12 +531,15 @@ class HeadConnections:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         return bool(_REQUEST_TARGET_RE.fullmatch(target)) and not parts.fragment
 
-    def head(self, url: str, headers: Mapping[str, str], timeout: float,
-             deadline: float) -> Answer:
+    def head(self, url: str, headers: Mapping[str, str], timeout: float, deadline: float) -> Answer:
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        lines = [f"HEAD {target} HTTP/1.1", f"Host: {parts.netloc}",
-                 f"User-Agent: {self._user_agent}", "Accept-Encoding: gzip"]
+        lines = [
+            f"HEAD {target} HTTP/1.1",
+            f"Host: {parts.netloc}",
+            f"User-Agent: {self._user_agent}",
+            "Accept-Encoding: gzip",
+        ]
         for name, value in headers.items():
             if any(c in name or c in value for c in "\r\n\0"):
                 # A value from a registry or token server could otherwise add headers.
@@ -548,8 +571,7 @@ class HeadConnections:
         for sock in sockets:
             sock.close()
 
-    def _connection(self, parts: SplitResult, key: tuple[str, str],
-                    timeout: float) -> socket.socket:
+    def _connection(self, parts: SplitResult, key: tuple[str, str], timeout: float) -> socket.socket:
         pool = getattr(self._local, "pool", None)
         if pool is None:
             pool = self._local.pool = {}
@@ -562,7 +584,8 @@ class HeadConnections:
             self._forget(key, sock)
         host = parts.hostname or ""
         sock = socket.create_connection(
-            (host, parts.port or (443 if parts.scheme == "https" else 80)), timeout=timeout)
+            (host, parts.port or (443 if parts.scheme == "https" else 80)), timeout=timeout
+        )
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if parts.scheme == "https":
@@ -593,7 +616,8 @@ class HeadConnections:
                 else:
                     where = certifi.where() if self._verify is True else str(self._verify)
                     context.load_verify_locations(
-                        **({"capath": where} if os.path.isdir(where) else {"cafile": where}))
+                        **({"capath": where} if os.path.isdir(where) else {"cafile": where})
+                    )
                 if self._client_cert is not None:
                     context.load_cert_chain(*self._client_cert)
                 self._context = context
@@ -614,8 +638,14 @@ def _parse_head(block: bytes) -> tuple[int, str, list[tuple[str, str]], bool]:
     version, _, rest = lines[0].partition(" ")
     code, _, reason = rest.partition(" ")
     fields = lines[1:]
-    if version == "HTTP/1.1" and len(code) == 3 and code.isdigit() and code[0] in "2345" \
-            and len(fields) <= _MAX_FIELDS and all(map(_PLAIN_FIELD_RE.fullmatch, fields)):
+    if (
+        version == "HTTP/1.1"
+        and len(code) == 3
+        and code.isdigit()
+        and code[0] in "2345"
+        and len(fields) <= _MAX_FIELDS
+        and all(map(_PLAIN_FIELD_RE.fullmatch, fields))
+    ):
         pairs = []
         for field in fields:
             name, _, value = field.partition(":")
@@ -627,21 +657,20 @@ def _parse_head(block: bytes) -> tuple[int, str, list[tuple[str, str]], bool]:
     return answer.status, answer.reason or "", answer.msg.items(), answer.will_close
 
 
-def _read_header_block(sock: socket.socket, timeout: float,
-                       deadline: float) -> tuple[bytes, bytes]:
+def _read_header_block(sock: socket.socket, timeout: float, deadline: float) -> tuple[bytes, bytes]:
     """The bytes up to the blank line that ends an answer's header block, and those after
     it: within HEAD_MAX bytes and by ``deadline``, however slowly the server sends them."""
     data = b""
     while True:
         end = data.find(b"\r\n\r\n", 0, HEAD_MAX + 4)
         if end >= 0:
-            return data[:end + 4], data[end + 4:]
+            return data[: end + 4], data[end + 4 :]
         if len(data) >= HEAD_MAX + 4:
-            raise BodyError(f"sent headers larger than the {HEAD_MAX >> 10} KiB an answer's "
-                            "headers may have")
+            raise BodyError(f"sent headers larger than the {HEAD_MAX >> 10} KiB an answer's headers may have")
         left = deadline - time.monotonic()
-        too_slow = BodyError(f"sent its answer too slowly ({len(data)} bytes of headers "
-                             "received before the deadline)")
+        too_slow = BodyError(
+            f"sent its answer too slowly ({len(data)} bytes of headers received before the deadline)"
+        )
         if left <= 0:
             raise too_slow
         sock.settimeout(min(timeout, left))
@@ -751,8 +780,9 @@ class RegistryClient:
 
     # --- public API ------------------------------------------------------------------------
 
-    def list_tags(self, repository: str, *, page_size: int | None = None,
-                  max_pages: int = 1000) -> TagListing:
+    def list_tags(
+        self, repository: str, *, page_size: int | None = None, max_pages: int = 1000
+    ) -> TagListing:
         """All tags, following ``Link: <…>; rel="next"`` for at most ``max_pages`` pages.
 
         Entries that are not tags (not strings, or outside the reference grammar) are
@@ -773,7 +803,9 @@ class RegistryClient:
                     f"({_error_text(resp)}); name the tags you need under tags: in the catalog "
                     "entry instead of match:, or give credentials for this registry in "
                     "catalog/settings.yaml",
-                    registry=self.host, status=resp.status_code)
+                    registry=self.host,
+                    status=resp.status_code,
+                )
             self._check(resp, f"repository {repository}", repository)
             listed = _json(resp, self.where).get("tags")
             if listed is None:
@@ -783,7 +815,9 @@ class RegistryClient:
                     f"{self.where} sent a tag list for {repository} whose 'tags' is "
                     f"{_described(listed)}, not a list (page {page}); the registry, or a proxy in "
                     f"front of it, is broken: check what answers at {self.endpoint}, or name the "
-                    "tags you need under tags: in the catalog entry", registry=self.host)
+                    "tags you need under tags: in the catalog entry",
+                    registry=self.host,
+                )
             for value in listed:
                 (tags if isinstance(value, str) and refs.is_valid_tag(value) else dropped).append(value)
             next_url, params = self._next_link(resp), None
@@ -793,14 +827,19 @@ class RegistryClient:
         raise RegistryError(
             f"{self.where} returned more than {max_pages} pages of tags for {repository}; "
             "name the tags you need under tags: in the catalog entry",
-            registry=self.host)
+            registry=self.host,
+        )
 
     def head_manifest(self, repository: str, reference: str) -> ManifestRef:
         """Digest, media type and size of a tag or digest by HEAD only: never a pull."""
         _check_reference(repository, reference)
-        resp = self._request("HEAD", self._url(f"/v2/{repository}/manifests/{reference}"),
-                             kind="manifest", repository=repository,
-                             headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        resp = self._request(
+            "HEAD",
+            self._url(f"/v2/{repository}/manifests/{reference}"),
+            kind="manifest",
+            repository=repository,
+            headers={"Accept": ", ".join(MANIFEST_TYPES)},
+        )
         subject = _manifest_name(repository, reference)
         self._check(resp, f"manifest {subject}", repository)
         asked = reference if refs.is_valid_digest(reference) else None
@@ -810,18 +849,25 @@ class RegistryClient:
                 f"{self.where} sent no Docker-Content-Digest for {subject}, so "
                 "its digest cannot be known without a pull; use a registry that implements "
                 "the distribution API fully, or list the image by digest",
-                registry=self.host)
+                registry=self.host,
+            )
         length = resp.headers.get("Content-Length")
-        return ManifestRef(digest=digest,
-                           media_type=_media_type(resp.headers.get("Content-Type", "")),
-                           size=int(length) if length and length.isdigit() else None)
+        return ManifestRef(
+            digest=digest,
+            media_type=_media_type(resp.headers.get("Content-Type", "")),
+            size=int(length) if length and length.isdigit() else None,
+        )
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         """The manifest bytes, checked against the digest asked for or announced."""
         _check_reference(repository, reference)
-        resp = self._request("GET", self._url(f"/v2/{repository}/manifests/{reference}"),
-                             kind="manifest", repository=repository,
-                             headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        resp = self._request(
+            "GET",
+            self._url(f"/v2/{repository}/manifests/{reference}"),
+            kind="manifest",
+            repository=repository,
+            headers={"Accept": ", ".join(MANIFEST_TYPES)},
+        )
         subject = _manifest_name(repository, reference)
         self._check(resp, f"manifest {subject}", repository)
         raw = resp.content
@@ -833,8 +879,9 @@ class RegistryClient:
         except ValueError:
             doc = None
         if not isinstance(doc, dict):
-            raise RegistryError(f"{self.where} sent a manifest for {subject} that is not a "
-                                "JSON object", registry=self.host)
+            raise RegistryError(
+                f"{self.where} sent a manifest for {subject} that is not a JSON object", registry=self.host
+            )
         media_type = _media_type(resp.headers.get("Content-Type", "")) or doc.get("mediaType", "")
         return Manifest(digest=digest, media_type=media_type, raw=raw, json=doc)
 
@@ -843,11 +890,15 @@ class RegistryClient:
         _check_reference(repository, reference)
         digest = digest_of(raw)
         if refs.is_valid_digest(reference) and reference != digest:
-            raise RegistryError(f"manifest bytes have digest {digest}, not {reference}",
-                                registry=self.host)
-        resp = self._request("PUT", self._url(f"/v2/{repository}/manifests/{reference}"),
-                             kind="manifest", repository=repository, data=raw,
-                             headers={"Content-Type": media_type})
+            raise RegistryError(f"manifest bytes have digest {digest}, not {reference}", registry=self.host)
+        resp = self._request(
+            "PUT",
+            self._url(f"/v2/{repository}/manifests/{reference}"),
+            kind="manifest",
+            repository=repository,
+            data=raw,
+            headers={"Content-Type": media_type},
+        )
         subject = _manifest_name(repository, reference)
         self._check(resp, f"manifest {subject}", repository)
         self._announced_digest(resp, subject, digest)
@@ -855,8 +906,9 @@ class RegistryClient:
 
     def blob_exists(self, repository: str, digest: str) -> bool:
         _check_digest(repository, digest)
-        resp = self._request("HEAD", self._url(f"/v2/{repository}/blobs/{digest}"),
-                             kind="blob", repository=repository)
+        resp = self._request(
+            "HEAD", self._url(f"/v2/{repository}/blobs/{digest}"), kind="blob", repository=repository
+        )
         if resp.status_code == 404:
             return False
         self._check(resp, f"blob {repository}@{digest}", repository)
@@ -870,27 +922,38 @@ class RegistryClient:
         what = f"blob {repository}@{digest}"
         size = BODY_MAX if size is None else size
         if not 0 <= size <= BODY_MAX:
-            raise RegistryError(f"{what} is described as {size} bytes; a blob read whole may "
-                                f"have up to {BODY_MAX >> 20} MiB, so it was not downloaded",
-                                registry=self.host)
-        resp = self._request("GET", self._url(f"/v2/{repository}/blobs/{digest}"),
-                             kind="blob", repository=repository, limit=size)
+            raise RegistryError(
+                f"{what} is described as {size} bytes; a blob read whole may "
+                f"have up to {BODY_MAX >> 20} MiB, so it was not downloaded",
+                registry=self.host,
+            )
+        resp = self._request(
+            "GET",
+            self._url(f"/v2/{repository}/blobs/{digest}"),
+            kind="blob",
+            repository=repository,
+            limit=size,
+        )
         self._check(resp, what, repository)
         self._verify(resp.content, digest, what)
         return resp.content
 
-    def iter_blob(self, repository: str, digest: str, *,
-                  chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    def iter_blob(self, repository: str, digest: str, *, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """The blob in chunks, for blobs too large to hold (layers). Its digest is checked
         after the last chunk: a caller that reads to the end gets RegistryError instead of
         the end when the bytes differ, so it must not trust what it read before then."""
         _check_digest(repository, digest)
         what = f"blob {repository}@{digest}"
         hasher = hashlib.new(self._algorithm(digest, what))
-        resp = self._request("GET", self._url(f"/v2/{repository}/blobs/{digest}"),
-                             kind="blob", repository=repository, stream=True,
-                             # the bytes as stored: their digest is the blob's
-                             headers={"Accept-Encoding": "identity"})
+        resp = self._request(
+            "GET",
+            self._url(f"/v2/{repository}/blobs/{digest}"),
+            kind="blob",
+            repository=repository,
+            stream=True,
+            # the bytes as stored: their digest is the blob's
+            headers={"Accept-Encoding": "identity"},
+        )
         try:  # also when the caller stops early: the connection is not left half read
             self._check(resp, what, repository)
             stream = resp.stream
@@ -899,9 +962,10 @@ class RegistryClient:
                 try:
                     chunk = stream.raw.read(chunk_size, decode_content=False)
                 except Exception as err:  # noqa: BLE001 - the boundary, as in _send_with_retries
-                    raise RegistryError(f"{self.where} failed sending {what}: "
-                                        f"{transport_failure(err)[1]}; run again",
-                                        registry=self.host) from None
+                    raise RegistryError(
+                        f"{self.where} failed sending {what}: {transport_failure(err)[1]}; run again",
+                        registry=self.host,
+                    ) from None
                 if not chunk:
                     break
                 hasher.update(chunk)
@@ -919,17 +983,26 @@ class RegistryClient:
         digest = digest_of(data)
         if check and self.blob_exists(repository, digest):
             return digest
-        resp = self._request("POST", self._url(f"/v2/{repository}/blobs/uploads/"),
-                             kind="upload", repository=repository)
+        resp = self._request(
+            "POST", self._url(f"/v2/{repository}/blobs/uploads/"), kind="upload", repository=repository
+        )
         self._check(resp, f"blob upload to {repository}", repository)
         location = resp.headers.get("Location")
         if not location:
-            raise RegistryError(f"{self.where} started an upload to {repository} without a "
-                                "Location header", registry=self.host)
+            raise RegistryError(
+                f"{self.where} started an upload to {repository} without a Location header",
+                registry=self.host,
+            )
         upload = self._same_origin(location, resp.url)
         upload += ("&" if "?" in upload else "?") + f"digest={digest}"
-        resp = self._request("PUT", upload, kind="upload", repository=repository, data=data,
-                             headers={"Content-Type": "application/octet-stream"})
+        resp = self._request(
+            "PUT",
+            upload,
+            kind="upload",
+            repository=repository,
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         self._check(resp, f"blob upload to {repository}", repository)
         return digest
 
@@ -940,32 +1013,43 @@ class RegistryClient:
         mounts, or the blob is not in ``from_repository``."""
         _check_digest(repository, digest)
         _check_repository(from_repository)
-        resp = self._request("POST", self._url(f"/v2/{repository}/blobs/uploads/"),
-                             kind="upload", repository=repository,
-                             params={"mount": digest, "from": from_repository},
-                             scope=f"{_scope(repository, 'POST')} {_scope(from_repository, 'GET')}")
+        resp = self._request(
+            "POST",
+            self._url(f"/v2/{repository}/blobs/uploads/"),
+            kind="upload",
+            repository=repository,
+            params={"mount": digest, "from": from_repository},
+            scope=f"{_scope(repository, 'POST')} {_scope(from_repository, 'GET')}",
+        )
         if resp.status_code == 201:
             return True
         self._check(resp, f"blob mount into {repository}", repository)
         location = resp.headers.get("Location")
         if resp.status_code == 202 and location:
             try:  # an abandoned upload would linger until the registry purges uploads
-                self._request("DELETE", self._same_origin(location, resp.url),
-                              kind="upload", repository=repository)
+                self._request(
+                    "DELETE", self._same_origin(location, resp.url), kind="upload", repository=repository
+                )
             except SyncerError as err:
                 log.debug("cancelling the upload %s on %s failed: %s", location, self.where, err)
         return False
 
     def delete_manifest(self, repository: str, digest: str) -> None:
         _check_digest(repository, digest)
-        resp = self._request("DELETE", self._url(f"/v2/{repository}/manifests/{digest}"),
-                             kind="manifest", repository=repository)
+        resp = self._request(
+            "DELETE",
+            self._url(f"/v2/{repository}/manifests/{digest}"),
+            kind="manifest",
+            repository=repository,
+        )
         if resp.status_code == 405:
             raise RegistryError(
                 f"deletes are disabled on {self.where} (DELETE {repository}@{digest} answered "
                 "405); enable them in the registry's configuration (distribution: "
                 "storage.delete.enabled: true, or REGISTRY_STORAGE_DELETE_ENABLED=true)",
-                registry=self.host, status=405)
+                registry=self.host,
+                status=405,
+            )
         self._check(resp, f"manifest {repository}@{digest}", repository)
 
     # --- HTTP ------------------------------------------------------------------------------
@@ -978,10 +1062,12 @@ class RegistryClient:
         keeps our scheme: a registry behind a TLS proxy may announce http:// URLs."""
         parts = self._split(url, base)
         if parts.netloc != self.endpoint:
-            raise RegistryError(f"{self.where} pointed to another host "
-                                f"({_printable(parts.netloc, 80)}); "
-                                "refusing to follow it with this registry's credentials",
-                                registry=self.host)
+            raise RegistryError(
+                f"{self.where} pointed to another host "
+                f"({_printable(parts.netloc, 80)}); "
+                "refusing to follow it with this registry's credentials",
+                registry=self.host,
+            )
         return parts._replace(scheme=self._scheme).geturl()
 
     def _split(self, url: str, base: str = "") -> SplitResult:
@@ -991,9 +1077,12 @@ class RegistryClient:
             parts = urlsplit(urljoin(base, url))
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number
         except ValueError:
-            raise RegistryError(f"{self.where} sent a URL that cannot be parsed "
-                                f"({_described(url, 80)}); check what answers at "
-                                f"{self.endpoint}", registry=self.host) from None
+            raise RegistryError(
+                f"{self.where} sent a URL that cannot be parsed "
+                f"({_described(url, 80)}); check what answers at "
+                f"{self.endpoint}",
+                registry=self.host,
+            ) from None
         return parts
 
     def _next_link(self, resp: Answer) -> str | None:
@@ -1018,9 +1107,17 @@ class RegistryClient:
                 self._sessions.append(session)
         return session
 
-    def _request(self, method: str, url: str, *, kind: str, repository: str,
-                 headers: dict[str, str] | None = None, scope: str | None = None,
-                 **kwargs: Any) -> Answer:
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        kind: str,
+        repository: str,
+        headers: dict[str, str] | None = None,
+        scope: str | None = None,
+        **kwargs: Any,
+    ) -> Answer:
         """Sends with the known auth; on 401 authenticates as challenged and sends once more.
 
         ``scope``: the token scopes the request needs, space-separated, when it is more than
@@ -1037,23 +1134,30 @@ class RegistryClient:
         try:
             challenge = parse_challenge(resp.headers.get("WWW-Authenticate"))
         except ChallengeError as err:
-            raise RegistryAuthError(f"{self.where} answered 401 with a malformed "
-                                    f"WWW-Authenticate header ({err}); the registry, or a proxy "
-                                    f"in front of it, is broken: check what answers at "
-                                    f"{self.endpoint}", registry=self.host, status=401) from None
+            raise RegistryAuthError(
+                f"{self.where} answered 401 with a malformed "
+                f"WWW-Authenticate header ({err}); the registry, or a proxy "
+                f"in front of it, is broken: check what answers at "
+                f"{self.endpoint}",
+                registry=self.host,
+                status=401,
+            ) from None
         if challenge is None:
-            raise self._auth_error(f"{self.where} answered 401 without a usable "
-                                   "WWW-Authenticate challenge (Bearer or Basic)", repository)
-        headers["Authorization"] = self._authenticate(challenge, scope, repository,
-                                                      headers.get("Authorization"))
+            raise self._auth_error(
+                f"{self.where} answered 401 without a usable WWW-Authenticate challenge (Bearer or Basic)",
+                repository,
+            )
+        headers["Authorization"] = self._authenticate(
+            challenge, scope, repository, headers.get("Authorization")
+        )
         resp = self._send(method, url, kind=kind, headers=headers, **kwargs)
         if resp.status_code == 401:
-            raise self._auth_error(f"{self.where} refused access to {repository} (or it does "
-                                   "not exist)", repository)
+            raise self._auth_error(
+                f"{self.where} refused access to {repository} (or it does not exist)", repository
+            )
         return resp
 
-    def _send(self, method: str, url: str, *, kind: str, headers: dict[str, str],
-              **kwargs: Any) -> Answer:
+    def _send(self, method: str, url: str, *, kind: str, headers: dict[str, str], **kwargs: Any) -> Answer:
         if self._scheme_settled.is_set() or urlsplit(url).netloc != self.endpoint:
             return self._send_with_retries(method, url, kind=kind, headers=headers, **kwargs)
         # With tls_verify off the registry may speak HTTPS or plain HTTP. The first request
@@ -1065,23 +1169,25 @@ class RegistryClient:
             finally:
                 self._scheme_settled.set()
 
-    def _send_with_retries(self, method: str, url: str, *, kind: str, headers: dict[str, str],
-                           **kwargs: Any) -> Answer:
+    def _send_with_retries(
+        self, method: str, url: str, *, kind: str, headers: dict[str, str], **kwargs: Any
+    ) -> Answer:
         """One request with retries: 429 after Retry-After, 5xx and network errors with
         exponential backoff and jitter, bounded by ``max_retries`` and ``max_wait``.
 
         The error boundary of this module: whatever the transport raises ends here as a
         RegistryError saying what happened (``transport_failure``)."""
         waited = 0.0  # sleeps and failed attempts: a dripping answer cut off at its end
-        attempt = 0   # must not be tried max_retries times over, deadline after deadline
+        attempt = 0  # must not be tried max_retries times over, deadline after deadline
         while True:
             url = self._rescheme(url)
             status: int | None = None
             delay: float | None = None
             started = time.monotonic()
             try:
-                resp = self._follow(method, url, kind=kind, headers=headers,
-                                    patience=self.max_wait - waited, **kwargs)
+                resp = self._follow(
+                    method, url, kind=kind, headers=headers, patience=self.max_wait - waited, **kwargs
+                )
             except RegistryError:
                 raise
             except (requests.exceptions.SSLError, ssl.SSLError) as err:
@@ -1092,10 +1198,13 @@ class RegistryClient:
                 retry, reason = transport_failure(err)
                 problem = reason
                 if not retry:
-                    raise RegistryError(f"{self.where} {reason} on {method} "
-                                        f"{_shown_path(url)}; check what answers at "
-                                        f"{self.endpoint} (a proxy or the registry itself is "
-                                        "broken), then run again", registry=self.host) from None
+                    raise RegistryError(
+                        f"{self.where} {reason} on {method} "
+                        f"{_shown_path(url)}; check what answers at "
+                        f"{self.endpoint} (a proxy or the registry itself is "
+                        "broken), then run again",
+                        registry=self.host,
+                    ) from None
             else:
                 status = resp.status_code
                 if resp.status_code == 429:
@@ -1106,59 +1215,83 @@ class RegistryClient:
                 else:
                     return resp
             if delay is None:
-                delay = min(30.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0)
+                delay = min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
             waited += time.monotonic() - started
             attempt += 1
             if attempt > self.max_retries or waited + delay > self.max_wait:
-                message = (f"{self.where} {problem} on {method} {_shown_path(url)}; gave up "
-                           f"after {attempt} attempts over {waited:.0f}s")
+                message = (
+                    f"{self.where} {problem} on {method} {_shown_path(url)}; gave up "
+                    f"after {attempt} attempts over {waited:.0f}s"
+                )
                 if status == 429:
                     self._throttle.give_up()
-                    raise RateLimitError(message + "; wait for the rate limit to reset or "
-                                         "authenticate to get a larger budget",
-                                         registry=self.host, status=429)
-                raise RegistryError(message + "; check that the registry is up and reachable, "
-                                    "then run again", registry=self.host, status=status)
+                    raise RateLimitError(
+                        message + "; wait for the rate limit to reset or authenticate to get a larger budget",
+                        registry=self.host,
+                        status=429,
+                    )
+                raise RegistryError(
+                    message + "; check that the registry is up and reachable, then run again",
+                    registry=self.host,
+                    status=status,
+                )
             log.debug("%s %s; retrying in %.1fs", self.where, problem, delay)
             if status == 429:
                 self._throttle.pause(delay)  # the other threads hold back too
             self._sleep(delay)
             waited += delay
 
-    def _follow(self, method: str, url: str, *, kind: str, headers: dict[str, str],
-                patience: float, **kwargs: Any) -> Answer:
+    def _follow(
+        self, method: str, url: str, *, kind: str, headers: dict[str, str], patience: float, **kwargs: Any
+    ) -> Answer:
         """One exchange, following redirects of reads (blob GETs go to storage or a CDN).
 
         Followed here rather than by requests, which reads each redirect's body whole and
         sends on to any scheme: the Authorization header goes only to the registry's own
         origin, and with tls_verify nothing is fetched over plain HTTP."""
         for _ in range(MAX_REDIRECTS + 1):
-            resp = self._once(method, url, kind=kind, headers=headers, patience=patience,
-                              **kwargs)
+            resp = self._once(method, url, kind=kind, headers=headers, patience=patience, **kwargs)
             location = resp.headers.get("Location")
-            if resp.status_code not in REDIRECT_STATUSES or method not in ("GET", "HEAD") \
-                    or not location:
+            if resp.status_code not in REDIRECT_STATUSES or method not in ("GET", "HEAD") or not location:
                 return resp
             parts = self._split(location, url)
             target = parts.geturl()
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise RegistryError(f"{self.where} redirected {method} {_shown_path(url)} to "
-                                    "something that is not an HTTP URL; check what answers at "
-                                    f"{self.endpoint}", registry=self.host)
+                raise RegistryError(
+                    f"{self.where} redirected {method} {_shown_path(url)} to "
+                    "something that is not an HTTP URL; check what answers at "
+                    f"{self.endpoint}",
+                    registry=self.host,
+                )
             if self.tls_verify and parts.scheme == "http":
-                raise RegistryError(f"{self.where} redirected {method} {_shown_path(url)} to "
-                                    f"plain HTTP ({_shown(parts.netloc)}); with tls_verify on, "
-                                    "nothing is fetched unencrypted", registry=self.host)
+                raise RegistryError(
+                    f"{self.where} redirected {method} {_shown_path(url)} to "
+                    f"plain HTTP ({_shown(parts.netloc)}); with tls_verify on, "
+                    "nothing is fetched unencrypted",
+                    registry=self.host,
+                )
             if urlsplit(url).netloc != parts.netloc:
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             url = target
-        raise RegistryError(f"{self.where} redirected {method} more than {MAX_REDIRECTS} times "
-                            f"(last to {_shown_path(url)}), a loop; check what answers at "
-                            f"{self.endpoint}", registry=self.host)
+        raise RegistryError(
+            f"{self.where} redirected {method} more than {MAX_REDIRECTS} times "
+            f"(last to {_shown_path(url)}), a loop; check what answers at "
+            f"{self.endpoint}",
+            registry=self.host,
+        )
 
-    def _once(self, method: str, url: str, *, kind: str, headers: dict[str, str],
-              patience: float, stream: bool = False, limit: int = BODY_MAX,
-              **kwargs: Any) -> Answer:
+    def _once(
+        self,
+        method: str,
+        url: str,
+        *,
+        kind: str,
+        headers: dict[str, str],
+        patience: float,
+        stream: bool = False,
+        limit: int = BODY_MAX,
+        **kwargs: Any,
+    ) -> Answer:
         """One request and its answer, once a slot is free (``syncer.tools.throttle``), the body
         read unless ``stream`` and it succeeded; waits at most ``patience`` seconds for a
         pause that a 429 asked for. Transport failures are raised as they come:
@@ -1168,7 +1301,9 @@ class RegistryClient:
                 f"{self.where} is rate limiting us (429 Too Many Requests) for longer than the "
                 f"retry budget of {method} {_shown_path(url)} allows; wait for the rate limit "
                 "to reset or authenticate to get a larger budget, then run again",
-                registry=self.host, status=429)
+                registry=self.host,
+                status=429,
+            )
         status: int | None = None
         try:
             deadline = time.monotonic() + self.deadline
@@ -1177,9 +1312,16 @@ class RegistryClient:
                 resp = heads.head(url, headers, self.timeout, deadline)
             else:
                 raw = self._session().request(
-                    method, url, headers=headers, timeout=(self.timeout, self.timeout),
-                    verify=self._requests_verify, proxies=self._proxies_for(url),
-                    allow_redirects=False, stream=True, **kwargs)
+                    method,
+                    url,
+                    headers=headers,
+                    timeout=(self.timeout, self.timeout),
+                    verify=self._requests_verify,
+                    proxies=self._proxies_for(url),
+                    allow_redirects=False,
+                    stream=True,
+                    **kwargs,
+                )
                 resp = Answer(method, raw.url, raw.status_code, raw.reason or "", raw.headers)
                 if stream and raw.status_code < 300:
                     resp.stream = raw
@@ -1198,8 +1340,7 @@ class RegistryClient:
             self.stats[method] += 1
             self.stats[f"{method} {kind}"] += 1
         log.debug("%s %s -> %s", method, url, resp.status_code)
-        budget = parse_ratelimit(resp.headers.get("ratelimit-limit"),
-                                 resp.headers.get("ratelimit-remaining"))
+        budget = parse_ratelimit(resp.headers.get("ratelimit-limit"), resp.headers.get("ratelimit-remaining"))
         if budget is not None:
             with self._lock:
                 self.ratelimit = budget
@@ -1208,14 +1349,18 @@ class RegistryClient:
     def _head_connections(self, method: str, url: str, kwargs: dict) -> HeadConnections | None:
         """The transport for a HEAD without parameters to the registry itself, not through a
         proxy; None for everything else, which requests sends."""
-        if method != "HEAD" or kwargs or urlsplit(url).netloc != self.endpoint \
-                or self._proxies_for(url) or not HeadConnections.serves(url):
+        if (
+            method != "HEAD"
+            or kwargs
+            or urlsplit(url).netloc != self.endpoint
+            or self._proxies_for(url)
+            or not HeadConnections.serves(url)
+        ):
             return None
         if self._heads is None:
             with self._lock:
                 if self._heads is None:
-                    self._heads = HeadConnections(self._requests_verify, self.user_agent,
-                                                  self.client_cert)
+                    self._heads = HeadConnections(self._requests_verify, self.user_agent, self.client_cert)
         return self._heads
 
     def _proxies_for(self, url: str) -> dict[str, str]:
@@ -1229,7 +1374,7 @@ class RegistryClient:
     def _rescheme(self, url: str) -> str:
         """The registry's URLs in the scheme it speaks; other hosts' (a token realm) as given."""
         if self._scheme == "http" and url.startswith(f"https://{self.endpoint}/"):
-            return "http://" + url[len("https://"):]
+            return "http://" + url[len("https://") :]
         return url
 
     def _fall_back_to_http(self, err: Exception) -> bool:
@@ -1238,8 +1383,10 @@ class RegistryClient:
         if self.tls_verify:
             return False
         text = str(err).lower()
-        if not any(s in text for s in ("wrong version number", "record layer failure",
-                                       "unknown protocol", "http request")):
+        if not any(
+            s in text
+            for s in ("wrong version number", "record layer failure", "unknown protocol", "http request")
+        ):
             return False
         # Another thread may have switched already; retrying in HTTP is right either way.
         with self._lock:
@@ -1256,13 +1403,19 @@ class RegistryClient:
                 f"the TLS certificate of {self.where} could not be verified ({detail}); put the "
                 "CA that issued it in a directory as ca.crt and name that directory as this "
                 "registry's ca_dir in catalog/settings.yaml (or set tls_verify: false there)",
-                registry=self.host)
+                registry=self.host,
+            )
         if "wrong version number" in text or "record layer failure" in text:
             return RegistryError(
                 f"{self.where} does not speak HTTPS; set tls_verify: false for it in "
-                "catalog/settings.yaml to allow plain HTTP", registry=self.host)
-        return RegistryError(f"TLS with {self.where} failed ({_network_reason(err)}); check "
-                             "the registry's certificate and tls_verify", registry=self.host)
+                "catalog/settings.yaml to allow plain HTTP",
+                registry=self.host,
+            )
+        return RegistryError(
+            f"TLS with {self.where} failed ({_network_reason(err)}); check "
+            "the registry's certificate and tls_verify",
+            registry=self.host,
+        )
 
     # --- auth ------------------------------------------------------------------------------
 
@@ -1270,8 +1423,7 @@ class RegistryClient:
         """Names the repositories that pulls (tag lists, manifest HEADs) will follow for, in
         order, so that a token service taking several scopes is asked for their tokens
         ``TOKEN_BATCH`` repositories at a time instead of once per repository."""
-        scopes = [_scope(r, "GET") for r in dict.fromkeys(repositories)
-                  if refs.is_valid_repository_path(r)]
+        scopes = [_scope(r, "GET") for r in dict.fromkeys(repositories) if refs.is_valid_repository_path(r)]
         with self._lock:
             self._expected, self._expected_set, self._expected_next = scopes, set(scopes), 0
 
@@ -1285,8 +1437,7 @@ class RegistryClient:
             return f"Bearer {self._token(bearer, scope, scope)}"
         return None
 
-    def _authenticate(self, challenge: Challenge, scope: str, repository: str,
-                      refused: str | None) -> str:
+    def _authenticate(self, challenge: Challenge, scope: str, repository: str, refused: str | None) -> str:
         """The Authorization header for a request answered 401 that carried ``refused``."""
         if challenge.scheme == "basic":
             if not self._credentials:
@@ -1295,8 +1446,7 @@ class RegistryClient:
                 self._basic = True
             return _basic_header(self._credentials)
         if "realm" not in challenge.params:
-            raise self._auth_error(f"{self.where} sent a Bearer challenge without a realm",
-                                   repository)
+            raise self._auth_error(f"{self.where} sent a Bearer challenge without a realm", repository)
         self._check_realm(challenge.params["realm"])
         with self._lock:
             self._bearer = challenge
@@ -1322,13 +1472,16 @@ class RegistryClient:
             raise RegistryAuthError(
                 f"{self.where} names a token server (realm) that is not an absolute http(s) "
                 f"URL ({_described(realm, 80)}); check what answers at {self.endpoint}",
-                registry=self.host)
+                registry=self.host,
+            )
         if parts.scheme == "http" and self.tls_verify:
             raise RegistryAuthError(
                 f"{self.where} names a plain-HTTP token server ({_described(parts.netloc, 80)}); "
                 "with tls_verify on, no credentials or tokens are sent unencrypted: fix the "
                 "registry's auth.token.realm, or set tls_verify: false for this registry in "
-                "catalog/settings.yaml if it is a test registry", registry=self.host)
+                "catalog/settings.yaml if it is a test registry",
+                registry=self.host,
+            )
 
     def _token(self, challenge: Challenge, want: str, key: str) -> str:
         """A token for ``want``, cached under ``key``: from the cache, from a fetch another
@@ -1374,8 +1527,7 @@ class RegistryClient:
             extra.append(scope)
         return extra
 
-    def _fetch_and_cache(self, challenge: Challenge, want: str, key: str,
-                         extra: list[str]) -> str:
+    def _fetch_and_cache(self, challenge: Challenge, want: str, key: str, extra: list[str]) -> str:
         if extra:
             try:
                 token = self._fetch_token(challenge, [want, *extra])
@@ -1385,13 +1537,13 @@ class RegistryClient:
                 # the batch's fault and surface as they are.
                 if err.status is None or not 400 <= err.status < 500 or err.status == 429:
                     raise
-                self._stop_batching(f"its token service answered {err.status} to "
-                                    f"{len(extra) + 1} scopes in one request")
+                self._stop_batching(
+                    f"its token service answered {err.status} to {len(extra) + 1} scopes in one request"
+                )
             else:
                 covered = [scope for scope in extra if token_grants(token.value, scope)]
                 if not covered:
-                    self._stop_batching("its token service granted only the first of several "
-                                        "scopes")
+                    self._stop_batching("its token service granted only the first of several scopes")
                 with self._lock:
                     for scope in (key, want, *covered):
                         self._tokens[scope] = token
@@ -1414,43 +1566,56 @@ class RegistryClient:
         params: dict[str, str | list[str]] = {"scope": scopes}
         if challenge.params.get("service"):
             params["service"] = challenge.params["service"]
-        auth = (self._credentials.username, self._credentials.password) if self._credentials \
-            else None
+        auth = (self._credentials.username, self._credentials.password) if self._credentials else None
         # Same retries as the registry itself: Docker Hub's token service has bad minutes too.
         resp = self._send("GET", realm, kind="token", headers={}, params=params, auth=auth)
         if resp.status_code in (401, 403):
             refused = "the credentials" if self._credentials else "an anonymous token"
-            raise self._auth_error(f"the token server of {self.where} ({urlsplit(realm).netloc}) "
-                                   f"refused {refused}", scope_repository(scopes[0]))
+            raise self._auth_error(
+                f"the token server of {self.where} ({urlsplit(realm).netloc}) refused {refused}",
+                scope_repository(scopes[0]),
+            )
         if resp.status_code != 200:
-            raise RegistryError(f"the token server of {self.where} answered {resp.status_code} "
-                                f"({_error_text(resp)}); run again later",
-                                registry=self.host, status=resp.status_code)
+            raise RegistryError(
+                f"the token server of {self.where} answered {resp.status_code} "
+                f"({_error_text(resp)}); run again later",
+                registry=self.host,
+                status=resp.status_code,
+            )
         body = _json(resp, self.where)
         value = body.get("token") or body.get("access_token")
         if not value:
-            raise RegistryError(f"the token server of {self.where} sent no token",
-                                registry=self.host)
+            raise RegistryError(f"the token server of {self.where} sent no token", registry=self.host)
         if not isinstance(value, str) or not _TOKEN_VALUE_RE.fullmatch(value):
             # Never shown: it is a credential. A line break in it would add headers of the
             # token server's choosing to our requests (requests refuses CR and LF, not NUL).
-            raise RegistryError(f"the token server of {self.where} sent a token that is not "
-                                "printable ASCII without spaces, so it cannot go in an "
-                                "Authorization header; the token service, or something in "
-                                "between, is broken", registry=self.host)
+            raise RegistryError(
+                f"the token server of {self.where} sent a token that is not "
+                "printable ASCII without spaces, so it cannot go in an "
+                "Authorization header; the token service, or something in "
+                "between, is broken",
+                registry=self.host,
+            )
         expires_in = body.get("expires_in")
-        lifetime = expires_in if isinstance(expires_in, int) and not isinstance(expires_in, bool) \
-            and expires_in > 0 else TOKEN_LIFETIME_DEFAULT
+        lifetime = (
+            expires_in
+            if isinstance(expires_in, int) and not isinstance(expires_in, bool) and expires_in > 0
+            else TOKEN_LIFETIME_DEFAULT
+        )
         redact.remember(value)
         return _Token(value, time.monotonic() + max(0, lifetime - TOKEN_EXPIRY_MARGIN))
 
     def _auth_error(self, what: str, repository: str) -> RegistryAuthError:
         if self._credentials:
-            advice = (f"check {self._credentials.origin or 'the credentials'}: they must hold a "
-                      f"valid username and password or token with access to {repository}")
+            advice = (
+                f"check {self._credentials.origin or 'the credentials'}: they must hold a "
+                f"valid username and password or token with access to {repository}"
+            )
         else:
-            advice = (f"no credentials are configured for {self.host}; add an auth block for it "
-                      "in catalog/settings.yaml (or check that the repository exists)")
+            advice = (
+                f"no credentials are configured for {self.host}; add an auth block for it "
+                "in catalog/settings.yaml (or check that the repository exists)"
+            )
         return RegistryAuthError(f"{what}; {advice}", registry=self.host, status=401)
 
     # --- responses -------------------------------------------------------------------------
@@ -1461,20 +1626,29 @@ class RegistryClient:
             return
         detail = _error_text(resp)
         if status == 404:
-            raise NotFoundError(f"{what} not found on {self.where} ({detail}); check the "
-                                "repository, tag or digest", registry=self.host, status=404)
+            raise NotFoundError(
+                f"{what} not found on {self.where} ({detail}); check the repository, tag or digest",
+                registry=self.host,
+                status=404,
+            )
         if status == 403:
-            advice = (f"check that the account in {self._credentials.origin} may access it"
-                      if self._credentials else
-                      "configure credentials for this registry in catalog/settings.yaml")
-            raise RegistryAuthError(f"{self.where} denied {resp.method} on {repository} "
-                                    f"({detail}); {advice}", registry=self.host, status=403)
-        raise RegistryError(f"{self.where} answered {status} to {resp.method} "
-                            f"{_shown_path(resp.url)} ({detail})",
-                            registry=self.host, status=status)
+            advice = (
+                f"check that the account in {self._credentials.origin} may access it"
+                if self._credentials
+                else "configure credentials for this registry in catalog/settings.yaml"
+            )
+            raise RegistryAuthError(
+                f"{self.where} denied {resp.method} on {repository} ({detail}); {advice}",
+                registry=self.host,
+                status=403,
+            )
+        raise RegistryError(
+            f"{self.where} answered {status} to {resp.method} {_shown_path(resp.url)} ({detail})",
+            registry=self.host,
+            status=status,
+        )
 
-    def _announced_digest(self, resp: Answer, subject: str,
-                          expected: str | None) -> str | None:
+    def _announced_digest(self, resp: Answer, subject: str, expected: str | None) -> str | None:
         """The answer's Docker-Content-Digest, None when it sent none.
 
         The value would become a record's digest, a URL path and a signed payload, so it must
@@ -1490,11 +1664,17 @@ class RegistryClient:
                 f"({_shown(value)}; a digest is algorithm:hex, such as sha256: and 64 hex "
                 "digits); the registry, or a proxy in front of it, is broken or rewriting "
                 f"answers: check what answers at {self.endpoint}",
-                registry=self.host, status=resp.status_code)
+                registry=self.host,
+                status=resp.status_code,
+            )
         if expected is not None and value != expected:
             raise DigestMismatchError(
                 f"{self.where} named another digest for {subject}: asked for {expected}, the "
-                f"registry named {value}", registry=self.host, expected=expected, found=value)
+                f"registry named {value}",
+                registry=self.host,
+                expected=expected,
+                found=value,
+            )
         return value
 
     def _verify(self, data: bytes, expected: str | None, what: str) -> str:
@@ -1506,16 +1686,21 @@ class RegistryClient:
     def _algorithm(self, expected: str | None, what: str) -> str:
         algorithm = expected.split(":", 1)[0] if expected else "sha256"
         if algorithm not in ("sha256", "sha512"):
-            raise RegistryError(f"{what} on {self.where} uses unsupported digest algorithm "
-                                f"{algorithm}", registry=self.host)
+            raise RegistryError(
+                f"{what} on {self.where} uses unsupported digest algorithm {algorithm}", registry=self.host
+            )
         return algorithm
 
     def _same_digest(self, actual: str, expected: str, what: str) -> None:
         if actual != expected:
-            raise DigestMismatchError(f"{what} from {self.where} has digest {actual}, expected "
-                                      f"{expected}; the registry or something in between "
-                                      "altered it", registry=self.host, expected=expected,
-                                      found=actual)
+            raise DigestMismatchError(
+                f"{what} from {self.where} has digest {actual}, expected "
+                f"{expected}; the registry or something in between "
+                "altered it",
+                registry=self.host,
+                expected=expected,
+                found=actual,
+            )
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -1525,8 +1710,9 @@ class RegistryClient:
 # URL, so that a catalog value cannot reach another path.
 def _check_repository(repository: str) -> None:
     if not refs.is_valid_repository_path(repository) or len(repository) > 255:
-        raise UsageError(f"invalid repository name {repository!r}: use lower-case path "
-                         "components such as library/nginx")
+        raise UsageError(
+            f"invalid repository name {repository!r}: use lower-case path components such as library/nginx"
+        )
 
 
 def _check_reference(repository: str, reference: str) -> None:
@@ -1553,8 +1739,10 @@ def _manifest_name(repository: str, reference: str) -> str:
 def _check_digest(repository: str, digest: str) -> None:
     _check_repository(repository)
     if not refs.is_valid_digest(digest):
-        raise UsageError(f"{digest!r} is not a digest (sha256:…) for {repository}; blobs are "
-                         "read and manifests deleted by digest only")
+        raise UsageError(
+            f"{digest!r} is not a digest (sha256:…) for {repository}; blobs are "
+            "read and manifests deleted by digest only"
+        )
 
 
 def _scope(repository: str, method: str) -> str:
@@ -1584,9 +1772,14 @@ def token_grants(token: str, scope: str) -> bool:
     kind, _, rest = scope.partition(":")
     name, _, actions = rest.rpartition(":")
     wanted = set(actions.split(","))
-    return any(isinstance(a, dict) and a.get("type") == kind and a.get("name") == name
-               and isinstance(a.get("actions"), list) and wanted <= set(a["actions"])
-               for a in access)
+    return any(
+        isinstance(a, dict)
+        and a.get("type") == kind
+        and a.get("name") == name
+        and isinstance(a.get("actions"), list)
+        and wanted <= set(a["actions"])
+        for a in access
+    )
 
 
 def _basic_header(creds: Credentials) -> str:
@@ -1604,8 +1797,9 @@ def _json(resp: Answer, where: str) -> dict:
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        raise RegistryError(f"{where} sent an answer that is not a JSON object to "
-                            f"{resp.method} {_shown_path(resp.url)}")
+        raise RegistryError(
+            f"{where} sent an answer that is not a JSON object to {resp.method} {_shown_path(resp.url)}"
+        )
     return body
 
 
@@ -1620,8 +1814,11 @@ def _error_text(resp: Answer) -> str:
     if isinstance(body, dict):
         errors = body.get("errors")
         if isinstance(errors, list) and errors:
-            text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
-                             for e in errors if isinstance(e, dict))
+            text = "; ".join(
+                f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
+                for e in errors
+                if isinstance(e, dict)
+            )
             if text:
                 return _printable(text, 300)
         if isinstance(body.get("message"), str):
@@ -1632,7 +1829,7 @@ def _error_text(resp: Answer) -> str:
 def _printable(text: str, limit: int) -> str:
     """``text`` with control characters as spaces, cut to ``limit`` characters."""
     text = re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+", " ", text).strip()
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _described(value: object, limit: int = 40) -> str:
@@ -1644,7 +1841,7 @@ def _described(value: object, limit: int = 40) -> str:
         text = json.dumps(value)
     else:
         text = "an object" if isinstance(value, dict) else "an array"
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _shown_path(url: str) -> str:
@@ -1661,9 +1858,16 @@ def _env_ca_bundle() -> str | None:
 def _network_reason(err: Exception) -> str:
     """A short reason without the URL (which would repeat the host) or urllib3's reprs."""
     text = str(err)
-    for needle in ("Connection refused", "timed out", "Name or service not known",
-                   "Temporary failure in name resolution", "Connection reset",
-                   "RemoteDisconnected", "certificate verify failed", "No route to host"):
+    for needle in (
+        "Connection refused",
+        "timed out",
+        "Name or service not known",
+        "Temporary failure in name resolution",
+        "Connection reset",
+        "RemoteDisconnected",
+        "certificate verify failed",
+        "No route to host",
+    ):
         if needle.lower() in text.lower():
             return needle.lower()
     return type(err).__name__

@@ -63,8 +63,18 @@ _TRANSPORT = "docker://"
 _POLICY = {"default": [{"type": "insecureAcceptAnything"}]}
 # Only what skopeo needs from the caller's environment: where to find programs, where to put
 # big temporary files, and how to reach the network.
-_PASSED_ENV = ("PATH", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY",
-               "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+_PASSED_ENV = (
+    "PATH",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+)
 _BACKOFF_FIRST, _BACKOFF_MAX = 2.0, 60.0
 # Seconds one copy may take before skopeo is stopped: `syncer run --copy-timeout` sets it. A
 # stalled transfer holds no lock, but it holds a --jobs slot and the run's end.
@@ -87,8 +97,9 @@ class Kind(str, enum.Enum):
 class SkopeoCommandError(SkopeoError):
     """skopeo failed; ``kind`` says how, ``registry`` which registry (host[:port]) was at fault."""
 
-    def __init__(self, message: str, *, kind: Kind, registry: str = "", reference: str = "",
-                 attempts: int = 1):
+    def __init__(
+        self, message: str, *, kind: Kind, registry: str = "", reference: str = "", attempts: int = 1
+    ):
         super().__init__(message)
         self.kind = kind
         self.registry = registry
@@ -112,12 +123,22 @@ class _Side:
 # --- public commands -----------------------------------------------------------------------
 
 
-def copy(src: str, dst: str, *, all_platforms: bool = True, preserve_digests: bool = True,
-         src_tls_verify: bool = True, dst_tls_verify: bool = True,
-         src_creds: Credentials | None = None, dst_creds: Credentials | None = None,
-         src_cert_dir: str | None = None, dst_cert_dir: str | None = None,
-         retries: int = 2, timeout: float = COPY_TIMEOUT, sleep: Callable[[float], None] = time.sleep,
-         ) -> None:
+def copy(
+    src: str,
+    dst: str,
+    *,
+    all_platforms: bool = True,
+    preserve_digests: bool = True,
+    src_tls_verify: bool = True,
+    dst_tls_verify: bool = True,
+    src_creds: Credentials | None = None,
+    dst_creds: Credentials | None = None,
+    src_cert_dir: str | None = None,
+    dst_cert_dir: str | None = None,
+    retries: int = 2,
+    timeout: float = COPY_TIMEOUT,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """``skopeo copy`` between two ``docker://`` references; raises SkopeoCommandError.
 
     With the defaults the whole index is copied and its digest kept, so the destination holds
@@ -181,17 +202,31 @@ def _turn(source: str, destination: str) -> Iterator[None]:
         yield
 
 
-def inspect_raw(ref: str, *, tls_verify: bool = True, creds: Credentials | None = None,
-                cert_dir: str | None = None, retries: int = 2, timeout: float = 120,
-                sleep: Callable[[float], None] = time.sleep) -> bytes:
+def inspect_raw(
+    ref: str,
+    *,
+    tls_verify: bool = True,
+    creds: Credentials | None = None,
+    cert_dir: str | None = None,
+    retries: int = 2,
+    timeout: float = 120,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bytes:
     """The manifest (or index) at ``ref`` exactly as the registry serves it."""
     side = _side(ref, tls_verify, creds, cert_dir, "")
     return _run("inspect", ["--raw"], (side,), retries=retries, timeout=timeout, sleep=sleep)
 
 
-def delete(ref: str, *, tls_verify: bool = True, creds: Credentials | None = None,
-           cert_dir: str | None = None, retries: int = 2, timeout: float = 120,
-           sleep: Callable[[float], None] = time.sleep) -> None:
+def delete(
+    ref: str,
+    *,
+    tls_verify: bool = True,
+    creds: Credentials | None = None,
+    cert_dir: str | None = None,
+    retries: int = 2,
+    timeout: float = 120,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Deletes the manifest ``ref`` points to (by tag: the digest the tag resolves to)."""
     side = _side(ref, tls_verify, creds, cert_dir, "")
     _run("delete", [], (side,), retries=retries, timeout=timeout, sleep=sleep)
@@ -200,11 +235,17 @@ def delete(ref: str, *, tls_verify: bool = True, creds: Credentials | None = Non
 # --- command line --------------------------------------------------------------------------
 
 
-def _build_argv(command: str, options: list[str], sides: tuple[_Side, ...], workdir: str
-               ) -> list[str]:
+def _build_argv(command: str, options: list[str], sides: tuple[_Side, ...], workdir: str) -> list[str]:
     """The full command line; credentials are referred to by auth file path only."""
-    argv = [SKOPEO, "--policy", os.path.join(workdir, "policy.json"),
-            "--registries.d", os.path.join(workdir, "registries.d"), command, *options]
+    argv = [
+        SKOPEO,
+        "--policy",
+        os.path.join(workdir, "policy.json"),
+        "--registries.d",
+        os.path.join(workdir, "registries.d"),
+        command,
+        *options,
+    ]
     for side in sides:
         prefix = {"source": "src-", "destination": "dest-", "": ""}[side.role]
         argv.append(f"--{prefix}tls-verify={'true' if side.tls_verify else 'false'}")
@@ -262,8 +303,15 @@ def _environment(workdir: str) -> dict[str, str]:
 # --- running and retrying ------------------------------------------------------------------
 
 
-def _run(command: str, options: list[str], sides: tuple[_Side, ...], *, retries: int,
-         timeout: float, sleep: Callable[[float], None]) -> bytes:
+def _run(
+    command: str,
+    options: list[str],
+    sides: tuple[_Side, ...],
+    *,
+    retries: int,
+    timeout: float,
+    sleep: Callable[[float], None],
+) -> bytes:
     with _workdir(sides) as workdir:
         argv = _build_argv(command, options, sides, workdir)
         env = _environment(workdir)
@@ -271,15 +319,17 @@ def _run(command: str, options: list[str], sides: tuple[_Side, ...], *, retries:
         while True:
             attempt += 1
             try:
-                done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
-                                      capture_output=True, timeout=timeout, check=False)
+                done = subprocess.run(
+                    argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+                )
             except subprocess.TimeoutExpired:
                 # subprocess.run has already killed and reaped skopeo.
                 raise _timeout_error(command, sides, timeout, attempt) from None
             except FileNotFoundError:
                 raise SkopeoCommandError(
-                    f"skopeo is not installed or not on PATH ({SKOPEO!r}): install skopeo 1.9 "
-                    "or newer", kind=Kind.OTHER) from None
+                    f"skopeo is not installed or not on PATH ({SKOPEO!r}): install skopeo 1.9 or newer",
+                    kind=Kind.OTHER,
+                ) from None
             if done.returncode == 0:
                 return done.stdout
             reason = _reason(done.stderr.decode("utf-8", "replace"), sides)
@@ -296,22 +346,45 @@ _FATAL = re.compile(r'level=(?:fatal|error) msg="((?:[^"\\]|\\.)*)"')
 # a 5xx or 429 is a transient registry failure worth retrying like a dropped connection.
 _KINDS: tuple[tuple[Kind, re.Pattern[str]], ...] = (
     (Kind.NETWORK, re.compile(r"tls handshake timeout")),
-    (Kind.TLS, re.compile(r"x509:|tls:|certificate|server gave http response to https client|"
-                          r"does not look like a tls handshake")),
-    (Kind.NETWORK, re.compile(
-        r"connection refused|no such host|i/o timeout|connection reset|network is unreachable|"
-        r"no route to host|server misbehaving|temporary failure in name resolution|"
-        r"timeout awaiting response headers|context deadline exceeded|broken pipe|\beof\b|"
-        r"status:? 5\d\d\b|\b5\d\d (?:internal server error|bad gateway|service unavailable|"
-        r"gateway timeout)|toomanyrequests|too many requests")),
-    (Kind.AUTH, re.compile(r"unauthorized|authentication required|denied|forbidden|"
-                           r"invalid username/password|incorrect username or password")),
-    (Kind.NOT_FOUND, re.compile(r"manifest unknown|name unknown|not found|no such image|"
-                                r"repository name not known")),
-    (Kind.MANIFEST_INVALID, re.compile(
-        r"manifest invalid|manifest blob unknown|invalid manifest|unsupported manifest|"
-        r"unsupported mime type|digest did not match|does not match|digest invalid|"
-        r"unknown media type")),
+    (
+        Kind.TLS,
+        re.compile(
+            r"x509:|tls:|certificate|server gave http response to https client|"
+            r"does not look like a tls handshake"
+        ),
+    ),
+    (
+        Kind.NETWORK,
+        re.compile(
+            r"connection refused|no such host|i/o timeout|connection reset|network is unreachable|"
+            r"no route to host|server misbehaving|temporary failure in name resolution|"
+            r"timeout awaiting response headers|context deadline exceeded|broken pipe|\beof\b|"
+            r"status:? 5\d\d\b|\b5\d\d (?:internal server error|bad gateway|service unavailable|"
+            r"gateway timeout)|toomanyrequests|too many requests"
+        ),
+    ),
+    (
+        Kind.AUTH,
+        re.compile(
+            r"unauthorized|authentication required|denied|forbidden|"
+            r"invalid username/password|incorrect username or password"
+        ),
+    ),
+    (
+        Kind.NOT_FOUND,
+        re.compile(
+            r"manifest unknown|name unknown|not found|no such image|"
+            r"repository name not known"
+        ),
+    ),
+    (
+        Kind.MANIFEST_INVALID,
+        re.compile(
+            r"manifest invalid|manifest blob unknown|invalid manifest|unsupported manifest|"
+            r"unsupported mime type|digest did not match|does not match|digest invalid|"
+            r"unknown media type"
+        ),
+    ),
     (Kind.REFERENCE, re.compile(r"invalid reference format|invalid (?:source|destination) name")),
 )
 
@@ -339,8 +412,11 @@ def _reason(stderr: str, sides: tuple[_Side, ...]) -> str:
 def _redact(text: str, creds: list[Credentials]) -> str:
     """``text`` with every password, and its auth-file encoding, replaced by ``***``."""
     for c in creds:
-        secrets = [base64.b64encode(f"{c.username}:{c.password}".encode()).decode(),
-                   f"{c.username}:{c.password}", c.password]
+        secrets = [
+            base64.b64encode(f"{c.username}:{c.password}".encode()).decode(),
+            f"{c.username}:{c.password}",
+            c.password,
+        ]
         for secret in secrets:
             if c.password and secret:
                 text = text.replace(secret, "***")
@@ -362,9 +438,8 @@ _ADVICE = {
     Kind.NOT_FOUND: "check that {ref} exists on {registry} (was the tag or digest deleted?)",
     Kind.NETWORK: "check that {registry} is up and reachable from here",
     Kind.TLS: "if {registry} uses a private certificate authority, configure its CA directory "
-              "for this registry; use tls_verify: false only for a plain-HTTP test registry",
-    Kind.MANIFEST_INVALID: "{registry} served or refused a manifest skopeo cannot use; "
-                           "inspect {ref}",
+    "for this registry; use tls_verify: false only for a plain-HTTP test registry",
+    Kind.MANIFEST_INVALID: "{registry} served or refused a manifest skopeo cannot use; inspect {ref}",
     Kind.REFERENCE: "fix the reference {ref}",
     Kind.OTHER: "see skopeo's reason above",
 }
@@ -379,47 +454,72 @@ _WHAT = {
 }
 
 
-def _error(command: str, sides: tuple[_Side, ...], reason: str, kind: Kind, attempts: int
-           ) -> SkopeoCommandError:
+def _error(
+    command: str, sides: tuple[_Side, ...], reason: str, kind: Kind, attempts: int
+) -> SkopeoCommandError:
     side = _at_fault(reason, sides)
     values = {
         "registry": side.registry,
         "ref": side.ref.removeprefix(_TRANSPORT),
         "repo": side.name,
-        "access": "push to" if side.role == "destination" else "pull from"
-        if side.role == "source" else "access",
-        "origin": f" from {side.creds.origin}" if side.creds and side.creds.origin
-        else "" if side.creds else " (none were given: the registry needs them)",
+        "access": "push to"
+        if side.role == "destination"
+        else "pull from"
+        if side.role == "source"
+        else "access",
+        "origin": f" from {side.creds.origin}"
+        if side.creds and side.creds.origin
+        else ""
+        if side.creds
+        else " (none were given: the registry needs them)",
     }
     role = f" ({side.role})" if side.role else ""
     tried = f" after {attempts} attempts" if attempts > 1 else ""
-    message = (f"skopeo {command}: {_WHAT[kind].format(**values)}{role}{tried}: {reason}. "
-               f"What to do: {_ADVICE[kind].format(**values)}.")
-    return SkopeoCommandError(message, kind=kind, registry=side.registry,
-                              reference=values["ref"], attempts=attempts)
+    message = (
+        f"skopeo {command}: {_WHAT[kind].format(**values)}{role}{tried}: {reason}. "
+        f"What to do: {_ADVICE[kind].format(**values)}."
+    )
+    return SkopeoCommandError(
+        message, kind=kind, registry=side.registry, reference=values["ref"], attempts=attempts
+    )
 
 
-def _timeout_error(command: str, sides: tuple[_Side, ...], timeout: float, attempts: int
-                   ) -> SkopeoCommandError:
+def _timeout_error(
+    command: str, sides: tuple[_Side, ...], timeout: float, attempts: int
+) -> SkopeoCommandError:
     refs = " -> ".join(s.ref.removeprefix(_TRANSPORT) for s in sides)
     return SkopeoCommandError(
         f"skopeo {command} {refs} did not finish within {timeout:g}s and was stopped. "
         "What to do: check the registries' speed, or raise the timeout for very large images "
         "(syncer run --copy-timeout SECONDS); the next run tries again.",
-        kind=Kind.TIMEOUT, registry=sides[-1].registry, reference=sides[-1].ref, attempts=attempts)
+        kind=Kind.TIMEOUT,
+        registry=sides[-1].registry,
+        reference=sides[-1].ref,
+        attempts=attempts,
+    )
 
 
-def _side(ref: str, tls_verify: bool, creds: Credentials | None, cert_dir: str | None,
-          role: str) -> _Side:
+def _side(ref: str, tls_verify: bool, creds: Credentials | None, cert_dir: str | None, role: str) -> _Side:
     if not ref.startswith(_TRANSPORT):
         raise SkopeoCommandError(
             f"skopeo: {role or 'image'} reference {ref!r} must start with {_TRANSPORT}",
-            kind=Kind.REFERENCE, reference=ref)
+            kind=Kind.REFERENCE,
+            reference=ref,
+        )
     try:
         parsed = parse_reference(ref.removeprefix(_TRANSPORT))
     except ValueError as err:
         raise SkopeoCommandError(
-            f"skopeo: {role or 'image'} reference {ref!r} is invalid: {err}. What to do: fix "
-            "the reference.", kind=Kind.REFERENCE, reference=ref) from None
-    return _Side(ref=ref, registry=parsed.registry, name=parsed.name, tls_verify=tls_verify,
-                 creds=creds, cert_dir=cert_dir, role=role)
+            f"skopeo: {role or 'image'} reference {ref!r} is invalid: {err}. What to do: fix the reference.",
+            kind=Kind.REFERENCE,
+            reference=ref,
+        ) from None
+    return _Side(
+        ref=ref,
+        registry=parsed.registry,
+        name=parsed.name,
+        tls_verify=tls_verify,
+        creds=creds,
+        cert_dir=cert_dir,
+        role=role,
+    )

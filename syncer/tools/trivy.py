@@ -116,11 +116,30 @@ class ImageScan:
 # --- the environment Trivy runs in -------------------------------------------------------------
 
 # What Trivy needs to run and to reach registries through the same proxies and CAs as syncer.
-_PASSED = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY",
-                     "https_proxy", "NO_PROXY", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR"})
+_PASSED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    }
+)
 # Where Trivy's databases live: read by syncer (resolve_options), passed to Trivy as flags.
-DB_VARIABLES = ("TRIVY_CACHE_DIR", "TRIVY_SKIP_DB_UPDATE", "TRIVY_SKIP_JAVA_DB_UPDATE",
-                "TRIVY_DB_REPOSITORY", "TRIVY_JAVA_DB_REPOSITORY")
+DB_VARIABLES = (
+    "TRIVY_CACHE_DIR",
+    "TRIVY_SKIP_DB_UPDATE",
+    "TRIVY_SKIP_JAVA_DB_UPDATE",
+    "TRIVY_DB_REPOSITORY",
+    "TRIVY_JAVA_DB_REPOSITORY",
+)
 IGNORED_HELP = (
     "syncer runs Trivy in an environment it chooses, so that nothing outside the catalog "
     "changes what a scan finds: exceptions belong in catalog/exceptions/, a Trivy server is "
@@ -182,8 +201,7 @@ def _env_bool(honoured: Mapping[str, str], name: str) -> bool:
         return False
     if value in _TRUE:
         return True
-    raise UsageError(f"{name}={value!r} is not a boolean; set it to true or false (or 1 or 0), "
-                     "or unset it")
+    raise UsageError(f"{name}={value!r} is not a boolean; set it to true or false (or 1 or 0), or unset it")
 
 
 def _env_list(value: str | None) -> str | None:
@@ -197,34 +215,42 @@ def _env_list(value: str | None) -> str | None:
 def server_url(text: str) -> str:
     """A Trivy server's base URL, ``http(s)://host[:port][/prefix]``, without a trailing slash."""
     parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
-            or parts.fragment:
-        raise UsageError(f"--trivy-server {text!r}: expected the http:// or https:// URL of a "
-                         "`trivy server`, e.g. http://trivy.internal:4954")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise UsageError(
+            f"--trivy-server {text!r}: expected the http:// or https:// URL of a "
+            "`trivy server`, e.g. http://trivy.internal:4954"
+        )
     if parts.username or parts.password:
-        raise UsageError("--trivy-server: the URL must not carry credentials; they would be "
-                         "written into every scan record")
+        raise UsageError(
+            "--trivy-server: the URL must not carry credentials; they would be written into every scan record"
+        )
     return text.rstrip("/")
 
 
-def resolve_options(environ: Mapping[str, str], *, cache_dir: str | None = None,
-                    skip_db_update: bool = False, skip_java_db_update: bool = False,
-                    db_repository: str | None = None, java_db_repository: str | None = None,
-                    server: str | None = None) -> TrivyOptions:
+def resolve_options(
+    environ: Mapping[str, str],
+    *,
+    cache_dir: str | None = None,
+    skip_db_update: bool = False,
+    skip_java_db_update: bool = False,
+    db_repository: str | None = None,
+    java_db_repository: str | None = None,
+    server: str | None = None,
+) -> TrivyOptions:
     """Syncer's options over Trivy's database variables, as a Trivy user expects them: each
     flag given wins over its variable, a variable over the default. The cache is
     --trivy-cache, else SYNCER_TRIVY_CACHE, else TRIVY_CACHE_DIR, else ~/.cache/syncer/trivy.
     UsageError names a variable whose value is not what Trivy accepts."""
     honoured = split_environment(environ).honoured
     return TrivyOptions(
-        cache_dir=cache_dir or environ.get(ENV_CACHE) or honoured.get("TRIVY_CACHE_DIR")
+        cache_dir=cache_dir
+        or environ.get(ENV_CACHE)
+        or honoured.get("TRIVY_CACHE_DIR")
         or str(DEFAULT_CACHE.expanduser()),
         skip_db_update=skip_db_update or _env_bool(honoured, "TRIVY_SKIP_DB_UPDATE"),
-        skip_java_db_update=(skip_java_db_update
-                             or _env_bool(honoured, "TRIVY_SKIP_JAVA_DB_UPDATE")),
+        skip_java_db_update=(skip_java_db_update or _env_bool(honoured, "TRIVY_SKIP_JAVA_DB_UPDATE")),
         db_repository=db_repository or _env_list(honoured.get("TRIVY_DB_REPOSITORY")),
-        java_db_repository=(java_db_repository
-                            or _env_list(honoured.get("TRIVY_JAVA_DB_REPOSITORY"))),
+        java_db_repository=(java_db_repository or _env_list(honoured.get("TRIVY_JAVA_DB_REPOSITORY"))),
         server=server_url(server) if server else None,
     )
 
@@ -238,8 +264,10 @@ def binary() -> str:
     configured = os.environ.get(ENV_BINARY)
     if configured:
         if not os.access(configured, os.X_OK):
-            raise TrivyError(f"{ENV_BINARY}={configured} is not an executable file; "
-                             "point it at the trivy binary or unset it")
+            raise TrivyError(
+                f"{ENV_BINARY}={configured} is not an executable file; "
+                "point it at the trivy binary or unset it"
+            )
         return configured
     beside = Path(sys.executable).parent / "trivy"
     if os.access(beside, os.X_OK):
@@ -247,24 +275,42 @@ def binary() -> str:
     found = shutil.which("trivy")
     if found:
         return found
-    raise TrivyError(f"trivy was not found beside {sys.executable} nor on PATH; install it "
-                     "(`bash scripts/setup` puts it in .venv/bin) or set SYNCER_TRIVY to its path")
+    raise TrivyError(
+        f"trivy was not found beside {sys.executable} nor on PATH; install it "
+        "(`bash scripts/setup` puts it in .venv/bin) or set SYNCER_TRIVY to its path"
+    )
 
 
-def _run(argv: list[str], *, what: str, timeout: float, budget: float | None = None,
-         env: Mapping[str, str] | None = None, cwd: str | None = None,
-         secrets: tuple[str, ...] = ()) -> str:
+def _run(
+    argv: list[str],
+    *,
+    what: str,
+    timeout: float,
+    budget: float | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    secrets: tuple[str, ...] = (),
+) -> str:
     """Runs Trivy in its own process group, so that a timeout kills it and all its children;
     returns its stdout. Its environment is the chosen one plus ``env``. ``budget`` is the
     caller's whole timeout, for the message."""
     environment = {**split_environment(os.environ).passed, **(env or {})}
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, errors="replace",
-                                env=environment, cwd=cwd, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            env=environment,
+            cwd=cwd,
+            start_new_session=True,
+        )
     except OSError as err:
-        raise TrivyError(f"could not start {argv[0]} for {what}: {err.strerror}; "
-                         f"check the binary or set {ENV_BINARY}") from None
+        raise TrivyError(
+            f"could not start {argv[0]} for {what}: {err.strerror}; check the binary or set {ENV_BINARY}"
+        ) from None
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -273,9 +319,10 @@ def _run(argv: list[str], *, what: str, timeout: float, budget: float | None = N
             proc.communicate(timeout=5)
         except subprocess.TimeoutExpired:
             pass  # a descendant that left the group still holds the pipes; Trivy itself is gone
-        raise TrivyError(f"trivy did not finish {what} within {budget or timeout:g}s and was "
-                         "stopped; check that the registry answers, or raise the scan timeout"
-                         ) from None
+        raise TrivyError(
+            f"trivy did not finish {what} within {budget or timeout:g}s and was "
+            "stopped; check that the registry answers, or raise the scan timeout"
+        ) from None
     if proc.returncode != 0:
         reason = _reason(stderr, secrets) or f"no error output (exit status {proc.returncode})"
         raise TrivyError(f"trivy failed {what}: {reason}")
@@ -285,8 +332,10 @@ def _run(argv: list[str], *, what: str, timeout: float, budget: float | None = N
 _RECORD = re.compile(r"^\S+\t(?:FATAL|ERROR|WARN|INFO|DEBUG)\t")
 _FAILED = re.compile(r"^\S+\t(?:FATAL|ERROR)\t")
 # Links of Trivy's error chain that only restate that a scan was scanning.
-_WRAPPERS = re.compile(r"^(?:Fatal error\s+|run error: |[\w ]*scan error: |"
-                       r"unable to initialize [\w ]+?: )")
+_WRAPPERS = re.compile(
+    r"^(?:Fatal error\s+|run error: |[\w ]*scan error: |"
+    r"unable to initialize [\w ]+?: )"
+)
 
 
 def _reason(stderr: str, secrets: tuple[str, ...]) -> str:
@@ -323,8 +372,9 @@ def _version(path: str, timeout: float) -> str:
     try:
         return str(json.loads(out)["Version"])
     except (ValueError, KeyError, TypeError):
-        raise TrivyError("trivy --version printed no version; check the binary "
-                         f"({path}) or set {ENV_BINARY}") from None
+        raise TrivyError(
+            f"trivy --version printed no version; check the binary ({path}) or set {ENV_BINARY}"
+        ) from None
 
 
 # --- the vulnerability DB ----------------------------------------------------------------------
@@ -335,28 +385,44 @@ def db_info(cache_dir: str | os.PathLike) -> DBInfo:
     path = Path(cache_dir) / "db" / "metadata.json"
     try:
         meta = json.loads(path.read_text())
-        return DBInfo(updated_at=str(meta["UpdatedAt"]), next_update=str(meta["NextUpdate"]),
-                      schema_version=int(meta["Version"]))
+        return DBInfo(
+            updated_at=str(meta["UpdatedAt"]),
+            next_update=str(meta["NextUpdate"]),
+            schema_version=int(meta["Version"]),
+        )
     except FileNotFoundError:
-        raise TrivyError(f"no Trivy vulnerability DB in {cache_dir} ({path} is missing): "
-                         + _NO_DB_HELP.format(cache=cache_dir)) from None
+        raise TrivyError(
+            f"no Trivy vulnerability DB in {cache_dir} ({path} is missing): "
+            + _NO_DB_HELP.format(cache=cache_dir)
+        ) from None
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise TrivyError(f"{path} is not Trivy DB metadata ({type(err).__name__}); delete "
-                         f"{Path(cache_dir) / 'db'} and " + _NO_DB_HELP.format(cache=cache_dir)
-                         ) from None
+        raise TrivyError(
+            f"{path} is not Trivy DB metadata ({type(err).__name__}); delete "
+            f"{Path(cache_dir) / 'db'} and " + _NO_DB_HELP.format(cache=cache_dir)
+        ) from None
 
 
-def update_db(cache_dir: str | os.PathLike, *, db_repository: str | None = None,
-              java_db_repository: str | None = None, skip_java_db_update: bool = False,
-              timeout: float = 600.0) -> DBInfo:
+def update_db(
+    cache_dir: str | os.PathLike,
+    *,
+    db_repository: str | None = None,
+    java_db_repository: str | None = None,
+    skip_java_db_update: bool = False,
+    timeout: float = 600.0,
+) -> DBInfo:
     """Downloads a newer vulnerability DB, and Java DB unless ``skip_java_db_update``, when
     there is none or it is due, while no scan is using them. Parallel scans cost nothing here
     until then: a due check reads metadata only."""
     deadline = time.monotonic() + timeout
     cache = Path(cache_dir)
     if _db_due(cache):
-        _download(cache, ["--download-db-only", *_repository("--db-repository", db_repository)],
-                  "its vulnerability DB", deadline, timeout)
+        _download(
+            cache,
+            ["--download-db-only", *_repository("--db-repository", db_repository)],
+            "its vulnerability DB",
+            deadline,
+            timeout,
+        )
     if not skip_java_db_update:
         update_java_db(cache, java_db_repository=java_db_repository, timeout=_left(deadline))
     return db_info(cache_dir)
@@ -381,16 +447,21 @@ def _db_sources(path: str, mtime_ns: int, size: int) -> frozenset[str] | None:
         return None
 
 
-def update_java_db(cache_dir: str | os.PathLike, *, java_db_repository: str | None = None,
-                   timeout: float = 600.0) -> None:
+def update_java_db(
+    cache_dir: str | os.PathLike, *, java_db_repository: str | None = None, timeout: float = 600.0
+) -> None:
     """Downloads the Java DB (Trivy's index of Maven artifacts, used for any image holding a
     jar) when there is none or it is due, under the same lock as the vulnerability DB."""
     deadline = time.monotonic() + timeout
     cache = Path(cache_dir)
     if _java_db_due(cache):
-        _download(cache, ["--download-java-db-only",
-                          *_repository("--java-db-repository", java_db_repository)],
-                  "its Java DB", deadline, timeout)
+        _download(
+            cache,
+            ["--download-java-db-only", *_repository("--java-db-repository", java_db_repository)],
+            "its Java DB",
+            deadline,
+            timeout,
+        )
 
 
 def _repository(flag: str, value: str | None) -> list[str]:
@@ -400,8 +471,10 @@ def _repository(flag: str, value: str | None) -> list[str]:
 def _download(cache: Path, flags: list[str], what: str, deadline: float, timeout: float) -> None:
     argv = [binary(), "image", "--cache-dir", str(cache), *flags, *_QUIET_OFFLINE]
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / "db.lock", fcntl.LOCK_EX, deadline, "Trivy's databases"), \
-            tempfile.TemporaryDirectory(prefix="syncer-trivy-") as work:
+    with (
+        _locked(cache / "db.lock", fcntl.LOCK_EX, deadline, "Trivy's databases"),
+        tempfile.TemporaryDirectory(prefix="syncer-trivy-") as work,
+    ):
         _run(argv, what=f"updating {what}", timeout=_left(deadline), budget=timeout, cwd=work)
 
 
@@ -428,7 +501,8 @@ def _java_db_due(cache_dir: Path) -> bool:
         return True
     now = datetime.now(UTC)
     fresh = (next_update is not None and now < next_update) or (
-        downloaded is not None and now < downloaded + timedelta(days=1))
+        downloaded is not None and now < downloaded + timedelta(days=1)
+    )
     return not fresh
 
 
@@ -437,12 +511,15 @@ def prepare(options: TrivyOptions, *, timeout: float = 600.0) -> DBInfo:
     scan, and returns the vulnerability DB's metadata: the server's when scans use a server
     (the Java DB stays local even then: Trivy's client matches jars itself)."""
     if not options.server and not options.skip_db_update:
-        update_db(options.cache_dir, db_repository=options.db_repository,
-                  java_db_repository=options.java_db_repository,
-                  skip_java_db_update=options.skip_java_db_update, timeout=timeout)
+        update_db(
+            options.cache_dir,
+            db_repository=options.db_repository,
+            java_db_repository=options.java_db_repository,
+            skip_java_db_update=options.skip_java_db_update,
+            timeout=timeout,
+        )
     elif not options.skip_java_db_update:
-        update_java_db(options.cache_dir, java_db_repository=options.java_db_repository,
-                       timeout=timeout)
+        update_java_db(options.cache_dir, java_db_repository=options.java_db_repository, timeout=timeout)
     return server_info(options.server).db if options.server else db_info(options.cache_dir)
 
 
@@ -465,17 +542,26 @@ def server_info(url: str) -> ServerInfo:
         resp.raise_for_status()
         doc = resp.json()
         meta = doc["VulnerabilityDB"]
-        return ServerInfo(url=url, version=str(doc["Version"]), db=DBInfo(
-            updated_at=str(meta["UpdatedAt"]), next_update=str(meta["NextUpdate"]),
-            schema_version=int(meta["Version"])))
+        return ServerInfo(
+            url=url,
+            version=str(doc["Version"]),
+            db=DBInfo(
+                updated_at=str(meta["UpdatedAt"]),
+                next_update=str(meta["NextUpdate"]),
+                schema_version=int(meta["Version"]),
+            ),
+        )
     except requests.RequestException as err:
-        raise TrivyError(f"the Trivy server at {url} did not answer /version "
-                         f"({type(err).__name__}); check --trivy-server and that "
-                         "`trivy server` runs there") from None
+        raise TrivyError(
+            f"the Trivy server at {url} did not answer /version "
+            f"({type(err).__name__}); check --trivy-server and that "
+            "`trivy server` runs there"
+        ) from None
     except (ValueError, KeyError, TypeError):
-        raise TrivyError(f"{url}/version did not describe a Trivy server with a vulnerability "
-                         "DB; check --trivy-server, and that the server has downloaded its DB"
-                         ) from None
+        raise TrivyError(
+            f"{url}/version did not describe a Trivy server with a vulnerability "
+            "DB; check --trivy-server, and that the server has downloaded its DB"
+        ) from None
 
 
 def scanner(server: str | None = None) -> str:
@@ -495,9 +581,11 @@ def _check_server_db(document: object, server: str) -> None:
         return  # the report does not say: /version, asked at the start, is all there is
     used_at, expected_at = _go_time(used), _go_time(expected)
     if used_at and expected_at and used_at < expected_at:
-        raise TrivyError(f"the Trivy server at {server} scanned with a vulnerability DB of "
-                         f"{used}, older than the one of {expected} it reported when the run "
-                         "started; check that a single server answers there, and re-run")
+        raise TrivyError(
+            f"the Trivy server at {server} scanned with a vulnerability DB of "
+            f"{used}, older than the one of {expected} it reported when the run "
+            "started; check that a single server answers there, and re-run"
+        )
 
 
 # --- locks and slots ---------------------------------------------------------------------------
@@ -522,8 +610,10 @@ def _locked(path: Path, mode: int, deadline: float, what: str) -> Iterator[None]
     """Holds an flock on ``path``; polls, so that waiting ends at the caller's deadline."""
     while (fd := _try_lock(path, mode)) is None:
         if time.monotonic() >= deadline:
-            raise TrivyError(f"{what} in {path.parent} stayed locked by another syncer or Trivy "
-                             "process until the timeout; let it finish, or raise the timeout")
+            raise TrivyError(
+                f"{what} in {path.parent} stayed locked by another syncer or Trivy "
+                "process until the timeout; let it finish, or raise the timeout"
+            )
         time.sleep(0.05)
     try:
         yield
@@ -553,8 +643,10 @@ def _scan_slot(cache_dir: Path, prefer: str, deadline: float) -> Iterator[Path]:
             finally:
                 os.close(fd)
         if time.monotonic() >= deadline:
-            raise TrivyError(f"all {SLOTS} scan slots of {cache_dir} stayed busy until the "
-                             "timeout; run fewer scans at once, or raise the timeout")
+            raise TrivyError(
+                f"all {SLOTS} scan slots of {cache_dir} stayed busy until the "
+                "timeout; run fewer scans at once, or raise the timeout"
+            )
         time.sleep(0.05)
 
 
@@ -573,8 +665,7 @@ class RunServer:
     checked.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, *,
-                 start_timeout: float = SERVER_START_TIMEOUT):
+    def __init__(self, cache_dir: str | os.PathLike, *, start_timeout: float = SERVER_START_TIMEOUT):
         self._cache = Path(cache_dir).absolute()
         self._start_timeout = start_timeout
         self._lock = threading.Lock()
@@ -596,8 +687,9 @@ class RunServer:
                     self.problem = str(err)
                     self._stop()
                 except OSError as err:
-                    self.problem = (f"the run's Trivy server could not start in {self._cache}: "
-                                    f"{err.strerror or err}")
+                    self.problem = (
+                        f"the run's Trivy server could not start in {self._cache}: {err.strerror or err}"
+                    )
                     self._stop()
             return self._url
 
@@ -608,8 +700,9 @@ class RunServer:
     def _start(self) -> None:
         self._cache.mkdir(parents=True, exist_ok=True)
         for name, mode, busy in (
-                ("db.lock", fcntl.LOCK_SH, "its vulnerability DB is being updated"),
-                (f"{_RUN_SERVER_DIR}.lock", fcntl.LOCK_EX, "another syncer process uses it")):
+            ("db.lock", fcntl.LOCK_SH, "its vulnerability DB is being updated"),
+            (f"{_RUN_SERVER_DIR}.lock", fcntl.LOCK_EX, "another syncer process uses it"),
+        ):
             fd = _try_lock(self._cache / name, mode)
             if fd is None:
                 raise TrivyError(f"no shared Trivy server on {self._cache}: {busy}")
@@ -627,11 +720,25 @@ class RunServer:
         log = home / "server.log"
         with log.open("wb") as out, tempfile.TemporaryDirectory(prefix="syncer-trivy-") as work:
             self._proc = subprocess.Popen(
-                [binary(), "server", "--cache-dir", str(home), "--skip-db-update", "--quiet",
-                 "--listen", f"127.0.0.1:{port}",
-                 "--config", _token_config(Path(work), self.token)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=home,
-                env=split_environment(os.environ).passed, start_new_session=True)
+                [
+                    binary(),
+                    "server",
+                    "--cache-dir",
+                    str(home),
+                    "--skip-db-update",
+                    "--quiet",
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--config",
+                    _token_config(Path(work), self.token),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                cwd=home,
+                env=split_environment(os.environ).passed,
+                start_new_session=True,
+            )
             (home / "server.pid").write_text(f"{self._proc.pid}\n")
             deadline = time.monotonic() + self._start_timeout
             # Up once it answers; it has read its configuration (and token) by then.
@@ -644,8 +751,10 @@ class RunServer:
                     pass
                 time.sleep(0.1)
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise TrivyError(f"the run's Trivy server did not start within "
-                         f"{self._start_timeout:g}s: {_reason(tail[0], (self.token,))}")
+        raise TrivyError(
+            f"the run's Trivy server did not start within "
+            f"{self._start_timeout:g}s: {_reason(tail[0], (self.token,))}"
+        )
 
     def _stop(self) -> None:
         if self._proc is not None:
@@ -702,17 +811,28 @@ def _check_ref(ref: str) -> str:
     except ValueError as err:
         raise TrivyError(f"cannot scan {ref!r}: {err}") from None
     if parsed.digest is None or not is_sha256_digest(parsed.digest):
-        raise TrivyError(f"cannot scan {ref}: scans are by digest only (host/repo@sha256:…), so "
-                         "that the digest scanned is the digest promoted")
+        raise TrivyError(
+            f"cannot scan {ref}: scans are by digest only (host/repo@sha256:…), so "
+            "that the digest scanned is the digest promoted"
+        )
     return parsed.name
 
 
-def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None = None,
-               insecure: bool = False, credentials: tuple[str, str] | None = None,
-               timeout: float = 600.0, skip_db_update: bool = True,
-               db_repository: str | None = None, licenses: bool = False,
-               ca_dir: str | None = None, server: str | None = None,
-               run_server: RunServer | None = None) -> ImageScan:
+def scan_image(
+    ref: str,
+    *,
+    cache_dir: str | os.PathLike,
+    platform: str | None = None,
+    insecure: bool = False,
+    credentials: tuple[str, str] | None = None,
+    timeout: float = 600.0,
+    skip_db_update: bool = True,
+    db_repository: str | None = None,
+    licenses: bool = False,
+    ca_dir: str | None = None,
+    server: str | None = None,
+    run_server: RunServer | None = None,
+) -> ImageScan:
     """Scans ``host/repo@sha256:…`` straight from its registry; safe to run in parallel.
 
     ``platform`` (``linux/arm64``) picks one image of an index and labels its findings.
@@ -751,17 +871,35 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
     # Trivy runs in a private directory: a .trivyignore or trivy.yaml in the caller's working
     # directory (the catalog repository) must not silently drop findings; exceptions belong
     # in catalog/exceptions, where they are reviewed.
-    with _locked(cache / "db.lock", fcntl.LOCK_SH, deadline, "the vulnerability DB"), \
-            _scan_slot(cache, name, deadline) as slot, \
-            tempfile.TemporaryDirectory(prefix="syncer-trivy-") as work:
+    with (
+        _locked(cache / "db.lock", fcntl.LOCK_SH, deadline, "the vulnerability DB"),
+        _scan_slot(cache, name, deadline) as slot,
+        tempfile.TemporaryDirectory(prefix="syncer-trivy-") as work,
+    ):
         report = Path(work) / "report.json"
         left = _left(deadline)
-        argv = [binary(), "image", "--cache-dir", str(slot), *_NO_UPDATES,
-                "--image-src", "remote", "--format", "json", "--output", str(report),
-                "--exit-code", "0", "--list-all-pkgs=false",
-                "--scanners", "vuln,license" if licenses else "vuln",
-                # Trivy's own limit, a little shorter, so that it can still say what it was doing.
-                "--timeout", f"{max(int(left * 0.9), 1)}s", *_QUIET_OFFLINE]
+        argv = [
+            binary(),
+            "image",
+            "--cache-dir",
+            str(slot),
+            *_NO_UPDATES,
+            "--image-src",
+            "remote",
+            "--format",
+            "json",
+            "--output",
+            str(report),
+            "--exit-code",
+            "0",
+            "--list-all-pkgs=false",
+            "--scanners",
+            "vuln,license" if licenses else "vuln",
+            # Trivy's own limit, a little shorter, so that it can still say what it was doing.
+            "--timeout",
+            f"{max(int(left * 0.9), 1)}s",
+            *_QUIET_OFFLINE,
+        ]
         if server:
             argv += ["--server", server]
         elif shared and token:
@@ -772,18 +910,21 @@ def scan_image(ref: str, *, cache_dir: str | os.PathLike, platform: str | None =
             argv.append("--insecure")
         argv.append(ref)
         try:
-            _run(argv, what=f"scanning {ref}", timeout=left, budget=timeout, env=env, cwd=work,
-                 secrets=secrets)
+            _run(
+                argv, what=f"scanning {ref}", timeout=left, budget=timeout, env=env, cwd=work, secrets=secrets
+            )
         except TrivyError as err:
             if "--skip-java-db-update" in str(err):
-                raise TrivyError(f"trivy could not scan {ref}: "
-                                 + _JAVA_DB_HELP.format(cache=cache)) from None
+                raise TrivyError(
+                    f"trivy could not scan {ref}: " + _JAVA_DB_HELP.format(cache=cache)
+                ) from None
             raise
         try:
             document = json.loads(report.read_text())
         except (OSError, ValueError) as err:
-            raise TrivyError(f"trivy's report for {ref} could not be read "
-                             f"({type(err).__name__}); re-run the scan") from None
+            raise TrivyError(
+                f"trivy's report for {ref} could not be read ({type(err).__name__}); re-run the scan"
+            ) from None
     if server:
         _check_server_db(document, server)
     return parse_report(document, platform=platform or "")
@@ -821,32 +962,47 @@ def _go_time(text: object) -> datetime | None:
 def parse_report(document: object, *, platform: str = "") -> ImageScan:
     """An ``ImageScan`` from Trivy's JSON report (schema 2); TrivyError if it has another shape."""
     if not isinstance(document, dict) or document.get("SchemaVersion") != 2:
-        raise TrivyError("trivy's report is not JSON schema 2; use the Trivy version that "
-                         "syncer is tested with (see scripts/setup)")
+        raise TrivyError(
+            "trivy's report is not JSON schema 2; use the Trivy version that "
+            "syncer is tested with (see scripts/setup)"
+        )
     try:
         findings, license_findings, types = [], [], []
         for result in document.get("Results") or []:
             if result.get("Class") in ("os-pkgs", "lang-pkgs") and result.get("Type"):
                 types.append(str(result["Type"]))
             for v in result.get("Vulnerabilities") or []:
-                findings.append(Finding(
-                    id=v["VulnerabilityID"], package=v["PkgName"],
-                    installed=v.get("InstalledVersion", ""),
-                    fixed=v.get("FixedVersion") or None, severity=_severity(v.get("Severity")),
-                    status=v.get("Status", ""), title=v.get("Title", ""), platform=platform,
-                    url=_advisory_url(v.get("PrimaryURL"))))
+                findings.append(
+                    Finding(
+                        id=v["VulnerabilityID"],
+                        package=v["PkgName"],
+                        installed=v.get("InstalledVersion", ""),
+                        fixed=v.get("FixedVersion") or None,
+                        severity=_severity(v.get("Severity")),
+                        status=v.get("Status", ""),
+                        title=v.get("Title", ""),
+                        platform=platform,
+                        url=_advisory_url(v.get("PrimaryURL")),
+                    )
+                )
             for lic in result.get("Licenses") or []:
-                license_findings.append(LicenseFinding(
-                    license=lic["Name"], package=lic.get("PkgName", ""), platform=platform))
+                license_findings.append(
+                    LicenseFinding(license=lic["Name"], package=lic.get("PkgName", ""), platform=platform)
+                )
         meta = document.get("Metadata") or {}
         os_meta = meta.get("OS") or {}
-        os_info = (OSInfo(family=os_meta.get("Family", ""), name=os_meta.get("Name", ""))
-                   if os_meta else None)
+        os_info = OSInfo(family=os_meta.get("Family", ""), name=os_meta.get("Name", "")) if os_meta else None
         return ImageScan(
-            findings=tuple(findings), licenses=tuple(license_findings),
-            created=_go_time((meta.get("ImageConfig") or {}).get("created")), os=os_info,
-            image_id=meta.get("ImageID", ""), repo_digests=tuple(meta.get("RepoDigests") or ()),
-            package_types=tuple(sorted(set(types))))
+            findings=tuple(findings),
+            licenses=tuple(license_findings),
+            created=_go_time((meta.get("ImageConfig") or {}).get("created")),
+            os=os_info,
+            image_id=meta.get("ImageID", ""),
+            repo_digests=tuple(meta.get("RepoDigests") or ()),
+            package_types=tuple(sorted(set(types))),
+        )
     except (KeyError, TypeError, AttributeError) as err:
-        raise TrivyError(f"trivy's report has an unexpected shape ({type(err).__name__}: "
-                         f"{err}); use the Trivy version syncer is tested with") from None
+        raise TrivyError(
+            f"trivy's report has an unexpected shape ({type(err).__name__}: "
+            f"{err}); use the Trivy version syncer is tested with"
+        ) from None

@@ -40,9 +40,14 @@ CERTS_D_ENV = "SYNCER_CERTS_D"
 CERTS_D_ROOTS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
 # Where Go's crypto/x509 looks on Linux when SSL_CERT_FILE / SSL_CERT_DIR are unset
 # (root_linux.go): the first file that exists, and every file of every directory.
-GO_CERT_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
-                 "/etc/ssl/ca-bundle.pem", "/etc/pki/tls/cacert.pem",
-                 "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", "/etc/ssl/cert.pem")
+GO_CERT_FILES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+)
 GO_CERT_DIRS = ("/etc/ssl/certs", "/etc/pki/tls/certs")
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
 _FILE_MAX = 4 << 20  # a CA file larger than this is not one
@@ -69,8 +74,9 @@ class Trust:
         return bool(self.cas or self.client or self.cert_file or self.cert_dirs)
 
 
-def cert_dirs(address: str, ca_dir: str | None, what: str,
-              environ: Mapping[str, str] | None = None) -> list[CertDir]:
+def cert_dirs(
+    address: str, ca_dir: str | None, what: str, environ: Mapping[str, str] | None = None
+) -> list[CertDir]:
     """The certs.d directories that apply to ``address`` (host[:port] contacted), ``ca_dir``
     first; ``what`` names the settings entry (``target``, ``sources.docker.io``)."""
     environ = os.environ if environ is None else environ
@@ -83,8 +89,7 @@ def cert_dirs(address: str, ca_dir: str | None, what: str,
     return found
 
 
-def resolve(address: str, ca_dir: str | None, what: str,
-            environ: Mapping[str, str] | None = None) -> Trust:
+def resolve(address: str, ca_dir: str | None, what: str, environ: Mapping[str, str] | None = None) -> Trust:
     """The trust of one registry; UsageError for a directory that breaks it (``problems``)."""
     environ = os.environ if environ is None else environ
     cas: list[str] = []
@@ -98,11 +103,13 @@ def resolve(address: str, ca_dir: str | None, what: str,
         pairs = [n for n in names if n.endswith(".cert")]
         if client is None and pairs:
             client = (os.path.join(d.path, pairs[0]), os.path.join(d.path, pairs[0][:-5] + ".key"))
-    return Trust(cas=tuple(cas), client=client,
-                 cert_file=environ.get("SSL_CERT_FILE") or None,
-                 cert_dirs=tuple(p for p in (environ.get("SSL_CERT_DIR") or "").split(":") if p),
-                 requests_bundle=environ.get("REQUESTS_CA_BUNDLE")
-                 or environ.get("CURL_CA_BUNDLE") or None)
+    return Trust(
+        cas=tuple(cas),
+        client=client,
+        cert_file=environ.get("SSL_CERT_FILE") or None,
+        cert_dirs=tuple(p for p in (environ.get("SSL_CERT_DIR") or "").split(":") if p),
+        requests_bundle=environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE") or None,
+    )
 
 
 def problems(d: CertDir) -> list[str]:
@@ -112,9 +119,13 @@ def problems(d: CertDir) -> list[str]:
     TLS error. Other files are left alone: only ``.crt`` and the pairs are copied for the tools
     (a server's own key kept beside its CA does no harm)."""
     if not os.path.isdir(d.path):
-        return [(f"{d.origin}: {d.path} is not a directory (relative paths are from the "
-                 "directory syncer runs in); create it with the registry's CA as ca.crt, or "
-                 "fix the path")]
+        return [
+            (
+                f"{d.origin}: {d.path} is not a directory (relative paths are from the "
+                "directory syncer runs in); create it with the registry's CA as ca.crt, or "
+                "fix the path"
+            )
+        ]
     found: list[str] = []
     names = sorted(os.listdir(d.path))
     for name in names:
@@ -122,11 +133,15 @@ def problems(d: CertDir) -> list[str]:
         if name.endswith((".crt", ".cert")):
             reason = certificate_problem(path)
             if reason:
-                found.append(f"{d.origin}: {path} {reason}; put the PEM certificate there "
-                             "(-----BEGIN CERTIFICATE-----), or remove the file")
+                found.append(
+                    f"{d.origin}: {path} {reason}; put the PEM certificate there "
+                    "(-----BEGIN CERTIFICATE-----), or remove the file"
+                )
         if name.endswith(".cert") and name[:-5] + ".key" not in names:
-            found.append(f"{d.origin}: client certificate {path} has no key "
-                         f"{name[:-5]}.key beside it; add the key, or rename a CA file to .crt")
+            found.append(
+                f"{d.origin}: client certificate {path} has no key "
+                f"{name[:-5]}.key beside it; add the key, or rename a CA file to .crt"
+            )
     return found
 
 

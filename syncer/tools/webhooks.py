@@ -29,8 +29,15 @@ MAX_TEXT = 3000  # Slack truncates a message's text near 4,000 characters
 
 # The record events a run makes, as the webhook events they are ("cleared": promoted again;
 # "lagging": a replica that could not be brought in step, which fails the run).
-_EVENTS = {"promoted": "promoted", "cleared": "promoted", "held": "held", "flagged": "flagged",
-           "demoted": "demoted", "failed": "failed", "lagging": "failed"}
+_EVENTS = {
+    "promoted": "promoted",
+    "cleared": "promoted",
+    "held": "held",
+    "flagged": "flagged",
+    "demoted": "demoted",
+    "failed": "failed",
+    "lagging": "failed",
+}
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,17 @@ class Notification:
     def payload(self, run: str, run_url: str, reports: str = "reports") -> dict[str, object]:
         subject = f"{self.image}:{self.tag}" if self.tag else self.image
         text = _slack(f"syncer: {subject} {self.event}" + (f": {self.detail}" if self.detail else ""))
-        return {"text": text[:MAX_TEXT], "event": self.event, "image": self.image, "tag": self.tag,
-                "digest": self.digest, "detail": self.detail, "run": run, "run_url": run_url or None,
-                "report": f"{reports}/images/{self.image}.md"}
+        return {
+            "text": text[:MAX_TEXT],
+            "event": self.event,
+            "image": self.image,
+            "tag": self.tag,
+            "digest": self.digest,
+            "detail": self.detail,
+            "run": run,
+            "run_url": run_url or None,
+            "report": f"{reports}/images/{self.image}.md",
+        }
 
 
 def _slack(value: str) -> str:
@@ -54,8 +69,9 @@ def _slack(value: str) -> str:
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def notifications(records: Iterable[Record], since: str,
-                  entry_failures: Iterable[tuple[str, str]] = ()) -> list[Notification]:
+def notifications(
+    records: Iterable[Record], since: str, entry_failures: Iterable[tuple[str, str]] = ()
+) -> list[Notification]:
     """The run's events: every record event at or after ``since`` (the run's start, in the
     events' own format) that a webhook can ask for, in order, and each entry that failed."""
     out = []
@@ -76,9 +92,17 @@ def _post(url: str, document: dict[str, object]) -> int:
     return response.status_code
 
 
-def deliver(hooks: Iterable[Webhook], found: list[Notification], environ: Mapping[str, str], *,
-            run: str, run_url: str = "", reports: str = "reports", post: Post = _post,
-            sleep: Callable[[float], None] = time.sleep) -> list[str]:
+def deliver(
+    hooks: Iterable[Webhook],
+    found: list[Notification],
+    environ: Mapping[str, str],
+    *,
+    run: str,
+    run_url: str = "",
+    reports: str = "reports",
+    post: Post = _post,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
     """POSTs each notification to each webhook that wants its event; returns warnings."""
     warnings = []
     for hook in hooks:
@@ -88,14 +112,19 @@ def deliver(hooks: Iterable[Webhook], found: list[Notification], environ: Mappin
         name = f"webhook {hook.url_env} ({hook.location or 'settings.yaml'})"
         url = environ.get(hook.url_env, "")
         if not url:
-            warnings.append(f"{name}: environment variable {hook.url_env} is not set; "
-                            f"{len(wanted)} event(s) not sent")
+            warnings.append(
+                f"{name}: environment variable {hook.url_env} is not set; {len(wanted)} event(s) not sent"
+            )
             continue
         for sent, n in enumerate(wanted):
             problem = _send(url, n.payload(run, run_url, reports), post, sleep)
             if problem:
-                warnings.append(redact(f"{name}: {problem}; giving up on it for this run, "
-                                       f"{len(wanted) - sent} event(s) not delivered"))
+                warnings.append(
+                    redact(
+                        f"{name}: {problem}; giving up on it for this run, "
+                        f"{len(wanted) - sent} event(s) not delivered"
+                    )
+                )
                 break
     return warnings
 

@@ -72,8 +72,9 @@ def _real_directories(root: Path, directory: Path, *, create: bool) -> bool:
         if stat.S_ISLNK(mode):
             raise _link_error(root, current)
         if not stat.S_ISDIR(mode):
-            raise UnsafePathError(f"{current} is a file where syncer needs a directory; "
-                                  f"move it away (git mv) and run again")
+            raise UnsafePathError(
+                f"{current} is a file where syncer needs a directory; move it away (git mv) and run again"
+            )
     return True
 
 
@@ -107,9 +108,11 @@ def read_regular(root: Path, path: Path) -> bytes | None:
 
 
 def _link_error(root: Path, path: Path) -> UnsafePathError:
-    return UnsafePathError(f"{path} is a symlink; syncer never writes or reads through links "
-                           f"under {root}: replace it with a real file or directory "
-                           "(git rm the link) and run again")
+    return UnsafePathError(
+        f"{path} is a symlink; syncer never writes or reads through links "
+        f"under {root}: replace it with a real file or directory "
+        "(git rm the link) and run again"
+    )
 
 
 def _parts_below(root: Path, path: Path) -> tuple[str, ...]:

@@ -65,14 +65,18 @@ def now_iso() -> str:
 # repository name or tag, so a valid one cannot escape the records directory.
 def validate_name(name: str) -> None:
     if len(name) > refs.NAME_MAX or not refs.is_valid_repository_path(name):
-        raise ValueError(f"invalid repository name {name!r}: use lower-case path components "
-                         "like 'nginx' or 'bitnami/redis' (distribution reference grammar)")
+        raise ValueError(
+            f"invalid repository name {name!r}: use lower-case path components "
+            "like 'nginx' or 'bitnami/redis' (distribution reference grammar)"
+        )
 
 
 def validate_tag(tag: str) -> None:
     if not refs.is_valid_tag(tag):
-        raise ValueError(f"invalid tag {tag!r}: a tag is up to 128 letters, digits, '_', '.' "
-                         "or '-', not starting with '.' or '-'")
+        raise ValueError(
+            f"invalid tag {tag!r}: a tag is up to 128 letters, digits, '_', '.' "
+            "or '-', not starting with '.' or '-'"
+        )
 
 
 @dataclass(frozen=True)
@@ -112,16 +116,19 @@ class Ledger:
         path = self.records_dir.joinpath(*name.split("/"), tag + _SUFFIX)
         # The grammar already rules out escapes; this also catches a symlinked directory.
         if not path.resolve().is_relative_to(self.records_dir.resolve()):
-            raise UnsafePathError(f"record path for {name}:{tag} resolves outside "
-                                  f"{self.records_dir}: a symlink on the way; replace it with a "
-                                  "real directory or file (git rm the link)")
+            raise UnsafePathError(
+                f"record path for {name}:{tag} resolves outside "
+                f"{self.records_dir}: a symlink on the way; replace it with a "
+                "real directory or file (git rm the link)"
+            )
         return path
 
     def load(self, name: str, tag: str) -> Record | None:
         path = self.path_for(name, tag)
         text = _read_text(self.root, path)
-        return None if text is None else _record_from_doc(_parse(text, path, round_trip=False),
-                                                         path, name, tag)
+        return (
+            None if text is None else _record_from_doc(_parse(text, path, round_trip=False), path, name, tag)
+        )
 
     def records_for(self, name: str) -> list[Record]:
         """Every readable record of one repository, sorted by tag."""
@@ -141,15 +148,19 @@ class Ledger:
             return out
 
         def unlisted(err: OSError) -> None:
-            raise LedgerError(f"{err.filename}: cannot list the records ({err.strerror}); fix its "
-                              "permissions: a run must know every record before it acts") from None
+            raise LedgerError(
+                f"{err.filename}: cannot list the records ({err.strerror}); fix its "
+                "permissions: a run must know every record before it acts"
+            ) from None
 
         for directory, subdirs, files in os.walk(self.records_dir, onerror=unlisted):
             here = Path(directory)
             for sub in [d for d in subdirs if (here / d).is_symlink()]:
                 subdirs.remove(sub)
-                out.strays.append(f"{here / sub}: a symlink under records/ is never followed; "
-                                  "skipped: replace it with a directory (git rm the link)")
+                out.strays.append(
+                    f"{here / sub}: a symlink under records/ is never followed; "
+                    "skipped: replace it with a directory (git rm the link)"
+                )
             for file in files:
                 self._classify(here / file, out)
         out.records.sort(key=lambda r: (r.name, r.tag))
@@ -168,20 +179,26 @@ class Ledger:
             validate_name(name)
             validate_tag(tag)
         except ValueError as err:
-            out.strays.append(f"{path}: not a record path ({err}); only records <name>/<tag>.yaml "
-                              "belong under records/: skipped; move the file away")
+            out.strays.append(
+                f"{path}: not a record path ({err}); only records <name>/<tag>.yaml "
+                "belong under records/: skipped; move the file away"
+            )
             return
         try:
             text = _read_text(self.root, path)
             if text is not None:  # gone since it was listed: nothing to read
-                out.records.append(_record_from_doc(_parse(text, path, round_trip=False),
-                                                    path, name, tag))
+                out.records.append(_record_from_doc(_parse(text, path, round_trip=False), path, name, tag))
         except SyncerError as err:
             out.unreadable.append(Unreadable(name, tag, str(path), str(err)))
         except Exception as err:  # noqa: BLE001 - no file under records/ may stop a reader
-            out.unreadable.append(Unreadable(name, tag, str(path), (
-                f"{path}: corrupt record ({type(err).__name__}: {err}); "
-                f"{_RESTORE.format(path=path)}")))
+            out.unreadable.append(
+                Unreadable(
+                    name,
+                    tag,
+                    str(path),
+                    (f"{path}: corrupt record ({type(err).__name__}: {err}); {_RESTORE.format(path=path)}"),
+                )
+            )
 
     def save(self, record: Record) -> bool:
         """Write ``record``; True if the file changed. Refuses (ValueError) to drop events."""
@@ -194,8 +211,10 @@ class Ledger:
             existing = cached[1] if cached and cached[0] == old_text else _parse(old_text, path)
             stored = _record_from_doc(existing, path, record.name, record.tag)
             if record.events[: len(stored.events)] != stored.events:
-                raise ValueError(f"events of {record.name}:{record.tag} do not extend the "
-                                 f"{len(stored.events)} events stored in {path}: events are append-only")
+                raise ValueError(
+                    f"events of {record.name}:{record.tag} do not extend the "
+                    f"{len(stored.events)} events stored in {path}: events are append-only"
+                )
             doc = _merge(existing, desired)
         text = _dump(doc)
         if text == old_text:
@@ -216,7 +235,8 @@ class _Representer(RoundTripRepresenter):
 
 
 _Representer.add_representer(
-    type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null")
+)
 
 # Characters that YAML 1.1 readers (libyaml and PyYAML, which read records here) treat
 # differently from the YAML 1.2 rules ruamel writes by: `installed: 1:1.2.13` is a plain
@@ -307,8 +327,9 @@ def _parse(text: str, path: Path, *, round_trip: bool = True) -> Any:
     try:
         return _yaml().load(text) if round_trip else _fast_load(text)
     except RecursionError:
-        raise LedgerError(f"{path}: corrupt record (nested too deeply); "
-                          f"{_RESTORE.format(path=path)}") from None
+        raise LedgerError(
+            f"{path}: corrupt record (nested too deeply); {_RESTORE.format(path=path)}"
+        ) from None
     except (YAMLError, pyyaml.YAMLError) as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -324,8 +345,9 @@ def _read_text(root: Path, path: Path) -> str | None:
     except UnsafePathError as err:
         raise LedgerError(f"{err} ({_RESTORE.format(path=path)})") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise LedgerError(f"{path}: cannot read record ({err.__class__.__name__}); "
-                          f"{_RESTORE.format(path=path)}") from None
+        raise LedgerError(
+            f"{path}: cannot read record ({err.__class__.__name__}); {_RESTORE.format(path=path)}"
+        ) from None
 
 
 def _merge(existing: Any, desired: Any) -> Any:
@@ -345,7 +367,7 @@ def _merge(existing: Any, desired: Any) -> Any:
                 existing[i] = _merge(existing[i], value)
             else:
                 existing.append(value)
-        del existing[len(desired):]
+        del existing[len(desired) :]
         return existing
     if type(existing) is type(desired) and existing == desired:
         return existing
@@ -404,7 +426,8 @@ def _scan_doc(scan: ScanResult) -> CommentedMap:
     doc["counts"] = _flow_map(**count_by_severity(scan.findings))
     doc["findings"] = _block_seq(_finding_doc(f) for f in sorted(scan.findings, key=_finding_order))
     doc["licenses"] = _block_seq(
-        _license_doc(x) for x in sorted(scan.licenses, key=lambda x: (x.license, x.package, x.platform)))
+        _license_doc(x) for x in sorted(scan.licenses, key=lambda x: (x.license, x.package, x.platform))
+    )
     return doc
 
 
@@ -488,8 +511,15 @@ class _Reader:
             raise self.fail(f"{where}.{key} must be a list")
         return value
 
-    def text(self, parent: dict[str, Any], key: str, where: str, *, optional: bool = False,
-             default: str | None = None) -> Any:
+    def text(
+        self,
+        parent: dict[str, Any],
+        key: str,
+        where: str,
+        *,
+        optional: bool = False,
+        default: str | None = None,
+    ) -> Any:
         if key not in parent and (optional or default is not None):
             return default
         value = parent.get(key)
@@ -533,11 +563,15 @@ def _record_from_doc(doc: Any, path: Path, name: str, tag: str) -> Record:
         reasons=rd.strings(top, "reasons", where),
         scan=_scan_from_doc(rd, rd.map(scan, "scan")) if scan is not None else None,
         signatures=rd.strings(top, "signatures", where),
-        replicas=[_replica_from_doc(rd, rd.map(x, f"replicas[{i}]"), f"replicas[{i}]")
-                  for i, x in enumerate(rd.seq(top, "replicas", where))],
+        replicas=[
+            _replica_from_doc(rd, rd.map(x, f"replicas[{i}]"), f"replicas[{i}]")
+            for i, x in enumerate(rd.seq(top, "replicas", where))
+        ],
         promoted_digest=rd.text(top, "promoted_digest", where, optional=True),
-        events=[_event_from_doc(rd, rd.map(x, f"events[{i}]"), f"events[{i}]")
-                for i, x in enumerate(rd.seq(top, "events", where))],
+        events=[
+            _event_from_doc(rd, rd.map(x, f"events[{i}]"), f"events[{i}]")
+            for i, x in enumerate(rd.seq(top, "events", where))
+        ],
     )
 
 
@@ -548,15 +582,21 @@ def _scan_from_doc(rd: _Reader, doc: dict[str, Any]) -> ScanResult:
         scanner=rd.text(doc, "scanner", where),
         db_updated_at=rd.text(doc, "db_updated_at", where),
         scanned_at=rd.text(doc, "scanned_at", where),
-        findings=tuple(_finding_from_doc(rd, rd.map(x, f"scan.findings[{i}]"), f"scan.findings[{i}]")
-                       for i, x in enumerate(rd.seq(doc, "findings", where))),
-        licenses=tuple(_license_from_doc(rd, rd.map(x, f"scan.licenses[{i}]"), f"scan.licenses[{i}]")
-                       for i, x in enumerate(rd.seq(doc, "licenses", where))),
+        findings=tuple(
+            _finding_from_doc(rd, rd.map(x, f"scan.findings[{i}]"), f"scan.findings[{i}]")
+            for i, x in enumerate(rd.seq(doc, "findings", where))
+        ),
+        licenses=tuple(
+            _license_from_doc(rd, rd.map(x, f"scan.licenses[{i}]"), f"scan.licenses[{i}]")
+            for i, x in enumerate(rd.seq(doc, "licenses", where))
+        ),
         created=_time(rd, doc, "created", where),
         # Records written before coverage was recorded have none: they fit no entry, so the
         # pipeline scans them again rather than trust what they may not have covered.
-        covered=tuple(_covered_from_doc(rd, rd.map(x, f"scan.covered[{i}]"), f"scan.covered[{i}]")
-                      for i, x in enumerate(rd.seq(doc, "covered", where))),
+        covered=tuple(
+            _covered_from_doc(rd, rd.map(x, f"scan.covered[{i}]"), f"scan.covered[{i}]")
+            for i, x in enumerate(rd.seq(doc, "covered", where))
+        ),
         selection=() if doc.get("selection", "all") == "all" else tuple(rd.strings(doc, "selection", where)),
         artifact=rd.text(doc, "artifact", where, default=""),
     )

@@ -75,8 +75,10 @@ def anchor_for(tag: str) -> markdown.Markdown:
 _ADVISORY_PAGES = (
     (re.compile(r"CVE-\d{4}-\d{4,}"), "https://nvd.nist.gov/vuln/detail/{}"),
     (re.compile(r"GHSA(?:-[23456789cfghjmpqrvwx]{4}){3}"), "https://github.com/advisories/{}"),
-    (re.compile(r"(?:DSA|DLA)-\d{3,5}(?:-\d{1,3})?|TEMP-\d{7}-[0-9A-F]{6}"),
-     "https://security-tracker.debian.org/tracker/{}"),
+    (
+        re.compile(r"(?:DSA|DLA)-\d{3,5}(?:-\d{1,3})?|TEMP-\d{7}-[0-9A-F]{6}"),
+        "https://security-tracker.debian.org/tracker/{}",
+    ),
 )
 
 
@@ -84,8 +86,9 @@ def advisory_url(finding: Finding) -> str:
     """Trivy's primary URL of the advisory, else the issuer's page for the id, else ''."""
     if markdown.is_web_url(finding.url):
         return finding.url
-    return next((page.format(finding.id) for pattern, page in _ADVISORY_PAGES
-                 if pattern.fullmatch(finding.id)), "")
+    return next(
+        (page.format(finding.id) for pattern, page in _ADVISORY_PAGES if pattern.fullmatch(finding.id)), ""
+    )
 
 
 def _advisory(finding: Finding) -> markdown.Markdown:
@@ -122,8 +125,15 @@ def _judged(rec: Record, catalog: Catalog | None) -> tuple[list[tuple[Finding, s
             return f"excepted until {exc.expires.isoformat()}{where}: {exc.reason}"
         return "counted"
 
-    decision = evaluate(name=rec.name, digest=rec.digest, scan=rec.scan, policy=policy,
-                        exceptions=catalog.exceptions, approvals=catalog.approvals, today=day)
+    decision = evaluate(
+        name=rec.name,
+        digest=rec.digest,
+        scan=rec.scan,
+        policy=policy,
+        exceptions=catalog.exceptions,
+        approvals=catalog.approvals,
+        today=day,
+    )
     return [(f, how(f)) for f in findings], decision.counts
 
 
@@ -174,11 +184,19 @@ def _missing(rec: Record, catalog: Catalog | None) -> list[str]:
 def _row(rec: Record, catalog: Catalog | None) -> _Row:
     counts = count_by_severity(rec.scan.findings if rec.scan else ())
     return _Row(
-        name=rec.name, tag=rec.tag, page=page_for(rec.name), state=rec.state.value,
-        state_badge=BADGES.get(rec.state, rec.state.value), digest=rec.digest,
-        promoted=rec.promoted_digest, counts=counts, signers=_signed(rec),
-        missing=_missing(rec, catalog), replicas=_replicas_cell(rec),
-        last_change=rec.events[-1].at if rec.events else "", anchor=anchor_for(rec.tag),
+        name=rec.name,
+        tag=rec.tag,
+        page=page_for(rec.name),
+        state=rec.state.value,
+        state_badge=BADGES.get(rec.state, rec.state.value),
+        digest=rec.digest,
+        promoted=rec.promoted_digest,
+        counts=counts,
+        signers=_signed(rec),
+        missing=_missing(rec, catalog),
+        replicas=_replicas_cell(rec),
+        last_change=rec.events[-1].at if rec.events else "",
+        anchor=anchor_for(rec.tag),
         reasons=list(rec.reasons) if rec.state in _EXPLAINED else [],
         counted=_judged(rec, catalog)[1],
     )
@@ -189,14 +207,14 @@ _EXPLAINED = (State.HELD, State.FLAGGED, State.DEMOTED, State.FAILED)
 
 
 def _count_cell(counts: dict[str, int], counted: dict[str, int] | None, key: str) -> str:
-    """"2", or "2 (0)" when the policy counted fewer (no fix yet, or excepted)."""
+    """ "2", or "2 (0)" when the policy counted fewer (no fix yet, or excepted)."""
     if counted is None or counted.get(key, 0) == counts.get(key, 0):
         return str(counts.get(key, 0))
     return f"{counts.get(key, 0)} ({counted.get(key, 0)})"
 
 
 def _replicas_cell(rec: Record) -> str:
-    """"2/2 in step", "1/2 in step, 1 lagging", or "—" without replicas."""
+    """ "2/2 in step", "1/2 in step, 1 lagging", or "—" without replicas."""
     if not rec.replicas:
         return "—"
     in_step = sum(1 for r in rec.replicas if r.digest and r.digest == rec.promoted_digest and not r.lagging)
@@ -219,8 +237,11 @@ def _totals(states: list[str]) -> str:
 def render_index(records: list[Record], catalog: Catalog | None) -> str:
     rows = [_row(r, catalog) for r in sorted(records, key=lambda r: (r.name, r.tag))]
     return _env.get_template("index.md.j2").render(
-        rows=rows, totals=_totals([r.state for r in rows]), cell=_count_cell,
-        explained=[r for r in rows if r.reasons])
+        rows=rows,
+        totals=_totals([r.state for r in rows]),
+        cell=_count_cell,
+        explained=[r for r in rows if r.reasons],
+    )
 
 
 def render_image(name: str, records: list[Record], catalog: Catalog | None) -> str:
@@ -231,24 +252,41 @@ def render_image(name: str, records: list[Record], catalog: Catalog | None) -> s
         counts = count_by_severity(findings)
         judged, counted = _judged(rec, catalog)
         anchor = anchor_for(rec.tag)
-        tags.append(dict(
-            tag=rec.tag, anchor=anchor, state=rec.state.value,
-            state_badge=BADGES.get(rec.state, rec.state.value), digest=rec.digest, source=rec.source,
-            promoted=rec.promoted_digest, counts=counts, counts_text=counts_text(counts),
-            signers=_signed(rec), signed_names=", ".join(rec.signatures) or "nobody",
-            missing=_missing(rec, catalog), scan=rec.scan,
-            scanned=rec.scan.scanned_at if rec.scan else "", reasons=list(rec.reasons),
-            findings=[dict(f=f, advisory=_advisory(f), counted=how) for f, how in judged],
-            counted_text=counts_text(counted) if counted is not None else "",
-            cell=lambda key, counts=counts, counted=counted: _count_cell(counts, counted, key),
-            multi_platform=len(rec.scan.platforms) > 1 if rec.scan else False,
-            assessed=rec.scan is not None and not rec.scan.artifact
-            and not any(c.unassessed or c.problem for c in rec.scan.covered),
-            events=list(reversed(rec.events)), replicas=list(rec.replicas),
-        ))
+        tags.append(
+            dict(
+                tag=rec.tag,
+                anchor=anchor,
+                state=rec.state.value,
+                state_badge=BADGES.get(rec.state, rec.state.value),
+                digest=rec.digest,
+                source=rec.source,
+                promoted=rec.promoted_digest,
+                counts=counts,
+                counts_text=counts_text(counts),
+                signers=_signed(rec),
+                signed_names=", ".join(rec.signatures) or "nobody",
+                missing=_missing(rec, catalog),
+                scan=rec.scan,
+                scanned=rec.scan.scanned_at if rec.scan else "",
+                reasons=list(rec.reasons),
+                findings=[dict(f=f, advisory=_advisory(f), counted=how) for f, how in judged],
+                counted_text=counts_text(counted) if counted is not None else "",
+                cell=lambda key, counts=counts, counted=counted: _count_cell(counts, counted, key),
+                multi_platform=len(rec.scan.platforms) > 1 if rec.scan else False,
+                assessed=rec.scan is not None
+                and not rec.scan.artifact
+                and not any(c.unassessed or c.problem for c in rec.scan.covered),
+                events=list(reversed(rec.events)),
+                replicas=list(rec.replicas),
+            )
+        )
     return _env.get_template("image.md.j2").render(
-        name=name, up="../" * name.count("/"), source=entry.source if entry else "",
-        policy=entry.policy if entry else "", tags=tags)
+        name=name,
+        up="../" * name.count("/"),
+        source=entry.source if entry else "",
+        policy=entry.policy if entry else "",
+        tags=tags,
+    )
 
 
 def render_all(records: list[Record], catalog: Catalog | None) -> dict[str, str]:
@@ -263,12 +301,19 @@ def render_all(records: list[Record], catalog: Catalog | None) -> dict[str, str]
 
 
 def render_run(run: runlog.RunRecord) -> str:
-    outcomes = [dict(name=o.name, page=page_for(o.name), tag=o.tag, state=o.state, message=o.message)
-                for o in run.outcomes]
+    outcomes = [
+        dict(name=o.name, page=page_for(o.name), tag=o.tag, state=o.state, message=o.message)
+        for o in run.outcomes
+    ]
     totals = ", ".join(f"{n} {s}" for s, n in sorted(run.counts.items())) or "No record changed."
     return _env.get_template("run.md.j2").render(
-        run_id=runlog.title(run), started=run.started, ci_url=run.ci_url, totals=totals,
-        outcomes=outcomes, errors=list(run.errors))
+        run_id=runlog.title(run),
+        started=run.started,
+        ci_url=run.ci_url,
+        totals=totals,
+        outcomes=outcomes,
+        errors=list(run.errors),
+    )
 
 
 def run_pages(reports_dir: str, problems: list[str] | None = None) -> dict[str, str]:
@@ -284,8 +329,10 @@ class PageWriteError(SyncerError):
     """Some pages could not be written; ``written`` lists the ones that were."""
 
     def __init__(self, problems: list[str], written: list[str]):
-        super().__init__("could not write " + "; ".join(problems) + " (the records are "
-                         "unaffected; fix the path and run `syncer report`)")
+        super().__init__(
+            "could not write " + "; ".join(problems) + " (the records are "
+            "unaffected; fix the path and run `syncer report`)"
+        )
         self.written = written
 
 
@@ -315,8 +362,9 @@ def _write_pages(root: Path, pages: dict[str, str]) -> list[str]:
     return written
 
 
-def regenerate(records: list[Record], catalog: Catalog | None, reports_dir: str,
-               problems: list[str] | None = None) -> list[str]:
+def regenerate(
+    records: list[Record], catalog: Catalog | None, reports_dir: str, problems: list[str] | None = None
+) -> list[str]:
     """Write every derived page that differs, run pages included; returns the paths written.
     Run records that cannot be read are added to ``problems``."""
     pages = render_all(records, catalog) | run_pages(reports_dir, problems)
@@ -332,9 +380,15 @@ def refresh_pages(reports_dir: str, catalog: Catalog | None) -> None:
         pass
 
 
-def write_reports(ledger: Ledger, catalog: Catalog | None, reports_dir: str, *,
-                  result: runlog.RunSummary, started: datetime,
-                  shard: tuple[int, int] | None = None) -> list[str]:
+def write_reports(
+    ledger: Ledger,
+    catalog: Catalog | None,
+    reports_dir: str,
+    *,
+    result: runlog.RunSummary,
+    started: datetime,
+    shard: tuple[int, int] | None = None,
+) -> list[str]:
     """After a run that changed records: the derived pages, and the run's own record and page,
     named so that no other run's (another shard's, one started in the same second) is
     overwritten."""

@@ -81,8 +81,9 @@ class RunSummary(Protocol):
     def counts(self) -> dict[str, int]: ...
 
 
-def from_result(result: RunSummary, started: datetime, environ: Mapping[str, str],
-                shard: tuple[int, int] | None) -> RunRecord:
+def from_result(
+    result: RunSummary, started: datetime, environ: Mapping[str, str], shard: tuple[int, int] | None
+) -> RunRecord:
     """The record of a finished run (a pipeline RunResult)."""
     run_id = environ.get("GITHUB_RUN_ID", "")
     attempt = environ.get("GITHUB_RUN_ATTEMPT", "")
@@ -94,15 +95,21 @@ def from_result(result: RunSummary, started: datetime, environ: Mapping[str, str
     ci_url = f"{server}/{repo}/actions/runs/{run_id}" if server and repo and run_id else ""
     if ci_url and attempt:
         ci_url += f"/attempts/{attempt}"
-    outcomes = tuple(RunOutcome(o.name, o.tag, o.state.value if o.state else "", o.message)
-                     for o in sorted(result.outcomes, key=lambda o: (o.name, o.tag))
-                     if o.changed or o.failed)
+    outcomes = tuple(
+        RunOutcome(o.name, o.tag, o.state.value if o.state else "", o.message)
+        for o in sorted(result.outcomes, key=lambda o: (o.name, o.tag))
+        if o.changed or o.failed
+    )
     return RunRecord(
         started=started.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        run_id=run_id or started.strftime("%Y%m%dT%H%M%SZ"), attempt=attempt,
-        shard=f"{shard[0]}/{shard[1]}" if shard else "", ci_url=ci_url,
-        counts=dict(sorted(result.counts().items())), outcomes=outcomes,
-        errors=tuple((name, message) for name, message in result.plan.errors))
+        run_id=run_id or started.strftime("%Y%m%dT%H%M%SZ"),
+        attempt=attempt,
+        shard=f"{shard[0]}/{shard[1]}" if shard else "",
+        ci_url=ci_url,
+        counts=dict(sorted(result.counts().items())),
+        outcomes=outcomes,
+        errors=tuple((name, message) for name, message in result.plan.errors),
+    )
 
 
 def in_ci(run: RunRecord) -> bool:
@@ -113,8 +120,9 @@ def _stamp(run: RunRecord) -> str:
     return run.started.replace("-", "").replace(":", "")
 
 
-def stem(run: RunRecord, taken: Callable[[str], bool],
-         suffix: Callable[[], str] = lambda: secrets.token_hex(4)) -> str:
+def stem(
+    run: RunRecord, taken: Callable[[str], bool], suffix: Callable[[], str] = lambda: secrets.token_hex(4)
+) -> str:
     """Where the run's record and page go, relative to the reports directory and without the
     extension. ``taken(stem)`` says whether a stem is in use already: then, and outside CI
     always, a random suffix is added."""
@@ -144,15 +152,22 @@ def title(run: RunRecord) -> str:
 
 def dump(run: RunRecord) -> str:
     document = {
-        "version": VERSION, "started": run.started, "run_id": run.run_id,
-        "attempt": run.attempt, "shard": run.shard, "ci_url": run.ci_url,
+        "version": VERSION,
+        "started": run.started,
+        "run_id": run.run_id,
+        "attempt": run.attempt,
+        "shard": run.shard,
+        "ci_url": run.ci_url,
         "counts": dict(run.counts),
-        "outcomes": [{"name": o.name, "tag": o.tag, "state": o.state, "message": o.message}
-                     for o in run.outcomes],
+        "outcomes": [
+            {"name": o.name, "tag": o.tag, "state": o.state, "message": o.message} for o in run.outcomes
+        ],
         "errors": [{"name": name, "message": message} for name, message in run.errors],
     }
-    return "# Written by the `syncer run` it describes; `syncer report` rebuilds the page beside it.\n" \
+    return (
+        "# Written by the `syncer run` it describes; `syncer report` rebuilds the page beside it.\n"
         + yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    )
 
 
 def parse(text: str, where: str) -> RunRecord:
@@ -162,30 +177,42 @@ def parse(text: str, where: str) -> RunRecord:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f"{where}:{mark.line + 1}" if mark else where
-        raise RunRecordError(f"{at}: not valid YAML ({getattr(err, 'problem', err)}); restore "
-                             "it from git history (its run page is left as it is)") from None
+        raise RunRecordError(
+            f"{at}: not valid YAML ({getattr(err, 'problem', err)}); restore "
+            "it from git history (its run page is left as it is)"
+        ) from None
     try:
         if not isinstance(doc, dict) or doc.get("version") != VERSION:
             raise ValueError(f"expected a run record of version {VERSION}")
         strings = {k: doc[k] for k in ("started", "run_id", "attempt", "shard", "ci_url")}
         counts, outcomes, errors = doc["counts"], doc["outcomes"], doc["errors"]
-        if not all(isinstance(v, str) for v in strings.values()) \
-                or not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", strings["started"]) \
-                or (strings["shard"] and not re.fullmatch(r"\d+/\d+", strings["shard"])):
-            raise ValueError("started, run_id, attempt, shard and ci_url must be strings "
-                             "(started as 2026-12-01T21:16:39Z, shard as K/N)")
+        if (
+            not all(isinstance(v, str) for v in strings.values())
+            or not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", strings["started"])
+            or (strings["shard"] and not re.fullmatch(r"\d+/\d+", strings["shard"]))
+        ):
+            raise ValueError(
+                "started, run_id, attempt, shard and ci_url must be strings "
+                "(started as 2026-12-01T21:16:39Z, shard as K/N)"
+            )
         if not isinstance(counts, dict) or not all(
-                isinstance(k, str) and type(v) is int for k, v in counts.items()):
+            isinstance(k, str) and type(v) is int for k, v in counts.items()
+        ):
             raise ValueError("counts must map states to numbers")
         run = RunRecord(
-            **strings, counts=dict(counts),
-            outcomes=tuple(RunOutcome(**{k: _string(o, k) for k in ("name", "tag", "state",
-                                                                      "message")})
-                           for o in outcomes),
-            errors=tuple((_string(e, "name"), _string(e, "message")) for e in errors))
+            **strings,
+            counts=dict(counts),
+            outcomes=tuple(
+                RunOutcome(**{k: _string(o, k) for k in ("name", "tag", "state", "message")})
+                for o in outcomes
+            ),
+            errors=tuple((_string(e, "name"), _string(e, "message")) for e in errors),
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise RunRecordError(f"{where}: not a run record ({type(err).__name__}: {err}); restore "
-                             "it from git history (its run page is left as it is)") from None
+        raise RunRecordError(
+            f"{where}: not a run record ({type(err).__name__}: {err}); restore "
+            "it from git history (its run page is left as it is)"
+        ) from None
     return run
 
 
@@ -209,8 +236,9 @@ def load_all(reports_dir: str | os.PathLike) -> tuple[list[tuple[str, RunRecord]
                 data = read_regular(root, path)
                 if data is None:
                     continue
-                found.append((f"{RUNS}/{month}/{name[:-len('.yaml')]}",
-                              parse(data.decode("utf-8"), str(path))))
+                found.append(
+                    (f"{RUNS}/{month}/{name[: -len('.yaml')]}", parse(data.decode("utf-8"), str(path)))
+                )
             except UnicodeDecodeError:
                 problems.append(f"{path}: not UTF-8 text; restore it from git history")
             except (OSError, SyncerError) as err:

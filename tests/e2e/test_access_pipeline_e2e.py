@@ -19,7 +19,9 @@ def test_syncer_run_against_a_token_mode_registry(tmp_path, registry_factory, tr
     tokens = TokenWorld(tmp_path / "token", realm_host="localhost")
     try:
         world = World(root=tmp_path / "world", hub=registry_factory(), target=tokens.registry, db=trivy_db)
-        world.write_settings(target_extra="auth: {username_env: TARGET_USERNAME, password_env: TARGET_PASSWORD}")
+        world.write_settings(
+            target_extra="auth: {username_env: TARGET_USERNAME, password_env: TARGET_PASSWORD}"
+        )
         world.env.update(TARGET_USERNAME="syncer", TARGET_PASSWORD=tokens.passwords["syncer"])
         world.db.write(())
         digest = world.push("library/alpine:3.20", build_image(alpine_files(CLEAN)))
@@ -34,8 +36,9 @@ def test_syncer_run_against_a_token_mode_registry(tmp_path, registry_factory, tr
         assert tokens.passwords["syncer"] not in proc.stdout + proc.stderr
         # Promoted by blob mounts: one token naming approved/ (push) and quarantine/ (pull).
         mounts = [r for r in tokens.registry.requests() if r.method == "POST" and "mount=" in r.uri]
-        assert len(mounts) == 2 and all(r.uri.startswith("/v2/approved/alpine/") and r.status == 201
-                                        for r in mounts), mounts  # the config and the one layer
+        assert len(mounts) == 2 and all(
+            r.uri.startswith("/v2/approved/alpine/") and r.status == 201 for r in mounts
+        ), mounts  # the config and the one layer
 
         developer = tokens.client("dev1")
         assert developer.head_manifest("approved/alpine", "3.20").digest == digest

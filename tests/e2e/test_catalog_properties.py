@@ -32,16 +32,57 @@ MEMORY_BYTES = 200 * 2**20
 
 # Lines a careless author or a hostile one might add: YAML oddities, wrong types, aliases.
 HOSTILE_LINES = [
-    "signers: 1", "signers: [1, null, {a: b}]", "images: 7", "images: [7, null, [x]]",
-    "match: 'a{99999999999}'", "match: '^(a+)+$'", "match: '(a)\\1'", "match: '(?=x)'",
-    "exclude: ['[abc']", "tags: [1.10, .5, -1]", "newest: 1e999", "newest: " + "9" * 5000,
-    "expires: 2027-02-30", "expires: !!timestamp nope", "x: !!int 1.5", "x: !!binary zz",
-    "x: !!python/object:os.system ls", "x: !!set {a, b}", "x: !!omap [a: 1]", "? [a, b]\n: c",
-    "? {a: b}\n: c", "~: null", "<<: *nope", "x: &a [*a]", "x: &m\n  <<: *m", "&x y: *x",
-    "groups: {anonymous: {pull: 1}}", "target: {registry: 'http://x'}", "\ufeff", "---",
-    "--- !!str\n...", "%YAML 1.1", "%TAG ! tag:x,2000:", "key: |\n  text", "key: >-\n  text",
-    "'unterminated", "\"\\x", "- -\n - -", "\t\ttabbed: x", "{", "}", "[", "]", "&", "*", "!",
-    "|", ">", "@", "`", "%",
+    "signers: 1",
+    "signers: [1, null, {a: b}]",
+    "images: 7",
+    "images: [7, null, [x]]",
+    "match: 'a{99999999999}'",
+    "match: '^(a+)+$'",
+    "match: '(a)\\1'",
+    "match: '(?=x)'",
+    "exclude: ['[abc']",
+    "tags: [1.10, .5, -1]",
+    "newest: 1e999",
+    "newest: " + "9" * 5000,
+    "expires: 2027-02-30",
+    "expires: !!timestamp nope",
+    "x: !!int 1.5",
+    "x: !!binary zz",
+    "x: !!python/object:os.system ls",
+    "x: !!set {a, b}",
+    "x: !!omap [a: 1]",
+    "? [a, b]\n: c",
+    "? {a: b}\n: c",
+    "~: null",
+    "<<: *nope",
+    "x: &a [*a]",
+    "x: &m\n  <<: *m",
+    "&x y: *x",
+    "groups: {anonymous: {pull: 1}}",
+    "target: {registry: 'http://x'}",
+    "\ufeff",
+    "---",
+    "--- !!str\n...",
+    "%YAML 1.1",
+    "%TAG ! tag:x,2000:",
+    "key: |\n  text",
+    "key: >-\n  text",
+    "'unterminated",
+    '"\\x',
+    "- -\n - -",
+    "\t\ttabbed: x",
+    "{",
+    "}",
+    "[",
+    "]",
+    "&",
+    "*",
+    "!",
+    "|",
+    ">",
+    "@",
+    "`",
+    "%",
 ]
 
 
@@ -61,9 +102,9 @@ def apply(text: bytes, mutation: tuple) -> bytes:
     kind, where, arg = mutation
     if kind == "bytes":
         at = where % (len(text) + 1)
-        return text[:at] + arg + text[at + len(arg) // 2:]
+        return text[:at] + arg + text[at + len(arg) // 2 :]
     if kind == "truncate":
-        return text[:where % (len(text) + 1)]
+        return text[: where % (len(text) + 1)]
     decoded = text.decode("utf-8", "surrogateescape")
     lines = decoded.split("\n")
     index = where % len(lines)
@@ -93,11 +134,14 @@ def nesting(depth: int, style: str) -> str:
 _lines = st.one_of(
     st.sampled_from(HOSTILE_LINES),
     st.text(max_size=40),
-    st.builds(nesting, st.integers(10, 3000), st.sampled_from(["flow", "mapping", "sequence",
-                                                                 "indent"])),
+    st.builds(nesting, st.integers(10, 3000), st.sampled_from(["flow", "mapping", "sequence", "indent"])),
     st.builds(bomb, st.integers(1, 9)),
-    st.builds(lambda key, n, c: f"{key}: '{c * n}'", st.sampled_from(["match", "source", "x"]),
-              st.integers(1000, 200_000), st.sampled_from("a(\\{")),
+    st.builds(
+        lambda key, n, c: f"{key}: '{c * n}'",
+        st.sampled_from(["match", "source", "x"]),
+        st.integers(1000, 200_000),
+        st.sampled_from("a(\\{"),
+    ),
     st.builds(lambda n: "# c\n" * n, st.integers(1000, 100_000)),
 )
 _mutation = st.one_of(
@@ -123,8 +167,13 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-@settings(max_examples=120, derandomize=True, database=None, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=120,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(_catalog_edits)
 def test_validate_in_process_exits_0_or_2_within_bounds(edits):
     # ru_maxrss is a high-water mark: an example that needed more than the budget raises it.
@@ -170,8 +219,13 @@ sys.exit(code)
 """
 
 
-@settings(max_examples=6, derandomize=True, database=None, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=6,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(_catalog_edits)
 def test_validate_through_the_cli_exits_0_or_2_within_bounds(edits):
     with tempfile.TemporaryDirectory() as tmp:
@@ -182,8 +236,13 @@ def test_validate_through_the_cli_exits_0_or_2_within_bounds(edits):
         # forking test process's, which Linux carries across exec.
         hwm = Path(tmp) / "hwm"
         with open(Path(tmp) / "out", "w+") as out, open(Path(tmp) / "err", "w+") as err:
-            proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(hwm), "validate", "--catalog",
-                                     str(root)], cwd=tmp, env=env, stdout=out, stderr=err)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(hwm), "validate", "--catalog", str(root)],
+                cwd=tmp,
+                env=env,
+                stdout=out,
+                stderr=err,
+            )
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
             out.seek(0), err.seek(0)

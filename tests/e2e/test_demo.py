@@ -17,8 +17,12 @@ from syncer.trail.ledger import Ledger
 
 
 def _demo(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "syncer", "demo", "--dir", str(tmp_path / "demo"), *args],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "syncer", "demo", "--dir", str(tmp_path / "demo"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _git(repo, *args):
@@ -38,8 +42,10 @@ def _check_first_run(first, repo) -> dict:
     assert moved.state is State.HELD and moved.promoted_digest and moved.promoted_digest != moved.digest
     assert "moved" in [e.event for e in moved.events]
     promoted = [r for r in records.values() if r.promoted_digest]
-    assert promoted and all(len(r.replicas) == 1 and r.replicas[0].digest == r.promoted_digest
-                            and not r.replicas[0].lagging for r in promoted), "the replica is in step"
+    assert promoted and all(
+        len(r.replicas) == 1 and r.replicas[0].digest == r.promoted_digest and not r.replicas[0].lagging
+        for r in promoted
+    ), "the replica is in step"
     assert "held" in first.stderr + first.stdout and "CVE-2026-10001" in first.stderr + first.stdout
     log = _git(repo, "log", "--format=%s", "origin/main")
     assert log.splitlines()[:2] == ["sync: 1 held", "sync: 5 promoted, 1 held"]
@@ -70,7 +76,7 @@ def test_demo_runs_offline_and_a_second_run_changes_nothing(tmp_path):
 
 def _access_lines(output: str) -> dict[tuple[str, str, str], str]:
     """The demo's access section as {(user, action, target): "ok sha256:…" | "refused" …}."""
-    section = output[output.index("\nAccess control on "):]
+    section = output[output.index("\nAccess control on ") :]
     found = re.findall(r"^  (\w+) +(pull|push) +(\S+) +(.*)$", section, re.MULTILINE)
     return {(user, action, target): rest.strip() for user, action, target, rest in found}
 
@@ -98,17 +104,33 @@ def test_demo_with_access_control_through_the_token_service(tmp_path):
     events = parse_events(text)
     # The pipeline pushed as the robot; dev1 was denied quarantine/ and given pull only
     # where it asked to push.
-    assert any(e["event"] == "grant" and e["user"] == "syncer" and e["granted"] == "pull,push"
-               and e["scope"].startswith("repository:quarantine/") for e in events)
-    assert {"event": "deny", "user": "dev1", "scope": "repository:quarantine/nginx:pull",
-            "granted": "-"}.items() <= next(e for e in events if e["event"] == "deny").items()
-    assert any(e["event"] == "grant" and e["user"] == "dev1" and e["granted"] == "pull"
-               and e["scope"] == "repository:approved/nginx:pull,push" for e in events)
+    assert any(
+        e["event"] == "grant"
+        and e["user"] == "syncer"
+        and e["granted"] == "pull,push"
+        and e["scope"].startswith("repository:quarantine/")
+        for e in events
+    )
+    assert {
+        "event": "deny",
+        "user": "dev1",
+        "scope": "repository:quarantine/nginx:pull",
+        "granted": "-",
+    }.items() <= next(e for e in events if e["event"] == "deny").items()
+    assert any(
+        e["event"] == "grant"
+        and e["user"] == "dev1"
+        and e["granted"] == "pull"
+        and e["scope"] == "repository:approved/nginx:pull,push"
+        for e in events
+    )
     for user, password in PEOPLE.items():
         assert password not in text + first.stdout + first.stderr
         assert base64.b64encode(f"{user}:{password}".encode()).decode() not in text
-    assert all(line.startswith("syncer auth-server: listening on ") or " event=" in line
-               for line in text.splitlines()), "nothing but decisions in the audit log"
+    assert all(
+        line.startswith("syncer auth-server: listening on ") or " event=" in line
+        for line in text.splitlines()
+    ), "nothing but decisions in the audit log"
 
     second = _check_second_run_changes_nothing(tmp_path, repo, "--access")
     assert _access_lines(second.stderr) == _access_lines(first.stderr)

@@ -42,11 +42,15 @@ def make_catalog(root: Path, registry: str, keys: dict[str, bytes], *, reverse: 
     """nginx (policy default: ci), bitnami/redis (strict: ci and alice), busybox (open: no
     signers named, so the pipeline's own); ``reverse`` writes the same catalog in another order."""
     catalog = root / "catalog"
-    _write(catalog, "settings.yaml", f"""
+    _write(
+        catalog,
+        "settings.yaml",
+        f"""
         target: {{registry: "{registry}", tls_verify: false}}
         replicas: [{{registry: {REPLICA}}}]
         signing: {{signer: ci}}
-    """)
+    """,
+    )
     for name, pem in keys.items():
         _write(catalog, f"signers/{name}.pub", pem.decode())
     _write(catalog, "policies/default.yaml", "signers: [ci]\n")
@@ -78,16 +82,25 @@ def test_containers_policy_rejects_by_default_and_requires_each_policys_signers(
     text = enforce.containers_policy(catalog, "registry.example.com")
     assert json.loads(text) == {
         "default": [{"type": "reject"}],
-        "transports": {"docker": {
-            "registry.example.com/quarantine": [{"type": "reject"}],
-            "registry.example.com/approved/bitnami/redis": [_sigstore(keys["ci"]), _sigstore(keys["alice"])],
-            "registry.example.com/approved/busybox": [_sigstore(keys["ci"])],
-            "registry.example.com/approved/nginx": [_sigstore(keys["ci"])],
-        }},
+        "transports": {
+            "docker": {
+                "registry.example.com/quarantine": [{"type": "reject"}],
+                "registry.example.com/approved/bitnami/redis": [
+                    _sigstore(keys["ci"]),
+                    _sigstore(keys["alice"]),
+                ],
+                "registry.example.com/approved/busybox": [_sigstore(keys["ci"])],
+                "registry.example.com/approved/nginx": [_sigstore(keys["ci"])],
+            }
+        },
     }
     assert "insecureAcceptAnything" not in text
-    assert base64.b64decode(json.loads(text)["transports"]["docker"][
-        "registry.example.com/approved/nginx"][0]["keyData"]) == keys["ci"]
+    assert (
+        base64.b64decode(
+            json.loads(text)["transports"]["docker"]["registry.example.com/approved/nginx"][0]["keyData"]
+        )
+        == keys["ci"]
+    )
 
     again = load_catalog(make_catalog(tmp_path / "other-order", "registry.example.com", keys, reverse=True))
     assert enforce.containers_policy(again, "registry.example.com") == text, "output depends on file order"
@@ -97,8 +110,11 @@ def test_kyverno_cluster_policy_has_the_verify_images_shape(tmp_path, keys):
     catalog = load_catalog(make_catalog(tmp_path, "registry.example.com", keys))
     text = enforce.kyverno_policy(catalog, REPLICA)
     doc = YAML(typ="safe").load(text)
-    assert (doc["apiVersion"], doc["kind"], doc["metadata"]["name"]) == \
-        ("kyverno.io/v1", "ClusterPolicy", "syncer-approved-images")
+    assert (doc["apiVersion"], doc["kind"], doc["metadata"]["name"]) == (
+        "kyverno.io/v1",
+        "ClusterPolicy",
+        "syncer-approved-images",
+    )
     assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
     spec = doc["spec"]
     # Enforcement per verifyImages entry and the failure policy under webhookConfiguration:
@@ -115,15 +131,23 @@ def test_kyverno_cluster_policy_has_the_verify_images_shape(tmp_path, keys):
         assert rule["match"] == {"any": [{"resources": {"kinds": ["Pod"]}}]}
         assert len(rule["name"]) <= 63
     [redis] = rules[names[0]]["verifyImages"]
-    assert redis["imageReferences"] == [f"{REPLICA}/approved/bitnami/redis:*",
-                                        f"{REPLICA}/approved/bitnami/redis@*"]
-    assert (redis["type"], redis["required"], redis["mutateDigest"], redis["verifyDigest"]) == \
-        ("Cosign", True, True, True)
+    assert redis["imageReferences"] == [
+        f"{REPLICA}/approved/bitnami/redis:*",
+        f"{REPLICA}/approved/bitnami/redis@*",
+    ]
+    assert (redis["type"], redis["required"], redis["mutateDigest"], redis["verifyDigest"]) == (
+        "Cosign",
+        True,
+        True,
+        True,
+    )
     assert redis["failureAction"] == "Enforce"
     [attestor_set] = redis["attestors"]
     assert attestor_set["count"] == 2
-    assert [e["keys"]["publicKeys"] for e in attestor_set["entries"]] == \
-        [keys["ci"].decode(), keys["alice"].decode()]
+    assert [e["keys"]["publicKeys"] for e in attestor_set["entries"]] == [
+        keys["ci"].decode(),
+        keys["alice"].decode(),
+    ]
     for entry in attestor_set["entries"]:
         assert set(entry) == {"keys"}
         # keys.signatureAlgorithm is deprecated (and sha256, cosign's, is the default).
@@ -145,20 +169,36 @@ def test_rule_names_stay_distinct_and_short():
 
 
 def _syncer(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "syncer", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "syncer", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cli_writes_only_on_change_and_refuses_unknown_registries(tmp_path, keys):
     make_catalog(tmp_path, "registry.example.com", keys)
-    proc = _syncer("export-policy", "--format", "kyverno", "--registry", REPLICA, "--out", "k.yaml",
-                   "--json", cwd=tmp_path)
+    proc = _syncer(
+        "export-policy",
+        "--format",
+        "kyverno",
+        "--registry",
+        REPLICA,
+        "--out",
+        "k.yaml",
+        "--json",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"format": "kyverno", "registry": REPLICA, "out": "k.yaml",
-                                       "written": True, "images": 3}
+    assert json.loads(proc.stdout) == {
+        "format": "kyverno",
+        "registry": REPLICA,
+        "out": "k.yaml",
+        "written": True,
+        "images": 3,
+    }
     assert f"{REPLICA}/approved/nginx:*" in (tmp_path / "k.yaml").read_text()
-    again = _syncer("export-policy", "--format", "kyverno", "--registry", REPLICA, "--out", "k.yaml",
-                    cwd=tmp_path)
+    again = _syncer(
+        "export-policy", "--format", "kyverno", "--registry", REPLICA, "--out", "k.yaml", cwd=tmp_path
+    )
     assert again.returncode == 0 and "k.yaml unchanged" in again.stderr
 
     stdout = _syncer("export-policy", "--format", "containers", cwd=tmp_path)
@@ -182,8 +222,13 @@ def test_skopeo_loads_the_policy_and_routes_each_repository_to_its_requirement(t
     push(image, registry, "quarantine/nginx:1.27", tmp_path)
     push(image, registry, "approved/unlisted:1", tmp_path)
     with RegistryClient(registry.host, tls_verify=False) as client:
-        signatures.attach(client, "approved/nginx", digest, f"{registry.host}/approved/nginx",
-                          cosign.load_private_key(ci.private_pem, b"pw"))
+        signatures.attach(
+            client,
+            "approved/nginx",
+            digest,
+            f"{registry.host}/approved/nginx",
+            cosign.load_private_key(ci.private_pem, b"pw"),
+        )
     proc = _syncer("export-policy", "--format", "containers", "--out", "policy.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     # export-policy wrote registries.d/syncer.yaml beside policy.json: the signature lookup
@@ -194,9 +239,21 @@ def test_skopeo_loads_the_policy_and_routes_each_repository_to_its_requirement(t
     def copy(policy: Path, repository: str) -> subprocess.CompletedProcess:
         out = tmp_path / "out" / repository.replace("/", "_").replace(":", "_")
         return subprocess.run(
-            ["skopeo", "--policy", str(policy), "--registries.d", str(registries_d), "copy",
-             "--src-tls-verify=false", f"docker://{registry.host}/{repository}", f"dir:{out}"],
-            capture_output=True, text=True, timeout=60)
+            [
+                "skopeo",
+                "--policy",
+                str(policy),
+                "--registries.d",
+                str(registries_d),
+                "copy",
+                "--src-tls-verify=false",
+                f"docker://{registry.host}/{repository}",
+                f"dir:{out}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     policy = tmp_path / "policy.json"
     for rejected in ("quarantine/nginx:1.27", "approved/unlisted:1"):
@@ -226,19 +283,29 @@ def test_skopeo_loads_the_policy_and_routes_each_repository_to_its_requirement(t
 def test_containers_policy_lets_a_nodes_own_images_through_only_where_allowed(tmp_path, keys):
     catalog = load_catalog(make_catalog(tmp_path, "registry.example.com", keys))
     vendor = cosign.generate_keypair(b"pw").public_pem.decode()
-    text = enforce.containers_policy(catalog, "registry.example.com", (
-        enforce.Allow("registry.k8s.io/pause"), enforce.Allow("quay.io/vendor", vendor)))
+    text = enforce.containers_policy(
+        catalog,
+        "registry.example.com",
+        (enforce.Allow("registry.k8s.io/pause"), enforce.Allow("quay.io/vendor", vendor)),
+    )
     docker = json.loads(text)["transports"]["docker"]
     assert docker["registry.k8s.io/pause"] == [{"type": "insecureAcceptAnything"}]
-    assert docker["quay.io/vendor"] == [{"type": "sigstoreSigned", "keyData": _b64(vendor.encode()),
-                                         "signedIdentity": {"type": "matchRepository"}}]
+    assert docker["quay.io/vendor"] == [
+        {
+            "type": "sigstoreSigned",
+            "keyData": _b64(vendor.encode()),
+            "signedIdentity": {"type": "matchRepository"},
+        }
+    ]
     assert json.loads(text)["default"] == [{"type": "reject"}]
     assert docker["registry.example.com/approved/nginx"] == [_sigstore(keys["ci"])]
 
-    for scope, reason in (("registry.example.com/approved", "the registry this policy is for"),
-                          ("registry.example.com", "the registry this policy is for"),
-                          ("docker://registry.k8s.io/pause", "not a containers-policy scope"),
-                          ("", "not a containers-policy scope")):
+    for scope, reason in (
+        ("registry.example.com/approved", "the registry this policy is for"),
+        ("registry.example.com", "the registry this policy is for"),
+        ("docker://registry.k8s.io/pause", "not a containers-policy scope"),
+        ("", "not a containers-policy scope"),
+    ):
         assert reason in (enforce.allow_problem(scope, "registry.example.com") or ""), scope
         with pytest.raises(ValueError, match=reason):
             enforce.containers_policy(catalog, "registry.example.com", (enforce.Allow(scope),))
@@ -247,30 +314,57 @@ def test_containers_policy_lets_a_nodes_own_images_through_only_where_allowed(tm
 def test_registries_d_turns_on_sigstore_attachments_for_approved_of_every_registry(tmp_path, keys):
     catalog = load_catalog(make_catalog(tmp_path, "registry.example.com", keys))
     doc = YAML(typ="safe").load(enforce.registries_d(catalog))
-    assert doc == {"docker": {
-        "registry.example.com/approved": {"use-sigstore-attachments": True},
-        f"{REPLICA}/approved": {"use-sigstore-attachments": True},
-    }}
+    assert doc == {
+        "docker": {
+            "registry.example.com/approved": {"use-sigstore-attachments": True},
+            f"{REPLICA}/approved": {"use-sigstore-attachments": True},
+        }
+    }
 
 
 def test_cli_writes_the_registries_d_file_and_checks_allow(tmp_path, keys):
     make_catalog(tmp_path, "registry.example.com", keys)
     vendor = tmp_path / "vendor.pub"
     vendor.write_bytes(keys["alice"])
-    proc = _syncer("export-policy", "--format", "containers", "--out", "policy.json", "--json",
-                   "--allow", "registry.k8s.io/pause", "--allow", f"quay.io/vendor={vendor}", cwd=tmp_path)
+    proc = _syncer(
+        "export-policy",
+        "--format",
+        "containers",
+        "--out",
+        "policy.json",
+        "--json",
+        "--allow",
+        "registry.k8s.io/pause",
+        "--allow",
+        f"quay.io/vendor={vendor}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {
-        "format": "containers", "registry": "registry.example.com", "out": "policy.json", "written": True,
-        "images": 3, "registries_d": {"path": "registries.d/syncer.yaml", "written": True}}
-    assert (tmp_path / "registries.d" / "syncer.yaml").read_text() == \
-        enforce.registries_d(load_catalog(tmp_path / "catalog"))
+        "format": "containers",
+        "registry": "registry.example.com",
+        "out": "policy.json",
+        "written": True,
+        "images": 3,
+        "registries_d": {"path": "registries.d/syncer.yaml", "written": True},
+    }
+    assert (tmp_path / "registries.d" / "syncer.yaml").read_text() == enforce.registries_d(
+        load_catalog(tmp_path / "catalog")
+    )
     docker = json.loads((tmp_path / "policy.json").read_text())["transports"]["docker"]
     assert docker["registry.k8s.io/pause"] == [{"type": "insecureAcceptAnything"}]
     assert docker["quay.io/vendor"][0]["keyData"] == _b64(keys["alice"])
 
-    again = _syncer("export-policy", "--format", "containers", "--out", "policy.json",
-                    "--registries-d", "elsewhere.yaml", cwd=tmp_path)
+    again = _syncer(
+        "export-policy",
+        "--format",
+        "containers",
+        "--out",
+        "policy.json",
+        "--registries-d",
+        "elsewhere.yaml",
+        cwd=tmp_path,
+    )
     assert again.returncode == 0, again.stderr
     assert "elsewhere.yaml written" in again.stderr and (tmp_path / "elsewhere.yaml").is_file()
 
@@ -289,7 +383,9 @@ def test_cli_writes_the_registries_d_file_and_checks_allow(tmp_path, keys):
     ):
         bad = _syncer("export-policy", "--format", "containers", "--out", "p2.json", *args, cwd=tmp_path)
         assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
-    kyverno = _syncer("export-policy", "--format", "kyverno", "--allow", "registry.k8s.io/pause", cwd=tmp_path)
+    kyverno = _syncer(
+        "export-policy", "--format", "kyverno", "--allow", "registry.k8s.io/pause", cwd=tmp_path
+    )
     assert kyverno.returncode == 2 and "are for --format containers" in kyverno.stderr
 
 
@@ -302,24 +398,36 @@ def test_kyverno_ivp_has_one_policy_per_set_of_signers(tmp_path, keys):
         assert (doc["apiVersion"], doc["kind"]) == ("policies.kyverno.io/v1", "ImageValidatingPolicy")
         spec = doc["spec"]
         assert (spec["failurePolicy"], spec["validationActions"]) == ("Fail", ["Deny"])
-        assert spec["validationConfigurations"] == {"mutateDigest": True, "verifyDigest": True, "required": True}
+        assert spec["validationConfigurations"] == {
+            "mutateDigest": True,
+            "verifyDigest": True,
+            "required": True,
+        }
         assert spec["matchConstraints"]["resourceRules"][0]["resources"] == ["pods"]
     ci, strict = (d["spec"] for d in docs)
     # busybox's policy names no signers, so the pipeline's own (ci) is required, as for nginx.
     assert [m["glob"] for m in ci["matchImageReferences"]] == [
-        f"{REPLICA}/approved/busybox:*", f"{REPLICA}/approved/busybox@*",
-        f"{REPLICA}/approved/nginx:*", f"{REPLICA}/approved/nginx@*"]
+        f"{REPLICA}/approved/busybox:*",
+        f"{REPLICA}/approved/busybox@*",
+        f"{REPLICA}/approved/nginx:*",
+        f"{REPLICA}/approved/nginx@*",
+    ]
     assert [m["glob"] for m in strict["matchImageReferences"]] == [
-        f"{REPLICA}/approved/bitnami/redis:*", f"{REPLICA}/approved/bitnami/redis@*"]
-    assert [(a["name"], a["cosign"]["key"]["data"]) for a in strict["attestors"]] == \
-        [("ci", keys["ci"].decode()), ("alice", keys["alice"].decode())]
+        f"{REPLICA}/approved/bitnami/redis:*",
+        f"{REPLICA}/approved/bitnami/redis@*",
+    ]
+    assert [(a["name"], a["cosign"]["key"]["data"]) for a in strict["attestors"]] == [
+        ("ci", keys["ci"].decode()),
+        ("alice", keys["alice"].decode()),
+    ]
     for attestor in strict["attestors"]:
         assert attestor["cosign"]["ctlog"] == {"insecureIgnoreTlog": True, "insecureIgnoreSCT": True}
     [validation] = strict["validations"]
     # Every image of the Pod that the globs select must verify with both attestors.
     assert validation["expression"] == (
         "(images.containers + images.initContainers + images.ephemeralContainers)"
-        '.all(image, verifyImageSignatures(image, [attestors["ci"], attestors["alice"]]) == 2)')
+        '.all(image, verifyImageSignatures(image, [attestors["ci"], attestors["alice"]]) == 2)'
+    )
     assert enforce.kyverno_ivp(catalog, REPLICA) == text
 
 
@@ -349,10 +457,13 @@ def _deprecated_fields(value: object, schema: dict, path: str = "") -> list[str]
     return found
 
 
-@pytest.mark.parametrize("fmt, crd, version", [
-    ("kyverno", "kyverno.io_clusterpolicies.yaml", "v1"),
-    ("kyverno-ivp", "policies.kyverno.io_imagevalidatingpolicies.yaml", "v1"),
-])
+@pytest.mark.parametrize(
+    "fmt, crd, version",
+    [
+        ("kyverno", "kyverno.io_clusterpolicies.yaml", "v1"),
+        ("kyverno-ivp", "policies.kyverno.io_imagevalidatingpolicies.yaml", "v1"),
+    ],
+)
 def test_kyverno_outputs_match_kyvernos_published_crd_schemas(tmp_path, keys, fmt, crd, version):
     """Validated against the openAPIV3Schema Kyverno publishes (tests/data/kyverno/README.md),
     and no field used is one the schema marks deprecated."""
@@ -368,12 +479,21 @@ def test_kyverno_outputs_match_kyvernos_published_crd_schemas(tmp_path, keys, fm
         assert errors == []
         assert _deprecated_fields(doc, schema) == []
     # The check has teeth: the fields syncer used to write are refused by it.
-    old = {"spec": {"validationFailureAction": "Enforce", "failurePolicy": "Fail",
-                    "rules": [{"verifyImages": [{"attestors": [{"entries": [{"keys": {"signatureAlgorithm": "sha256"}}]}]}]}]}}
+    old = {
+        "spec": {
+            "validationFailureAction": "Enforce",
+            "failurePolicy": "Fail",
+            "rules": [
+                {"verifyImages": [{"attestors": [{"entries": [{"keys": {"signatureAlgorithm": "sha256"}}]}]}]}
+            ],
+        }
+    }
     if fmt == "kyverno":
         assert _deprecated_fields(old, schema) == [
-            ".spec.validationFailureAction", ".spec.failurePolicy",
-            ".spec.rules[0].verifyImages[0].attestors[0].entries[0].keys.signatureAlgorithm"]
+            ".spec.validationFailureAction",
+            ".spec.failurePolicy",
+            ".spec.rules[0].verifyImages[0].attestors[0].entries[0].keys.signatureAlgorithm",
+        ]
     # And the schema check has teeth: a value outside an enum, a missing required field.
     broken = copy.deepcopy(docs[0])
     if fmt == "kyverno":

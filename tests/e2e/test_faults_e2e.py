@@ -54,7 +54,8 @@ def assert_invariants(world, registry_name: str | None = None) -> dict[tuple[str
                 rec = ledger.load(name, tag)
                 assert rec is not None, f"{repo}:{tag} is in approved/ without a record"
                 assert rec.promoted_digest == digest, (
-                    f"{repo}:{tag} holds {digest} but its record says {rec.promoted_digest}")
+                    f"{repo}:{tag} holds {digest} but its record says {rec.promoted_digest}"
+                )
                 assert "ci" in rec.signatures, rec
                 verdict = verify_signers(client, repo, digest, f"{name_in_refs}/{repo}", {"ci": public})
                 assert verdict.ok and not verdict.problems, f"{repo}@{digest}: {verdict}"
@@ -62,7 +63,8 @@ def assert_invariants(world, registry_name: str | None = None) -> dict[tuple[str
         # Fail closed, the other way round: no record claims a promotion approved/ lacks.
         assert approved.get((rec.name, rec.tag)) == rec.promoted_digest, (
             f"record {rec.name}:{rec.tag} says {rec.promoted_digest}, approved/ holds "
-            f"{approved.get((rec.name, rec.tag))}")
+            f"{approved.get((rec.name, rec.tag))}"
+        )
     return approved
 
 
@@ -104,11 +106,17 @@ def test_upstream_going_away_mid_run_fails_the_rest_and_the_next_run_completes_t
     scanning, go = world.root / "scanning", world.root / "go"
     # The first scan (alpine's, after its copy) pauses until the test has stopped the Hub
     # stand-in; with --jobs 1, nginx's copy comes after it and finds upstream gone.
-    world.env["SYNCER_TRIVY"] = str(_trivy_wrapper(world, "trivy-pause", f"""
+    world.env["SYNCER_TRIVY"] = str(
+        _trivy_wrapper(
+            world,
+            "trivy-pause",
+            f"""
   if [ ! -e {scanning} ]; then
     touch {scanning}
     i=0; while [ ! -e {go} ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
-  fi"""))
+  fi""",
+        )
+    )
 
     def stop_upstream() -> None:
         deadline = time.monotonic() + 60
@@ -135,8 +143,12 @@ def test_upstream_going_away_mid_run_fails_the_rest_and_the_next_run_completes_t
     world.run()
     rec = world.record("nginx", "1.27.3")
     assert rec.state is State.PROMOTED and rec.reasons == []
-    assert [e for e in _events(world, "nginx", "1.27.3") if e != "failed"] == \
-        ["discovered", "mirrored", "scanned", "promoted"]
+    assert [e for e in _events(world, "nginx", "1.27.3") if e != "failed"] == [
+        "discovered",
+        "mirrored",
+        "scanned",
+        "promoted",
+    ]
     assert _events(world, "alpine", "3.20") == alpine_events, "a finished tag is left alone"
     assert assert_invariants(world) == {("alpine", "3.20"): alpine, ("nginx", "1.27.3"): nginx}
 
@@ -162,8 +174,10 @@ def test_rate_limits_and_server_errors_upstream_are_retried(world):
     assert {(s.method, s.status) for s in retried} == {("HEAD", 429), ("HEAD", 503), ("GET", 502)}
     assert world.record("alpine", "3.20").state is State.PROMOTED, proc.stderr
     assert world.record("nginx", "1.27.3").state is State.PROMOTED, proc.stderr
-    assert all(_events(world, n, t) == ["discovered", "mirrored", "scanned", "promoted"]
-               for n, t in (("alpine", "3.20"), ("nginx", "1.27.3")))
+    assert all(
+        _events(world, n, t) == ["discovered", "mirrored", "scanned", "promoted"]
+        for n, t in (("alpine", "3.20"), ("nginx", "1.27.3"))
+    )
     assert assert_invariants(world) == {("alpine", "3.20"): alpine, ("nginx", "1.27.3"): nginx}
 
 
@@ -180,11 +194,17 @@ def test_trivy_hanging_or_crashing_promotes_nothing_and_real_trivy_recovers(worl
           - source: busybox
             tags: ["1.36"]
     """)
-    world.env["SYNCER_TRIVY"] = str(_trivy_wrapper(world, "trivy-faulty", """
+    world.env["SYNCER_TRIVY"] = str(
+        _trivy_wrapper(
+            world,
+            "trivy-faulty",
+            """
   case "$ref" in
     */quarantine/alpine@*) sleep 60 ;;
     */quarantine/nginx@*) echo 'FATAL: simulated scanner crash' >&2; exit 2 ;;
-  esac"""))
+  esac""",
+        )
+    )
     started = time.monotonic()
     world.run("--scan-timeout", "2", expect=1)
     assert time.monotonic() - started < 30, "the hung scan was not stopped at --scan-timeout"
@@ -202,17 +222,25 @@ def test_trivy_hanging_or_crashing_promotes_nothing_and_real_trivy_recovers(worl
     for name, tag in (("alpine", "3.20"), ("nginx", "1.27.3")):
         assert world.record(name, tag).state is State.PROMOTED
         assert _events(world, name, tag).count("mirrored") == 1, "the quarantined copy is reused"
-    assert assert_invariants(world) == {("alpine", "3.20"): alpine, ("nginx", "1.27.3"): nginx,
-                                        ("busybox", "1.36"): busybox}
+    assert assert_invariants(world) == {
+        ("alpine", "3.20"): alpine,
+        ("nginx", "1.27.3"): nginx,
+        ("busybox", "1.36"): busybox,
+    }
 
 
 def test_target_refusing_the_promotion_leaves_nothing_half_promoted(world):
     alpine, nginx = _push_two(world)
     with FaultProxy(world.target.url) as proxy:
         world.route(world.target.host, proxy.host)
-        proxy.inject(403, method="PUT", path=r"^/v2/approved/alpine/manifests/3\.20$", times=1000,
-                     headers={"Content-Type": "application/json"},
-                     body=b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}')
+        proxy.inject(
+            403,
+            method="PUT",
+            path=r"^/v2/approved/alpine/manifests/3\.20$",
+            times=1000,
+            headers={"Content-Type": "application/json"},
+            body=b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}',
+        )
         world.run(expect=1)
         rec = world.record("alpine", "3.20")
         assert rec.state is State.FAILED and rec.promoted_digest is None
@@ -278,8 +306,11 @@ def test_a_run_killed_right_after_the_promoting_copy_converges_on_the_next_run(w
     with FaultProxy(world.target.url) as proxy:
         world.route(world.target.host, proxy.host)
         # Killed once the target has stored the tag in approved/, before syncer hears so.
-        proxy.inject(method="PUT", path=r"^/v2/approved/alpine/manifests/3\.20$",
-                     then=lambda status: status == 201 and _kill_syncer(world))
+        proxy.inject(
+            method="PUT",
+            path=r"^/v2/approved/alpine/manifests/3\.20$",
+            then=lambda status: status == 201 and _kill_syncer(world),
+        )
         proc = world.syncer("run")
         assert proc.returncode == -9, proc.stderr
         # The crash window: approved/ already holds the digest, the record not yet. What is
@@ -289,8 +320,9 @@ def test_a_run_killed_right_after_the_promoting_copy_converges_on_the_next_run(w
         assert rec.digest == alpine and rec.state is State.SCANNED and rec.promoted_digest is None
         public = (world.catalog / "signers" / "ci.pub").read_text()
         with RegistryClient(world.target.host, tls_verify=False) as client:
-            assert verify_signers(client, "approved/alpine", alpine, f"{proxy.host}/approved/alpine",
-                                  {"ci": public}).ok
+            assert verify_signers(
+                client, "approved/alpine", alpine, f"{proxy.host}/approved/alpine", {"ci": public}
+            ).ok
 
         world.run()
         assert _events(world, "alpine", "3.20") == ["discovered", "mirrored", "scanned", "promoted"]
@@ -303,9 +335,14 @@ def test_a_malformed_upstream_manifest_fails_that_tag_only(world):
     alpine, nginx = _push_two(world)
     with FaultProxy(world.hub.url) as proxy:
         world.route(world.hub.host, proxy.host)
-        proxy.inject(200, method="GET", path=r"^/v2/library/nginx/manifests/", times=1000,
-                     headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
-                     body=b'{"schemaVersion": 2, "layers": [')
+        proxy.inject(
+            200,
+            method="GET",
+            path=r"^/v2/library/nginx/manifests/",
+            times=1000,
+            headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+            body=b'{"schemaVersion": 2, "layers": [',
+        )
         world.run(expect=1)
         rec = world.record("nginx", "1.27.3")
         assert rec.state is State.FAILED
@@ -326,14 +363,26 @@ def test_malformed_digest_headers_upstream_fail_those_tags_and_are_never_recorde
     lies = dict(zip(("nginx", "busybox", "redis"), MALFORMED_DIGESTS, strict=True))
     for name in lies:
         world.push(f"library/{name}:1", build_image(alpine_files(OTHER_ALPINE)))
-    world.images("images:\n" + "".join(f"  - source: {name}\n    tags: ['{tag}']\n"
-                                        for name, tag in [("alpine", "3.20"), *((n, "1") for n in lies)]))
+    world.images(
+        "images:\n"
+        + "".join(
+            f"  - source: {name}\n    tags: ['{tag}']\n"
+            for name, tag in [("alpine", "3.20"), *((n, "1") for n in lies)]
+        )
+    )
     with FaultProxy(world.hub.url) as proxy:
         world.route(world.hub.host, proxy.host)
         for name, value in lies.items():
-            proxy.inject(200, method="HEAD", path=f"^/v2/library/{name}/manifests/", times=1000,
-                         headers={"Docker-Content-Digest": value,
-                                  "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+            proxy.inject(
+                200,
+                method="HEAD",
+                path=f"^/v2/library/{name}/manifests/",
+                times=1000,
+                headers={
+                    "Docker-Content-Digest": value,
+                    "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+                },
+            )
         proc = world.run(expect=1)
     for name in lies:
         assert Ledger(str(world.reports)).load(name, "1") is None, f"{name}: a lie was recorded"
@@ -351,8 +400,9 @@ def test_a_failed_signature_promotes_nothing(world):
     alpine, nginx = _push_two(world)
     with FaultProxy(world.target.url) as proxy:
         world.route(world.target.host, proxy.host)
-        proxy.inject(500, method="PUT", path=r"^/v2/approved/alpine/manifests/sha256-[0-9a-f]{64}\.sig$",
-                     times=1000)
+        proxy.inject(
+            500, method="PUT", path=r"^/v2/approved/alpine/manifests/sha256-[0-9a-f]{64}\.sig$", times=1000
+        )
         world.run(expect=1)
         rec = world.record("alpine", "3.20")
         assert rec.state is State.FAILED and rec.promoted_digest is None and rec.signatures == []

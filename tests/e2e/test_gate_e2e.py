@@ -27,8 +27,9 @@ from tests.harness.world import World
 
 CLEAN = (("base-files", "12.4+deb12u8", "base-files"), ("libssl3", "3.0.15-1", "openssl"))
 VULNERABLE = (("base-files", "12.4+deb12u8", "base-files"), ("libssl3", "3.0.11-1", "openssl"))
-CRITICAL = Advisory("CVE-2099-3001", "debian 12", "openssl", "CRITICAL", "3.0.15-1",
-                    title="openssl: planted critical")
+CRITICAL = Advisory(
+    "CVE-2099-3001", "debian 12", "openssl", "CRITICAL", "3.0.15-1", title="openssl: planted critical"
+)
 
 ENTRY_WIDE = """
   - source: library/app
@@ -50,8 +51,12 @@ def gate(world: World) -> World:
 
 
 def amd64_clean_arm64_vulnerable() -> ImageIndex:
-    return index_of([build_image(debian_files(CLEAN), platform="linux/amd64"),
-                     build_image(debian_files(VULNERABLE, arch="arm64"), platform="linux/arm64")])
+    return index_of(
+        [
+            build_image(debian_files(CLEAN), platform="linux/amd64"),
+            build_image(debian_files(VULNERABLE, arch="arm64"), platform="linux/arm64"),
+        ]
+    )
 
 
 def assert_split_decision(world: World, digest: str) -> None:
@@ -68,8 +73,9 @@ def assert_split_decision(world: World, digest: str) -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("order", [(ENTRY_NARROW, ENTRY_WIDE), (ENTRY_WIDE, ENTRY_NARROW)],
-                         ids=["narrow-first", "wide-first"])
+@pytest.mark.parametrize(
+    "order", [(ENTRY_NARROW, ENTRY_WIDE), (ENTRY_WIDE, ENTRY_NARROW)], ids=["narrow-first", "wide-first"]
+)
 def test_two_entries_of_one_index_each_get_the_platforms_they_require(gate, order):
     digest = gate.push("library/app:1.0", amd64_clean_arm64_vulnerable())
     gate.images("images:" + "".join(order))
@@ -78,8 +84,11 @@ def test_two_entries_of_one_index_each_get_the_platforms_they_require(gate, orde
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("first,second", [(ENTRY_NARROW, ENTRY_WIDE), (ENTRY_WIDE, ENTRY_NARROW)],
-                         ids=["narrow-then-wide", "wide-then-narrow"])
+@pytest.mark.parametrize(
+    "first,second",
+    [(ENTRY_NARROW, ENTRY_WIDE), (ENTRY_WIDE, ENTRY_NARROW)],
+    ids=["narrow-then-wide", "wide-then-narrow"],
+)
 def test_an_entry_added_later_does_not_reuse_a_scan_of_other_platforms(gate, first, second):
     digest = gate.push("library/app:1.0", amd64_clean_arm64_vulnerable())
     gate.images("images:" + first)
@@ -105,19 +114,27 @@ def test_narrowing_platforms_rescans_and_drops_the_other_platforms_findings(gate
 
 def with_unplatformed_child(good: Image, hidden: Image) -> ImageIndex:
     """An index listing ``good`` with its platform and ``hidden`` with no platform field."""
-    index = Blob("application/vnd.oci.image.index.v1+json", json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [good.manifest.descriptor(platform=good.platform.as_json()),
-                      hidden.manifest.descriptor()],
-    }, separators=(",", ":")).encode())
+    index = Blob(
+        "application/vnd.oci.image.index.v1+json",
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [
+                    good.manifest.descriptor(platform=good.platform.as_json()),
+                    hidden.manifest.descriptor(),
+                ],
+            },
+            separators=(",", ":"),
+        ).encode(),
+    )
     return ImageIndex(index=index, images=(good, hidden))
 
 
 @pytest.mark.e2e
 def test_an_index_child_without_a_platform_is_scanned_and_holds_the_index(gate):
     hidden = build_image(debian_files(VULNERABLE, arch="arm64"), platform="linux/arm64")
-    digest = gate.push("library/app:1.0", with_unplatformed_child(
-        build_image(debian_files(CLEAN)), hidden))
+    digest = gate.push("library/app:1.0", with_unplatformed_child(build_image(debian_files(CLEAN)), hidden))
     gate.images("images:" + ENTRY_WIDE + ENTRY_NARROW)
     gate.run()
 
@@ -134,8 +151,10 @@ def test_an_index_child_without_a_platform_is_scanned_and_holds_the_index(gate):
 
 # --- what Trivy could not assess ----------------------------------------------------------------
 
-DEBIAN_99 = {**debian_files(VULNERABLE, point_release="99.1"),
-             "etc/os-release": 'PRETTY_NAME="Debian GNU/Linux 99"\nID=debian\nVERSION_ID="99"\n'}
+DEBIAN_99 = {
+    **debian_files(VULNERABLE, point_release="99.1"),
+    "etc/os-release": 'PRETTY_NAME="Debian GNU/Linux 99"\nID=debian\nVERSION_ID="99"\n',
+}
 
 
 @pytest.mark.e2e
@@ -147,7 +166,9 @@ def test_an_os_release_the_database_does_not_know_is_held_as_unassessed(gate):
     assert rec.state is State.HELD
     assert rec.scan.findings == ()  # Trivy found nothing: it had nothing to match against
     assert rec.scan.covered[0].os == "debian 99.1"
-    assert any("not assessed" in r and "debian 99.1" in r and "no advisories" in r for r in rec.reasons), rec.reasons
+    assert any("not assessed" in r and "debian 99.1" in r and "no advisories" in r for r in rec.reasons), (
+        rec.reasons
+    )
     assert gate.digest_at(gate.target, "approved/app-all", "1.0") is None
     text = (gate.reports / "records" / "app-all" / "1.0.yaml").read_text()
     assert "os: debian 99.1" in text and "unassessed:" in text
@@ -155,12 +176,15 @@ def test_an_os_release_the_database_does_not_know_is_held_as_unassessed(gate):
 
 @pytest.mark.e2e
 def test_unassessed_allow_promotes_and_keeps_the_note(gate):
-    gate.policy("default", """
+    gate.policy(
+        "default",
+        """
         vulnerabilities:
           max: {critical: 0, high: 0}
         unassessed: allow
         signers: [ci]
-    """)
+    """,
+    )
     digest = gate.push("library/app:1.0", build_image(DEBIAN_99))
     gate.images("images:" + ENTRY_WIDE)
     gate.run()
@@ -194,14 +218,25 @@ def test_an_image_without_packages_is_clean_not_unassessed(gate):
 
 def helm_chart() -> Image:
     """An OCI artifact as `helm push` makes one: Helm's config and chart media types."""
-    chart = Blob("application/vnd.cncf.helm.chart.content.v1.tar+gzip",
-                 gzip_bytes(tar_layer({"app/Chart.yaml": "apiVersion: v2\nname: app\nversion: 1.0.0\n"})))
-    config = Blob("application/vnd.cncf.helm.config.v1+json",
-                  b'{"apiVersion":"v2","name":"app","version":"1.0.0"}')
-    manifest = Blob("application/vnd.oci.image.manifest.v1+json", json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config.descriptor(), "layers": [chart.descriptor()],
-    }, separators=(",", ":")).encode())
+    chart = Blob(
+        "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+        gzip_bytes(tar_layer({"app/Chart.yaml": "apiVersion: v2\nname: app\nversion: 1.0.0\n"})),
+    )
+    config = Blob(
+        "application/vnd.cncf.helm.config.v1+json", b'{"apiVersion":"v2","name":"app","version":"1.0.0"}'
+    )
+    manifest = Blob(
+        "application/vnd.oci.image.manifest.v1+json",
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": config.descriptor(),
+                "layers": [chart.descriptor()],
+            },
+            separators=(",", ":"),
+        ).encode(),
+    )
     return Image(manifest=manifest, config=config, layers=(chart,), platform=Platform("linux", "amd64"))
 
 

@@ -42,15 +42,15 @@ def test_commits_and_pushes_only_the_reports(git_remote):
     git(clone, "add", "notes.txt")
     write(clone, "catalog/images/new.yaml", "images: []\n")
 
-    result = gitops.commit_reports(clone, ["reports"], "sync: 1 promoted\n", push=True,
-                                   sleep=no_sleep)
+    result = gitops.commit_reports(clone, ["reports"], "sync: 1 promoted\n", push=True, sleep=no_sleep)
 
     assert result.committed and result.pushed and result.attempts == 1
     assert result.sha == git_remote.head()
-    assert changed_in(clone, result.sha) == {"reports/README.md",
-                                             "reports/records/nginx/1.27.3.yaml"}
-    assert git(clone, "log", "-1", "--format=%an <%ae>%n%B").strip() == \
-        "syncer-bot <syncer-bot@users.noreply.github.com>\nsync: 1 promoted"
+    assert changed_in(clone, result.sha) == {"reports/README.md", "reports/records/nginx/1.27.3.yaml"}
+    assert (
+        git(clone, "log", "-1", "--format=%an <%ae>%n%B").strip()
+        == "syncer-bot <syncer-bot@users.noreply.github.com>\nsync: 1 promoted"
+    )
     status = git(clone, "status", "--porcelain").splitlines()
     assert sorted(status) == [" M README.md", "?? catalog/", "A  notes.txt"]
 
@@ -58,8 +58,7 @@ def test_commits_and_pushes_only_the_reports(git_remote):
 def test_nothing_changed_means_no_commit(git_remote):
     clone = git_remote.clone
     write(clone, "reports/records/nginx/1.27.3.yaml", "state: promoted\n")
-    first = gitops.commit_reports(clone, ["reports"], "sync: 1 promoted", push=True,
-                                  sleep=no_sleep)
+    first = gitops.commit_reports(clone, ["reports"], "sync: 1 promoted", push=True, sleep=no_sleep)
     (clone / "README.md").write_text("dirty, but outside reports/\n")
 
     again = gitops.commit_reports(clone, ["reports"], "sync: nothing", push=True, sleep=no_sleep)
@@ -82,8 +81,10 @@ def test_absolute_paths_and_identity_from_environment(git_remote, monkeypatch):
     result = gitops.commit_reports(clone, [clone / "reports"], "sync: 1 held", push=False)
 
     assert result.committed and not result.pushed
-    assert git(clone, "log", "-1", "--format=%an <%ae>|%cn").strip() == \
-        "Release Bot <bot@example.invalid>|Release Bot"
+    assert (
+        git(clone, "log", "-1", "--format=%an <%ae>|%cn").strip()
+        == "Release Bot <bot@example.invalid>|Release Bot"
+    )
     assert git_remote.head() != result.sha  # not pushed
 
 
@@ -101,8 +102,7 @@ def test_racing_runs_both_land_and_nothing_is_lost(git_remote):
 
     a = gitops.commit_reports(first, ["reports"], "sync: 1 promoted", push=True, sleep=no_sleep)
     sleeps: list[float] = []
-    b = gitops.commit_reports(second, ["reports"], "sync: 1 held", push=True,
-                              sleep=sleeps.append)
+    b = gitops.commit_reports(second, ["reports"], "sync: 1 held", push=True, sleep=sleeps.append)
 
     assert a.pushed and b.pushed and b.attempts == 2 and sleeps == [1.0]
     assert git_remote.head() == b.sha
@@ -130,8 +130,9 @@ def test_push_that_keeps_failing_gives_up_and_keeps_the_commit(git_remote):
     sleeps: list[float] = []
 
     with pytest.raises(GitError) as caught:
-        gitops.commit_reports(clone, ["reports"], "sync: 1 promoted", push=True, max_attempts=4,
-                              sleep=sleeps.append)
+        gitops.commit_reports(
+            clone, ["reports"], "sync: 1 promoted", push=True, max_attempts=4, sleep=sleeps.append
+        )
 
     message = str(caught.value)
     assert "pushes are frozen" in message and "gave up after 4 attempts" in message
@@ -150,8 +151,7 @@ def test_credentials_in_the_remote_url_never_reach_the_message(git_remote):
     write(clone, "reports/records/nginx/1.27.3.yaml", "state: promoted\n")
 
     with pytest.raises(GitError) as caught:
-        gitops.commit_reports(clone, ["reports"], "sync", push=True, max_attempts=2,
-                              sleep=no_sleep)
+        gitops.commit_reports(clone, ["reports"], "sync", push=True, max_attempts=2, sleep=no_sleep)
 
     assert "s3cr3t-t0ken" not in str(caught.value) and "robot" not in str(caught.value)
     assert "127.0.0.1" in str(caught.value)
@@ -197,7 +197,8 @@ def test_summary_message_orders_states_and_links_the_run():
 
     assert gitops.summary_message(counts, "42", env) == (
         "sync: 3 promoted, 1 held, 1 flagged, 2 weird\n\n"
-        "Run: https://github.com/acme/images/actions/runs/42\n")
+        "Run: https://github.com/acme/images/actions/runs/42\n"
+    )
     assert gitops.summary_message(counts, None, env).count("\n") == 1
     assert gitops.summary_message({}, "42", {}) == "sync: update reports\n"
 
@@ -218,7 +219,10 @@ def test_changed_files_lists_what_a_commit_would_take(git_remote):
     (clone / "README.md").write_text("outside\n")
 
     assert gitops.changed_files(clone, ["reports"]) == [
-        "reports/README.md", "reports/records/nginx/1.27.3.yaml", "reports/records/redis/7.yaml"]
+        "reports/README.md",
+        "reports/records/nginx/1.27.3.yaml",
+        "reports/records/redis/7.yaml",
+    ]
     assert gitops.changed_files(clone / "reports", ["."]) == gitops.changed_files(clone, ["reports"])
 
 
@@ -233,7 +237,9 @@ def test_temporary_files_of_interrupted_writes_are_never_staged(git_remote):
 
     assert changed_in(clone, result.sha) == {"reports/records/nginx/1.27.3.yaml"}
     assert git(clone, "ls-files", "--others", "reports").split() == [
-        "reports/.README.md.abcdefgh.tmp", "reports/records/nginx/.1.27.4.yaml.k2j4x9_a.tmp"]
+        "reports/.README.md.abcdefgh.tmp",
+        "reports/records/nginx/.1.27.4.yaml.k2j4x9_a.tmp",
+    ]
 
 
 def test_commits_a_failed_push_left_behind_are_pushed_when_nothing_else_changed(git_remote):
@@ -251,4 +257,5 @@ def test_commits_a_failed_push_left_behind_are_pushed_when_nothing_else_changed(
     assert git_remote.head() == kept
     # Pushed now, so the next call has nothing left to do.
     assert gitops.commit_reports(clone, ["reports"], "sync", push=True) == gitops.CommitResult(
-        committed=False, sha=None, pushed=False, attempts=0)
+        committed=False, sha=None, pushed=False, attempts=0
+    )

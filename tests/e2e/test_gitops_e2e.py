@@ -18,7 +18,9 @@ CLEAN = (("musl", "1.2.5-r0", "musl"), ("busybox", "1.36.1-r29", "busybox"))
 
 @pytest.fixture
 def gworld(git_remote, registry_factory, trivy_db):
-    world = World(root=git_remote.clone, hub=registry_factory(), target=registry_factory(delete=True), db=trivy_db)
+    world = World(
+        root=git_remote.clone, hub=registry_factory(), target=registry_factory(delete=True), db=trivy_db
+    )
     world.db.write(())
     world.push("library/alpine:3.20", build_image(alpine_files(CLEAN)))
     world.push("library/busybox:1.36", build_image(alpine_files(CLEAN[1:])))
@@ -68,9 +70,27 @@ def test_two_racing_runs_both_land(gworld):
     world.run("--commit", "--push", "--only", "alpine")
     # The racer started from the old tip: its push is refused once, then rebuilt on top.
     proc = subprocess.run(
-        [sys.executable, "-m", "syncer", "run", "--catalog", str(other / "catalog"), "--reports",
-         str(other / "reports"), "--skip-db-update", "--commit", "--push", "--only", "busybox"],
-        cwd=other, env=world.run_env(), capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "syncer",
+            "run",
+            "--catalog",
+            str(other / "catalog"),
+            "--reports",
+            str(other / "reports"),
+            "--skip-db-update",
+            "--commit",
+            "--push",
+            "--only",
+            "busybox",
+        ],
+        cwd=other,
+        env=world.run_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     git(world.root, "fetch", "-q", "origin")
     files = git(world.root, "ls-tree", "-r", "--name-only", "origin/main", "reports/records").split()

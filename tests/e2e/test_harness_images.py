@@ -34,7 +34,9 @@ def sha256(data: bytes) -> str:
 def raw_manifest(registry: Registry, reference: str) -> bytes:
     result = subprocess.run(
         ["skopeo", "inspect", "--raw", *registry.skopeo_flags(), f"docker://{registry.host}/{reference}"],
-        capture_output=True, timeout=60, check=False,
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr.decode()
     return result.stdout
@@ -44,9 +46,22 @@ def trivy_packages(registry: Registry, reference: str, cache: Path, platform: st
     """Trivy's package inventory of a pushed image, offline: listing packages (and licenses)
     needs no vulnerability database, unlike ``--scanners vuln``."""
     command = [
-        str(TRIVY), "image", "--quiet", "--insecure", "--image-src", "remote",
-        "--cache-dir", str(cache), "--skip-db-update", "--skip-version-check", "--offline-scan",
-        "--scanners", "license", "--list-all-pkgs", "--format", "json",
+        str(TRIVY),
+        "image",
+        "--quiet",
+        "--insecure",
+        "--image-src",
+        "remote",
+        "--cache-dir",
+        str(cache),
+        "--skip-db-update",
+        "--skip-version-check",
+        "--offline-scan",
+        "--scanners",
+        "license",
+        "--list-all-pkgs",
+        "--format",
+        "json",
         *(["--platform", platform] if platform else []),
         f"{registry.host}/{reference}",
     ]
@@ -93,7 +108,11 @@ def test_layer_is_a_sorted_tar_with_fixed_metadata() -> None:
         assert tar.extractfile("b/file").read() == b"two"
     config = json.loads(image.config.data)
     assert config["rootfs"]["diff_ids"] == [sha256(tar_bytes)]
-    assert (config["os"], config["architecture"], config["created"]) == ("linux", "amd64", "2024-01-01T00:00:00Z")
+    assert (config["os"], config["architecture"], config["created"]) == (
+        "linux",
+        "amd64",
+        "2024-01-01T00:00:00Z",
+    )
 
 
 def test_layer_refuses_paths_that_leave_the_root() -> None:
@@ -102,10 +121,12 @@ def test_layer_refuses_paths_that_leave_the_root() -> None:
 
 
 def test_index_lists_each_platform_with_its_own_content() -> None:
-    index = build_index({
-        "linux/amd64": alpine_files(arch="x86_64"),
-        "linux/arm64/v8": alpine_files(arch="aarch64"),
-    })
+    index = build_index(
+        {
+            "linux/amd64": alpine_files(arch="x86_64"),
+            "linux/arm64/v8": alpine_files(arch="aarch64"),
+        }
+    )
     doc = json.loads(index.index.data)
 
     assert doc["mediaType"] == MEDIA_TYPES["oci"]["index"]
@@ -186,11 +207,14 @@ def test_trivy_detects_debian_and_python_packages(registry: Registry, push_image
 
 @pytest.mark.e2e
 def test_trivy_detects_alpine_packages_per_platform(registry: Registry, push_image, tmp_path: Path) -> None:
-    index = build_index({
-        "linux/amd64": alpine_files([("musl", "1.2.5-r0", "musl")], arch="x86_64"),
-        "linux/arm64": alpine_files([("musl", "1.2.5-r0", "musl"), ("libcrypto3", "3.3.2-r0", "openssl")],
-                                    arch="aarch64"),
-    })
+    index = build_index(
+        {
+            "linux/amd64": alpine_files([("musl", "1.2.5-r0", "musl")], arch="x86_64"),
+            "linux/arm64": alpine_files(
+                [("musl", "1.2.5-r0", "musl"), ("libcrypto3", "3.3.2-r0", "openssl")], arch="aarch64"
+            ),
+        }
+    )
     push_image(registry, "library/alpine:3.20", index)
 
     amd64 = trivy_packages(registry, "library/alpine:3.20", tmp_path / "cache", "linux/amd64")

@@ -43,7 +43,9 @@ def test_counts_what_skopeo_asks_for(registry: Registry, push_image) -> None:
     digest = push_image(registry, "library/debian:12", debian_files())
     gets_before = registry.count("GET", path_contains="/library/debian/manifests/")
 
-    result = skopeo("inspect", "--raw", *registry.skopeo_flags(), f"docker://{registry.host}/library/debian:12")
+    result = skopeo(
+        "inspect", "--raw", *registry.skopeo_flags(), f"docker://{registry.host}/library/debian:12"
+    )
 
     assert result.returncode == 0, result.stderr
     assert "sha256:" + hashlib.sha256(result.stdout.encode()).hexdigest() == digest
@@ -177,13 +179,27 @@ def test_the_registry_runs_as_the_mode_says(registry: Registry) -> None:
     if docker_mode():
         assert isinstance(process, harness_docker._Container)
         inspect = subprocess.run(
-            ["docker", "inspect", "--format",
-             '{{.State.Running}} {{.HostConfig.NetworkMode}} {{index .Config.Labels "com.docker.compose.service"}}',
-             process.name], capture_output=True, text=True, timeout=30, check=True)
+            [
+                "docker",
+                "inspect",
+                "--format",
+                '{{.State.Running}} {{.HostConfig.NetworkMode}} {{index .Config.Labels "com.docker.compose.service"}}',
+                process.name,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         assert inspect.stdout.split() == ["true", "host", "registry"]
         registry.stop()
-        gone = subprocess.run(["docker", "inspect", process.name], capture_output=True, timeout=30, check=False)
+        gone = subprocess.run(
+            ["docker", "inspect", process.name], capture_output=True, timeout=30, check=False
+        )
         assert gone.returncode != 0, "the container outlived its registry"
     else:
         assert isinstance(process, registry_module._NativeProcess)
-        assert Path(f"/proc/{process.popen.pid}/exe").resolve() == Path(shutil.which("docker-registry")).resolve()
+        assert (
+            Path(f"/proc/{process.popen.pid}/exe").resolve()
+            == Path(shutil.which("docker-registry")).resolve()
+        )

@@ -45,15 +45,19 @@ QUIET = ("nulltags", "junk")  # answers that are odd but usable: no failure
 @pytest.fixture
 def hostile(tmp_path):
     ca, cert, key = make_tls_material(tmp_path / "tls")
-    with HostileRegistry() as plain, HostileRegistry(credentials=(USER, PASSWORD)) as echo, \
-            HostileRegistry(tls=(cert, key)) as tls:
+    with (
+        HostileRegistry() as plain,
+        HostileRegistry(credentials=(USER, PASSWORD)) as echo,
+        HostileRegistry(tls=(cert, key)) as tls,
+    ):
         yield {"hostile.test": plain, "echo.test": echo, "tls.test": tls, "ca_dir": ca.parent}
 
 
 def _hostile_world(world, hostile) -> str:
     world.db.write(())
     alpine = world.push("library/alpine:3.20", build_image(alpine_files(CLEAN_ALPINE)))
-    world.write_settings(other_sources=f"""
+    world.write_settings(
+        other_sources=f"""
         hostile.test:
           endpoint: {hostile["hostile.test"].host}
           tls_verify: false
@@ -64,23 +68,30 @@ def _hostile_world(world, hostile) -> str:
         tls.test:
           endpoint: {hostile["tls.test"].host}
           ca_dir: {hostile["ca_dir"]}
-    """)
-    world.env.update(HOSTILE_USER=USER, HOSTILE_PASSWORD=PASSWORD,
-                     GITHUB_STEP_SUMMARY=str(world.root / "summary.md"))
+    """
+    )
+    world.env.update(
+        HOSTILE_USER=USER, HOSTILE_PASSWORD=PASSWORD, GITHUB_STEP_SUMMARY=str(world.root / "summary.md")
+    )
     host = {"realm": "tls.test", "echo403": "echo.test", "echo500": "echo.test"}
-    entries = "".join(textwrap.dedent(f"""
+    entries = "".join(
+        textwrap.dedent(f"""
           - source: {host.get(name, "hostile.test")}/{name}
             name: {name}
             match: '^2\\.'
-        """) for name in [*FAILING, *QUIET])
-    world.images("images:\n  - source: alpine\n    tags: ['3.20']\n"
-                 + textwrap.indent(entries, "  "))
+        """)
+        for name in [*FAILING, *QUIET]
+    )
+    world.images("images:\n  - source: alpine\n    tags: ['3.20']\n" + textwrap.indent(entries, "  "))
     return alpine
 
 
 def _assert_nothing_leaked(world, *outputs: str) -> None:
-    kept = [p.read_text(errors="replace") for p in world.root.rglob("*")
-            if p.is_file() and p.suffix in (".md", ".yaml", ".json")]
+    kept = [
+        p.read_text(errors="replace")
+        for p in world.root.rglob("*")
+        if p.is_file() and p.suffix in (".md", ".yaml", ".json")
+    ]
     for text in [*outputs, *kept]:
         assert PASSWORD not in text and BASIC not in text
     assert "Traceback" not in "".join(outputs)
@@ -98,9 +109,11 @@ def test_a_hostile_upstream_fails_only_its_own_entries_and_leaks_nothing(world, 
     # The junk list: its one tag kept, the rest named once, escaped and cut.
     warnings = [x for x in proc.stderr.splitlines() if "warning: the tag list" in x]
     assert len(warnings) == 1, proc.stderr
-    assert warnings[0].startswith("junk: warning: the tag list of hostile.test/junk holds 8 "
-                                  "entries that are not a tag, ignored: 7, null, "
-                                  "'<img src=x onerror=alert(1)>'"), warnings
+    assert warnings[0].startswith(
+        "junk: warning: the tag list of hostile.test/junk holds 8 "
+        "entries that are not a tag, ignored: 7, null, "
+        "'<img src=x onerror=alert(1)>'"
+    ), warnings
     assert "and 3 more" in warnings[0] and "'a\\nb'" in warnings[0]
     assert world.record("alpine", "3.20").state is State.PROMOTED, proc.stderr
     assert assert_invariants(world) == {("alpine", "3.20"): alpine}
@@ -120,12 +133,12 @@ def test_a_hostile_upstream_fails_only_its_own_entries_and_leaks_nothing(world, 
 
 
 def test_huge_answers_are_refused_without_being_held(hostile):
-    with RegistryClient("hostile.test", endpoint=hostile["hostile.test"].host,
-                        tls_verify=False, max_retries=0) as client:
+    with RegistryClient(
+        "hostile.test", endpoint=hostile["hostile.test"].host, tls_verify=False, max_retries=0
+    ) as client:
         tracemalloc.start()
         try:
-            for call in (lambda: client.list_tags("huge"),
-                         lambda: client.get_manifest("hugemanifest", "1")):
+            for call in (lambda: client.list_tags("huge"), lambda: client.get_manifest("hugemanifest", "1")):
                 with pytest.raises(RegistryError, match="larger than the 4 MiB"):
                     call()
             peak = tracemalloc.get_traced_memory()[1]
@@ -137,8 +150,9 @@ def test_huge_answers_are_refused_without_being_held(hostile):
 def test_a_stalled_answer_ends_at_its_deadline(hostile):
     import time
 
-    with RegistryClient("hostile.test", endpoint=hostile["hostile.test"].host,
-                        tls_verify=False, deadline=2, max_retries=0) as client:
+    with RegistryClient(
+        "hostile.test", endpoint=hostile["hostile.test"].host, tls_verify=False, deadline=2, max_retries=0
+    ) as client:
         started = time.monotonic()
         with pytest.raises(RegistryError, match="too slowly"):
             client.list_tags("stall")

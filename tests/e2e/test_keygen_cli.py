@@ -18,15 +18,24 @@ SYNCER = Path(sys.executable).parent / "syncer"
 PASSPHRASE = "plover-xyzzy-42"
 
 
-def keygen(cwd: Path, *args: str, env: dict[str, str] | None = None,
-           umask: int = 0o022) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items()
-                   if k not in ("SYNCER_SIGNING_PASSPHRASE", "TEAM_PASSPHRASE")}
+def keygen(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, umask: int = 0o022
+) -> subprocess.CompletedProcess[str]:
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("SYNCER_SIGNING_PASSPHRASE", "TEAM_PASSPHRASE")
+    }
     environment.update(env if env is not None else {"SYNCER_SIGNING_PASSPHRASE": PASSPHRASE})
     # stdin is not a terminal here, so the command may never fall back to a prompt.
-    return subprocess.run([str(SYNCER), "keygen", *args], cwd=cwd, env=environment,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
-                          preexec_fn=lambda: os.umask(umask))
+    return subprocess.run(
+        [str(SYNCER), "keygen", *args],
+        cwd=cwd,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.umask(umask),
+    )
 
 
 @pytest.fixture
@@ -71,10 +80,11 @@ def test_key_out_and_json_summary(repo):
 
 def test_passphrase_comes_from_the_variable_named_in_settings(repo):
     (repo / "catalog" / "settings.yaml").write_text(
-        "target: {registry: registry.example.com}\n"
-        "signing: {signer: ci, passphrase_env: TEAM_PASSPHRASE}\n")
-    result = keygen(repo, "ci", env={"TEAM_PASSPHRASE": "team-secret",
-                                     "SYNCER_SIGNING_PASSPHRASE": PASSPHRASE})
+        "target: {registry: registry.example.com}\nsigning: {signer: ci, passphrase_env: TEAM_PASSPHRASE}\n"
+    )
+    result = keygen(
+        repo, "ci", env={"TEAM_PASSPHRASE": "team-secret", "SYNCER_SIGNING_PASSPHRASE": PASSPHRASE}
+    )
     assert result.returncode == 0, result.stderr
     key = (repo / "ci.key").read_bytes()
     cosign.load_private_key(key, b"team-secret")
@@ -82,8 +92,7 @@ def test_passphrase_comes_from_the_variable_named_in_settings(repo):
         cosign.load_private_key(key, PASSPHRASE.encode())
 
 
-@pytest.mark.parametrize("key_out", ["catalog/ci.key", "catalog/../catalog/ci.key",
-                                     "inside/ci.key"])
+@pytest.mark.parametrize("key_out", ["catalog/ci.key", "catalog/../catalog/ci.key", "inside/ci.key"])
 def test_refuses_a_private_key_path_inside_the_catalog(repo, key_out):
     (repo / "inside").symlink_to(repo / "catalog")  # a symlink must not smuggle it in
     result = keygen(repo, "ci", "--key-out", key_out)
@@ -149,8 +158,7 @@ def test_missing_catalog_directory_is_a_usage_error(tmp_path):
 
 
 def test_a_secret_pasted_as_the_variable_name_is_not_echoed(repo):
-    (repo / "catalog" / "settings.yaml").write_text(
-        "signing: {passphrase_env: 'hunter2 is my passphrase'}\n")
+    (repo / "catalog" / "settings.yaml").write_text("signing: {passphrase_env: 'hunter2 is my passphrase'}\n")
     result = keygen(repo, "ci")
     assert result.returncode == 2
     assert "signing block is invalid" in result.stderr

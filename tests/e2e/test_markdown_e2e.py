@@ -23,8 +23,11 @@ INSTALLED, FIXED = "3.0.15-1~deb12u1", "3.0.15-1~deb12u2"
 
 def test_hostile_findings_platforms_and_os_names_render_as_text(world):
     world.db.write((Advisory("CVE-2099-2001", "debian 12", "openssl", "HIGH", FIXED, title=TITLE),))
-    packages = (("base-files", "12.4+deb12u8", "base-files"), ("libssl3", INSTALLED, "openssl"),
-                (PACKAGE, INSTALLED, "openssl"))
+    packages = (
+        ("base-files", "12.4+deb12u8", "base-files"),
+        ("libssl3", INSTALLED, "openssl"),
+        (PACKAGE, INSTALLED, "openssl"),
+    )
     amd = build_image(debian_files(packages, point_release=OS_RELEASE), platform="linux/amd64")
     arm = build_image(debian_files(packages, arch="arm64"), platform="linux/arm64")
     # The label comes from the index, which upstream writes: Platform.parse would refuse it.
@@ -72,8 +75,9 @@ def test_hostile_findings_platforms_and_os_names_render_as_text(world):
     assert rec.reasons[0] in blocks  # the policy's list item reads exactly as recorded
     assert blocks.count(PACKAGE) == 2 and blocks.count(label) == 2  # table cells, per platform
     assert blocks.count(INSTALLED) == 4 and blocks.count(FIXED) == 4
-    assert any(b.startswith("linux/amd64 ") and b.endswith(f": debian {OS_RELEASE} (debian)")
-               for b in blocks), blocks
+    assert any(
+        b.startswith("linux/amd64 ") and b.endswith(f": debian {OS_RELEASE} (debian)") for b in blocks
+    ), blocks
     held = next(e for e in rec.events if e.event == "held")
     assert held.detail in blocks  # the history cell
     summary = gfm.read(documents["run summary"])

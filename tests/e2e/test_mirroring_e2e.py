@@ -28,10 +28,12 @@ from tests.harness.world import World
 CLEAN = (("base-files", "12.4+deb12u8", "base-files"), ("libssl3", "3.0.15-1", "openssl"))
 VULNERABLE = (("base-files", "12.4+deb12u8", "base-files"), ("libssl3", "3.0.11-1", "openssl"))
 CLEAN_ALPINE = (("musl", "1.2.5-r0", "musl"), ("busybox", "1.36.1-r29", "busybox"))
-CRITICAL = Advisory("CVE-2099-2001", "debian 12", "openssl", "CRITICAL", "3.0.15-1",
-                    title="openssl: planted critical")
-LOW = Advisory("CVE-2099-2002", "debian 12", "base-files", "LOW", "12.4+deb12u99",
-               title="base-files: planted low")
+CRITICAL = Advisory(
+    "CVE-2099-2001", "debian 12", "openssl", "CRITICAL", "3.0.15-1", title="openssl: planted critical"
+)
+LOW = Advisory(
+    "CVE-2099-2002", "debian 12", "base-files", "LOW", "12.4+deb12u99", title="base-files: planted low"
+)
 
 
 def clean(release: str = "12.8"):
@@ -45,14 +47,16 @@ def vulnerable(release: str = "12.8"):
 
 def make_world(tmp_path, registry_factory, trivy_db, **hub) -> World:
     """A world whose Hub stand-in is made with ``registry_factory(**hub)`` (auth, TLS, deletes)."""
-    world = World(root=tmp_path, hub=registry_factory(**hub), target=registry_factory(delete=True),
-                  db=trivy_db)
+    world = World(
+        root=tmp_path, hub=registry_factory(**hub), target=registry_factory(delete=True), db=trivy_db
+    )
     world.db.write((CRITICAL, LOW))
     return world
 
 
-def write_settings(world: World, *, endpoint: str | None = None, source: tuple[str, ...] = (),
-                   sources: tuple[str, ...] = ()) -> None:
+def write_settings(
+    world: World, *, endpoint: str | None = None, source: tuple[str, ...] = (), sources: tuple[str, ...] = ()
+) -> None:
     """settings.yaml with Hub at ``endpoint`` (default: the world's hub over plain HTTP);
     ``source`` are more lines under sources.docker.io, ``sources`` more lines under sources."""
     hub = [f"    endpoint: {endpoint or world.hub.host}"]
@@ -82,8 +86,9 @@ def write_settings(world: World, *, endpoint: str | None = None, source: tuple[s
 
 def plan(world: World, *args: str, expect: int = 0):
     proc = world.syncer("plan", *args)
-    assert proc.returncode == expect, \
+    assert proc.returncode == expect, (
         f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    )
     return proc
 
 
@@ -113,8 +118,7 @@ def events(rec: Record) -> list[str]:
 # --- reaching upstream -----------------------------------------------------------------------
 
 
-REAL_SKOPEO = next((p for p in ("/usr/bin/skopeo", "/usr/local/bin/skopeo") if os.path.exists(p)),
-                   "skopeo")
+REAL_SKOPEO = next((p for p in ("/usr/bin/skopeo", "/usr/local/bin/skopeo") if os.path.exists(p)), "skopeo")
 
 
 def skopeo_spy(directory: Path, before: str = "") -> tuple[Path, Path]:
@@ -174,20 +178,24 @@ def test_hub_behind_basic_auth_and_the_password_appears_nowhere(tmp_path, regist
     assert modes and set(modes) == {"600"}, spied
     encoded = base64.b64encode(f"hubuser:{password}".encode()).decode()
     written = b"".join(world.tree().values()).decode()
-    for text, where in ((planned.stdout + planned.stderr, "plan output"),
-                        (ran.stdout + ran.stderr, "run output"),
-                        (written, "reports and records"),
-                        (spied, "skopeo's argv and environment")):
+    for text, where in (
+        (planned.stdout + planned.stderr, "plan output"),
+        (ran.stdout + ran.stderr, "run output"),
+        (written, "reports and records"),
+        (spied, "skopeo's argv and environment"),
+    ):
         assert password not in text and encoded not in text, f"password leaked into {where}"
 
 
-def test_wrong_hub_password_fails_that_registry_only_with_a_clear_error(tmp_path, registry_factory,
-                                                                       trivy_db):
+def test_wrong_hub_password_fails_that_registry_only_with_a_clear_error(tmp_path, registry_factory, trivy_db):
     password = f"hub-pw-{secrets.token_hex(12)}"
     world = make_world(tmp_path, registry_factory, trivy_db, htpasswd=("hubuser", password))
     quay = registry_factory()  # another upstream, no auth: its entries must not suffer
-    write_settings(world, source=("auth: {username_env: HUB_USERNAME, password_env: HUB_TOKEN}",),
-                   sources=("quay.io:", f"  endpoint: {quay.host}", "  tls_verify: false"))
+    write_settings(
+        world,
+        source=("auth: {username_env: HUB_USERNAME, password_env: HUB_TOKEN}",),
+        sources=("quay.io:", f"  endpoint: {quay.host}", "  tls_verify: false"),
+    )
     wrong = f"wrong-{secrets.token_hex(8)}"
     world.env.update(HUB_USERNAME="hubuser", HUB_TOKEN=wrong)
     world.push("library/nginx:1.27.3", clean())
@@ -248,8 +256,10 @@ def test_hub_behind_tls_with_a_private_ca(tmp_path, registry_factory, trivy_db):
 @pytest.mark.parametrize("media_types", ["oci", "docker"])
 def test_multi_platform_image_keeps_its_index_digest_and_every_platform_is_scanned(world, media_types):
     world.db.write((CRITICAL, LOW))  # LOW affects both platforms and does not block
-    index = build_index({"linux/amd64": debian_files(CLEAN),
-                         "linux/arm64": debian_files(CLEAN, arch="arm64")}, media_types=media_types)
+    index = build_index(
+        {"linux/amd64": debian_files(CLEAN), "linux/arm64": debian_files(CLEAN, arch="arm64")},
+        media_types=media_types,
+    )
     digest = world.push("library/nginx:1.27.3", index)
     world.images("""
         images:
@@ -267,7 +277,9 @@ def test_multi_platform_image_keeps_its_index_digest_and_every_platform_is_scann
         assert world.digest_at(world.target, "approved/nginx", image.digest) == image.digest
     assert rec.scan.platforms == ("linux/amd64", "linux/arm64")
     assert {(f.id, f.platform) for f in rec.scan.findings} == {
-        ("CVE-2099-2002", "linux/amd64"), ("CVE-2099-2002", "linux/arm64")}
+        ("CVE-2099-2002", "linux/amd64"),
+        ("CVE-2099-2002", "linux/arm64"),
+    }
     saved = (world.reports / "records" / "nginx" / "1.27.3.yaml").read_text()
     assert re.search(r"platforms: \[linux/amd64, linux/arm64\]", saved), saved
 
@@ -277,9 +289,15 @@ def test_multi_platform_image_keeps_its_index_digest_and_every_platform_is_scann
 
 def test_new_upstream_tag_matching_is_picked_up_on_the_next_run(world):
     world.db.write((CRITICAL, LOW))
-    digests = {tag: world.push(f"library/nginx:{tag}", clean(release))
-               for tag, release in (("1.26.0", "12.1"), ("1.27.0", "12.2"), ("1.27.1-rc1", "12.3"),
-                                    ("latest", "12.2"))}
+    digests = {
+        tag: world.push(f"library/nginx:{tag}", clean(release))
+        for tag, release in (
+            ("1.26.0", "12.1"),
+            ("1.27.0", "12.2"),
+            ("1.27.1-rc1", "12.3"),
+            ("latest", "12.2"),
+        )
+    }
     world.images(r"""
         images:
           - source: nginx
@@ -301,7 +319,10 @@ def test_new_upstream_tag_matching_is_picked_up_on_the_next_run(world):
     assert rec.state is State.PROMOTED and rec.digest == digests["1.27.1"]
     assert world.digest_at(world.target, "approved/nginx", "1.27.1") == digests["1.27.1"]
     assert sorted(p.name for p in (world.reports / "records" / "nginx").iterdir()) == [
-        "1.26.0.yaml", "1.27.0.yaml", "1.27.1.yaml"]
+        "1.26.0.yaml",
+        "1.27.0.yaml",
+        "1.27.1.yaml",
+    ]
 
 
 def test_moved_tag_goes_through_the_pipeline_and_approved_keeps_the_last_approved_digest(world):
@@ -395,12 +416,15 @@ def test_a_tag_moving_during_the_run_does_not_change_what_is_mirrored(world, tmp
     layout = write_layout(sneaked, tmp_path / "sneaked", "1.27.3")
     marker = tmp_path / "moved-once"
     # Between discovery (HEAD) and the copy, the tag moves upstream to other content.
-    bindir, _ = skopeo_spy(tmp_path, before=f"""
+    bindir, _ = skopeo_spy(
+        tmp_path,
+        before=f"""
 case "$*" in *"docker://{world.hub.host}/library/nginx@"*)
   [ -e '{marker}' ] || {{ touch '{marker}'; {REAL_SKOPEO} --insecure-policy copy --quiet --all \
     --preserve-digests --dest-tls-verify=false 'oci:{layout}:1.27.3' \
     'docker://{world.hub.host}/library/nginx:1.27.3' >/dev/null; }};;
-esac""")
+esac""",
+    )
     world.env["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
     world.images("""
         images:
@@ -484,8 +508,9 @@ def test_low_hub_pull_budget_defers_copies_until_it_is_back(world):
         world.run()
     assert world.record("nginx", "1.27.3").state is State.PROMOTED
     assert world.digest_at(world.target, "approved/nginx", "1.27.3") == digest
-    assert any(s.method == "GET" and "/manifests/" in s.uri for s in proxy.seen), \
+    assert any(s.method == "GET" and "/manifests/" in s.uri for s in proxy.seen), (
         "the copy went through the proxy"
+    )
 
 
 # --- as a non-root CI runner ------------------------------------------------------------------
@@ -502,9 +527,20 @@ def runner_user():
     try:
         entry = pwd.getpwnam(TEST_USER)
     except KeyError:
-        done = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
-                               "--shell", "/usr/sbin/nologin", TEST_USER],
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                TEST_USER,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0 or shutil.which("setpriv") is None:
             pytest.skip(f"cannot create a user to run syncer as: {done.stderr.strip()}")
         created = True
@@ -514,8 +550,7 @@ def runner_user():
         subprocess.run(["userdel", TEST_USER], capture_output=True, check=False)
 
 
-def test_a_layer_shared_by_two_new_images_crosses_from_upstream_once_as_a_non_root_user(
-        world, runner_user):
+def test_a_layer_shared_by_two_new_images_crosses_from_upstream_once_as_a_non_root_user(world, runner_user):
     base = debian_files(CLEAN)
     images = {name: build_image([base, {"etc/app": f"{name}\n" * 1000}]) for name in ("a", "b")}
     shared = images["a"].layers[0].digest
@@ -542,12 +577,28 @@ def test_a_layer_shared_by_two_new_images_crosses_from_upstream_once_as_a_non_ro
     env.pop("XDG_DATA_HOME", None)
     # The user's own uid and gid, no groups; CAP_DAC_READ_SEARCH only so that it can read
     # the Python and tools of a root-owned checkout (a 0700 /root on CI machines).
-    argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-            "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
-            sys.executable, "-m", "syncer", "run", "--catalog", str(world.catalog),
-            "--reports", str(world.reports), "--skip-db-update", "--jobs", "2"]
-    proc = subprocess.run(argv, cwd=world.root, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    argv = [
+        "setpriv",
+        f"--reuid={uid}",
+        f"--regid={gid}",
+        "--clear-groups",
+        "--inh-caps=+dac_read_search",
+        "--ambient-caps=+dac_read_search",
+        sys.executable,
+        "-m",
+        "syncer",
+        "run",
+        "--catalog",
+        str(world.catalog),
+        "--reports",
+        str(world.reports),
+        "--skip-db-update",
+        "--jobs",
+        "2",
+    ]
+    proc = subprocess.run(
+        argv, cwd=world.root, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in images:
         assert world.record(name, "1.0").state is State.PROMOTED

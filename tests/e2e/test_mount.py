@@ -24,8 +24,11 @@ def client_for(host: str) -> RegistryClient:
 
 def uploads_into(registry: Registry, repository: str) -> list[str]:
     """Requests that carried blob bytes into ``repository`` (a mount carries none)."""
-    return [f"{r.method} {r.uri}" for r in registry.requests()
-            if r.path.startswith(f"/v2/{repository}/blobs/uploads/") and r.method in ("PUT", "PATCH")]
+    return [
+        f"{r.method} {r.uri}"
+        for r in registry.requests()
+        if r.path.startswith(f"/v2/{repository}/blobs/uploads/") and r.method in ("PUT", "PATCH")
+    ]
 
 
 def test_mount_links_a_blob_without_sending_it(registry: Registry) -> None:
@@ -42,8 +45,11 @@ def test_mount_of_a_blob_the_source_lacks_is_declined_and_the_upload_cancelled(r
     with client_for(registry.host) as client:
         assert client.mount_blob("approved/app", missing, "quarantine/app") is False
         assert not client.blob_exists("approved/app", missing)
-    cancels = [r for r in registry.requests()
-               if r.method == "DELETE" and r.path.startswith("/v2/approved/app/blobs/uploads/")]
+    cancels = [
+        r
+        for r in registry.requests()
+        if r.method == "DELETE" and r.path.startswith("/v2/approved/app/blobs/uploads/")
+    ]
     assert len(cancels) == 1 and cancels[0].status == 204
 
 
@@ -89,12 +95,23 @@ def test_copy_within_of_a_missing_digest_tags_nothing(registry: Registry) -> Non
 
 def test_foreign_layers_are_left_to_skopeo() -> None:
     # distribution refuses such manifests unless configured to, so this one is judged as read.
-    doc = {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
-           "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                      "digest": sha(b"config"), "size": 6},
-           "layers": [{"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-                       "digest": sha(b"base layer"), "size": 10,
-                       "urls": ["https://mcr.example/layer"]}]}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "digest": sha(b"config"),
+            "size": 6,
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                "digest": sha(b"base layer"),
+                "size": 10,
+                "urls": ["https://mcr.example/layer"],
+            }
+        ],
+    }
     raw = json.dumps(doc).encode()
     assert image_blobs(Manifest(sha(raw), DOCKER_MANIFEST, raw, doc)) is None
     doc["layers"][0].pop("urls")
@@ -106,8 +123,13 @@ def test_promotion_falls_back_to_skopeo_when_the_registry_declines_mounts(regist
     with FaultProxy(registry.url) as proxy:
         # A registry without mount support answers a mount request by opening an ordinary
         # upload (202), as distribution does when the blob is not in the source repository.
-        proxy.inject(202, method="POST", path=r"[?&]mount=", times=10,
-                     headers={"Location": "/v2/approved/app/blobs/uploads/declined"})
+        proxy.inject(
+            202,
+            method="POST",
+            path=r"[?&]mount=",
+            times=10,
+            headers={"Location": "/v2/approved/app/blobs/uploads/declined"},
+        )
         target = Endpoint(name=proxy.host, address=proxy.host, tls_verify=False)
         with target.client() as client:
             promote.promote(target, client, "quarantine/app", "approved/app", sha(raw), "1.0")
@@ -116,4 +138,3 @@ def test_promotion_falls_back_to_skopeo_when_the_registry_declines_mounts(regist
         assert len(declined) == 1
         # skopeo's copy was the one that did it: it pushed the blobs the mount did not link.
         assert uploads_into(registry, "approved/app")
-

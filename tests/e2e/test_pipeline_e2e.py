@@ -53,7 +53,6 @@ def test_clean_image_promoted_vulnerable_held_and_rerun_is_noop(world):
     assert "Nothing changed" in again.stdout
 
 
-
 def _nginx_world(world, policy_extra: str = ""):
     world.db.write(ADVISORIES)
     digest = world.push("library/nginx:1.27.3", build_image(debian_files(VULNERABLE_DEBIAN)))
@@ -63,37 +62,47 @@ def _nginx_world(world, policy_extra: str = ""):
             tags: ["1.27.3"]
     """)
     if policy_extra:
-        world.policy("default", textwrap.dedent("""
+        world.policy(
+            "default",
+            textwrap.dedent("""
             vulnerabilities:
               max: {critical: 0, high: 0}
               ignore_unfixed: true
             signers: [ci]
-        """) + policy_extra)
+        """)
+            + policy_extra,
+        )
     return digest
 
 
 def test_exception_lets_a_held_image_through_without_a_new_upstream_copy(world):
     digest = _nginx_world(world)
-    world.write("exceptions/old.yaml", """
+    world.write(
+        "exceptions/old.yaml",
+        """
         exceptions:
           - vulnerability: CVE-2099-1001
             images: ["ngin*"]
             expires: 2020-01-31
             reason: "expired long ago"
-    """)
+    """,
+    )
     world.run()
     rec = world.record("nginx", "1.27.3")
     assert rec.state is State.HELD
     assert any("expired on 2020-01-31" in r for r in rec.reasons), rec.reasons
 
     upstream_gets = world.hub.count("GET", "/manifests/")
-    world.write("exceptions/old.yaml", """
+    world.write(
+        "exceptions/old.yaml",
+        """
         exceptions:
           - vulnerability: CVE-2099-1001
             images: ["ngin*"]
             expires: 2099-01-31
             reason: "not reachable in our use"
-    """)
+    """,
+    )
     world.run()
     rec = world.record("nginx", "1.27.3")
     assert rec.state is State.PROMOTED, rec.reasons
@@ -109,23 +118,29 @@ def test_manual_approval_holds_until_the_digest_is_approved(world):
     assert rec.state is State.HELD
     assert any("manual approval required" in r for r in rec.reasons), rec.reasons
 
-    world.write("approvals/web.yaml", f"""
+    world.write(
+        "approvals/web.yaml",
+        f"""
         approvals:
           - image: nginx
-            digest: "sha256:{'0' * 64}"
+            digest: "sha256:{"0" * 64}"
             by: "@alice"
             reason: "some other digest"
-    """)
+    """,
+    )
     world.run()
     assert world.record("nginx", "1.27.3").state is State.HELD
 
-    world.write("approvals/web.yaml", f"""
+    world.write(
+        "approvals/web.yaml",
+        f"""
         approvals:
           - image: nginx
             digest: "{digest}"
             by: "@alice"
             reason: "reviewed"
-    """)
+    """,
+    )
     world.run()
     assert world.record("nginx", "1.27.3").state is State.PROMOTED
     assert world.digest_at(world.target, "approved/nginx", "1.27.3") == digest
@@ -227,10 +242,19 @@ def test_a_moved_tag_is_promoted_as_a_new_digest_and_old_signatures_do_not_carry
 
 def test_denied_license_and_image_age_hold_through_real_trivy(world):
     world.db.write(())
-    world.push("library/python:3.12", build_image(
-        {**debian_files(VULNERABLE_DEBIAN), **python_package_files("copyleftlib", "1.0", license="AGPL-3.0-only")},
-        created="2026-10-01T00:00:00Z"))
-    world.push("library/debian:12", build_image(debian_files(VULNERABLE_DEBIAN), created="2020-01-01T00:00:00Z"))
+    world.push(
+        "library/python:3.12",
+        build_image(
+            {
+                **debian_files(VULNERABLE_DEBIAN),
+                **python_package_files("copyleftlib", "1.0", license="AGPL-3.0-only"),
+            },
+            created="2026-10-01T00:00:00Z",
+        ),
+    )
+    world.push(
+        "library/debian:12", build_image(debian_files(VULNERABLE_DEBIAN), created="2020-01-01T00:00:00Z")
+    )
     world.images("""
         images:
           - source: python
@@ -238,23 +262,31 @@ def test_denied_license_and_image_age_hold_through_real_trivy(world):
           - source: debian
             tags: ["12"]
     """)
-    world.policy("default", textwrap.dedent("""
+    world.policy(
+        "default",
+        textwrap.dedent("""
         vulnerabilities:
           max: {critical: 0, high: 0}
         licenses:
           deny: [AGPL-3.0-only]
         max_age_days: 365
         signers: [ci]
-    """))
+    """),
+    )
     world.run()
     python = world.record("python", "3.12")
     assert python.state is State.HELD
-    assert len(python.reasons) == 1 and "AGPL-3.0-only" in python.reasons[0] \
-        and "copyleftlib" in python.reasons[0], python.reasons
+    assert (
+        len(python.reasons) == 1
+        and "AGPL-3.0-only" in python.reasons[0]
+        and "copyleftlib" in python.reasons[0]
+    ), python.reasons
     assert any(lic.license == "AGPL-3.0-only" for lic in python.scan.licenses)
     old = world.record("debian", "12")
     assert old.state is State.HELD
-    assert len(old.reasons) == 1 and "2020-01-01" in old.reasons[0] and "max 365" in old.reasons[0], old.reasons
+    assert len(old.reasons) == 1 and "2020-01-01" in old.reasons[0] and "max 365" in old.reasons[0], (
+        old.reasons
+    )
 
 
 def test_tags_sharing_a_digest_are_pulled_from_upstream_once(world):

@@ -24,22 +24,23 @@ def image(release: str):
 def target_needs_credentials(world: World) -> None:
     """The target's auth block names variables; only `run` is given them (the target, which
     has no auth of its own, ignores the values)."""
-    world.write_settings(
-        target_extra="auth: {username_env: TARGET_USERNAME, password_env: TARGET_PASSWORD}")
+    world.write_settings(target_extra="auth: {username_env: TARGET_USERNAME, password_env: TARGET_PASSWORD}")
 
 
 def plan(world: World, *args: str, expect: int = 0):
     proc = world.syncer("plan", *args)
-    assert proc.returncode == expect, \
+    assert proc.returncode == expect, (
         f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    )
     assert "Traceback" not in proc.stderr
     return proc
 
 
 def section(markdown: str, title: str) -> list[str]:
     """The table rows (without header) of the ``## title…`` section, [] when absent."""
-    match = re.search(rf"^## {re.escape(title)}[^\n]*\n\n(?:\|[^\n]*\n){{2}}((?:\|[^\n]*\n)*)",
-                      markdown, re.MULTILINE)
+    match = re.search(
+        rf"^## {re.escape(title)}[^\n]*\n\n(?:\|[^\n]*\n){{2}}((?:\|[^\n]*\n)*)", markdown, re.MULTILINE
+    )
     return match.group(1).splitlines() if match else []
 
 
@@ -49,8 +50,9 @@ def short(digest: str) -> str:
 
 def test_plan_sections_json_and_read_only(tmp_path, registry_factory, trivy_db):
     # A Hub stand-in that allows deletes, so that a tag can vanish upstream.
-    world = World(root=tmp_path, hub=registry_factory(delete=True),
-                  target=registry_factory(delete=True), db=trivy_db)
+    world = World(
+        root=tmp_path, hub=registry_factory(delete=True), target=registry_factory(delete=True), db=trivy_db
+    )
     world.db.write(())
     target_needs_credentials(world)
     world.env.update(TARGET_USERNAME="syncer", TARGET_PASSWORD="unused-by-the-test-target")
@@ -71,8 +73,11 @@ def test_plan_sections_json_and_read_only(tmp_path, registry_factory, trivy_db):
     first = plan(world).stdout
     assert first.splitlines()[2] == "4 new, 0 moved, 0 unchanged, 0 vanished."
     assert section(first, "New tags") == [
-        f"| alpine | `3.20` | `{short(alpine)}` |", f"| nginx | `1.27.1` | `{short(kept)}` |",
-        f"| nginx | `1.27.2` | `{short(gone)}` |", f"| redis | `7.4` | `{short(redis_old)}` |"]
+        f"| alpine | `3.20` | `{short(alpine)}` |",
+        f"| nginx | `1.27.1` | `{short(kept)}` |",
+        f"| nginx | `1.27.2` | `{short(gone)}` |",
+        f"| redis | `7.4` | `{short(redis_old)}` |",
+    ]
     world.run()
 
     # Upstream changes: a new tag, a moved tag, a vanished tag; alpine and nginx:1.27.1 stay.
@@ -91,9 +96,12 @@ def test_plan_sections_json_and_read_only(tmp_path, registry_factory, trivy_db):
     assert markdown.splitlines()[2] == "1 new, 1 moved, 2 unchanged, 1 vanished."
     assert section(markdown, "New tags") == [f"| nginx | `1.27.3` | `{short(new)}` |"]
     assert section(markdown, "Moved tags") == [
-        f"| redis | `7.4` | `{short(redis_old)}` | `{short(redis_new)}` |"]
-    assert section(markdown, "Unchanged") == [f"| alpine | `3.20` | promoted | `{short(alpine)}` |",
-                                              f"| nginx | `1.27.1` | promoted | `{short(kept)}` |"]
+        f"| redis | `7.4` | `{short(redis_old)}` | `{short(redis_new)}` |"
+    ]
+    assert section(markdown, "Unchanged") == [
+        f"| alpine | `3.20` | promoted | `{short(alpine)}` |",
+        f"| nginx | `1.27.1` | promoted | `{short(kept)}` |",
+    ]
     assert section(markdown, "Vanished upstream") == [f"| nginx | `1.27.2` | promoted | `{short(gone)}` |"]
     assert doc["errors"] == [] and doc["missing"] == []
     assert [(t["name"], t["tag"], t["change"], t["digest"], t["recorded"]) for t in doc["tags"]] == [
@@ -118,8 +126,9 @@ def test_plan_sections_json_and_read_only(tmp_path, registry_factory, trivy_db):
 
     # Control: the target's credentials really are required, by a run.
     real = world.syncer("run")
-    assert real.returncode == 2 and "TARGET_USERNAME (target.auth.username_env) is not set" in real.stderr, \
+    assert real.returncode == 2 and "TARGET_USERNAME (target.auth.username_env) is not set" in real.stderr, (
         real.stderr
+    )
 
 
 def test_plan_lists_rescans_when_the_database_is_newer(world):
@@ -178,14 +187,20 @@ def test_plan_with_a_backtracking_pattern_finishes_against_long_near_miss_tags(w
     """'^(a+)+$' against a's followed by one other character backtracks exponentially under
     Python's re (30 a's: minutes); discovery matches with RE2, in time linear in the tag."""
     digest = world.push("library/app:" + "a" * 127, image("12.8"))
-    manifest = requests.get(f"{world.hub.url}/v2/library/app/manifests/{digest}",
-                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
-                            timeout=10)
+    manifest = requests.get(
+        f"{world.hub.url}/v2/library/app/manifests/{digest}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        timeout=10,
+    )
     manifest.raise_for_status()
     near_misses = ["a" * n + "-x" for n in range(30, 126, 5)]
     for tag in near_misses:
-        put = requests.put(f"{world.hub.url}/v2/library/app/manifests/{tag}", data=manifest.content,
-                           headers={"Content-Type": manifest.headers["Content-Type"]}, timeout=10)
+        put = requests.put(
+            f"{world.hub.url}/v2/library/app/manifests/{tag}",
+            data=manifest.content,
+            headers={"Content-Type": manifest.headers["Content-Type"]},
+            timeout=10,
+        )
         assert put.status_code == 201, put.text
     assert len(world.tags(world.hub, "library/app")) == len(near_misses) + 1
     world.images("""
@@ -211,17 +226,23 @@ def test_plan_predicts_what_a_catalog_change_does_to_recorded_tags(world):
     for name, release in (("web", "12.1"), ("api", "12.2"), ("cache", "12.3")):
         world.push(f"library/{name}:1.0", build_image(debian_files(VULNERABLE, point_release=release)))
     world.push("library/late:1.0", image("12.4"))
-    world.policy("demoting", """
+    world.policy(
+        "demoting",
+        """
         vulnerabilities:
           max: {critical: 0, high: 0}
         signers: [ci]
         on_regression: demote
-    """)
-    world.policy("gated", """
+    """,
+    )
+    world.policy(
+        "gated",
+        """
         vulnerabilities:
           max: {critical: 0, high: 0}
         signers: [ci]
-    """)
+    """,
+    )
     world.images("""
         images:
           - source: web
@@ -235,41 +256,56 @@ def test_plan_predicts_what_a_catalog_change_does_to_recorded_tags(world):
             tags: ["1.0"]
             policy: gated
     """)
-    world.write("exceptions/openssl.yaml", """
+    world.write(
+        "exceptions/openssl.yaml",
+        """
         exceptions:
           - vulnerability: CVE-2099-2001
             images: ["web", "api"]
             expires: 2099-01-31
             reason: "not reachable"
-    """)
+    """,
+    )
     world.run("--only", "web", "--only", "api", "--only", "cache")
     world.env["SYNCER_SIGNING_KEY"] = ""  # late is scanned, then cannot be signed: failed
     world.run("--only", "late", expect=1)
     del world.env["SYNCER_SIGNING_KEY"]
     assert {n: world.record(n, "1.0").state for n in ("web", "api", "cache", "late")} == {
-        "web": State.PROMOTED, "api": State.PROMOTED, "cache": State.HELD, "late": State.FAILED}
+        "web": State.PROMOTED,
+        "api": State.PROMOTED,
+        "cache": State.HELD,
+        "late": State.FAILED,
+    }
 
     # The pull request: the exception moves from web and api to cache; gated wants approvals.
-    world.write("exceptions/openssl.yaml", """
+    world.write(
+        "exceptions/openssl.yaml",
+        """
         exceptions:
           - vulnerability: CVE-2099-2001
             images: ["cache"]
             expires: 2099-01-31
             reason: "not reachable"
-    """)
-    world.policy("gated", """
+    """,
+    )
+    world.policy(
+        "gated",
+        """
         vulnerabilities:
           max: {critical: 0, high: 0}
         approval: manual
         signers: [ci]
-    """)
+    """,
+    )
     before = world.tree()
     markdown = plan(world).stdout
     doc = json.loads(plan(world, "--json").stdout)
     assert world.tree() == before, "plan writes nothing"
 
-    assert markdown.splitlines()[2] == ("0 new, 0 moved, 4 unchanged, 0 vanished, 1 to be demoted, "
-                                        "1 to be flagged, 1 to be held, 1 to be promoted.")
+    assert markdown.splitlines()[2] == (
+        "0 new, 0 moved, 4 unchanged, 0 vanished, 1 to be demoted, "
+        "1 to be flagged, 1 to be held, 1 to be promoted."
+    )
     rows = section(markdown, "Decisions the next run changes")
     high = "1 high vulnerability (max 0): CVE-2099-2001 (libssl3 3.0.11-1, fixed in 3.0.15-1)"
     late = world.record("late", "1.0").digest
@@ -283,13 +319,17 @@ def test_plan_predicts_what_a_catalog_change_does_to_recorded_tags(world):
     ], markdown
     assert section(markdown, "Unchanged") == []
     assert [(p["name"], p["state"], p["next"]) for p in doc["predicted"]] == [
-        ("api", "promoted", "demoted"), ("cache", "held", "promoted"), ("late", "failed", "held"),
-        ("web", "promoted", "flagged")]
+        ("api", "promoted", "demoted"),
+        ("cache", "held", "promoted"),
+        ("late", "failed", "held"),
+        ("web", "promoted", "flagged"),
+    ]
 
     # The next run does what the plan said, and then there is nothing left to predict.
     world.run()
     assert {p["name"]: world.record(p["name"], "1.0").state.value for p in doc["predicted"]} == {
-        p["name"]: p["next"] for p in doc["predicted"]}
+        p["name"]: p["next"] for p in doc["predicted"]
+    }
     assert json.loads(plan(world, "--json").stdout)["predicted"] == []
 
 
@@ -305,7 +345,9 @@ def test_plan_names_an_explicit_tag_missing_upstream_at_its_line(world):
     world.env["GITHUB_ACTIONS"] = "true"
     proc = plan(world, expect=1)
     where = "catalog/images/test.yaml:5"
-    assert (f"{where}: error: tag '9.99' of alpine is not in docker.io/library/alpine upstream; "
-            "fix the tag or remove it from 'tags'") in proc.stderr, proc.stderr
+    assert (
+        f"{where}: error: tag '9.99' of alpine is not in docker.io/library/alpine upstream; "
+        "fix the tag or remove it from 'tags'"
+    ) in proc.stderr, proc.stderr
     assert "::error file=catalog/images/test.yaml,line=5::tag '9.99' of alpine" in proc.stderr
     assert f"- alpine: `9.99` ({where})" in proc.stdout

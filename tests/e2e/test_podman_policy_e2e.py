@@ -42,15 +42,18 @@ def _debian_build(binary: str) -> bool:
     path = shutil.which(binary)
     if path is None:
         return False
-    owner = subprocess.run(["dpkg-query", "-S", os.path.realpath(path)], capture_output=True,
-                           text=True, timeout=30, check=False)
+    owner = subprocess.run(
+        ["dpkg-query", "-S", os.path.realpath(path)], capture_output=True, text=True, timeout=30, check=False
+    )
     return owner.returncode == 0 and owner.stdout.startswith(f"{binary}:")
 
 
 class Node:
     """podman as a node would run it, confined to ``root``."""
 
-    def __init__(self, root: Path, run: Path, policy: Path, registries_d: Path | None, hosts: list[str]) -> None:
+    def __init__(
+        self, root: Path, run: Path, policy: Path, registries_d: Path | None, hosts: list[str]
+    ) -> None:
         self.root, self.run, self.policy = root, run, policy
         home = root / "home"
         (home / ".config" / "containers").mkdir(parents=True)
@@ -59,15 +62,38 @@ class Node:
         conf = root / "registries.conf"
         conf.write_text("".join(f'[[registry]]\nlocation = "{h}"\ninsecure = true\n' for h in hosts))
         (root / "tmp").mkdir()
-        self.env = {**os.environ, "HOME": str(home), "CONTAINERS_REGISTRIES_CONF": str(conf),
-                    "TMPDIR": str(root / "tmp")}
+        self.env = {
+            **os.environ,
+            "HOME": str(home),
+            "CONTAINERS_REGISTRIES_CONF": str(conf),
+            "TMPDIR": str(root / "tmp"),
+        }
 
     def pull(self, reference: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            ["podman", "--root", str(self.root / "storage"), "--runroot", str(self.run),
-             "--storage-driver", "vfs", "--events-backend", "none", "--cgroup-manager", "cgroupfs",
-             "pull", "--signature-policy", str(self.policy), reference],
-            env=self.env, capture_output=True, text=True, timeout=PULL_TIMEOUT, check=False)
+            [
+                "podman",
+                "--root",
+                str(self.root / "storage"),
+                "--runroot",
+                str(self.run),
+                "--storage-driver",
+                "vfs",
+                "--events-backend",
+                "none",
+                "--cgroup-manager",
+                "cgroupfs",
+                "pull",
+                "--signature-policy",
+                str(self.policy),
+                reference,
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=PULL_TIMEOUT,
+            check=False,
+        )
 
 
 @pytest.fixture
@@ -93,7 +119,9 @@ def test_podman_refuses_what_the_exported_policy_refuses(tmp_path, registry_fact
     trusted = registry_factory()
     system = registry_factory()  # stands in for registry.k8s.io, where a node's pause image is
     ci = cosign.generate_keypair(b"pw")
-    make_catalog(tmp_path, trusted.host, {"ci": ci.public_pem, "alice": cosign.generate_keypair(b"pw").public_pem})
+    make_catalog(
+        tmp_path, trusted.host, {"ci": ci.public_pem, "alice": cosign.generate_keypair(b"pw").public_pem}
+    )
     image = build_image(alpine_files((("musl", "1.2.5-r0", "musl"),)))
     digest = push(image, trusted, "approved/nginx:1.27", tmp_path)
     for reference in ("approved/busybox:1", "approved/unlisted:1", "quarantine/nginx:1.27"):
@@ -101,20 +129,43 @@ def test_podman_refuses_what_the_exported_policy_refuses(tmp_path, registry_fact
     for reference in ("pause:3.9", "other:1"):
         push(image, system, reference, tmp_path)
     with RegistryClient(trusted.host, tls_verify=False) as client:
-        signatures.attach(client, "approved/nginx", digest, f"{trusted.host}/approved/nginx",
-                          cosign.load_private_key(ci.private_pem, b"pw"))
+        signatures.attach(
+            client,
+            "approved/nginx",
+            digest,
+            f"{trusted.host}/approved/nginx",
+            cosign.load_private_key(ci.private_pem, b"pw"),
+        )
     export = subprocess.run(
-        [sys.executable, "-m", "syncer", "export-policy", "--format", "containers", "--out", "policy.json",
-         "--allow", f"{system.host}/pause"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "syncer",
+            "export-policy",
+            "--format",
+            "containers",
+            "--out",
+            "policy.json",
+            "--allow",
+            f"{system.host}/pause",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert export.returncode == 0, export.stderr
     policy, registries_d = tmp_path / "policy.json", tmp_path / "registries.d"
     assert (registries_d / "syncer.yaml").is_file()
     podman = node(tmp_path / "node", policy, registries_d, [trusted.host, system.host])
 
     # Outside approved/, or not in the catalog: refused by the policy on every build.
-    for reference in (f"{trusted.host}/quarantine/nginx:1.27", f"{trusted.host}/approved/unlisted:1",
-                      f"{system.host}/other:1"):
+    for reference in (
+        f"{trusted.host}/quarantine/nginx:1.27",
+        f"{trusted.host}/approved/unlisted:1",
+        f"{system.host}/other:1",
+    ):
         result = podman.pull(reference)
         assert result.returncode != 0 and REJECTED in result.stderr, (reference, result.stderr)
 

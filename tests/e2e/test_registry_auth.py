@@ -40,12 +40,18 @@ SERVICE = "syncer-test-registry"
 def minimal_manifest(client: RegistryClient, repository: str) -> bytes:
     config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
     digest = client.put_blob(repository, config)
-    return json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": digest, "size": len(config)},
-        "layers": [],
-    }).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest,
+                "size": len(config),
+            },
+            "layers": [],
+        }
+    ).encode()
 
 
 def assert_secret_hidden(err: BaseException, secret: str) -> None:
@@ -98,11 +104,9 @@ def test_credentials_from_env_unset_variable_is_a_usage_error(
 # --- basic auth ------------------------------------------------------------------------------
 
 
-def test_basic_auth_with_right_credentials(auth_registry: Registry,
-                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_basic_auth_with_right_credentials(auth_registry: Registry, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    creds = Credentials(auth_registry.username, auth_registry.password,
-                        "T_USER/T_PASS (target.auth)")
+    creds = Credentials(auth_registry.username, auth_registry.password, "T_USER/T_PASS (target.auth)")
     with RegistryClient(auth_registry.host, tls_verify=False, credentials=creds) as client:
         raw = minimal_manifest(client, "team/app")
         assert client.put_manifest("team/app", "v1", raw, OCI_MANIFEST) == digest_of(raw)
@@ -143,8 +147,14 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
-          issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool) -> x509.Certificate:
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
@@ -166,10 +176,18 @@ class TokenServer:
     registry trusts. Every access asked for in ``scope`` is granted.
     """
 
-    def __init__(self, username: str, password: str, *, expires_in: int = 300,
-                 anonymous_pull: bool = False, unavailable: int = 0,
-                 max_scopes: int | None = None, first_scope_only: bool = False,
-                 token_suffix: str = ""):
+    def __init__(
+        self,
+        username: str,
+        password: str,
+        *,
+        expires_in: int = 300,
+        anonymous_pull: bool = False,
+        unavailable: int = 0,
+        max_scopes: int | None = None,
+        first_scope_only: bool = False,
+        token_suffix: str = "",
+    ):
         self.username, self.password, self.expires_in = username, password, expires_in
         self.max_scopes = max_scopes  # more scopes in one request are answered 400
         self.first_scope_only = first_scope_only  # grants the first scope asked for, no other
@@ -179,14 +197,16 @@ class TokenServer:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "token CA")])
         self.ca_pem = _cert("token CA", ca_key, ca_name, ca_key, ca=True).public_bytes(
-            serialization.Encoding.PEM)
+            serialization.Encoding.PEM
+        )
         self._key = ec.generate_private_key(ec.SECP256R1())
         leaf = _cert("token signer", self._key, ca_name, ca_key, ca=False)
         self._x5c = [base64.b64encode(leaf.public_bytes(serialization.Encoding.DER)).decode()]
         self.requests: list[dict[str, list[str]]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     @property
@@ -206,8 +226,16 @@ class TokenServer:
             name, _, actions = rest.rpartition(":")
             access.append({"type": kind, "name": name, "actions": actions.split(",")})
         header = {"typ": "JWT", "alg": "ES256", "x5c": self._x5c}
-        claims = {"iss": ISSUER, "sub": subject, "aud": service, "exp": now + self.expires_in,
-                  "nbf": now - 10, "iat": now, "jti": secrets.token_hex(8), "access": access}
+        claims = {
+            "iss": ISSUER,
+            "sub": subject,
+            "aud": service,
+            "exp": now + self.expires_in,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": secrets.token_hex(8),
+            "access": access,
+        }
         signing_input = ".".join(_b64url(json.dumps(part).encode()) for part in (header, claims))
         der = self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)  # JWS wants the raw r || s, not DER
@@ -227,8 +255,9 @@ class TokenServer:
                     server.unavailable -= 1
                     self._answer(503, {"details": "try again"})
                     return
-                expected = "Basic " + base64.b64encode(
-                    f"{server.username}:{server.password}".encode()).decode()
+                expected = (
+                    "Basic " + base64.b64encode(f"{server.username}:{server.password}".encode()).decode()
+                )
                 given = self.headers.get("Authorization")
                 scopes = query.get("scope", [])
                 if given is None and server.anonymous_pull:
@@ -245,8 +274,7 @@ class TokenServer:
                 if server.first_scope_only:
                     scopes = scopes[:1]
                 token = server.token(subject, scopes, query.get("service", [""])[0])
-                self._answer(200, {"token": token + server.token_suffix,
-                                   "expires_in": server.expires_in})
+                self._answer(200, {"token": token + server.token_suffix, "expires_in": server.expires_in})
 
             def _answer(self, status: int, body: dict) -> None:
                 data = json.dumps(body).encode()
@@ -272,8 +300,14 @@ class TokenRegistry(Registry):
     def _write_config(self) -> None:
         super()._write_config()
         config = json.loads(self.config_file.read_text())
-        config["auth"] = {"token": {"realm": self._realm, "service": SERVICE, "issuer": ISSUER,
-                                    "rootcertbundle": str(self._bundle)}}
+        config["auth"] = {
+            "token": {
+                "realm": self._realm,
+                "service": SERVICE,
+                "issuer": ISSUER,
+                "rootcertbundle": str(self._bundle),
+            }
+        }
         self.config_file.write_text(json.dumps(config, indent=2))
 
 
@@ -315,13 +349,11 @@ def test_bearer_delete_uses_the_scope_the_registry_asks_for(token_setup) -> None
     issuer, registry = token_setup
     creds = Credentials(issuer.username, issuer.password)
     with RegistryClient(registry.host, tls_verify=False, credentials=creds) as client:
-        digest = client.put_manifest("team/app", "v1", minimal_manifest(client, "team/app"),
-                                     OCI_MANIFEST)
+        digest = client.put_manifest("team/app", "v1", minimal_manifest(client, "team/app"), OCI_MANIFEST)
         client.delete_manifest("team/app", digest)
         with pytest.raises(NotFoundError):
             client.head_manifest("team/app", digest)
     assert "repository:team/app:delete" in [q["scope"][0] for q in issuer.requests]
-
 
 
 def test_bearer_mount_asks_for_both_repositories_in_one_token(token_setup) -> None:
@@ -333,16 +365,19 @@ def test_bearer_mount_asks_for_both_repositories_in_one_token(token_setup) -> No
         assert client.mount_blob("approved/app", config, "quarantine/app") is True
         assert client.blob_exists("approved/app", config)
     # Repeated scope parameters, as the token specification has several scopes.
-    assert ["repository:approved/app:pull,push", "repository:quarantine/app:pull"] in \
-        [q["scope"] for q in issuer.requests]
+    assert ["repository:approved/app:pull,push", "repository:quarantine/app:pull"] in [
+        q["scope"] for q in issuer.requests
+    ]
+
 
 @pytest.mark.parametrize("token_setup", [{"anonymous_pull": True}], indirect=True)
 def test_bearer_anonymous_pull_token_like_docker_hub(token_setup) -> None:
     issuer, registry = token_setup
     creds = Credentials(issuer.username, issuer.password)
     with RegistryClient(registry.host, tls_verify=False, credentials=creds) as pusher:
-        digest = pusher.put_manifest("library/app", "1.0",
-                                     minimal_manifest(pusher, "library/app"), OCI_MANIFEST)
+        digest = pusher.put_manifest(
+            "library/app", "1.0", minimal_manifest(pusher, "library/app"), OCI_MANIFEST
+        )
     fetched = len(issuer.requests)
     with RegistryClient(registry.host, tls_verify=False) as anonymous:
         assert anonymous.head_manifest("library/app", "1.0").digest == digest
@@ -357,8 +392,7 @@ def test_bearer_token_server_outage_is_retried(token_setup) -> None:
     issuer, registry = token_setup
     sleeps: list[float] = []
     creds = Credentials(issuer.username, issuer.password)
-    with RegistryClient(registry.host, tls_verify=False, credentials=creds,
-                        sleep=sleeps.append) as client:
+    with RegistryClient(registry.host, tls_verify=False, credentials=creds, sleep=sleeps.append) as client:
         assert client.blob_exists("team/app", digest_of(b"nothing")) is False
     assert len(issuer.requests) == 3 and len(sleeps) == 2
 
@@ -393,8 +427,10 @@ def push_repositories(issuer: TokenServer, registry: Registry, count: int) -> di
     """``library/app-N:1.0`` for N below ``count``; repository -> digest."""
     creds = Credentials(issuer.username, issuer.password)
     with RegistryClient(registry.host, tls_verify=False, credentials=creds) as pusher:
-        return {repo: pusher.put_manifest(repo, "1.0", minimal_manifest(pusher, repo), OCI_MANIFEST)
-                for repo in (f"library/app-{i}" for i in range(count))}
+        return {
+            repo: pusher.put_manifest(repo, "1.0", minimal_manifest(pusher, repo), OCI_MANIFEST)
+            for repo in (f"library/app-{i}" for i in range(count))
+        }
 
 
 def pull_scopes_asked(issuer: TokenServer, since: int) -> list[list[str]]:
@@ -413,15 +449,15 @@ def discover(token_setup, count: int, threads: int = 1) -> tuple[list[list[str]]
         with ThreadPoolExecutor(threads) as pool:
             found = list(pool.map(lambda repo: client.head_manifest(repo, "1.0").digest, digests))
     assert found == list(digests.values())
-    return (pull_scopes_asked(issuer, since),
-            [r.status for r in registry.requests()].count(401) - refused)
+    return (pull_scopes_asked(issuer, since), [r.status for r in registry.requests()].count(401) - refused)
 
 
 def test_discovery_asks_for_ten_repositories_tokens_at_a_time(token_setup) -> None:
     asked, refused = discover(token_setup, 25, threads=8)
     assert [len(scopes) for scopes in asked] == [10, 10, 5]
-    assert sorted(s for scopes in asked for s in scopes) == \
-        sorted(f"repository:library/app-{i}:pull" for i in range(25))
+    assert sorted(s for scopes in asked for s in scopes) == sorted(
+        f"repository:library/app-{i}:pull" for i in range(25)
+    )
     # Only the first request of each thread, before the realm was known, met a 401.
     assert refused <= 8
 
@@ -442,7 +478,8 @@ def test_a_token_covering_only_the_first_repository_stops_the_batching(token_set
 
 @pytest.mark.parametrize("token_setup", [{"first_scope_only": True}], indirect=True)
 def test_a_batched_token_the_registry_refuses_is_replaced_by_the_repositorys_own(
-        token_setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    token_setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An opaque token cannot be read: the registry's 401 is what says it does not cover."""
     monkeypatch.setattr(registry_module, "token_grants", lambda token, scope: True)
     asked, refused = discover(token_setup, 5)

@@ -33,16 +33,17 @@ def hostile():
 
 
 def _client(server: HostileRegistry, **kwargs) -> RegistryClient:
-    return RegistryClient("hostile.test", endpoint=server.host, tls_verify=False,
-                          max_retries=0, **kwargs)
+    return RegistryClient("hostile.test", endpoint=server.host, tls_verify=False, max_retries=0, **kwargs)
 
 
 # --- challenges ----------------------------------------------------------------------------
 
 
 def test_several_challenges_in_one_answer_are_each_parsed_and_bearer_is_chosen() -> None:
-    joined = ('Basic realm="a, b", Bearer realm="https://auth.example/token",'
-              'service="registry.example",scope="repository:x/y:pull,push", Negotiate abc==')
+    joined = (
+        'Basic realm="a, b", Bearer realm="https://auth.example/token",'
+        'service="registry.example",scope="repository:x/y:pull,push", Negotiate abc=='
+    )
     found = parse_challenges(joined)
     assert [c.scheme for c in found] == ["basic", "bearer", "negotiate"]
     assert found[0].params == {"realm": "a, b"}
@@ -51,13 +52,16 @@ def test_several_challenges_in_one_answer_are_each_parsed_and_bearer_is_chosen()
     assert parse_challenge('Negotiate, Basic realm="x"').scheme == "basic"
 
 
-@pytest.mark.parametrize("header", [
-    'realm="x"',  # a parameter before any scheme
-    'Bearer realm="https://x/token',  # unterminated
-    'Bearer realm="a", realm="b"',  # twice in one challenge
-    'Bearer realm=;',  # no value
-    '"Bearer"',
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        'realm="x"',  # a parameter before any scheme
+        'Bearer realm="https://x/token',  # unterminated
+        'Bearer realm="a", realm="b"',  # twice in one challenge
+        "Bearer realm=;",  # no value
+        '"Bearer"',
+    ],
+)
 def test_a_malformed_challenge_is_a_clear_error(header: str) -> None:
     with pytest.raises(ChallengeError):
         parse_challenge(header)
@@ -74,9 +78,10 @@ def test_a_plain_http_token_server_is_refused_when_tls_is_verified(tmp_path) -> 
     from syncer.demo.registry import make_tls_material
 
     ca, cert, key = make_tls_material(tmp_path)
-    with HostileRegistry(tls=(cert, key)) as server, \
-            RegistryClient("tls.test", endpoint=server.host, ca_file=str(ca),
-                           max_retries=0) as client:
+    with (
+        HostileRegistry(tls=(cert, key)) as server,
+        RegistryClient("tls.test", endpoint=server.host, ca_file=str(ca), max_retries=0) as client,
+    ):
         with pytest.raises(RegistryAuthError, match="plain-HTTP token server"):
             client.list_tags("twice")
     assert not [s for s in server.seen if s[1].startswith("/token")]
@@ -85,16 +90,18 @@ def test_a_plain_http_token_server_is_refused_when_tls_is_verified(tmp_path) -> 
 # --- the boundary --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("repository, said", [
-    ("loop", "redirected GET more than 10 times"),
-    ("gzip", "Content-Encoding: gzip that is not gzip"),
-    ("cut", "broke off its answer"),
-    ("announced", "announced an answer of 314572800 bytes"),
-    ("seven", "'tags' is 7, not a list"),
-    ("malformed", "malformed WWW-Authenticate header"),
-])
-def test_every_failure_of_an_answer_is_a_registry_error_saying_what(hostile, repository,
-                                                                     said) -> None:
+@pytest.mark.parametrize(
+    "repository, said",
+    [
+        ("loop", "redirected GET more than 10 times"),
+        ("gzip", "Content-Encoding: gzip that is not gzip"),
+        ("cut", "broke off its answer"),
+        ("announced", "announced an answer of 314572800 bytes"),
+        ("seven", "'tags' is 7, not a list"),
+        ("malformed", "malformed WWW-Authenticate header"),
+    ],
+)
+def test_every_failure_of_an_answer_is_a_registry_error_saying_what(hostile, repository, said) -> None:
     with _client(hostile) as client, pytest.raises(RegistryError, match=said):
         client.list_tags(repository)
 
@@ -108,20 +115,23 @@ def test_tag_lists_keep_only_tags_and_name_what_was_dropped(hostile) -> None:
         assert client.list_tags("nulltags").tags == []
 
 
-@pytest.mark.parametrize("err, retry, said", [
-    (requests.exceptions.ChunkedEncodingError("x"), True, "broke off"),
-    (urllib3.exceptions.ProtocolError("x"), True, "broke off"),
-    (requests.exceptions.ReadTimeout("x"), True, "timed out"),
-    (requests.exceptions.ContentDecodingError("x"), False, "Content-Encoding"),
-    (requests.exceptions.TooManyRedirects("x"), False, "a loop"),
-    (requests.exceptions.InvalidHeader("x"), False, "invalid"),
-    (requests.exceptions.InvalidURL("x"), False, "invalid"),
-    (UnicodeEncodeError("latin-1", "\u20ac", 0, 1, "x"), False, "invalid"),
-    (ConnectionResetError("x"), True, "could not be reached"),
-    (ssl.SSLError("x"), True, "could not be reached"),
-    (BodyError("sent junk"), False, "sent junk"),
-    (KeyError("x"), False, "failed (KeyError)"),
-])
+@pytest.mark.parametrize(
+    "err, retry, said",
+    [
+        (requests.exceptions.ChunkedEncodingError("x"), True, "broke off"),
+        (urllib3.exceptions.ProtocolError("x"), True, "broke off"),
+        (requests.exceptions.ReadTimeout("x"), True, "timed out"),
+        (requests.exceptions.ContentDecodingError("x"), False, "Content-Encoding"),
+        (requests.exceptions.TooManyRedirects("x"), False, "a loop"),
+        (requests.exceptions.InvalidHeader("x"), False, "invalid"),
+        (requests.exceptions.InvalidURL("x"), False, "invalid"),
+        (UnicodeEncodeError("latin-1", "\u20ac", 0, 1, "x"), False, "invalid"),
+        (ConnectionResetError("x"), True, "could not be reached"),
+        (ssl.SSLError("x"), True, "could not be reached"),
+        (BodyError("sent junk"), False, "sent junk"),
+        (KeyError("x"), False, "failed (KeyError)"),
+    ],
+)
 def test_transport_failures_map_to_a_reason(err, retry, said) -> None:
     assert transport_failure(err)[0] is retry
     assert said in transport_failure(err)[1]
@@ -155,11 +165,16 @@ def test_errors_are_redacted_of_credentials_tokens_and_authorization_echoes() ->
     redact.remember_credentials("alice", "pa ss/wörd")
     redact.remember("tok-0123456789abcdef")
     jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
-    text = str(SyncerError(
-        'echo: Authorization: Basic YWxpY2U6cGEgc3Mvd8O2cmQ= {"authorization": "Bearer zz"} '
-        "pa ss/wörd pa%20ss%2Fw%C3%B6rd tok-0123456789abcdef " + jwt + " Authorization=abc"))
+    text = str(
+        SyncerError(
+            'echo: Authorization: Basic YWxpY2U6cGEgc3Mvd8O2cmQ= {"authorization": "Bearer zz"} '
+            "pa ss/wörd pa%20ss%2Fw%C3%B6rd tok-0123456789abcdef " + jwt + " Authorization=abc"
+        )
+    )
     for secret in ("YWxpY2U6", "zz", "pa ss", "pa%20ss", "tok-0123", jwt, "abc"):
         assert secret not in text, text
     assert text.count(redact.MASK) >= 6
-    assert str(SyncerError("a token that cannot be an Authorization header")) == \
-        "a token that cannot be an Authorization header"
+    assert (
+        str(SyncerError("a token that cannot be an Authorization header"))
+        == "a token that cannot be an Authorization header"
+    )

@@ -39,8 +39,9 @@ from syncer.tools.registry import (
 from tests.harness.faultproxy import INJECTED, MALFORMED_DIGESTS, FaultProxy
 from tests.harness.registry import Registry
 
-HUB_REFUSAL = (b'{"message":"pagination offset too large for anonymous requests; '
-               b'sign in to page further","errinfo":{}}')
+HUB_REFUSAL = (
+    b'{"message":"pagination offset too large for anonymous requests; sign in to page further","errinfo":{}}'
+)
 
 
 def sha(data: bytes) -> str:
@@ -54,8 +55,12 @@ def push_blob(reg: Registry, repo: str, data: bytes) -> str:
         assert start.status_code == 202, start.text
         location = requests.compat.urljoin(reg.url, start.headers["Location"])
         sep = "&" if "?" in location else "?"
-        done = s.put(f"{location}{sep}digest={digest}", data=data, timeout=10,
-                     headers={"Content-Type": "application/octet-stream"})
+        done = s.put(
+            f"{location}{sep}digest={digest}",
+            data=data,
+            timeout=10,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         assert done.status_code == 201, done.text
     return digest
 
@@ -63,21 +68,34 @@ def push_blob(reg: Registry, repo: str, data: bytes) -> str:
 def push_manifest(reg: Registry, repo: str, ref: str, doc: dict, media_type: str) -> bytes:
     raw = json.dumps(doc, indent=3).encode()  # indented: the digest is of these bytes exactly
     with reg.session() as s:
-        resp = s.put(f"{reg.url}/v2/{repo}/manifests/{ref}", data=raw, timeout=10,
-                     headers={"Content-Type": media_type})
+        resp = s.put(
+            f"{reg.url}/v2/{repo}/manifests/{ref}", data=raw, timeout=10, headers={"Content-Type": media_type}
+        )
         assert resp.status_code == 201, resp.text
     return raw
 
 
 def push_image(reg: Registry, repo: str, tag: str, arch: str = "amd64") -> bytes:
-    config = json.dumps({"architecture": arch, "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    config = json.dumps(
+        {"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+    ).encode()
     layer = f"layer for {arch}".encode()
-    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                      "digest": push_blob(reg, repo, config), "size": len(config)},
-           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                       "digest": push_blob(reg, repo, layer), "size": len(layer)}]}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": push_blob(reg, repo, config),
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": push_blob(reg, repo, layer),
+                "size": len(layer),
+            }
+        ],
+    }
     return push_manifest(reg, repo, tag, doc, OCI_MANIFEST)
 
 
@@ -87,11 +105,18 @@ def push_index(reg: Registry, repo: str, tag: str) -> tuple[bytes, dict[str, str
     for arch in ("amd64", "arm64"):
         raw = push_image(reg, repo, f"{tag}-{arch}", arch)
         platforms[f"linux/{arch}"] = sha(raw)
-        entries.append({"mediaType": OCI_MANIFEST, "digest": sha(raw), "size": len(raw),
-                        "platform": {"os": "linux", "architecture": arch}})
+        entries.append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": sha(raw),
+                "size": len(raw),
+                "platform": {"os": "linux", "architecture": arch},
+            }
+        )
     entries.append({**entries[0], "platform": {"os": "unknown", "architecture": "unknown"}})
-    raw = push_manifest(reg, repo, tag, {"schemaVersion": 2, "mediaType": OCI_INDEX,
-                                         "manifests": entries}, OCI_INDEX)
+    raw = push_manifest(
+        reg, repo, tag, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}, OCI_INDEX
+    )
     return raw, platforms
 
 
@@ -131,8 +156,12 @@ def test_list_tags_follows_pagination(registry: Registry, paging_proxy) -> None:
     with client_for(paging_proxy.host) as client:
         assert client.list_tags("lib/app", page_size=2).tags == sorted(tags)
     pages = [s.uri for s in paging_proxy.seen]
-    assert pages == ["/v2/lib/app/tags/list?n=2", "/v2/lib/app/tags/list?last=1.0.1&n=2",
-                     "/v2/lib/app/tags/list?last=1.0.3&n=2", "/v2/lib/app/tags/list?last=1.0.5&n=2"]
+    assert pages == [
+        "/v2/lib/app/tags/list?n=2",
+        "/v2/lib/app/tags/list?last=1.0.1&n=2",
+        "/v2/lib/app/tags/list?last=1.0.3&n=2",
+        "/v2/lib/app/tags/list?last=1.0.5&n=2",
+    ]
     assert registry.count("GET", "/tags/list") == 4
 
 
@@ -153,12 +182,12 @@ def test_list_tags_stops_at_max_pages(registry: Registry, paging_proxy) -> None:
             client.list_tags("lib/app", page_size=1, max_pages=2)
 
 
-def test_list_tags_pagination_refusal_suggests_explicit_tags(registry: Registry,
-                                                            paging_proxy) -> None:
+def test_list_tags_pagination_refusal_suggests_explicit_tags(registry: Registry, paging_proxy) -> None:
     raw = push_image(registry, "lib/app", "a")
     push_manifest(registry, "lib/app", "b", json.loads(raw), OCI_MANIFEST)
-    paging_proxy.inject(403, path=r"/tags/list\?.*last=", body=HUB_REFUSAL,
-                        headers={"Content-Type": "application/json"})
+    paging_proxy.inject(
+        403, path=r"/tags/list\?.*last=", body=HUB_REFUSAL, headers={"Content-Type": "application/json"}
+    )
     with client_for(paging_proxy.host) as client:
         with pytest.raises(RegistryError) as info:
             client.list_tags("lib/app", page_size=1)
@@ -225,16 +254,27 @@ def test_head_sends_accept_for_all_manifest_types(registry: Registry, proxy) -> 
     with client_for(proxy.host) as client:
         client.head_manifest("lib/app", "1.0")
     accept = proxy.seen[-1].headers["accept"]
-    for media_type in (OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST,
-                       "application/vnd.docker.distribution.manifest.list.v2+json"):
+    for media_type in (
+        OCI_INDEX,
+        OCI_MANIFEST,
+        DOCKER_MANIFEST,
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ):
         assert media_type in accept
 
 
 def test_ratelimit_headers_are_read(registry: Registry, proxy) -> None:
     digest = sha(push_image(registry, "lib/app", "1.0"))
-    proxy.inject(200, method="HEAD", headers={
-        "Docker-Content-Digest": digest, "Content-Type": OCI_MANIFEST,
-        "ratelimit-limit": "100;w=21600", "ratelimit-remaining": "76;w=21600"})
+    proxy.inject(
+        200,
+        method="HEAD",
+        headers={
+            "Docker-Content-Digest": digest,
+            "Content-Type": OCI_MANIFEST,
+            "ratelimit-limit": "100;w=21600",
+            "ratelimit-remaining": "76;w=21600",
+        },
+    )
     with client_for(proxy.host) as client:
         assert client.ratelimit is None
         assert client.head_manifest("lib/app", "1.0").digest == digest
@@ -252,13 +292,21 @@ def test_put_and_get_blob_and_manifest(registry: Registry) -> None:
         assert client.blob_exists("lib/app", digest)
         assert client.get_blob("lib/app", digest) == data
         assert list(client.iter_blob("lib/app", digest, chunk_size=7)) == [
-            data[i:i + 7] for i in range(0, len(data), 7)]
+            data[i : i + 7] for i in range(0, len(data), 7)
+        ]
         assert client.put_blob("lib/app", data) == digest  # already there: no second upload
         assert client.stats["POST upload"] == 1
 
-        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-               "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                          "digest": digest, "size": len(data)}, "layers": []}
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest,
+                "size": len(data),
+            },
+            "layers": [],
+        }
         raw = json.dumps(doc).encode()
         assert client.put_manifest("lib/app", "sha256-abc.sig", raw, OCI_MANIFEST) == sha(raw)
         got = client.get_manifest("lib/app", "sha256-abc.sig")
@@ -268,10 +316,14 @@ def test_put_and_get_blob_and_manifest(registry: Registry) -> None:
         assert s.get(f"{registry.url}/v2/lib/app/blobs/{digest}", timeout=5).content == data
 
 
-@pytest.mark.parametrize("read", [
-    lambda client, digest: client.get_blob("lib/app", digest),
-    lambda client, digest: b"".join(client.iter_blob("lib/app", digest)),
-], ids=["get_blob", "iter_blob"])
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda client, digest: client.get_blob("lib/app", digest),
+        lambda client, digest: b"".join(client.iter_blob("lib/app", digest)),
+    ],
+    ids=["get_blob", "iter_blob"],
+)
 def test_tampered_blob_is_refused(registry: Registry, proxy, read) -> None:
     digest = push_blob(registry, "lib/app", b"genuine")
     proxy.inject(200, method="GET", path="/blobs/", body=b"forged")
@@ -282,8 +334,13 @@ def test_tampered_blob_is_refused(registry: Registry, proxy, read) -> None:
 
 def test_tampered_manifest_is_refused(registry: Registry, proxy) -> None:
     digest = sha(push_image(registry, "lib/app", "1.0"))
-    proxy.inject(200, method="GET", path="/manifests/", body=b'{"forged": true}',
-                 headers={"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": digest})
+    proxy.inject(
+        200,
+        method="GET",
+        path="/manifests/",
+        body=b'{"forged": true}',
+        headers={"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": digest},
+    )
     with client_for(proxy.host) as client:
         with pytest.raises(RegistryError, match="altered"):
             client.get_manifest("lib/app", "1.0")
@@ -291,15 +348,23 @@ def test_tampered_manifest_is_refused(registry: Registry, proxy) -> None:
 
 @pytest.mark.parametrize("value", MALFORMED_DIGESTS)
 def test_malformed_digest_headers_are_refused_naming_registry_and_repository(
-        registry: Registry, proxy, value: str) -> None:
+    registry: Registry, proxy, value: str
+) -> None:
     raw = push_image(registry, "lib/app", "1.0")
-    proxy.inject(200, path="/manifests/", times=1000, body=raw,
-                 headers={"Docker-Content-Digest": value, "Content-Type": OCI_MANIFEST})
+    proxy.inject(
+        200,
+        path="/manifests/",
+        times=1000,
+        body=raw,
+        headers={"Docker-Content-Digest": value, "Content-Type": OCI_MANIFEST},
+    )
     with client_for(proxy.host) as client:
-        for call in (lambda: client.head_manifest("lib/app", "1.0"),
-                     lambda: client.get_manifest("lib/app", "1.0"),
-                     lambda: client.get_manifest("lib/app", sha(raw)),
-                     lambda: client.put_manifest("lib/app", "1.1", raw, OCI_MANIFEST)):
+        for call in (
+            lambda: client.head_manifest("lib/app", "1.0"),
+            lambda: client.get_manifest("lib/app", "1.0"),
+            lambda: client.get_manifest("lib/app", sha(raw)),
+            lambda: client.put_manifest("lib/app", "1.1", raw, OCI_MANIFEST),
+        ):
             with pytest.raises(RegistryError, match="malformed Docker-Content-Digest") as info:
                 call()
             message = str(info.value)
@@ -307,13 +372,17 @@ def test_malformed_digest_headers_are_refused_naming_registry_and_repository(
             assert f"\n{INJECTED}" not in message, "the value is quoted, never printed raw"
 
 
-def test_an_answer_naming_another_digest_than_the_one_asked_for_is_refused(
-        registry: Registry, proxy) -> None:
+def test_an_answer_naming_another_digest_than_the_one_asked_for_is_refused(registry: Registry, proxy) -> None:
     asked = sha(push_image(registry, "lib/app", "1.0"))
     other_raw = push_image(registry, "lib/app", "2.0", arch="arm64")
     other = sha(other_raw)
-    proxy.inject(200, path=f"/manifests/{asked}$", times=1000, body=other_raw,
-                 headers={"Docker-Content-Digest": other, "Content-Type": OCI_MANIFEST})
+    proxy.inject(
+        200,
+        path=f"/manifests/{asked}$",
+        times=1000,
+        body=other_raw,
+        headers={"Docker-Content-Digest": other, "Content-Type": OCI_MANIFEST},
+    )
     with client_for(proxy.host) as client:
         for call in (client.head_manifest, client.get_manifest):
             with pytest.raises(DigestMismatchError) as info:
@@ -345,8 +414,12 @@ def test_delete_on_registry_without_deletes_says_how_to_enable(registry_factory)
 
 def test_invalid_names_never_reach_the_registry(registry: Registry) -> None:
     with client_for(registry.host) as client:
-        for repo, ref in (("../v2/_catalog", "x"), ("Lib/App", "1"), ("lib/app", "a/../b"),
-                          ("lib/app", "tag with space")):
+        for repo, ref in (
+            ("../v2/_catalog", "x"),
+            ("Lib/App", "1"),
+            ("lib/app", "a/../b"),
+            ("lib/app", "tag with space"),
+        ):
             with pytest.raises(UsageError):
                 client.head_manifest(repo, ref)
         with pytest.raises(UsageError, match="not a digest"):
@@ -389,7 +462,6 @@ def test_tls_verify_off_falls_back_to_plain_http(registry: Registry) -> None:
         assert client.stats["HEAD"] == 2
 
 
-
 def test_threads_starting_together_learn_plain_http_once(registry: Registry) -> None:
     """Each HTTPS attempt loads the system's CAs; only the first request should make one."""
     digest = sha(push_image(registry, "lib/app", "1.0"))
@@ -402,12 +474,15 @@ def test_threads_starting_together_learn_plain_http_once(registry: Registry) -> 
 
     start = threading.Barrier(8)
     with Counting(registry.host, tls_verify=False) as client:
+
         def work() -> str:
             start.wait(timeout=10)
             return client.head_manifest("lib/app", "1.0").digest
+
         with ThreadPoolExecutor(8) as pool:
             assert list(pool.map(lambda _: work(), range(8))) == [digest] * 8
     assert len(fallbacks) == 1
+
 
 def test_plain_http_registry_with_tls_verify_on_is_a_clear_error(registry: Registry) -> None:
     with RegistryClient(registry.host) as client:
@@ -419,9 +494,11 @@ def test_one_client_shared_by_threads(registry: Registry) -> None:
     digests = {f"t{i}": sha(push_image(registry, "lib/app", f"t{i}", f"arch{i}")) for i in range(4)}
     results: dict[str, str] = {}
     with client_for(registry.host) as client:
+
         def work(tag: str) -> None:
             for _ in range(3):
                 results[tag] = client.head_manifest("lib/app", tag).digest
+
         threads = [threading.Thread(target=work, args=(tag,)) for tag in digests]
         for t in threads:
             t.start()
@@ -430,7 +507,6 @@ def test_one_client_shared_by_threads(registry: Registry) -> None:
         assert results == digests
         assert client.stats["HEAD manifest"] == 12
         assert len(client._heads._open) == 4, "one kept-alive connection per thread"
-
 
 
 def test_heads_reconnect_when_the_registry_closed_the_kept_alive_connection(registry: Registry) -> None:
@@ -458,7 +534,7 @@ def test_stopped_registry_fails_after_bounded_retries(registry: Registry) -> Non
     assert time.monotonic() - started < 5
     assert len(sleeps) == 3
     for n, waited in enumerate(sleeps):
-        assert 0.25 * 2 ** n <= waited <= 0.5 * 2 ** n
+        assert 0.25 * 2**n <= waited <= 0.5 * 2**n
     message = str(info.value)
     assert registry.host in message and "could not be reached" in message
     assert "connection refused" in message and "4 attempts" in message
@@ -476,8 +552,7 @@ def test_429_honours_retry_after_seconds(registry: Registry, proxy) -> None:
 
 def test_429_honours_retry_after_http_date(registry: Registry, proxy) -> None:
     push_image(registry, "lib/app", "1.0")
-    proxy.inject(429, method="HEAD", headers={"Retry-After": formatdate(time.time() + 20,
-                                                                        usegmt=True)})
+    proxy.inject(429, method="HEAD", headers={"Retry-After": formatdate(time.time() + 20, usegmt=True)})
     sleeps = Sleeps()
     with client_for(proxy.host, sleep=sleeps) as client:
         client.head_manifest("lib/app", "1.0")
@@ -494,8 +569,7 @@ def test_persistent_429_is_a_rate_limit_error(registry: Registry, proxy) -> None
     assert sleeps == [1.0, 1.0] and proxy.injected == 3
 
 
-def test_after_one_request_gives_up_on_429_the_host_is_not_asked_again(registry: Registry,
-                                                                       proxy) -> None:
+def test_after_one_request_gives_up_on_429_the_host_is_not_asked_again(registry: Registry, proxy) -> None:
     """A run of thousands of tags against a host that keeps answering 429 would otherwise
     wait out the retry budget once per tag."""
     proxy.inject(429, times=100, headers={"Retry-After": "1"})
@@ -519,12 +593,10 @@ def test_a_429_halves_the_requests_in_flight(registry: Registry, proxy) -> None:
 
 def test_no_more_requests_in_flight_than_the_concurrency(registry: Registry) -> None:
     digest = sha(push_image(registry, "lib/app", "1.0"))
-    with FaultProxy(registry.url, latency=0.2) as slow, \
-            client_for(slow.host, concurrency=2) as client:
+    with FaultProxy(registry.url, latency=0.2) as slow, client_for(slow.host, concurrency=2) as client:
         started = time.monotonic()
         with ThreadPoolExecutor(6) as pool:
-            done = list(pool.map(lambda _: client.head_manifest("lib/app", "1.0").digest,
-                                 range(6)))
+            done = list(pool.map(lambda _: client.head_manifest("lib/app", "1.0").digest, range(6)))
         elapsed = time.monotonic() - started
     assert done == [digest] * 6
     assert elapsed >= 0.55, "six requests of 0.2 s, two at a time, take three round trips"
@@ -549,7 +621,7 @@ def test_5xx_and_dropped_connections_are_retried_with_backoff(registry: Registry
     assert len(sleeps) == 3
     # Exponential with jitter: attempt n waits between 0.5 and 1 times 0.5 * 2**n seconds.
     for n, waited in enumerate(sleeps):
-        assert 0.25 * 2 ** n <= waited <= 0.5 * 2 ** n
+        assert 0.25 * 2**n <= waited <= 0.5 * 2**n
 
 
 def test_persistent_5xx_gives_up_with_status(registry: Registry, proxy) -> None:
@@ -581,8 +653,10 @@ def test_parse_retry_after() -> None:
 
 
 def test_parse_challenge() -> None:
-    hub = ('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
-           'scope="repository:library/nginx:pull",error="insufficient_scope"')
+    hub = (
+        'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
+        'scope="repository:library/nginx:pull",error="insufficient_scope"'
+    )
     challenge = parse_challenge(hub)
     assert challenge is not None and challenge.scheme == "bearer"
     assert challenge.params["realm"] == "https://auth.docker.io/token"
@@ -615,6 +689,7 @@ def test_proxy_and_ca_bundle_environment_is_honoured_once_per_host(monkeypatch, 
     assert client._proxies_for("http://auth.example.com")["http"] == "http://proxy.example.invalid:3128"
     # Reached directly: through the (nonexistent) proxy this would be a network error.
     from syncer.errors import NotFoundError
+
     with pytest.raises(NotFoundError):
         client.head_manifest("library/none", "1")
     verified = RegistryClient("registry.example.com", tls_verify=True)

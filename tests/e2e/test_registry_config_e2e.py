@@ -35,21 +35,28 @@ from tests.harness.trivydb import Advisory
 from tests.harness.world import World
 
 CLEAN = (("base-files", "12.4+deb12u8", "base-files"), ("libssl3", "3.0.15-1", "openssl"))
-CRITICAL = Advisory("CVE-2099-3001", "debian 12", "openssl", "CRITICAL", "3.0.15-1",
-                    title="openssl: planted critical")
+CRITICAL = Advisory(
+    "CVE-2099-3001", "debian 12", "openssl", "CRITICAL", "3.0.15-1", title="openssl: planted critical"
+)
 USER = "robot"
 
 
 def make_world(tmp_path: Path, registry_factory, trivy_db, **target) -> World:
-    world = World(root=tmp_path, hub=registry_factory(),
-                  target=registry_factory(delete=True, **target), db=trivy_db)
+    world = World(
+        root=tmp_path, hub=registry_factory(), target=registry_factory(delete=True, **target), db=trivy_db
+    )
     world.db.write((CRITICAL,))
     home = tmp_path / "home"
     home.mkdir()
     # Nothing of the machine's own logins or CAs: each test says where they are.
-    world.env.update(HOME=str(home), XDG_RUNTIME_DIR=str(tmp_path / "run"),
-                     XDG_CONFIG_HOME="", DOCKER_CONFIG="", REGISTRY_AUTH_FILE="",
-                     SYNCER_CERTS_D=str(tmp_path / "no-certs.d"))
+    world.env.update(
+        HOME=str(home),
+        XDG_RUNTIME_DIR=str(tmp_path / "run"),
+        XDG_CONFIG_HOME="",
+        DOCKER_CONFIG="",
+        REGISTRY_AUTH_FILE="",
+        SYNCER_CERTS_D=str(tmp_path / "no-certs.d"),
+    )
     (tmp_path / "run").mkdir()
     return world
 
@@ -75,9 +82,11 @@ def assert_promoted(world: World, digest: str, proc: subprocess.CompletedProcess
     assert rec.state is State.PROMOTED, proc.stderr
     assert rec.digest == digest and rec.signatures == ["ci"]
     with world.target.session() as session:
-        resp = session.head(f"{world.target.url}/v2/approved/nginx/manifests/1.27.3",
-                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
-                            timeout=10)
+        resp = session.head(
+            f"{world.target.url}/v2/approved/nginx/manifests/1.27.3",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+            timeout=10,
+        )
     assert resp.headers.get("Docker-Content-Digest") == digest
 
 
@@ -107,29 +116,41 @@ def _write(path: Path, document: object) -> Path:
 # test directory, its document for a target at HOST, more environment). The key forms are
 # the ones the tools write: host:port, docker's URL form, the legacy top-level form.
 AUTH_FILES = {
-    "REGISTRY_AUTH_FILE": ("elsewhere/auth.json", lambda host, auth: {"auths": {host: {"auth": auth}}},
-                           {"REGISTRY_AUTH_FILE": "{root}/elsewhere/auth.json"}),
-    "XDG_RUNTIME_DIR": ("run/containers/auth.json", lambda host, auth: {"auths": {host: {"auth": auth}}},
-                        {}),
-    "XDG_CONFIG_HOME": ("config/containers/auth.json",
-                        lambda host, auth: {"auths": {host: {"auth": auth}}},
-                        {"XDG_CONFIG_HOME": "{root}/config"}),
-    "HOME/.config": ("home/.config/containers/auth.json",
-                     lambda host, auth: {"auths": {host: {"auth": auth}}}, {}),
-    "DOCKER_CONFIG": ("dockercfg/config.json",
-                      lambda host, auth: {"auths": {f"https://{host}/v1/": {"auth": auth}}},
-                      {"DOCKER_CONFIG": "{root}/dockercfg"}),
-    "HOME/.docker": ("home/.docker/config.json",
-                     lambda host, auth: {"auths": {f"http://{host}": {"auth": auth}}}, {}),
-    "HOME/.dockercfg": ("home/.dockercfg",
-                        lambda host, auth: {f"https://{host}/v1/": {"auth": auth}}, {}),
+    "REGISTRY_AUTH_FILE": (
+        "elsewhere/auth.json",
+        lambda host, auth: {"auths": {host: {"auth": auth}}},
+        {"REGISTRY_AUTH_FILE": "{root}/elsewhere/auth.json"},
+    ),
+    "XDG_RUNTIME_DIR": ("run/containers/auth.json", lambda host, auth: {"auths": {host: {"auth": auth}}}, {}),
+    "XDG_CONFIG_HOME": (
+        "config/containers/auth.json",
+        lambda host, auth: {"auths": {host: {"auth": auth}}},
+        {"XDG_CONFIG_HOME": "{root}/config"},
+    ),
+    "HOME/.config": (
+        "home/.config/containers/auth.json",
+        lambda host, auth: {"auths": {host: {"auth": auth}}},
+        {},
+    ),
+    "DOCKER_CONFIG": (
+        "dockercfg/config.json",
+        lambda host, auth: {"auths": {f"https://{host}/v1/": {"auth": auth}}},
+        {"DOCKER_CONFIG": "{root}/dockercfg"},
+    ),
+    "HOME/.docker": (
+        "home/.docker/config.json",
+        lambda host, auth: {"auths": {f"http://{host}": {"auth": auth}}},
+        {},
+    ),
+    "HOME/.dockercfg": ("home/.dockercfg", lambda host, auth: {f"https://{host}/v1/": {"auth": auth}}, {}),
 }
 
 
 @pytest.mark.parametrize("where", sorted(AUTH_FILES))
 def test_target_credentials_from_each_auth_file(tmp_path, registry_factory, trivy_db, where):
-    world = make_world(tmp_path, registry_factory, trivy_db,
-                       htpasswd=(USER, f"pw-{secrets.token_urlsafe(12)}"))
+    world = make_world(
+        tmp_path, registry_factory, trivy_db, htpasswd=(USER, f"pw-{secrets.token_urlsafe(12)}")
+    )
     relpath, document, env = AUTH_FILES[where]
     path = _write(tmp_path / relpath, document(world.target.host, auth_entry(world)))
     world.env.update({k: v.format(root=tmp_path) for k, v in env.items()})
@@ -142,10 +163,10 @@ def test_target_credentials_from_each_auth_file(tmp_path, registry_factory, triv
     assert_secret_hidden(world, proc)
 
 
-def test_an_earlier_auth_file_wins_and_registry_auth_file_stands_alone(tmp_path, registry_factory,
-                                                                        trivy_db):
-    world = make_world(tmp_path, registry_factory, trivy_db,
-                       htpasswd=(USER, f"pw-{secrets.token_urlsafe(12)}"))
+def test_an_earlier_auth_file_wins_and_registry_auth_file_stands_alone(tmp_path, registry_factory, trivy_db):
+    world = make_world(
+        tmp_path, registry_factory, trivy_db, htpasswd=(USER, f"pw-{secrets.token_urlsafe(12)}")
+    )
     host = world.target.host
     wrong = base64.b64encode(f"{USER}:wrong-{secrets.token_hex(4)}".encode()).decode()
     runtime = _write(tmp_path / "run/containers/auth.json", {"auths": {host: {"auth": auth_entry(world)}}})
@@ -200,13 +221,16 @@ def install_helper(tmp_path: Path, world: World, name: str, store: dict) -> Path
 
 @pytest.mark.parametrize("config", ["credHelpers", "credsStore"])
 def test_target_credentials_from_a_credential_helper(tmp_path, registry_factory, trivy_db, config):
-    world = make_world(tmp_path, registry_factory, trivy_db,
-                       htpasswd=(USER, f"pw-{secrets.token_urlsafe(12)}"))
+    world = make_world(
+        tmp_path, registry_factory, trivy_db, htpasswd=(USER, f"pw-{secrets.token_urlsafe(12)}")
+    )
     host = world.target.host
-    log = install_helper(tmp_path, world, "vault",
-                         {host: [world.target.username, world.target.password]})
-    document: dict = ({"credHelpers": {host: "vault"}} if config == "credHelpers"
-                      else {"credsStore": "vault", "auths": {host: {}}})
+    log = install_helper(tmp_path, world, "vault", {host: [world.target.username, world.target.password]})
+    document: dict = (
+        {"credHelpers": {host: "vault"}}
+        if config == "credHelpers"
+        else {"credsStore": "vault", "auths": {host: {}}}
+    )
     config_file = _write(tmp_path / "home/.docker/config.json", document)
     settings(world, "tls_verify: false")
     digest = nginx(world)
@@ -219,8 +243,7 @@ def test_target_credentials_from_a_credential_helper(tmp_path, registry_factory,
     assert_secret_hidden(world, proc)
 
 
-def test_broken_auth_file_and_missing_helper_are_named_with_the_remedy(tmp_path, registry_factory,
-                                                                       trivy_db):
+def test_broken_auth_file_and_missing_helper_are_named_with_the_remedy(tmp_path, registry_factory, trivy_db):
     world = make_world(tmp_path, registry_factory, trivy_db)
     settings(world, "tls_verify: false")
     nginx(world)
@@ -239,8 +262,10 @@ def test_broken_auth_file_and_missing_helper_are_named_with_the_remedy(tmp_path,
     proc = world.syncer("plan")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
-    assert (f"credential helper docker-credential-nowhere (credHelpers entry '{world.hub.host}' in "
-            f"{broken}) is not on PATH; install it") in out
+    assert (
+        f"credential helper docker-credential-nowhere (credHelpers entry '{world.hub.host}' in "
+        f"{broken}) is not on PATH; install it"
+    ) in out
 
 
 # --- one CA configuration ----------------------------------------------------------------------
@@ -282,14 +307,19 @@ def _ssl_cert_dir(tmp_path: Path, world: World) -> tuple[list[str], dict[str, st
     return [], {"SSL_CERT_DIR": str(directory), "SSL_CERT_FILE": ""}
 
 
-CA_WAYS = {"ca_dir": _ca_dir, "containers certs.d": _containers_certs_d,
-           "docker certs.d": _docker_certs_d, "SSL_CERT_FILE": _ssl_cert_file,
-           "SSL_CERT_DIR": _ssl_cert_dir}
+CA_WAYS = {
+    "ca_dir": _ca_dir,
+    "containers certs.d": _containers_certs_d,
+    "docker certs.d": _docker_certs_d,
+    "SSL_CERT_FILE": _ssl_cert_file,
+    "SSL_CERT_DIR": _ssl_cert_dir,
+}
 
 
 @pytest.mark.parametrize("way", sorted(CA_WAYS))
-def test_tls_target_trusted_the_same_way_by_discovery_skopeo_and_trivy(tmp_path, registry_factory,
-                                                                       trivy_db, way):
+def test_tls_target_trusted_the_same_way_by_discovery_skopeo_and_trivy(
+    tmp_path, registry_factory, trivy_db, way
+):
     world = make_world(tmp_path, registry_factory, trivy_db, tls=True)
     lines, env = CA_WAYS[way](tmp_path, world)
     # requests' own variables are not the way: each way must work alone.
@@ -303,8 +333,7 @@ def test_tls_target_trusted_the_same_way_by_discovery_skopeo_and_trivy(tmp_path,
 
 
 @pytest.mark.parametrize("way", ["ca_dir", "certs.d"])
-def test_a_client_certificate_reaches_discovery_and_skopeo(tmp_path, registry_factory, trivy_db,
-                                                           way):
+def test_a_client_certificate_reaches_discovery_and_skopeo(tmp_path, registry_factory, trivy_db, way):
     """Hub's stand-in requires a client certificate: discovery (syncer's client) and the copy
     (skopeo) must both show it. Trivy scans the target, which does not ask for one."""
     world = make_world(tmp_path, registry_factory, trivy_db)
@@ -316,18 +345,23 @@ def test_a_client_certificate_reaches_discovery_and_skopeo(tmp_path, registry_fa
         source.append(f"ca_dir: {directory}")
     else:
         world.env["SYNCER_CERTS_D"] = str(directory.parent)
-    world.write("settings.yaml", f"""\
+    world.write(
+        "settings.yaml",
+        f"""\
 target:
   registry: {world.target.host}
   tls_verify: false
 sources:
   docker.io:
     endpoint: {world.hub.host}
-""" + "".join(f"    {line}\n" for line in source) + """\
+"""
+        + "".join(f"    {line}\n" for line in source)
+        + """\
 signing:
   signer: ci
 content_admins: ["@acme/security"]
-""")
+""",
+    )
     digest = nginx(world)
     proc = world.run()
     rec = world.record("nginx", "1.27.3")
@@ -340,8 +374,7 @@ content_admins: ["@acme/security"]
     assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
 
 
-def test_tls_target_trusted_through_the_real_etc_containers_certs_d(tmp_path, registry_factory,
-                                                                    trivy_db):
+def test_tls_target_trusted_through_the_real_etc_containers_certs_d(tmp_path, registry_factory, trivy_db):
     world = make_world(tmp_path, registry_factory, trivy_db, tls=True)
     del world.env["SYNCER_CERTS_D"]
     world.env.update(REQUESTS_CA_BUNDLE="", CURL_CA_BUNDLE="")
@@ -394,10 +427,11 @@ def test_validate_checks_that_every_ca_file_parses(tmp_path, registry_factory, t
     settings(world, "tls_verify: true", f"ca_dir: {broken}")
     proc = validate(world)
     assert proc.returncode == 2
-    assert (f"catalog/settings.yaml:6: error: ca_dir of target: {broken}/ca.crt holds no PEM "
-            "certificate that parses; put the PEM certificate there") in proc.stdout, proc.stdout
-    assert (f"client certificate {broken}/client.cert has no key client.key beside it"
-            in proc.stdout)
+    assert (
+        f"catalog/settings.yaml:6: error: ca_dir of target: {broken}/ca.crt holds no PEM "
+        "certificate that parses; put the PEM certificate there"
+    ) in proc.stdout, proc.stdout
+    assert f"client certificate {broken}/client.cert has no key client.key beside it" in proc.stdout
 
     settings(world, "tls_verify: true", f"ca_dir: {tmp_path / 'absent'}")
     proc = validate(world)
@@ -410,8 +444,10 @@ def test_validate_checks_that_every_ca_file_parses(tmp_path, registry_factory, t
     settings(world, "tls_verify: true")
     proc = validate(world, SYNCER_CERTS_D=str(root))
     assert proc.returncode == 2
-    assert (f"catalog/settings.yaml:2: error: {root / world.target.host}: "
-            f"{root / world.target.host}/ca.crt holds no PEM certificate") in proc.stdout
+    assert (
+        f"catalog/settings.yaml:2: error: {root / world.target.host}: "
+        f"{root / world.target.host}/ca.crt holds no PEM certificate"
+    ) in proc.stdout
 
     proc = validate(world, SYNCER_CERTS_D="", SSL_CERT_FILE=str(broken / "ca.crt"))
     assert proc.returncode == 2
@@ -424,7 +460,9 @@ def test_validate_checks_that_every_ca_file_parses(tmp_path, registry_factory, t
 def test_ipv6_literals_are_refused_by_validate_with_the_reason(tmp_path, registry_factory, trivy_db):
     world = make_world(tmp_path, registry_factory, trivy_db)
     nginx(world)
-    world.write("settings.yaml", """\
+    world.write(
+        "settings.yaml",
+        """\
 target:
   registry: "[::1]:5000"
 sources:
@@ -434,20 +472,28 @@ sources:
 signing:
   signer: ci
 content_admins: ["@acme/security"]
-""")
-    world.images("""
+""",
+    )
+    world.images(
+        """
         images:
           - source: "[::1]:5002/team/tool"
             tags: ["1.0"]
-    """, file="images/v6.yaml")
+    """,
+        file="images/v6.yaml",
+    )
     proc = validate(world)
     assert proc.returncode == 2
-    reason = ("is an IPv6 literal, which syncer refuses: skopeo 1.9's reference parser "
-              "(containers/image docker/reference) rejects bracketed hosts")
-    for where, what in (("catalog/settings.yaml:2", "'registry' '[::1]:5000'"),
-                        ("catalog/settings.yaml:4", "'[fd00::1]:5000' under sources"),
-                        ("catalog/settings.yaml:6", "'endpoint' '[::1]:5001'"),
-                        ("catalog/images/v6.yaml:2", "source '[::1]:5002/team/tool'")):
+    reason = (
+        "is an IPv6 literal, which syncer refuses: skopeo 1.9's reference parser "
+        "(containers/image docker/reference) rejects bracketed hosts"
+    )
+    for where, what in (
+        ("catalog/settings.yaml:2", "'registry' '[::1]:5000'"),
+        ("catalog/settings.yaml:4", "'[fd00::1]:5000' under sources"),
+        ("catalog/settings.yaml:6", "'endpoint' '[::1]:5001'"),
+        ("catalog/images/v6.yaml:2", "source '[::1]:5002/team/tool'"),
+    ):
         assert f"{where}: error: {what} {reason}" in proc.stdout, proc.stdout
     assert "host name that resolves to the address" in proc.stdout
 
@@ -455,15 +501,28 @@ content_admins: ["@acme/security"]
 def test_the_reason_for_refusing_ipv6_holds_skopeo_cannot_reach_a_registry_on_ipv6(tmp_path):
     """A registry listens on [::1] here; skopeo refuses the reference. When this fails because
     skopeo copies, lift the refusal in syncer/catalog.py (_ipv6_refused) and test end to end."""
-    if not Path("/proc/net/if_inet6").exists() or "00000000000000000000000000000001" not in \
-            Path("/proc/net/if_inet6").read_text():
+    if (
+        not Path("/proc/net/if_inet6").exists()
+        or "00000000000000000000000000000001" not in Path("/proc/net/if_inet6").read_text()
+    ):
         pytest.skip("no IPv6 loopback")
     port = free_port()
     config = tmp_path / "config.yml"
-    config.write_text(json.dumps({"version": 0.1, "http": {"addr": f"[::1]:{port}"},
-                                  "storage": {"filesystem": {"rootdirectory": str(tmp_path / "s")}}}))
-    registry = subprocess.Popen(["docker-registry", "serve", str(config)], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config.write_text(
+        json.dumps(
+            {
+                "version": 0.1,
+                "http": {"addr": f"[::1]:{port}"},
+                "storage": {"filesystem": {"rootdirectory": str(tmp_path / "s")}},
+            }
+        )
+    )
+    registry = subprocess.Popen(
+        ["docker-registry", "serve", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -476,9 +535,21 @@ def test_the_reason_for_refusing_ipv6_holds_skopeo_cannot_reach_a_registry_on_ip
         layout = write_layout(build_image(debian_files(CLEAN)), tmp_path / "layout", "v1")
         policy = tmp_path / "policy.json"
         policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
-        done = subprocess.run(["skopeo", "--policy", str(policy), "copy", "--dest-tls-verify=false",
-                               f"oci:{layout}:v1", f"docker://[::1]:{port}/team/tool:1.0"],
-                              capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [
+                "skopeo",
+                "--policy",
+                str(policy),
+                "copy",
+                "--dest-tls-verify=false",
+                f"oci:{layout}:v1",
+                f"docker://[::1]:{port}/team/tool:1.0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode != 0, textwrap.dedent("""\
             skopeo now copies to an IPv6 literal: lift the refusal (syncer/catalog.py
             _ipv6_refused) and test syncer end to end on [::1]""")

@@ -27,8 +27,10 @@ def _client(server: HostileRegistry, **kwargs) -> RegistryClient:
 
 def test_headers_that_drip_end_the_head_at_its_deadline(hostile) -> None:
     started = time.monotonic()
-    with _client(hostile, deadline=2.0) as client, \
-            pytest.raises(RegistryError, match="sent its answer too slowly"):
+    with (
+        _client(hostile, deadline=2.0) as client,
+        pytest.raises(RegistryError, match="sent its answer too slowly"),
+    ):
         client.head_manifest("dripheaders", "1.0")
     assert time.monotonic() - started < 10
 
@@ -39,8 +41,10 @@ def test_headers_too_large_are_refused(hostile) -> None:
 
 
 def test_a_malformed_digest_header_is_refused_and_not_shown(hostile) -> None:
-    with _client(hostile) as client, \
-            pytest.raises(RegistryError, match="malformed Docker-Content-Digest") as caught:
+    with (
+        _client(hostile) as client,
+        pytest.raises(RegistryError, match="malformed Docker-Content-Digest") as caught,
+    ):
         client.head_manifest("baddigest", "1.0")
     assert "<img" not in str(caught.value)
 
@@ -53,12 +57,14 @@ def test_a_challenged_head_is_sent_again_with_the_token(hostile) -> None:
 
 
 def test_a_redirect_to_another_host_is_followed_without_the_credentials(hostile) -> None:
-    with HostileRegistry() as other, HostileRegistry(redirect_to=other.host) as server, \
-            _client(server) as client:
+    with (
+        HostileRegistry() as other,
+        HostileRegistry(redirect_to=other.host) as server,
+        _client(server) as client,
+    ):
         client.list_tags("twice")  # learns the token server: HEADs carry a token from now on
         assert client.head_manifest("elsewhere", "1.0").digest == DIGEST
-        assert server.requests_to("elsewhere") == [
-            ("HEAD", "/v2/elsewhere/manifests/1.0", f"Bearer {TOKEN}")]
+        assert server.requests_to("elsewhere") == [("HEAD", "/v2/elsewhere/manifests/1.0", f"Bearer {TOKEN}")]
         assert other.requests_to("elsewhere") == [("HEAD", "/v2/elsewhere/manifests/1.0", "")]
 
 
@@ -76,28 +82,34 @@ def test_heads_over_tls_trust_the_registry_ca_as_the_requests_path_does(tmp_path
 
     ca, cert, key = make_tls_material(tmp_path)
     with HostileRegistry(tls=(cert, key)) as server:
-        with RegistryClient("tls.test", endpoint=server.host, ca_file=str(ca),
-                            max_retries=0) as client:
+        with RegistryClient("tls.test", endpoint=server.host, ca_file=str(ca), max_retries=0) as client:
             assert client.head_manifest("elsewhere", "1.0").digest == DIGEST
-        with RegistryClient("tls.test", endpoint=server.host, max_retries=0) as client, \
-                pytest.raises(RegistryError, match="could not be verified"):
+        with (
+            RegistryClient("tls.test", endpoint=server.host, max_retries=0) as client,
+            pytest.raises(RegistryError, match="could not be verified"),
+        ):
             client.head_manifest("elsewhere", "1.0")
 
 
-@pytest.mark.parametrize("block", [
-    b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:ab\r\nContent-Length: 10\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
-    (b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"a\"\r\n"
-     b"www-authenticate:Bearer realm=\"b\"  \r\n\r\n"),
-    b"HTTP/1.1 404\r\n\r\n",
-    b"HTTP/1.1  200  spaced  \r\nX:\t tabbed\r\n\r\n",
-    b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n",
-    b"HTTP/1.0 200 OK\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nNo colon here\r\nDocker-Content-Digest: sha256:ab\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nX: caf\xe9\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",
-])
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:ab\r\nContent-Length: 10\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+        (
+            b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm="a"\r\n'
+            b'www-authenticate:Bearer realm="b"  \r\n\r\n'
+        ),
+        b"HTTP/1.1 404\r\n\r\n",
+        b"HTTP/1.1  200  spaced  \r\nX:\t tabbed\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nNo colon here\r\nDocker-Content-Digest: sha256:ab\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: caf\xe9\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",
+    ],
+)
 def test_header_blocks_read_as_http_client_reads_them(block: bytes) -> None:
     import http.client
 
@@ -110,5 +122,4 @@ def test_header_blocks_read_as_http_client_reads_them(block: bytes) -> None:
         with pytest.raises(type(err)):
             _parse_head(block)
         return
-    assert _parse_head(block) == (answer.status, answer.reason, answer.msg.items(),
-                                  answer.will_close)
+    assert _parse_head(block) == (answer.status, answer.reason, answer.msg.items(), answer.will_close)

@@ -41,8 +41,9 @@ def _client(reg):
 
 def _verify(world, reg, identity_host):
     pub = (world.catalog / "signers" / "ci.pub").read_text()
-    return signatures.verify_signers(_client(reg), "approved/alpine", world.digest,
-                                     f"{identity_host}/approved/alpine", {"ci": pub})
+    return signatures.verify_signers(
+        _client(reg), "approved/alpine", world.digest, f"{identity_host}/approved/alpine", {"ci": pub}
+    )
 
 
 def test_promotion_reaches_every_replica_signed_under_its_identity(rworld):
@@ -53,7 +54,8 @@ def test_promotion_reaches_every_replica_signed_under_its_identity(rworld):
     rec = world.record("alpine", "3.20")
     assert rec.state is State.PROMOTED
     assert [(r.registry, r.digest, r.lagging) for r in rec.replicas] == sorted(
-        (r.host, world.digest, False) for r in world.replicas)
+        (r.host, world.digest, False) for r in world.replicas
+    )
     for reg in world.replicas:
         assert world.digest_at(reg, "approved/alpine", "3.20") == world.digest
         assert _verify(world, reg, reg.host).signed_by == ["ci"]
@@ -101,12 +103,15 @@ def test_a_replica_that_is_down_lags_and_catches_up(rworld):
 
 
 def _demote_on_regression(world) -> None:
-    world.policy("default", textwrap.dedent("""
+    world.policy(
+        "default",
+        textwrap.dedent("""
         vulnerabilities:
           max: {critical: 0, high: 0}
         signers: [ci]
         on_regression: demote
-    """))
+    """),
+    )
 
 
 def test_demotion_removes_the_tag_from_every_replica(rworld):
@@ -128,9 +133,23 @@ def _push_back(world, reg) -> None:
     the demoted digest, still in quarantine, back under its approved tag with skopeo."""
     source = f"docker://{world.target.host}/quarantine/alpine@{world.digest}"
     dest = f"docker://{reg.host}/approved/alpine:3.20"
-    done = subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", "--preserve-digests",
-                           "--src-tls-verify=false", "--dest-tls-verify=false", source, dest],
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            source,
+            dest,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert world.digest_at(reg, "approved/alpine", "3.20") == world.digest
 
@@ -146,8 +165,7 @@ def test_demotion_removes_signatures_so_a_pushed_back_digest_does_not_verify(rwo
     primary = _client(world.target)
     manifest = primary.get_manifest("approved/alpine", sig)
     attestation = {**manifest.json, "annotations": {"test": "attestation"}}
-    primary.put_manifest("approved/alpine", att, json.dumps(attestation).encode(),
-                         manifest.media_type)
+    primary.put_manifest("approved/alpine", att, json.dumps(attestation).encode(), manifest.media_type)
     for reg in (world.target, *world.replicas):
         assert sig in world.tags(reg, "approved/alpine")
         ref = f"{reg.host}/approved/alpine:3.20"

@@ -10,8 +10,12 @@ from tests.harness.images import build_image, debian_files
 from tests.harness.trivydb import Advisory
 
 CLEAN = (("base-files", "12.4+deb12u8", "base-files"), ("libssl3", "3.0.15-1", "openssl"))
-VULNERABLE = (("base-files", "12.4+deb12u8", "base-files"), ("libssl3", "3.0.11-1", "openssl"),
-              ("libexpat1", "2.5.0-1", "expat"), ("zlib1g", "1.2.13", "zlib"))
+VULNERABLE = (
+    ("base-files", "12.4+deb12u8", "base-files"),
+    ("libssl3", "3.0.11-1", "openssl"),
+    ("libexpat1", "2.5.0-1", "expat"),
+    ("zlib1g", "1.2.13", "zlib"),
+)
 ADVISORIES = (
     Advisory("CVE-2099-3001", "debian 12", "openssl", "CRITICAL", "3.0.15-1", title="openssl: planted"),
     Advisory("CVE-2099-3002", "debian 12", "expat", "HIGH", "2.5.1-1", title="expat: excepted"),
@@ -27,13 +31,16 @@ def test_pages_explain_findings_signatures_and_holds(world):
           - source: nginx
             tags: ["1.27.3"]
     """)
-    world.write("exceptions/expat.yaml", """
+    world.write(
+        "exceptions/expat.yaml",
+        """
         exceptions:
           - vulnerability: CVE-2099-3002
             images: ["nginx"]
             expires: 2099-01-31
             reason: "expat is not reachable"
-    """)
+    """,
+    )
     world.run()
     # The tag moves upstream to a vulnerable digest: held, while approved/ keeps the old one.
     moved = world.push("library/nginx:1.27.3", build_image(debian_files(VULNERABLE, point_release="12.2")))
@@ -51,14 +58,18 @@ def test_pages_explain_findings_signatures_and_holds(world):
     blocks = page.blocks
     assert "CVE-2099-3001 openssl: planted" in blocks
     assert blocks[blocks.index("CVE-2099-3002 expat: excepted") + 4] == (
-        "excepted until 2099-01-31 (catalog/exceptions/expat.yaml:2): expat is not reachable")
+        "excepted until 2099-01-31 (catalog/exceptions/expat.yaml:2): expat is not reachable"
+    )
     assert blocks[blocks.index("CVE-2099-3003 zlib: no fix yet") + 4] == (
-        "not counted: no fix yet (ignore_unfixed)")
+        "not counted: no fix yet (ignore_unfixed)"
+    )
     assert blocks[blocks.index("CVE-2099-3001 openssl: planted") + 4] == "counted"
     assert "Counted by policy default: 1 critical (found: 1 critical, 2 high)" in blocks
     short_approved = approved.split(":")[1][:12]
-    assert (f"Signed by: nobody, this digest is not in approved/; the approved digest "
-            f"{short_approved} is signed by ci") in blocks
+    assert (
+        f"Signed by: nobody, this digest is not in approved/; the approved digest "
+        f"{short_approved} is signed by ci"
+    ) in blocks
     assert f"ci, of the approved digest {short_approved}" in blocks  # the tag table's cell
     assert "2 (0)" in blocks  # high: two found, none counted
 

@@ -51,7 +51,9 @@ def test_only_processes_the_named_image_and_rejects_unknown_names(world):
     assert world.digest_at(world.target, "approved/alpine", "3.20") == alpine
     assert not (world.reports / "records" / "nginx").exists()
     assert world.tags(world.target, "quarantine/nginx") == []
-    assert world.hub.count("HEAD", "/library/nginx/") == asked, "--only must not even ask upstream about others"
+    assert world.hub.count("HEAD", "/library/nginx/") == asked, (
+        "--only must not even ask upstream about others"
+    )
 
     before, writes = world.tree(), _writes(world.target)
     proc = world.run("--only", "nosuch", expect=2)
@@ -84,8 +86,9 @@ def test_dry_run_writes_nothing_anywhere(world):
 
 def test_shards_split_the_catalog_disjointly_and_stably(world):
     names = ["alpine", "debian", "nginx", "redis"]
-    assert {k for n in names for k in (1, 2, 3) if in_shard(n, (k, 3))} == {1, 2, 3}, \
+    assert {k for n in names for k in (1, 2, 3) if in_shard(n, (k, 3))} == {1, 2, 3}, (
         "pick names that fill every shard, or the test proves less"
+    )
     world.db.write(())
     image = build_image(alpine_files(CLEAN_ALPINE))
     for n in names:
@@ -108,10 +111,13 @@ def test_shards_split_the_catalog_disjointly_and_stably(world):
 
 def test_json_summary_exit_codes_step_summary_and_plain_progress(world, tmp_path):
     _alpine_and_nginx(world)
-    world.images(TWO_IMAGES + """
+    world.images(
+        TWO_IMAGES
+        + """
       - source: redis
         tags: ["7.4"]
-    """)
+    """
+    )
     step_summary = tmp_path / "step-summary.md"
     world.env["GITHUB_STEP_SUMMARY"] = str(step_summary)
     proc = world.run("--json", expect=1)  # redis:7.4 is not upstream
@@ -123,8 +129,14 @@ def test_json_summary_exit_codes_step_summary_and_plain_progress(world, tmp_path
     assert summary["missing"] == [{"name": "redis", "tag": "7.4"}]
     tags = {(t["name"], t["tag"]): t for t in summary["tags"]}
     assert tags[("alpine", "3.20")]["state"] == "promoted" and tags[("alpine", "3.20")]["changed"] is True
-    assert tags[("nginx", "1.27.3")]["state"] == "held" and "CVE-2099-1001" in tags[("nginx", "1.27.3")]["message"]
-    assert all(set(t) == {"name", "tag", "state", "changed", "failed", "deferred", "message"} for t in summary["tags"])
+    assert (
+        tags[("nginx", "1.27.3")]["state"] == "held"
+        and "CVE-2099-1001" in tags[("nginx", "1.27.3")]["message"]
+    )
+    assert all(
+        set(t) == {"name", "tag", "state", "changed", "failed", "deferred", "message"}
+        for t in summary["tags"]
+    )
     assert "README.md" in " ".join(summary["reports_written"]) and summary["commit"] is None
 
     markdown = step_summary.read_text()
@@ -138,8 +150,9 @@ def test_json_summary_exit_codes_step_summary_and_plain_progress(world, tmp_path
     for step in ("mirroring", "scanning", "signing", "promoting"):
         assert sum(line.endswith(f"alpine:3.20: {step}") for line in lines) == 1, (step, proc.stderr)
     assert any(line.endswith("alpine:3.20: promoted") for line in lines), proc.stderr
-    assert any(line.endswith("redis:7.4: error: tag not found upstream; fix `tags` in the catalog")
-               for line in lines), proc.stderr
+    assert any(
+        line.endswith("redis:7.4: error: tag not found upstream; fix `tags` in the catalog") for line in lines
+    ), proc.stderr
 
     world.images(TWO_IMAGES)
     again = world.run()  # a held image is not a failure
@@ -164,12 +177,22 @@ def test_live_progress_on_a_terminal(world):
           - source: alpine
             tags: ["3.20"]
     """)
-    argv = [sys.executable, "-m", "syncer", "run", "--catalog", str(world.catalog),
-            "--reports", str(world.reports), "--skip-db-update"]
+    argv = [
+        sys.executable,
+        "-m",
+        "syncer",
+        "run",
+        "--catalog",
+        str(world.catalog),
+        "--reports",
+        str(world.reports),
+        "--skip-db-update",
+    ]
     master, slave = pty.openpty()
     with open(world.root / "stdout.txt", "wb") as stdout:
-        proc = subprocess.Popen(argv, cwd=world.root, env=world.run_env(), stdin=subprocess.DEVNULL,
-                                stdout=stdout, stderr=slave)
+        proc = subprocess.Popen(
+            argv, cwd=world.root, env=world.run_env(), stdin=subprocess.DEVNULL, stdout=stdout, stderr=slave
+        )
     os.close(slave)
     seen = b""
     deadline = time.monotonic() + 120

@@ -77,12 +77,12 @@ def test_attach_writes_cosigns_layout_and_verifies(client, registry, keys):
     assert (result.signed_by, result.missing, result.problems, result.ok) == (["ci"], [], [], True)
 
 
-
 def test_a_first_signature_takes_six_requests(client, registry, keys):
     """No signature manifest yet: the two blobs are uploaded without asking whether they exist."""
     signatures.attach(client, REPO, DIGEST, identity(registry), keys["ci"][0])
     assert client.stats["HEAD"] == 0
     assert sum(client.stats[m] for m in ("GET", "POST", "PUT")) == 6  # GET .sig, 2 x (POST, PUT), PUT
+
 
 def test_attach_is_idempotent(client, registry, keys):
     private, _ = keys["ci"]
@@ -100,8 +100,10 @@ def test_a_second_signer_adds_a_layer_and_keeps_the_first(client, registry, keys
     assert signatures.attach(client, REPO, DIGEST, identity(registry), keys["alice"][0]) is True
     layers = sig_manifest(client).json["layers"]
     assert len(layers) == 2 and layers[0] == first
-    assert [layer.digest for layer in signatures.read_signatures(client, REPO, DIGEST)] == \
-        [first["digest"], first["digest"]]  # same identity and digest: the same payload blob
+    assert [layer.digest for layer in signatures.read_signatures(client, REPO, DIGEST)] == [
+        first["digest"],
+        first["digest"],
+    ]  # same identity and digest: the same payload blob
     signers = {name: pem for name, (_, pem) in keys.items()}
     result = signatures.verify_signers(client, REPO, DIGEST, identity(registry), signers)
     assert result.signed_by == ["ci", "alice"] and result.missing == []
@@ -109,8 +111,7 @@ def test_a_second_signer_adds_a_layer_and_keeps_the_first(client, registry, keys
 
 def test_unsigned_digest_has_no_signatures_and_every_signer_missing(client, registry, keys):
     assert signatures.read_signatures(client, REPO, OTHER_DIGEST) == []
-    result = signatures.verify_signers(client, REPO, OTHER_DIGEST, identity(registry),
-                                       {"ci": keys["ci"][1]})
+    result = signatures.verify_signers(client, REPO, OTHER_DIGEST, identity(registry), {"ci": keys["ci"][1]})
     assert (result.signed_by, result.missing, result.ok) == ([], ["ci"], False)
 
 
@@ -123,20 +124,21 @@ def test_missing_signer_is_reported(client, registry, keys):
 
 def test_unreadable_signer_key_is_a_problem_and_missing(client, registry, keys):
     signatures.attach(client, REPO, DIGEST, identity(registry), keys["ci"][0])
-    result = signatures.verify_signers(client, REPO, DIGEST, identity(registry),
-                                       {"ci": keys["ci"][1], "bob": "not a key"})
+    result = signatures.verify_signers(
+        client, REPO, DIGEST, identity(registry), {"ci": keys["ci"][1], "bob": "not a key"}
+    )
     assert result.signed_by == ["ci"] and result.missing == ["bob"]
-    assert result.problems == ["signer 'bob': no PEM block found; expected a key file "
-                               "written by 'syncer keygen' or cosign"]
+    assert result.problems == [
+        "signer 'bob': no PEM block found; expected a key file written by 'syncer keygen' or cosign"
+    ]
 
 
 def test_signature_under_another_identity_does_not_count(client, registry, keys):
     signatures.attach(client, REPO, DIGEST, "registry.example.com/approved/nginx", keys["ci"][0])
-    result = signatures.verify_signers(client, REPO, DIGEST, identity(registry),
-                                       {"ci": keys["ci"][1]})
+    result = signatures.verify_signers(client, REPO, DIGEST, identity(registry), {"ci": keys["ci"][1]})
     assert result.missing == ["ci"]
     [problem] = result.problems
-    assert "as 'registry.example.com/approved/nginx', not " f"'{identity(registry)}'" in problem
+    assert f"as 'registry.example.com/approved/nginx', not '{identity(registry)}'" in problem
 
 
 def copy_signature(client: RegistryClient, source_digest: str, target_digest: str) -> None:
@@ -147,8 +149,7 @@ def copy_signature(client: RegistryClient, source_digest: str, target_digest: st
 def test_signature_of_another_digest_replayed_here_does_not_count(client, registry, keys):
     signatures.attach(client, REPO, OTHER_DIGEST, identity(registry), keys["ci"][0])
     copy_signature(client, OTHER_DIGEST, DIGEST)
-    result = signatures.verify_signers(client, REPO, DIGEST, identity(registry),
-                                       {"ci": keys["ci"][1]})
+    result = signatures.verify_signers(client, REPO, DIGEST, identity(registry), {"ci": keys["ci"][1]})
     assert result.missing == ["ci"]
     [problem] = result.problems
     assert f"for {OTHER_DIGEST}, not {DIGEST}" in problem
@@ -170,16 +171,14 @@ def test_tampered_signature_does_not_count(client, registry, keys):
         layer["annotations"][signatures.SIGNATURE_ANNOTATION] = base64.b64encode(raw).decode()
 
     rewrite_layer(client, flip)
-    result = signatures.verify_signers(client, REPO, DIGEST, identity(registry),
-                                       {"ci": keys["ci"][1]})
+    result = signatures.verify_signers(client, REPO, DIGEST, identity(registry), {"ci": keys["ci"][1]})
     assert (result.signed_by, result.missing) == ([], ["ci"])
 
 
 def test_layer_size_that_disagrees_with_the_blob_is_a_problem(client, registry, keys):
     signatures.attach(client, REPO, DIGEST, identity(registry), keys["ci"][0])
     rewrite_layer(client, lambda layer: layer.update(size=layer["size"] + 1))
-    result = signatures.verify_signers(client, REPO, DIGEST, identity(registry),
-                                       {"ci": keys["ci"][1]})
+    result = signatures.verify_signers(client, REPO, DIGEST, identity(registry), {"ci": keys["ci"][1]})
     assert result.missing == ["ci"]
     [problem] = result.problems
     assert "the manifest says" in problem
@@ -190,13 +189,17 @@ def test_signature_stored_by_cosign_verifies_and_is_kept_when_we_sign(client, re
     payload = (VECTORS / "containers-image-rekor-payload.json").read_bytes()
     signature = (VECTORS / "containers-image-rekor-payload.sig").read_text()
     cert = x509.load_pem_x509_certificate((VECTORS / "containers-image-fulcio-cert.pem").read_bytes())
-    cosign_pub = cert.public_key().public_bytes(serialization.Encoding.PEM,
-                                                serialization.PublicFormat.SubjectPublicKeyInfo)
+    cosign_pub = cert.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     parsed = cosign.parse_payload(payload)
     repo = "test-repo-2100826901021538654/alpine"
-    config = (b'{"architecture":"","created":"0001-01-01T00:00:00Z","history":[{"created":'
-              b'"0001-01-01T00:00:00Z"}],"os":"","rootfs":{"type":"layers","diff_ids":["'
-              + digest_of(payload).encode() + b'"]},"config":{}}')
+    config = (
+        b'{"architecture":"","created":"0001-01-01T00:00:00Z","history":[{"created":'
+        b'"0001-01-01T00:00:00Z"}],"os":"","rootfs":{"type":"layers","diff_ids":["'
+        + digest_of(payload).encode()
+        + b'"]},"config":{}}'
+    )
     client.put_blob(repo, payload)
     client.put_blob(repo, config)
     manifest = (
@@ -204,7 +207,8 @@ def test_signature_stored_by_cosign_verifies_and_is_kept_when_we_sign(client, re
         '"config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":%d,"digest":"%s"},'
         '"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","size":%d,'
         '"digest":"%s","annotations":{"dev.cosignproject.cosign/signature":"%s"}}]}'
-        % (len(config), digest_of(config), len(payload), digest_of(payload), signature)).encode()
+        % (len(config), digest_of(config), len(payload), digest_of(payload), signature)
+    ).encode()
     client.put_manifest(repo, signatures.signature_tag(parsed.digest), manifest, OCI_MANIFEST)
 
     signers = {"cosign": cosign_pub.decode()}
@@ -215,8 +219,10 @@ def test_signature_stored_by_cosign_verifies_and_is_kept_when_we_sign(client, re
     after = sig_manifest(client, parsed.digest, repo).json
     assert after["layers"][0] == json.loads(manifest)["layers"][0]
     # With the cosign layer first, our config is the one cosign would write for two layers.
-    assert after["config"]["size"] == len(config) + len(',{"created":"0001-01-01T00:00:00Z"}') \
-        + len(',"sha256:') + 64 + 1
+    assert (
+        after["config"]["size"]
+        == len(config) + len(',{"created":"0001-01-01T00:00:00Z"}') + len(',"sha256:') + 64 + 1
+    )
     signers["ci"] = keys["ci"][1]
     result = signatures.verify_signers(client, repo, parsed.digest, parsed.docker_reference, signers)
     assert result.signed_by == ["cosign", "ci"]

@@ -59,8 +59,11 @@ class FakeRun:
         for flag in ("--src-authfile", "--dest-authfile", "--authfile", "--policy"):
             if flag in argv:
                 path = argv[argv.index(flag) + 1]
-                files[flag] = (Path(path).read_text(), stat.S_IMODE(os.stat(path).st_mode),
-                               stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode))
+                files[flag] = (
+                    Path(path).read_text(),
+                    stat.S_IMODE(os.stat(path).st_mode),
+                    stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode),
+                )
         self.calls.append({"argv": argv, "env": env, "timeout": timeout, "files": files})
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, BaseException):
@@ -79,14 +82,20 @@ def fake_run(monkeypatch):
         fake = FakeRun(outcomes)
         monkeypatch.setattr(skopeo.subprocess, "run", fake)
         return fake
+
     return install
 
 
 def test_credentials_reach_skopeo_only_through_private_auth_files(fake_run, private_tmp):
     fake = fake_run((0, ""))
     other = Credentials("puller", "an0ther-secret")
-    skopeo.copy(f"docker://docker.io/library/nginx@{DIGEST}", "docker://reg.example:5000/q/nginx:1",
-                src_creds=other, dst_creds=CREDS, retries=0)
+    skopeo.copy(
+        f"docker://docker.io/library/nginx@{DIGEST}",
+        "docker://reg.example:5000/q/nginx:1",
+        src_creds=other,
+        dst_creds=CREDS,
+        retries=0,
+    )
     call = fake.calls[0]
     visible = " ".join(call["argv"]) + " " + " ".join(f"{k}={v}" for k, v in call["env"].items())
     for secret in secret_forms(CREDS) + secret_forms(other) + ["robot:", "puller:"]:
@@ -95,10 +104,11 @@ def test_credentials_reach_skopeo_only_through_private_auth_files(fake_run, priv
     dst_text, dst_mode, _ = call["files"]["--dest-authfile"]
     assert (src_mode, dst_mode, dir_mode) == (0o600, 0o600, 0o700)
     # Hub's references are keyed "docker.io" in containers-auth.json.
-    assert base64.b64decode(json.loads(src_text)["auths"]["docker.io"]["auth"]) == \
-        b"puller:an0ther-secret"
-    assert base64.b64decode(json.loads(dst_text)["auths"]["reg.example:5000"]["auth"]) == \
-        f"robot:{SECRET}".encode()
+    assert base64.b64decode(json.loads(src_text)["auths"]["docker.io"]["auth"]) == b"puller:an0ther-secret"
+    assert (
+        base64.b64decode(json.loads(dst_text)["auths"]["reg.example:5000"]["auth"])
+        == f"robot:{SECRET}".encode()
+    )
     assert leftovers(private_tmp) == []
 
 
@@ -106,15 +116,30 @@ def test_command_line_is_deterministic_and_complete(fake_run, private_tmp, monke
     monkeypatch.setenv("REGISTRY_AUTH_FILE", "/home/someone/auth.json")
     monkeypatch.setenv("DOCKER_CONFIG", "/home/someone/.docker")
     fake = fake_run((0, ""))
-    skopeo.copy(f"docker://a.example/x@{DIGEST}", "docker://b.example/y:1",
-                src_tls_verify=False, dst_cert_dir="/certs/b", timeout=42)
+    skopeo.copy(
+        f"docker://a.example/x@{DIGEST}",
+        "docker://b.example/y:1",
+        src_tls_verify=False,
+        dst_cert_dir="/certs/b",
+        timeout=42,
+    )
     call = fake.calls[0]
     argv = call["argv"]
-    assert argv[argv.index("copy"):] == [
-        "copy", "--quiet", "--all", "--preserve-digests",
-        "--src-tls-verify=false", "--src-no-creds",
-        "--dest-tls-verify=true", "--dest-cert-dir", "/certs/b", "--dest-no-creds",
-        "--", f"docker://a.example/x@{DIGEST}", "docker://b.example/y:1"]
+    assert argv[argv.index("copy") :] == [
+        "copy",
+        "--quiet",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--src-no-creds",
+        "--dest-tls-verify=true",
+        "--dest-cert-dir",
+        "/certs/b",
+        "--dest-no-creds",
+        "--",
+        f"docker://a.example/x@{DIGEST}",
+        "docker://b.example/y:1",
+    ]
     policy_text, _mode, _ = call["files"]["--policy"]
     assert json.loads(policy_text) == {"default": [{"type": "insecureAcceptAnything"}]}
     assert "--registries.d" in argv
@@ -127,15 +152,18 @@ def test_command_line_is_deterministic_and_complete(fake_run, private_tmp, monke
 
 def test_single_platform_copy_without_digest_preservation(fake_run, private_tmp):
     fake = fake_run((0, ""))
-    skopeo.copy("docker://a.example/x:1", "docker://b.example/y:1", all_platforms=False,
-                preserve_digests=False)
+    skopeo.copy(
+        "docker://a.example/x:1", "docker://b.example/y:1", all_platforms=False, preserve_digests=False
+    )
     argv = fake.calls[0]["argv"]
     assert "--all" not in argv and "--preserve-digests" not in argv
 
 
 def test_network_failures_are_retried_with_backoff(fake_run, private_tmp):
-    refused = fatal('pinging container registry a.example: Get "https://a.example/v2/": '
-                    'dial tcp 10.0.0.1:443: connect: connection refused')
+    refused = fatal(
+        'pinging container registry a.example: Get "https://a.example/v2/": '
+        "dial tcp 10.0.0.1:443: connect: connection refused"
+    )
     fake = fake_run((1, refused), (1, refused), (0, ""))
     sleeps: list[float] = []
     skopeo.copy(f"docker://a.example/x@{DIGEST}", "docker://b.example/y:1", sleep=sleeps.append)
@@ -144,13 +172,16 @@ def test_network_failures_are_retried_with_backoff(fake_run, private_tmp):
 
 
 def test_retries_are_bounded(fake_run, private_tmp):
-    refused = fatal("initializing source docker://a.example/x: pinging container registry "
-                    "a.example: dial tcp: connect: connection refused")
+    refused = fatal(
+        "initializing source docker://a.example/x: pinging container registry "
+        "a.example: dial tcp: connect: connection refused"
+    )
     fake = fake_run(*[(1, refused)] * 4)
     sleeps: list[float] = []
     with pytest.raises(SkopeoCommandError) as err:
-        skopeo.copy(f"docker://a.example/x@{DIGEST}", "docker://b.example/y:1", retries=3,
-                    sleep=sleeps.append)
+        skopeo.copy(
+            f"docker://a.example/x@{DIGEST}", "docker://b.example/y:1", retries=3, sleep=sleeps.append
+        )
     assert len(fake.calls) == 4 and len(sleeps) == 3
     assert err.value.kind is Kind.NETWORK and err.value.attempts == 4
     assert err.value.registry == "a.example"
@@ -160,11 +191,21 @@ def test_retries_are_bounded(fake_run, private_tmp):
 def test_auth_failure_is_not_retried_and_redacted(fake_run, private_tmp):
     token = base64.b64encode(f"robot:{SECRET}".encode()).decode()
     # Even if skopeo ever echoed a secret, it must not reach our message.
-    fake = fake_run((1, fatal(f"writing manifest to b.example/y: unauthorized: "
-                              f"authentication required ({SECRET} {token})")))
+    fake = fake_run(
+        (
+            1,
+            fatal(
+                f"writing manifest to b.example/y: unauthorized: authentication required ({SECRET} {token})"
+            ),
+        )
+    )
     with pytest.raises(SkopeoCommandError) as err:
-        skopeo.copy(f"docker://a.example/x@{DIGEST}", "docker://b.example/y:1", dst_creds=CREDS,
-                    sleep=lambda s: pytest.fail("auth failures must not be retried"))
+        skopeo.copy(
+            f"docker://a.example/x@{DIGEST}",
+            "docker://b.example/y:1",
+            dst_creds=CREDS,
+            sleep=lambda s: pytest.fail("auth failures must not be retried"),
+        )
     message = str(err.value)
     assert len(fake.calls) == 1
     assert err.value.kind is Kind.AUTH and err.value.registry == "b.example"
@@ -201,8 +242,9 @@ def test_missing_skopeo_is_a_typed_error(private_tmp, monkeypatch):
         skopeo.delete("docker://a.example/x:1")
 
 
-@pytest.mark.parametrize("ref", ["a.example/x:1", "docker://a.example/X:1",
-                                 "docker://a.example/x@sha256:abc", "docker://-x"])
+@pytest.mark.parametrize(
+    "ref", ["a.example/x:1", "docker://a.example/X:1", "docker://a.example/x@sha256:abc", "docker://-x"]
+)
 def test_invalid_references_never_reach_skopeo(ref, fake_run):
     fake = fake_run()
     with pytest.raises(SkopeoCommandError) as err:
@@ -211,30 +253,53 @@ def test_invalid_references_never_reach_skopeo(ref, fake_run):
 
 
 # Messages skopeo 1.9.3 printed against distribution 2.8 (and Docker Hub's usual ones).
-@pytest.mark.parametrize("reason, kind", [
-    ("copying image 1/2 from manifest list: trying to reuse blob sha256:fd at destination: "
-     "checking whether a blob sha256:fd exists in 127.0.0.1:5102/lib/hello: unauthorized: "
-     "authentication required", Kind.AUTH),
-    ("initializing source docker://docker.io/x/y:1: reading manifest 1 in docker.io/x/y: "
-     "requested access to the resource is denied", Kind.AUTH),
-    ("reading manifest nope in 127.0.0.1:5101/lib/hello: manifest unknown: manifest unknown",
-     Kind.NOT_FOUND),
-    ('pinging container registry 127.0.0.1:5199: Get "http://127.0.0.1:5199/v2/": dial tcp '
-     '127.0.0.1:5199: connect: connection refused', Kind.NETWORK),
-    ("reading blob sha256:aa: fetching blob: received unexpected HTTP status: 503 Service "
-     "Unavailable", Kind.NETWORK),
-    ("reading manifest 1 in docker.io/library/nginx: toomanyrequests: You have reached your "
-     "pull rate limit", Kind.NETWORK),
-    ('Get "https://r/v2/": net/http: TLS handshake timeout', Kind.NETWORK),
-    ('pinging container registry 127.0.0.1:5103: Get "https://127.0.0.1:5103/v2/": x509: '
-     'certificate signed by unknown authority', Kind.TLS),
-    ('Get "https://127.0.0.1:5101/v2/": http: server gave HTTP response to HTTPS client',
-     Kind.TLS),
-    ("writing manifest: uploading manifest 1 to r/x: manifest invalid: manifest invalid",
-     Kind.MANIFEST_INVALID),
-    ("Invalid source name docker://r/x@sha256:abc: invalid reference format", Kind.REFERENCE),
-    ("something else entirely", Kind.OTHER),
-])
+@pytest.mark.parametrize(
+    "reason, kind",
+    [
+        (
+            "copying image 1/2 from manifest list: trying to reuse blob sha256:fd at destination: "
+            "checking whether a blob sha256:fd exists in 127.0.0.1:5102/lib/hello: unauthorized: "
+            "authentication required",
+            Kind.AUTH,
+        ),
+        (
+            "initializing source docker://docker.io/x/y:1: reading manifest 1 in docker.io/x/y: "
+            "requested access to the resource is denied",
+            Kind.AUTH,
+        ),
+        (
+            "reading manifest nope in 127.0.0.1:5101/lib/hello: manifest unknown: manifest unknown",
+            Kind.NOT_FOUND,
+        ),
+        (
+            'pinging container registry 127.0.0.1:5199: Get "http://127.0.0.1:5199/v2/": dial tcp '
+            "127.0.0.1:5199: connect: connection refused",
+            Kind.NETWORK,
+        ),
+        (
+            "reading blob sha256:aa: fetching blob: received unexpected HTTP status: 503 Service Unavailable",
+            Kind.NETWORK,
+        ),
+        (
+            "reading manifest 1 in docker.io/library/nginx: toomanyrequests: You have reached your "
+            "pull rate limit",
+            Kind.NETWORK,
+        ),
+        ('Get "https://r/v2/": net/http: TLS handshake timeout', Kind.NETWORK),
+        (
+            'pinging container registry 127.0.0.1:5103: Get "https://127.0.0.1:5103/v2/": x509: '
+            "certificate signed by unknown authority",
+            Kind.TLS,
+        ),
+        ('Get "https://127.0.0.1:5101/v2/": http: server gave HTTP response to HTTPS client', Kind.TLS),
+        (
+            "writing manifest: uploading manifest 1 to r/x: manifest invalid: manifest invalid",
+            Kind.MANIFEST_INVALID,
+        ),
+        ("Invalid source name docker://r/x@sha256:abc: invalid reference format", Kind.REFERENCE),
+        ("something else entirely", Kind.OTHER),
+    ],
+)
 def test_classify(reason, kind):
     assert skopeo.classify(reason) is kind
 
@@ -254,20 +319,27 @@ def observed(tmp_path, monkeypatch) -> Path:
         f"tr '\\0' ' ' < /proc/$$/environ >> {log}; echo >> {log}\n"
         'for arg in "$@"; do case "$arg" in *-auth.json) '
         f'stat -c "mode %a %n" "$arg" "$(dirname "$arg")" >> {log};; esac; done\n'
-        f'exec {shutil.which("skopeo")} "$@"\n')
+        f'exec {shutil.which("skopeo")} "$@"\n'
+    )
     wrapper.chmod(0o755)
     monkeypatch.setattr(skopeo, "SKOPEO", str(wrapper))
     return log
 
 
-def test_copy_into_auth_registry_with_wrong_password(registry, auth_registry, push_image,
-                                                     observed, private_tmp):
+def test_copy_into_auth_registry_with_wrong_password(
+    registry, auth_registry, push_image, observed, private_tmp
+):
     digest = push_image(registry, "library/app:1", {"etc/app": "1"})
     wrong = Credentials(auth_registry.username, "not-" + auth_registry.password, origin="U/P")
     with pytest.raises(SkopeoCommandError) as err:
-        skopeo.copy(f"docker://{registry.host}/library/app@{digest}",
-                    f"docker://{auth_registry.host}/quarantine/app:1", src_tls_verify=False,
-                    dst_tls_verify=False, dst_creds=wrong, retries=0)
+        skopeo.copy(
+            f"docker://{registry.host}/library/app@{digest}",
+            f"docker://{auth_registry.host}/quarantine/app:1",
+            src_tls_verify=False,
+            dst_tls_verify=False,
+            dst_creds=wrong,
+            retries=0,
+        )
     assert err.value.kind is Kind.AUTH and err.value.registry == auth_registry.host
     message = str(err.value)
     assert auth_registry.host in message and "U/P" in message and "push to" in message
@@ -280,9 +352,14 @@ def test_stopped_registry_is_a_network_error_after_bounded_retries(registry, pri
     registry.stop()
     sleeps: list[float] = []
     with pytest.raises(SkopeoCommandError) as err:
-        skopeo.copy(f"docker://{registry.host}/lib/app@{DIGEST}",
-                    f"docker://{registry.host}/quarantine/app:1", src_tls_verify=False,
-                    dst_tls_verify=False, retries=2, sleep=sleeps.append)
+        skopeo.copy(
+            f"docker://{registry.host}/lib/app@{DIGEST}",
+            f"docker://{registry.host}/quarantine/app:1",
+            src_tls_verify=False,
+            dst_tls_verify=False,
+            retries=2,
+            sleep=sleeps.append,
+        )
     assert err.value.kind is Kind.NETWORK and err.value.attempts == 3
     assert err.value.registry == registry.host and len(sleeps) == 2
     assert "connection refused" in str(err.value)
@@ -300,38 +377,47 @@ def test_tls_registry_needs_its_ca(tls_registry, private_tmp):
 
 
 @pytest.mark.parametrize("media_types", ["oci", "docker"])
-def test_copy_by_digest_keeps_the_index_digest(registry_factory, push_image, private_tmp,
-                                               media_types):
+def test_copy_by_digest_keeps_the_index_digest(registry_factory, push_image, private_tmp, media_types):
     upstream, target = registry_factory(), registry_factory()
-    index = build_index({"linux/amd64": {"etc/os": "amd64"}, "linux/arm64": {"etc/os": "arm64"}},
-                        media_types=media_types)
+    index = build_index(
+        {"linux/amd64": {"etc/os": "amd64"}, "linux/arm64": {"etc/os": "arm64"}}, media_types=media_types
+    )
     digest = push_image(upstream, "library/app:1.0", index)
-    skopeo.copy(f"docker://{upstream.host}/library/app@{digest}",
-                f"docker://{target.host}/quarantine/app:1.0",
-                src_tls_verify=False, dst_tls_verify=False)
+    skopeo.copy(
+        f"docker://{upstream.host}/library/app@{digest}",
+        f"docker://{target.host}/quarantine/app:1.0",
+        src_tls_verify=False,
+        dst_tls_verify=False,
+    )
     raw = skopeo.inspect_raw(f"docker://{target.host}/quarantine/app:1.0", tls_verify=False)
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
     # Every platform came along, not just the one matching this machine.
     for image in index.images:
-        child = skopeo.inspect_raw(f"docker://{target.host}/quarantine/app@{image.digest}",
-                                   tls_verify=False)
+        child = skopeo.inspect_raw(f"docker://{target.host}/quarantine/app@{image.digest}", tls_verify=False)
         assert child == image.manifest.data
     assert leftovers(private_tmp) == []
 
 
-def test_copy_between_auth_and_plain_registries(auth_registry, registry, push_image, observed,
-                                                private_tmp):
+def test_copy_between_auth_and_plain_registries(auth_registry, registry, push_image, observed, private_tmp):
     creds = Credentials(auth_registry.username, auth_registry.password, origin="U/P")
-    digest = push_image(auth_registry, "library/app:1", build_index(
-        {"linux/amd64": {"a": "1"}, "linux/arm64": {"a": "2"}}))
-    skopeo.copy(f"docker://{auth_registry.host}/library/app@{digest}",
-                f"docker://{registry.host}/quarantine/app:1", src_tls_verify=False,
-                dst_tls_verify=False, src_creds=creds)
-    skopeo.copy(f"docker://{registry.host}/quarantine/app@{digest}",
-                f"docker://{auth_registry.host}/approved/app:1", src_tls_verify=False,
-                dst_tls_verify=False, dst_creds=creds)
-    raw = skopeo.inspect_raw(f"docker://{auth_registry.host}/approved/app:1", tls_verify=False,
-                             creds=creds)
+    digest = push_image(
+        auth_registry, "library/app:1", build_index({"linux/amd64": {"a": "1"}, "linux/arm64": {"a": "2"}})
+    )
+    skopeo.copy(
+        f"docker://{auth_registry.host}/library/app@{digest}",
+        f"docker://{registry.host}/quarantine/app:1",
+        src_tls_verify=False,
+        dst_tls_verify=False,
+        src_creds=creds,
+    )
+    skopeo.copy(
+        f"docker://{registry.host}/quarantine/app@{digest}",
+        f"docker://{auth_registry.host}/approved/app:1",
+        src_tls_verify=False,
+        dst_tls_verify=False,
+        dst_creds=creds,
+    )
+    raw = skopeo.inspect_raw(f"docker://{auth_registry.host}/approved/app:1", tls_verify=False, creds=creds)
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
     seen = observed.read_text()
     assert seen.count("--src-authfile") == 1 and seen.count("--dest-authfile") == 1
@@ -344,8 +430,7 @@ def test_copy_between_auth_and_plain_registries(auth_registry, registry, push_im
     assert leftovers(private_tmp) == []
 
 
-def test_copy_to_tls_registry_with_and_without_its_ca(registry, tls_registry, push_image,
-                                                      private_tmp):
+def test_copy_to_tls_registry_with_and_without_its_ca(registry, tls_registry, push_image, private_tmp):
     digest = push_image(registry, "library/app:1", {"etc/app": "1"})
     src = f"docker://{registry.host}/library/app@{digest}"
     dst = f"docker://{tls_registry.host}/quarantine/app:1"
@@ -381,21 +466,27 @@ BASE = {"usr/lib/base.txt": "a base layer every image of the test shares\n" * 20
 def two_images_sharing_a_layer(upstream, push_image):
     """(base layer digest, [(repository, digest)]) of two images on one base layer."""
     images = [build_image([BASE, {"etc/app": name}]) for name in ("a", "b")]
-    pushed = [(f"library/{name}", push_image(upstream, f"library/{name}:1", image))
-              for name, image in zip("ab", images, strict=True)]
+    pushed = [
+        (f"library/{name}", push_image(upstream, f"library/{name}:1", image))
+        for name, image in zip("ab", images, strict=True)
+    ]
     return images[0].layers[0].digest, pushed
 
 
 def copy_to_quarantine(upstream, target, repository: str, digest: str) -> None:
     name = repository.split("/")[-1]
-    skopeo.copy(f"docker://{upstream.host}/{repository}@{digest}",
-                f"docker://{target.host}/quarantine/{name}:1",
-                src_tls_verify=False, dst_tls_verify=False)
+    skopeo.copy(
+        f"docker://{upstream.host}/{repository}@{digest}",
+        f"docker://{target.host}/quarantine/{name}:1",
+        src_tls_verify=False,
+        dst_tls_verify=False,
+    )
 
 
 @pytest.mark.parametrize("parallel", [False, True])
 def test_a_layer_in_a_sibling_repository_is_mounted_not_sent_again(
-        registry_factory, push_image, private_tmp, parallel):
+    registry_factory, push_image, private_tmp, parallel
+):
     upstream, target = registry_factory(), registry_factory()
     base, pushed = two_images_sharing_a_layer(upstream, push_image)
     with skopeo.shared_blob_cache() as cache:
@@ -410,14 +501,14 @@ def test_a_layer_in_a_sibling_repository_is_mounted_not_sent_again(
     assert upstream.count("GET", f"/blobs/{base}") == 1
     assert target.count("POST", "/quarantine/") >= 1  # the mount, or the first upload
     for repository, digest in pushed:
-        raw = skopeo.inspect_raw(f"docker://{target.host}/quarantine/"
-                                 f"{repository.split('/')[-1]}@{digest}", tls_verify=False)
+        raw = skopeo.inspect_raw(
+            f"docker://{target.host}/quarantine/{repository.split('/')[-1]}@{digest}", tls_verify=False
+        )
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
     assert leftovers(private_tmp) == []
 
 
-def test_without_a_shared_cache_no_copy_learns_from_the_host(registry_factory, push_image,
-                                                              private_tmp):
+def test_without_a_shared_cache_no_copy_learns_from_the_host(registry_factory, push_image, private_tmp):
     # Outside a run's block each copy starts from an empty cache of its own, root's too: what
     # a host's /var/lib/containers/cache holds changes nothing.
     upstream, target = registry_factory(), registry_factory()

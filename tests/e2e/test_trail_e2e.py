@@ -29,7 +29,9 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def gworld(git_remote, registry_factory, trivy_db):
     """A world inside a clone of a real bare remote, catalog committed and pushed."""
-    world = World(root=git_remote.clone, hub=registry_factory(), target=registry_factory(delete=True), db=trivy_db)
+    world = World(
+        root=git_remote.clone, hub=registry_factory(), target=registry_factory(delete=True), db=trivy_db
+    )
     _push_two(world)
     return publish(world, git_remote)
 
@@ -78,23 +80,32 @@ def test_a_corrupt_record_fails_its_own_tag_while_another_is_promoted(world):
 # --- item 6: colliding names, symlinks, pages that cannot be written --------------------
 
 
-@pytest.mark.parametrize("second, theirs", [
-    ("app.md/x", "reports/images/app.md"),
-    ("app/1.0.yaml", "reports/records/app/1.0.yaml"),
-])
+@pytest.mark.parametrize(
+    "second, theirs",
+    [
+        ("app.md/x", "reports/images/app.md"),
+        ("app/1.0.yaml", "reports/records/app/1.0.yaml"),
+    ],
+)
 def test_validate_refuses_names_whose_report_paths_collide_naming_both(world, second, theirs):
-    world.images("""
+    world.images(
+        """
         images:
           - source: alpine
             name: app
             tags: ["1.0"]
-    """, file="images/a.yaml")
-    world.images(f"""
+    """,
+        file="images/a.yaml",
+    )
+    world.images(
+        f"""
         images:
           - source: nginx
             tags: ["1.27.3"]
             name: {second}
-    """, file="images/b.yaml")
+    """,
+        file="images/b.yaml",
+    )
     proc = world.syncer("validate")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "Traceback" not in out, out
@@ -128,8 +139,11 @@ def test_a_symlink_under_reports_is_never_written_through_and_the_records_are_co
     assert "reports/images is a symlink" in proc.stderr
     assert list(outside.iterdir()) == [], "nothing written outside reports/"
     pushed = _pushed_files(world)
-    assert {"reports/records/alpine/3.20.yaml", "reports/records/nginx/1.27.3.yaml",
-            "reports/README.md"} <= set(pushed), "records (and the pages that could be) committed"
+    assert {
+        "reports/records/alpine/3.20.yaml",
+        "reports/records/nginx/1.27.3.yaml",
+        "reports/README.md",
+    } <= set(pushed), "records (and the pages that could be) committed"
     assert git(world.root, "status", "--porcelain") == ""
 
 
@@ -155,8 +169,14 @@ def test_a_run_stopped_by_sigterm_is_committed_and_pushed_by_the_next_run(gworld
     world = gworld
     # nginx's scan (the second tag with --jobs 1) gets the run SIGTERMed, as a cancelled CI
     # job is; the scan itself goes on, so both tags finish and are recorded, uncommitted.
-    world.env["SYNCER_TRIVY"] = str(_trivy_wrapper(world, "trivy-term", """
-  case "$ref" in *nginx*) kill -TERM "$PPID";; esac"""))
+    world.env["SYNCER_TRIVY"] = str(
+        _trivy_wrapper(
+            world,
+            "trivy-term",
+            """
+  case "$ref" in *nginx*) kill -TERM "$PPID";; esac""",
+        )
+    )
     before = world.remote.head()
     proc = world.syncer("run", "--commit", "--push", "--jobs", "1")
     assert proc.returncode == 130, proc.stderr
@@ -171,8 +191,13 @@ def test_a_run_stopped_by_sigterm_is_committed_and_pushed_by_the_next_run(gworld
     assert "an earlier run left uncommitted" in proc.stdout and "and pushed" in proc.stdout
     assert world.remote.head() == git(world.root, "rev-parse", "HEAD").strip()
     pushed = _pushed_files(world)
-    assert {"reports/records/alpine/3.20.yaml", "reports/records/nginx/1.27.3.yaml",
-            "reports/README.md", "reports/images/alpine.md", "reports/images/nginx.md"} <= set(pushed)
+    assert {
+        "reports/records/alpine/3.20.yaml",
+        "reports/records/nginx/1.27.3.yaml",
+        "reports/README.md",
+        "reports/images/alpine.md",
+        "reports/images/nginx.md",
+    } <= set(pushed)
     assert git(world.root, "log", "-1", "--format=%s").strip() == "sync: 2 promoted"
     assert git(world.root, "status", "--porcelain") == ""
 
@@ -198,8 +223,10 @@ def test_a_failed_push_is_pushed_by_the_next_run(gworld):
 
 def test_temporary_files_of_an_interrupted_write_are_removed_and_never_committed(gworld):
     world = gworld
-    leftovers = [world.reports / "records" / "alpine" / ".3.20.yaml.x7k2m9qa.tmp",
-                 world.reports / ".README.md.q0w9e8r7.tmp"]
+    leftovers = [
+        world.reports / "records" / "alpine" / ".3.20.yaml.x7k2m9qa.tmp",
+        world.reports / ".README.md.q0w9e8r7.tmp",
+    ]
     for path in leftovers:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("half a fi")
@@ -238,8 +265,12 @@ def test_a_stalled_blob_is_abandoned_after_the_copy_timeout_and_the_other_image_
 # --- run pages per run and shard ---------------------------------------------------------
 
 
-CI_RUN = {"GITHUB_RUN_ID": "4242", "GITHUB_RUN_ATTEMPT": "1",
-          "GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "acme/images"}
+CI_RUN = {
+    "GITHUB_RUN_ID": "4242",
+    "GITHUB_RUN_ATTEMPT": "1",
+    "GITHUB_SERVER_URL": "https://github.com",
+    "GITHUB_REPOSITORY": "acme/images",
+}
 
 
 def _shards_in_the_same_second(world, checkouts: list) -> None:
@@ -248,11 +279,29 @@ def _shards_in_the_same_second(world, checkouts: list) -> None:
     reports/, as the commit job's download-artifact does."""
     while time.time() % 1 > 0.2:  # at the start of a second, so that both start within it
         time.sleep(0.01)
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "syncer", "run", "--catalog", str(world.catalog), "--reports",
-         str(reports), "--shard", f"{k}/2", "--skip-db-update"], cwd=world.root,
-        env={**world.run_env(), **CI_RUN}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True) for k, reports in enumerate(checkouts, 1)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "syncer",
+                "run",
+                "--catalog",
+                str(world.catalog),
+                "--reports",
+                str(reports),
+                "--shard",
+                f"{k}/2",
+                "--skip-db-update",
+            ],
+            cwd=world.root,
+            env={**world.run_env(), **CI_RUN},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k, reports in enumerate(checkouts, 1)
+    ]
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, out + err
@@ -270,7 +319,9 @@ def test_two_shards_started_in_the_same_second_keep_both_run_pages(world, tmp_pa
 
     pages = sorted((world.reports / "runs").rglob("*.md"))
     assert [p.name.split("-", 1)[1] for p in pages] == [
-        "run4242.1-shard-1-of-2.md", "run4242.1-shard-2-of-2.md"], pages
+        "run4242.1-shard-1-of-2.md",
+        "run4242.1-shard-2-of-2.md",
+    ], pages
     assert [p.with_suffix(".yaml").is_file() for p in pages] == [True, True]
     shard_1, shard_2 = (p.read_text() for p in pages)
     assert shard_1.startswith("# Run 4242 (attempt 1), shard 1 of 2\n")

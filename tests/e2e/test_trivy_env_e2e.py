@@ -72,11 +72,13 @@ def _trivyignore(tmp: Path) -> str:
 
 
 def _trivy_yaml(tmp: Path) -> str:
-    (tmp / "trivy.yaml").write_text(textwrap.dedent("""
+    (tmp / "trivy.yaml").write_text(
+        textwrap.dedent("""
         severity: [LOW]
         vulnerability:
           ignore-unfixed: true
-    """))
+    """)
+    )
     return str(tmp / "trivy.yaml")
 
 
@@ -110,8 +112,12 @@ def test_trivy_cache_dir_and_skip_db_update_are_honoured(world, tmp_path):
     # Due for a download, which would fail offline: only the variables prevent it.
     make_stale(world.db.cache_dir, "db")
     make_stale(world.db.cache_dir, "java-db")
-    world.env.update(HOME=str(tmp_path / "home"), TRIVY_CACHE_DIR=str(world.db.cache_dir),
-                     TRIVY_SKIP_DB_UPDATE="true", TRIVY_SKIP_JAVA_DB_UPDATE="1")
+    world.env.update(
+        HOME=str(tmp_path / "home"),
+        TRIVY_CACHE_DIR=str(world.db.cache_dir),
+        TRIVY_SKIP_DB_UPDATE="true",
+        TRIVY_SKIP_JAVA_DB_UPDATE="1",
+    )
     proc = world.run(harness_db=False)
     assert_held_with(world, "CVE-2099-1001", digest)
     assert world.record("nginx", "1.27.3").scan.db_updated_at == "2025-01-02T00:00:00Z"
@@ -123,8 +129,7 @@ def test_trivy_cache_dir_and_skip_db_update_are_honoured(world, tmp_path):
 def test_a_due_java_db_is_fetched_from_its_repository_and_the_flag_wins(world):
     critical_nginx(world)
     make_stale(world.db.cache_dir, "java-db")
-    world.env.update(TRIVY_CACHE_DIR=str(world.db.cache_dir),
-                     TRIVY_JAVA_DB_REPOSITORY="127.0.0.1:9/mirror:1")
+    world.env.update(TRIVY_CACHE_DIR=str(world.db.cache_dir), TRIVY_JAVA_DB_REPOSITORY="127.0.0.1:9/mirror:1")
     proc = world.run(expect=1, harness_db=False)
     assert "updating its Java DB" in proc.stderr and "127.0.0.1:9/mirror" in proc.stderr
     assert "nothing will be scanned" in proc.stderr
@@ -157,11 +162,16 @@ def test_no_secret_but_the_pull_credential_reaches_trivy(tmp_path, registry_fact
     wrapper = tmp_path / "trivy"
     wrapper.write_text(f"#!/bin/sh\nenv >> '{dump}'\necho ---- >> '{dump}'\nexec '{REAL_TRIVY}' \"$@\"\n")
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    secrets = {"EU_PASSWORD": "replica-password-123", "HUB_TOKEN": "hub-token-456",
-               "AWS_SECRET_ACCESS_KEY": "aws-secret-789", "GITHUB_TOKEN": "ghs_token-000",
-               "TRIVY_TOKEN": "trivy-server-token-111"}
-    world.env.update(SYNCER_TRIVY=str(wrapper), TARGET_USERNAME="syncer",
-                     TARGET_PASSWORD="target-pull-password", **secrets)
+    secrets = {
+        "EU_PASSWORD": "replica-password-123",
+        "HUB_TOKEN": "hub-token-456",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-789",
+        "GITHUB_TOKEN": "ghs_token-000",
+        "TRIVY_TOKEN": "trivy-server-token-111",
+    }
+    world.env.update(
+        SYNCER_TRIVY=str(wrapper), TARGET_USERNAME="syncer", TARGET_PASSWORD="target-pull-password", **secrets
+    )
     world.run()
     rec = world.record("nginx", "1.27.3")
     assert (rec.state, rec.digest) == (State.HELD, digest)
@@ -172,8 +182,13 @@ def test_no_secret_but_the_pull_credential_reaches_trivy(tmp_path, registry_fact
     assert scans, "the wrapper saw no scan"
     for value in [*secrets.values(), "correct horse battery staple", str(world.key)]:
         assert value not in seen
-    for name in [*secrets, "SYNCER_SIGNING_PASSPHRASE", "SYNCER_SIGNING_KEY", "TARGET_PASSWORD",
-                 "TARGET_USERNAME"]:
+    for name in [
+        *secrets,
+        "SYNCER_SIGNING_PASSPHRASE",
+        "SYNCER_SIGNING_KEY",
+        "TARGET_PASSWORD",
+        "TARGET_USERNAME",
+    ]:
         assert f"\n{name}=" not in f"\n{seen}"
     for block in scans:  # the pull credential for the registry scanned, and nothing more
         names = {line.split("=", 1)[0] for line in block.splitlines() if "=" in line}
@@ -188,9 +203,19 @@ def test_a_named_trivy_server_scans_and_its_database_is_recorded(world, trivy_se
     from datetime import datetime
 
     digest = critical_nginx(world)  # the local DB, UpdatedAt 2025-01-02, has CVE-2099-1001 only
-    server = trivy_server([Advisory("CVE-2099-7001", "debian 12", "openssl", "CRITICAL",
-                                    "3.0.99-1", title="openssl: only the server knows")],
-                          updated_at=datetime(2025, 3, 3, tzinfo=UTC))
+    server = trivy_server(
+        [
+            Advisory(
+                "CVE-2099-7001",
+                "debian 12",
+                "openssl",
+                "CRITICAL",
+                "3.0.99-1",
+                title="openssl: only the server knows",
+            )
+        ],
+        updated_at=datetime(2025, 3, 3, tzinfo=UTC),
+    )
     world.run("--trivy-server", server.url)
     assert_held_with(world, "CVE-2099-7001", digest)
     rec = world.record("nginx", "1.27.3")
@@ -213,36 +238,54 @@ def test_an_unreachable_trivy_server_scans_nothing(world):
 
 
 def test_both_dbs_are_downloaded_from_the_named_mirrors_and_jars_are_matched(
-        world, registry_factory, tmp_path):
+    world, registry_factory, tmp_path
+):
     """An empty TRIVY_CACHE_DIR; the DBs come from a local registry playing the mirrors of
     TRIVY_DB_REPOSITORY and TRIVY_JAVA_DB_REPOSITORY. The jars are matched by pom.properties
     and by SHA-1 in the downloaded Java DB."""
     bare = java_archive("org.example", "bare", "1.9", pom_properties=False)
-    world.db.write([
-        Advisory("GHSA-jjjj-0000-0001", "maven", "org.apache.logging.log4j:log4j-core", "CRITICAL",
-                 "2.15.0", vulnerable_versions=(">=2.0, <2.15.0",), title="log4j: planted"),
-        Advisory("GHSA-jjjj-0000-0002", "maven", "org.example:bare", "HIGH", "1.10"),
-    ])
+    world.db.write(
+        [
+            Advisory(
+                "GHSA-jjjj-0000-0001",
+                "maven",
+                "org.apache.logging.log4j:log4j-core",
+                "CRITICAL",
+                "2.15.0",
+                vulnerable_versions=(">=2.0, <2.15.0",),
+                title="log4j: planted",
+            ),
+            Advisory("GHSA-jjjj-0000-0002", "maven", "org.example:bare", "HIGH", "1.10"),
+        ]
+    )
     world.db.write_java(JavaArtifact.of(bare, "org.example", "bare", "1.9"))
     mirror = registry_factory()
     world.push("aquasecurity/trivy-db:2", db_artifact(world.db.cache_dir, "db"), registry=mirror)
-    world.push("aquasecurity/trivy-java-db:1", db_artifact(world.db.cache_dir, "java-db"),
-               registry=mirror)
-    digest = world.push("library/app:1", build_image({
-        **debian_files(VULNERABLE_DEBIAN),
-        "opt/app/lib/log4j-core-2.14.1.jar": java_archive("org.apache.logging.log4j",
-                                                          "log4j-core", "2.14.1"),
-        "opt/app/lib/bare.jar": bare,  # no pom.properties: known by its SHA-1 only
-    }))
+    world.push("aquasecurity/trivy-java-db:1", db_artifact(world.db.cache_dir, "java-db"), registry=mirror)
+    digest = world.push(
+        "library/app:1",
+        build_image(
+            {
+                **debian_files(VULNERABLE_DEBIAN),
+                "opt/app/lib/log4j-core-2.14.1.jar": java_archive(
+                    "org.apache.logging.log4j", "log4j-core", "2.14.1"
+                ),
+                "opt/app/lib/bare.jar": bare,  # no pom.properties: known by its SHA-1 only
+            }
+        ),
+    )
     world.images("""
         images:
           - source: app
             tags: ["1"]
     """)
     cache = tmp_path / "empty-cache"
-    world.env.update(HOME=str(tmp_path / "home"), TRIVY_CACHE_DIR=str(cache),
-                     TRIVY_DB_REPOSITORY=f"{mirror.host}/aquasecurity/trivy-db:2",
-                     TRIVY_JAVA_DB_REPOSITORY=f"{mirror.host}/aquasecurity/trivy-java-db:1")
+    world.env.update(
+        HOME=str(tmp_path / "home"),
+        TRIVY_CACHE_DIR=str(cache),
+        TRIVY_DB_REPOSITORY=f"{mirror.host}/aquasecurity/trivy-db:2",
+        TRIVY_JAVA_DB_REPOSITORY=f"{mirror.host}/aquasecurity/trivy-java-db:1",
+    )
     world.run(harness_db=False)
     rec = world.record("app", "1")
     assert rec.state is State.HELD and rec.digest == digest, rec.reasons

@@ -23,8 +23,7 @@ def syncer(*args: str, cwd: Path, github: bool = False) -> subprocess.CompletedP
     env = {k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS"}
     if github:
         env["GITHUB_ACTIONS"] = "true"
-    return subprocess.run([str(SYNCER), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run([str(SYNCER), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
@@ -64,8 +63,7 @@ def test_every_error_printed_with_location_and_exit_2(cat: Path) -> None:
         "catalog/images/data.yaml:18: error: policy 'strict' is not defined in "
         "catalog/policies/; define catalog/policies/strict.yaml or use one of: default, "
         "lenient",
-        "catalog/images/web.yaml:7: error: 'newest' in image entry must be a whole number "
-        ">= 1, not a string",
+        "catalog/images/web.yaml:7: error: 'newest' in image entry must be a whole number >= 1, not a string",
         "catalog: invalid (3 errors, 0 warnings)",
     ], result.stdout
 
@@ -87,10 +85,14 @@ def test_github_annotations_when_in_actions(cat: Path) -> None:
     result = syncer("validate", cwd=cat.parent, github=True)
     assert result.returncode == 2
     commands = [line for line in result.stdout.splitlines() if line.startswith("::")]
-    assert commands[0] == ("::error file=catalog/access.yaml,line=7::unknown key 'membrs' in "
-                           "group 'content-admins'; did you mean 'members'?")
-    assert ("::warning file=catalog/exceptions/data.yaml,line=5::exception for CVE-2024-45491 "
-            "expired on 2020-01-31 and no longer applies; remove it or extend it") in commands
+    assert commands[0] == (
+        "::error file=catalog/access.yaml,line=7::unknown key 'membrs' in "
+        "group 'content-admins'; did you mean 'members'?"
+    )
+    assert (
+        "::warning file=catalog/exceptions/data.yaml,line=5::exception for CVE-2024-45491 "
+        "expired on 2020-01-31 and no longer applies; remove it or extend it"
+    ) in commands
     assert len(commands) == 4
 
 
@@ -106,20 +108,20 @@ def test_json_summary_on_stdout(cat: Path) -> None:
     summary = json.loads(result.stdout)
     assert summary["warnings"] == []
     assert summary["errors"][2] == {
-        "file": "catalog/images/web.yaml", "line": 7,
-        "message": "'newest' in image entry must be a whole number >= 1, not a string"}
+        "file": "catalog/images/web.yaml",
+        "line": 7,
+        "message": "'newest' in image entry must be a whole number >= 1, not a string",
+    }
     assert "catalog: invalid (3 errors, 0 warnings)" in result.stderr
 
 
 def test_help_is_the_module_docstring() -> None:
     result = syncer("validate", "--help", cwd=REPO)
     assert result.returncode == 0
-    assert "Exit status: 0 when there are no errors (warnings allowed), 2 otherwise." in \
-        result.stdout
+    assert "Exit status: 0 when there are no errors (warnings allowed), 2 otherwise." in result.stdout
 
 
 def test_annotation_escapes_data_and_properties() -> None:
     diagnostic = Diagnostic(Location("cat,a:log/x.yaml", 3), "50% bad\r\nnext line", "warning")
-    assert annotation(diagnostic) == (
-        "::warning file=cat%2Ca%3Alog/x.yaml,line=3::50%25 bad%0D%0Anext line")
+    assert annotation(diagnostic) == ("::warning file=cat%2Ca%3Alog/x.yaml,line=3::50%25 bad%0D%0Anext line")
     assert annotation(Diagnostic(Location("f.pub", 0), "m")) == "::error file=f.pub::m"

@@ -49,15 +49,15 @@ def _promote_alpine(world) -> str:
     return digest
 
 
-def _copy_signature_manifest(client: RegistryClient, src_repo: str, src_digest: str,
-                             dst_repo: str, dst_digest: str) -> None:
+def _copy_signature_manifest(
+    client: RegistryClient, src_repo: str, src_digest: str, dst_repo: str, dst_digest: str
+) -> None:
     """Copies the `.sig` manifest of src_repo@src_digest, blobs and all, to be the `.sig` of
     dst_repo@dst_digest: what `crane copy` of a signature tag would do."""
     manifest = client.get_manifest(src_repo, signatures.signature_tag(src_digest))
     for blob in [manifest.json["config"], *manifest.json["layers"]]:
         client.put_blob(dst_repo, client.get_blob(src_repo, blob["digest"]))
-    client.put_manifest(dst_repo, signatures.signature_tag(dst_digest), manifest.raw,
-                        manifest.media_type)
+    client.put_manifest(dst_repo, signatures.signature_tag(dst_digest), manifest.raw, manifest.media_type)
 
 
 def test_promoted_image_verifies_and_tampered_ones_are_refused(world):
@@ -100,8 +100,9 @@ def test_promoted_image_verifies_and_tampered_ones_are_refused(world):
         _copy_signature_manifest(client, "approved/alpine", digest, "approved/alpine", other)
         code, out = _verify(world, "approved/alpine:other")
         assert code == 1 and out["missing"] == ["ci"]
-        assert any(f"for {digest}, not {other}" in p and "belongs to another image" in p
-                   for p in out["problems"]), out
+        assert any(
+            f"for {digest}, not {other}" in p and "belongs to another image" in p for p in out["problems"]
+        ), out
 
         # The same image and its signature copied to another repository: the signature
         # names approved/alpine, so it does not vouch for approved/copy.
@@ -109,8 +110,9 @@ def test_promoted_image_verifies_and_tampered_ones_are_refused(world):
         _copy_signature_manifest(client, "approved/alpine", digest, "approved/copy", digest)
         code, out = _verify(world, "approved/copy:3.20", "--signers", "ci")
         assert code == 1 and out["missing"] == ["ci"]
-        assert any(f"as '{host}/approved/alpine', not '{host}/approved/copy'" in p
-                   for p in out["problems"]), out
+        assert any(
+            f"as '{host}/approved/alpine', not '{host}/approved/copy'" in p for p in out["problems"]
+        ), out
 
     # The original is untouched by all of this.
     assert _verify(world, f"{host}/approved/alpine:3.20")[0] == 0
@@ -138,13 +140,21 @@ def _push_two_approved(world) -> tuple[str, str]:
 
 def _answer_as(front: FaultProxy, asked: str, named: str, body: bytes) -> None:
     """From now on the front answers every manifest request for ``asked`` as ``named``."""
-    front.inject(200, path=f"/manifests/{asked}$", times=1000, body=body,
-                 headers={"Docker-Content-Digest": named, "Content-Type": OCI_MANIFEST})
+    front.inject(
+        200,
+        path=f"/manifests/{asked}$",
+        times=1000,
+        body=body,
+        headers={"Docker-Content-Digest": named, "Content-Type": OCI_MANIFEST},
+    )
 
 
 def _manifest_bytes(world, repository: str, digest: str) -> bytes:
-    resp = requests.get(f"{world.target.url}/v2/{repository}/manifests/{digest}",
-                        headers={"Accept": MANIFEST_ACCEPT}, timeout=10)
+    resp = requests.get(
+        f"{world.target.url}/v2/{repository}/manifests/{digest}",
+        headers={"Accept": MANIFEST_ACCEPT},
+        timeout=10,
+    )
     resp.raise_for_status()
     return resp.content
 
@@ -168,8 +178,7 @@ def test_verify_by_digest_checks_that_digest_when_the_registry_serves_a_signed_o
     # digest written in REF can expose.
     _answer_as(lying_front, unsigned, signed, _manifest_bytes(world, "approved/alpine", signed))
     proc = world.syncer("verify", f"{host}/approved/alpine@{unsigned}")
-    _assert_clean_failure(proc, f"asked for {unsigned}", f"named {signed}", "nothing was verified",
-                          host)
+    _assert_clean_failure(proc, f"asked for {unsigned}", f"named {signed}", "nothing was verified", host)
     assert lying_front.injected >= 1
     assert _verify(world, f"{host}/approved/alpine@{signed}")[0] == 0, "the signed one still verifies"
 
@@ -191,13 +200,19 @@ def test_sign_by_digest_signs_nothing_when_the_registry_names_another(world, lyi
 @pytest.mark.parametrize("value", MALFORMED_DIGESTS)
 def test_malformed_digest_headers_are_clean_errors(world, lying_front, value):
     _push_two_approved(world)
-    lying_front.inject(200, path=r"/manifests/3\.20$", times=1000, body=b"{}",
-                       headers={"Docker-Content-Digest": value, "Content-Type": OCI_MANIFEST})
-    for argv in (("verify", "approved/alpine:3.20"),
-                 ("sign", "approved/alpine:3.20", "--key", str(world.key))):
+    lying_front.inject(
+        200,
+        path=r"/manifests/3\.20$",
+        times=1000,
+        body=b"{}",
+        headers={"Docker-Content-Digest": value, "Content-Type": OCI_MANIFEST},
+    )
+    for argv in (
+        ("verify", "approved/alpine:3.20"),
+        ("sign", "approved/alpine:3.20", "--key", str(world.key)),
+    ):
         proc = world.syncer(*argv)
-        _assert_clean_failure(proc, "malformed Docker-Content-Digest", lying_front.host,
-                              "approved/alpine")
+        _assert_clean_failure(proc, "malformed Docker-Content-Digest", lying_front.host, "approved/alpine")
         assert f"\n{INJECTED}" not in proc.stdout + proc.stderr, "a header value printed raw"
     assert not [t for t in world.tags(world.target, "approved/alpine") if t.endswith(".sig")]
 
@@ -222,11 +237,14 @@ def test_second_signer_signs_with_syncer_sign_and_the_record_lists_them(world):
     alice = cosign.generate_keypair(PASSPHRASE.encode())
     (world.root / "alice.key").write_bytes(alice.private_pem)
     (world.catalog / "signers" / "alice.pub").write_bytes(alice.public_pem)
-    world.policy("default", """
+    world.policy(
+        "default",
+        """
         vulnerabilities:
           max: {critical: 0, high: 0}
         signers: [ci, alice]
-    """)
+    """,
+    )
     digest = _promote_alpine(world)
     ref = f"{world.target.host}/approved/alpine:3.20"
 
@@ -281,36 +299,67 @@ def test_sign_refuses_quarantine_unknown_keys_and_wrong_passphrases(world):
 
 # --- REF parsing, without a registry -------------------------------------------------------
 
-SETTINGS = Settings(target=Target(registry="registry.example.com:5000"),
-                    replicas=(RegistryEndpoint("registry.eu.example.com"),))
+SETTINGS = Settings(
+    target=Target(registry="registry.example.com:5000"),
+    replicas=(RegistryEndpoint("registry.eu.example.com"),),
+)
 
 
-@pytest.mark.parametrize("text, registry, repository, name, tag, digest", [
-    ("registry.example.com:5000/approved/nginx:1.27.3", "registry.example.com:5000",
-     "approved/nginx", "nginx", "1.27.3", None),
-    ("approved/bitnami/redis:7", "registry.example.com:5000", "approved/bitnami/redis",
-     "bitnami/redis", "7", None),
-    ("registry.eu.example.com/approved/nginx@sha256:" + "a" * 64, "registry.eu.example.com",
-     "approved/nginx", "nginx", None, "sha256:" + "a" * 64),
-    ("quarantine/nginx:1", "registry.example.com:5000", "quarantine/nginx", "nginx", "1", None),
-])
+@pytest.mark.parametrize(
+    "text, registry, repository, name, tag, digest",
+    [
+        (
+            "registry.example.com:5000/approved/nginx:1.27.3",
+            "registry.example.com:5000",
+            "approved/nginx",
+            "nginx",
+            "1.27.3",
+            None,
+        ),
+        (
+            "approved/bitnami/redis:7",
+            "registry.example.com:5000",
+            "approved/bitnami/redis",
+            "bitnami/redis",
+            "7",
+            None,
+        ),
+        (
+            "registry.eu.example.com/approved/nginx@sha256:" + "a" * 64,
+            "registry.eu.example.com",
+            "approved/nginx",
+            "nginx",
+            None,
+            "sha256:" + "a" * 64,
+        ),
+        ("quarantine/nginx:1", "registry.example.com:5000", "quarantine/nginx", "nginx", "1", None),
+    ],
+)
 def test_trusted_refs_parse_against_settings(text, registry, repository, name, tag, digest):
     ref = parse_trusted_ref(text, SETTINGS)
-    assert (ref.registry, ref.repository, ref.name, ref.tag, ref.digest) == \
-        (registry, repository, name, tag, digest)
+    assert (ref.registry, ref.repository, ref.name, ref.tag, ref.digest) == (
+        registry,
+        repository,
+        name,
+        tag,
+        digest,
+    )
     assert ref.identity == f"{registry}/{repository}"
     assert ref.approved is repository.startswith("approved/")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("registry.example.com/approved/nginx:1", "not an image of the trusted registry"),
-    ("nginx:1", "not an image of the trusted registry"),
-    ("registry.example.com:5000/other/nginx:1", "outside approved/ and quarantine/"),
-    ("registry.example.com:5000/approved/nginx", "neither a tag nor a digest"),
-    ("approved/nginx@sha512:" + "a" * 128, "sha256"),
-    ("approved/Nginx:1", "lowercase"),
-    ("approved/../etc:1", "not a valid image reference"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("registry.example.com/approved/nginx:1", "not an image of the trusted registry"),
+        ("nginx:1", "not an image of the trusted registry"),
+        ("registry.example.com:5000/other/nginx:1", "outside approved/ and quarantine/"),
+        ("registry.example.com:5000/approved/nginx", "neither a tag nor a digest"),
+        ("approved/nginx@sha512:" + "a" * 128, "sha256"),
+        ("approved/Nginx:1", "lowercase"),
+        ("approved/../etc:1", "not a valid image reference"),
+    ],
+)
 def test_refs_outside_the_trusted_registry_are_usage_errors(text, message):
     with pytest.raises(UsageError, match=message):
         parse_trusted_ref(text, SETTINGS)

@@ -16,8 +16,7 @@ from tests.harness.trivydb import Advisory
 
 CLEAN_ALPINE = (("musl", "1.2.5-r0", "musl"), ("busybox", "1.36.1-r29", "busybox"))
 VULNERABLE_DEBIAN = (("base-files", "12.4+deb12u8", "base-files"), ("libssl3", "3.0.11-1", "openssl"))
-CRITICAL = Advisory("CVE-2099-1001", "debian 12", "openssl", "CRITICAL", "3.0.15-1",
-                    title="openssl: planted")
+CRITICAL = Advisory("CVE-2099-1001", "debian 12", "openssl", "CRITICAL", "3.0.15-1", title="openssl: planted")
 SECRET = "T0KEN-in-the-path-4f1c"
 
 
@@ -58,7 +57,8 @@ def test_run_posts_each_event_retries_and_survives_dead_webhooks(world):
           - source: nginx
             tags: ["1.27.3"]
     """)
-    world.write_settings(extra="""
+    world.write_settings(
+        extra="""
         webhooks:
           - url_env: HOOK_OK
             events: [held, promoted, failed]
@@ -66,19 +66,23 @@ def test_run_posts_each_event_retries_and_survives_dead_webhooks(world):
             events: [held]
           - url_env: HOOK_BROKEN
             events: [promoted]
-    """)
+    """
+    )
     ok, got = receiver(200)
     broken, tried = receiver(500)
     dead = f"http://127.0.0.1:{closed_port()}/hooks/{SECRET}-dead"
-    world.env.update(HOOK_OK=f"{ok.url}/hooks/{SECRET}", HOOK_DEAD=dead,
-                     HOOK_BROKEN=f"{broken.url}/hooks/{SECRET}-broken")
+    world.env.update(
+        HOOK_OK=f"{ok.url}/hooks/{SECRET}", HOOK_DEAD=dead, HOOK_BROKEN=f"{broken.url}/hooks/{SECRET}-broken"
+    )
     with ok, broken:
         proc = world.run()  # exit 0: webhooks never fail the run
         assert world.record("nginx", "1.27.3").state is State.HELD
 
         documents = sorted((doc for _, doc in got), key=lambda d: d["image"])
         assert [(d["event"], d["image"], d["tag"]) for d in documents] == [
-            ("promoted", "alpine", "3.20"), ("held", "nginx", "1.27.3")]
+            ("promoted", "alpine", "3.20"),
+            ("held", "nginx", "1.27.3"),
+        ]
         held = documents[1]
         assert held["digest"] == nginx
         assert held["report"] == "reports/images/nginx.md"
@@ -89,8 +93,11 @@ def test_run_posts_each_event_retries_and_survives_dead_webhooks(world):
         assert len(tried) == 3, "a 500 is retried, a bounded number of times"
         assert "webhook HOOK_BROKEN" in proc.stderr and "answered HTTP 500 after 3 attempts" in proc.stderr
         assert "webhook HOOK_DEAD" in proc.stderr and "could not be reached" in proc.stderr
-        everything = proc.stdout + proc.stderr + "".join(
-            p.read_text() for p in world.reports.rglob("*") if p.is_file())
+        everything = (
+            proc.stdout
+            + proc.stderr
+            + "".join(p.read_text() for p in world.reports.rglob("*") if p.is_file())
+        )
         assert SECRET not in everything and dead not in everything, "a webhook URL is a secret"
         assert "127.0.0.1" not in proc.stderr
         assert SECRET not in json.dumps([doc for _, doc in got]), "nor is it in a document"
@@ -109,11 +116,13 @@ def test_an_unset_webhook_variable_is_a_warning(world):
           - source: alpine
             tags: ["3.20"]
     """)
-    world.write_settings(extra="""
+    world.write_settings(
+        extra="""
         webhooks:
           - url_env: HOOK_UNSET
             events: [promoted]
-    """)
+    """
+    )
     proc = world.run()
     assert "environment variable HOOK_UNSET is not set; 1 event(s) not sent" in proc.stderr
     assert world.record("alpine", "3.20").state is State.PROMOTED

@@ -44,8 +44,9 @@ def docker_mode() -> bool:
 
 
 def _docker(*args: str) -> str:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True,
-                            timeout=DOCKER_TIMEOUT, check=False)
+    result = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=DOCKER_TIMEOUT, check=False
+    )
     if result.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args[:2])} failed: {result.stderr.strip()}")
     return result.stdout.strip()
@@ -61,10 +62,15 @@ class _Container:
         return self.logs.poll()
 
     def stop(self, timeout: float) -> None:
-        subprocess.run(["docker", "stop", "-t", str(max(1, round(timeout))), self.name],
-                       capture_output=True, timeout=DOCKER_TIMEOUT, check=False)
-        subprocess.run(["docker", "rm", "-f", self.name], capture_output=True,
-                       timeout=DOCKER_TIMEOUT, check=False)
+        subprocess.run(
+            ["docker", "stop", "-t", str(max(1, round(timeout))), self.name],
+            capture_output=True,
+            timeout=DOCKER_TIMEOUT,
+            check=False,
+        )
+        subprocess.run(
+            ["docker", "rm", "-f", self.name], capture_output=True, timeout=DOCKER_TIMEOUT, check=False
+        )
         terminate(self.logs, timeout)
 
 
@@ -83,11 +89,15 @@ class DockerLauncher:
         service = yaml.safe_load(compose_file.read_text())["services"][SERVICE]
         unknown = set(service) - _KNOWN_KEYS
         if unknown:
-            raise pytest.UsageError(f"{compose_file}: service {SERVICE!r} uses {sorted(unknown)}, which "
-                                    "tests/harness/docker.py does not turn into docker run options")
+            raise pytest.UsageError(
+                f"{compose_file}: service {SERVICE!r} uses {sorted(unknown)}, which "
+                "tests/harness/docker.py does not turn into docker run options"
+            )
         if service.get("network_mode") != "host":
-            raise pytest.UsageError(f"{compose_file}: service {SERVICE!r} needs network_mode: host "
-                                    "(registries listen on 127.0.0.1 ports the tests choose)")
+            raise pytest.UsageError(
+                f"{compose_file}: service {SERVICE!r} needs network_mode: host "
+                "(registries listen on 127.0.0.1 ports the tests choose)"
+            )
         return cls(project, service["image"], service["network_mode"], tuple(service["entrypoint"]), mounts)
 
     def __call__(self, workdir: Path, config_file: Path, log: BinaryIO) -> _Container:
@@ -96,16 +106,34 @@ class DockerLauncher:
         for root in _outermost((workdir.resolve(), *self.mounts)):
             volumes += ["-v", f"{root}:{root}"]
         _docker(
-            "run", "--detach", "--name", name,
-            "--label", f"com.docker.compose.project={self.project}",
-            "--label", f"com.docker.compose.service={SERVICE}",
-            "--label", "com.docker.compose.oneoff=True",
-            "--network", self.network_mode, "--user", f"{os.getuid()}:{os.getgid()}",
-            *volumes, "--entrypoint", self.entrypoint[0], self.image,
-            *self.entrypoint[1:], "serve", str(config_file.resolve()),
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--label",
+            f"com.docker.compose.project={self.project}",
+            "--label",
+            f"com.docker.compose.service={SERVICE}",
+            "--label",
+            "com.docker.compose.oneoff=True",
+            "--network",
+            self.network_mode,
+            "--user",
+            f"{os.getuid()}:{os.getgid()}",
+            *volumes,
+            "--entrypoint",
+            self.entrypoint[0],
+            self.image,
+            *self.entrypoint[1:],
+            "serve",
+            str(config_file.resolve()),
         )
-        logs = subprocess.Popen(["docker", "logs", "--follow", name], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT)
+        logs = subprocess.Popen(
+            ["docker", "logs", "--follow", name],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         return _Container(name, logs)
 
 
@@ -117,9 +145,14 @@ def _outermost(paths: tuple[Path, ...]) -> list[Path]:
 @pytest.fixture(scope="session")
 def docker_compose_command() -> str:
     # Debian's docker-compose is Compose v1; `docker compose` (v2) where that is all there is.
-    return "docker-compose" if subprocess.run(["sh", "-c", "command -v docker-compose"],
-                                              capture_output=True, check=False).returncode == 0 \
+    return (
+        "docker-compose"
+        if subprocess.run(
+            ["sh", "-c", "command -v docker-compose"], capture_output=True, check=False
+        ).returncode
+        == 0
         else "docker compose"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -135,8 +168,9 @@ def docker_setup() -> list[str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def registries_in_docker(request: pytest.FixtureRequest,
-                         tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def registries_in_docker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     if not docker_mode():
         yield
         return

@@ -38,8 +38,18 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from tests.harness.localserver import LocalServer
 
 # Headers that describe one hop, not the message: never forwarded.
-_HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer",
-                          "upgrade", "proxy-authorization", "proxy-authenticate"})
+_HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+    }
+)
 UPSTREAM_TIMEOUT = 30.0
 
 # Docker-Content-Digest values a lying front sends and no registry may: not algorithm:hex, the
@@ -89,9 +99,15 @@ class Seen:
 class FaultProxy(LocalServer):
     """Started by the constructor or ``with``; ``stop()`` shuts it down and joins its thread."""
 
-    def __init__(self, upstream: str, *, ca_file: str | None = None,
-                 paginate_tags: bool = False, add_headers: dict[str, str] | None = None,
-                 latency: float = 0.0):
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        ca_file: str | None = None,
+        paginate_tags: bool = False,
+        add_headers: dict[str, str] | None = None,
+        latency: float = 0.0,
+    ):
         parts = urlsplit(upstream)
         # Seconds every request waits before it is forwarded: a registry across the internet
         # (Hub) is never as near as 127.0.0.1. Sleeping costs no CPU, so clients are compared
@@ -142,11 +158,13 @@ class FaultProxy(LocalServer):
         with self._lock:
             self.seen.append(seen)
 
-    def _forward(self, method: str, uri: str, headers: list[tuple[str, str]],
-                 body: bytes | None) -> tuple[int, str, list[tuple[str, str]], bytes]:
+    def _forward(
+        self, method: str, uri: str, headers: list[tuple[str, str]], body: bytes | None
+    ) -> tuple[int, str, list[tuple[str, str]], bytes]:
         if self._upstream_tls:
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                self._upstream, timeout=UPSTREAM_TIMEOUT, context=self._context)
+                self._upstream, timeout=UPSTREAM_TIMEOUT, context=self._context
+            )
         else:
             conn = http.client.HTTPConnection(self._upstream, timeout=UPSTREAM_TIMEOUT)
         try:
@@ -162,8 +180,9 @@ class FaultProxy(LocalServer):
         finally:
             conn.close()
 
-    def _page(self, uri: str, headers: list[tuple[str, str]],
-              data: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    def _page(
+        self, uri: str, headers: list[tuple[str, str]], data: bytes
+    ) -> tuple[list[tuple[str, str]], bytes]:
         """The page of a full tag list that ``n`` and ``last`` ask for, with its next Link."""
         parts = urlsplit(uri)
         query = parse_qs(parts.query)
@@ -177,7 +196,7 @@ class FaultProxy(LocalServer):
                 tags = tags[:n]
                 nxt = f"{parts.path}?{urlencode({'last': tags[-1], 'n': n})}"
                 headers.append(("Link", f'<{nxt}>; rel="next"'))
-        name = parts.path[len("/v2/"):-len("/tags/list")]
+        name = parts.path[len("/v2/") : -len("/tags/list")]
         return headers, json.dumps({"name": name, "tags": tags}).encode()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -215,8 +234,7 @@ class FaultProxy(LocalServer):
                 if proxy.latency:
                     time.sleep(proxy.latency)
                 if fault is not None and fault.drop:
-                    proxy._record(Seen(method, uri, 0, True, request_headers,
-                                       received=len(body or b"")))
+                    proxy._record(Seen(method, uri, 0, True, request_headers, received=len(body or b"")))
                     self.close_connection = True
                     self.connection.close()
                     return
@@ -224,8 +242,11 @@ class FaultProxy(LocalServer):
                     status, reason = fault.status, None
                     headers, data = list(fault.headers.items()), fault.body
                 else:
-                    forward = [(k, v) for k, v in self.headers.items()
-                               if k.lower() not in _HOP_HEADERS and k.lower() != "content-length"]
+                    forward = [
+                        (k, v)
+                        for k, v in self.headers.items()
+                        if k.lower() not in _HOP_HEADERS and k.lower() != "content-length"
+                    ]
                     try:
                         status, reason, headers, data = proxy._forward(method, uri, forward, body)
                     except OSError:
@@ -233,24 +254,44 @@ class FaultProxy(LocalServer):
                         status, reason, headers, data = 502, None, [], b""
                     if fault is not None and fault.then is not None:
                         fault.then(status)
-                    if (proxy.paginate_tags and method == "GET" and status == 200
-                            and urlsplit(uri).path.endswith("/tags/list")):
+                    if (
+                        proxy.paginate_tags
+                        and method == "GET"
+                        and status == 200
+                        and urlsplit(uri).path.endswith("/tags/list")
+                    ):
                         headers, data = proxy._page(uri, headers, data)
                     added = proxy.add_headers
-                    headers = [(k, v) for k, v in headers
-                               if k.lower() not in {a.lower() for a in added}] + list(added.items())
-                sent = 0 if method == "HEAD" else len(data) // 2 if fault is not None and \
-                    fault.stall else len(data)
-                proxy._record(Seen(method, uri, status, fault is not None, request_headers,
-                                   received=len(body or b""), sent=sent))
+                    headers = [
+                        (k, v) for k, v in headers if k.lower() not in {a.lower() for a in added}
+                    ] + list(added.items())
+                sent = (
+                    0
+                    if method == "HEAD"
+                    else len(data) // 2
+                    if fault is not None and fault.stall
+                    else len(data)
+                )
+                proxy._record(
+                    Seen(
+                        method,
+                        uri,
+                        status,
+                        fault is not None,
+                        request_headers,
+                        received=len(body or b""),
+                        sent=sent,
+                    )
+                )
                 self.send_response(status, reason)
                 for name, value in headers:
                     if name.lower() not in _HOP_HEADERS and name.lower() != "content-length":
                         self.send_header(name, value)
                 declared = next((v for k, v in headers if k.lower() == "content-length"), None)
                 # A HEAD answer announces the length of the body a GET would get.
-                self.send_header("Content-Length",
-                                 declared if method == "HEAD" and declared else str(len(data)))
+                self.send_header(
+                    "Content-Length", declared if method == "HEAD" and declared else str(len(data))
+                )
                 self.end_headers()
                 if fault is not None and fault.stall:
                     self.wfile.write(data[: len(data) // 2])

@@ -28,8 +28,7 @@ def render(markdown: str) -> str:
     if binary is None:
         raise RuntimeError("cmark-gfm is not installed: run scripts/setup (Debian package cmark-gfm)")
     argv = [binary, "--unsafe", *(arg for ext in EXTENSIONS for arg in ("-e", ext))]
-    return subprocess.run(argv, input=markdown, capture_output=True, text=True, check=True,
-                          timeout=30).stdout
+    return subprocess.run(argv, input=markdown, capture_output=True, text=True, check=True, timeout=30).stdout
 
 
 @dataclass

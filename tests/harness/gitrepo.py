@@ -19,7 +19,12 @@ IDENTITY = {"user.name": "Syncer Tests", "user.email": "tests@syncer.invalid"}
 def git(cwd: Path, *args: str) -> str:
     """Runs git in ``cwd`` and returns its stdout; fails the test with git's message."""
     result = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         # The machine's ~/.gitconfig and system config must not change what tests see.
         env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"},
     )

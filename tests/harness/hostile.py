@@ -42,8 +42,25 @@ from tests.harness.localserver import LocalServer
 HUGE = 300 << 20
 DRIP_LIMIT = 60.0  # seconds a dripping answer goes on at most, whatever the client does
 _CHUNK = b'"' + b"a" * 1022 + b'",'
-_CASES = frozenset({"seven", "nulltags", "junk", "loop", "gzip", "cut", "huge", "announced",
-                    "hugemanifest", "stall", "malformed", "realm", "twice", "echo403", "echo500"})
+_CASES = frozenset(
+    {
+        "seven",
+        "nulltags",
+        "junk",
+        "loop",
+        "gzip",
+        "cut",
+        "huge",
+        "announced",
+        "hugemanifest",
+        "stall",
+        "malformed",
+        "realm",
+        "twice",
+        "echo403",
+        "echo500",
+    }
+)
 TOKEN = "hostile-token-0123456789"
 DIGEST = "sha256:" + "ab" * 32
 HUGE_HEADER = 100 << 10
@@ -55,8 +72,13 @@ class HostileRegistry(LocalServer):
     """Started by the constructor; ``stop()`` shuts it down. ``seen`` lists (method, path,
     the Authorization header or "") of every request."""
 
-    def __init__(self, *, credentials: tuple[str, str] | None = None,
-                 tls: tuple[Path, Path] | None = None, redirect_to: str | None = None):
+    def __init__(
+        self,
+        *,
+        credentials: tuple[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
+        redirect_to: str | None = None,
+    ):
         self.credentials = credentials
         self.redirect_to = redirect_to  # host:port that ``elsewhere`` redirects to
         self.seen: list[tuple[str, str, str]] = []
@@ -77,8 +99,9 @@ class HostileRegistry(LocalServer):
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
-            def _answer(self, status: int, body: bytes = b"", headers: dict | None = None,
-                        reason: str | None = None) -> None:
+            def _answer(
+                self, status: int, body: bytes = b"", headers: dict | None = None, reason: str | None = None
+            ) -> None:
                 self.send_response(status, reason)
                 for name, value in (headers or {}).items():
                     for one in value if isinstance(value, list) else [value]:
@@ -89,8 +112,11 @@ class HostileRegistry(LocalServer):
                     self.wfile.write(body)
 
             def _tags(self, value: object) -> None:
-                self._answer(200, json.dumps({"name": "x", "tags": value}).encode(),
-                             {"Content-Type": "application/json"})
+                self._answer(
+                    200,
+                    json.dumps({"name": "x", "tags": value}).encode(),
+                    {"Content-Type": "application/json"},
+                )
 
             def _handle(self) -> None:
                 auth = self.headers.get("Authorization", "")
@@ -122,16 +148,29 @@ class HostileRegistry(LocalServer):
                 self._tags(None)
 
             def _junk(self) -> None:
-                self._tags(["1.0", 7, None, "<img src=x onerror=alert(1)>",
-                            "[Approve now](https://evil.example/)", "a\nb", "@acme/security",
-                            {"tag": "x"}, "-rc"])
+                self._tags(
+                    [
+                        "1.0",
+                        7,
+                        None,
+                        "<img src=x onerror=alert(1)>",
+                        "[Approve now](https://evil.example/)",
+                        "a\nb",
+                        "@acme/security",
+                        {"tag": "x"},
+                        "-rc",
+                    ]
+                )
 
             def _loop(self) -> None:
                 self._answer(302, headers={"Location": self.path})
 
             def _gzip(self) -> None:
-                self._answer(200, b'{"tags": ["1.0"]}', {"Content-Encoding": "gzip",
-                                                         "Content-Type": "application/json"})
+                self._answer(
+                    200,
+                    b'{"tags": ["1.0"]}',
+                    {"Content-Encoding": "gzip", "Content-Type": "application/json"},
+                )
 
             def _cut(self) -> None:
                 self.send_response(200)
@@ -159,17 +198,19 @@ class HostileRegistry(LocalServer):
 
             def _huge(self) -> None:
                 # No length: read until the connection closes, 300 MiB later.
-                self._stream(b'{"tags": [', HUGE, {"Content-Type": "application/json",
-                                                   "Connection": "close"})
+                self._stream(b'{"tags": [', HUGE, {"Content-Type": "application/json", "Connection": "close"})
 
             def _announced(self) -> None:
-                self._stream(b'{"tags": [', HUGE, {"Content-Type": "application/json",
-                                                   "Content-Length": str(HUGE)})
+                self._stream(
+                    b'{"tags": [', HUGE, {"Content-Type": "application/json", "Content-Length": str(HUGE)}
+                )
 
             def _hugemanifest(self) -> None:
-                self._stream(b'{"schemaVersion": 2, "layers": [', HUGE, {
-                    "Content-Type": "application/vnd.oci.image.manifest.v1+json",
-                    "Connection": "close"})
+                self._stream(
+                    b'{"schemaVersion": 2, "layers": [',
+                    HUGE,
+                    {"Content-Type": "application/vnd.oci.image.manifest.v1+json", "Connection": "close"},
+                )
 
             def _stall(self) -> None:
                 self.send_response(200)
@@ -196,9 +237,15 @@ class HostileRegistry(LocalServer):
 
             def _realm(self) -> None:
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                    self._answer(401, headers={"WWW-Authenticate": [
-                        'Basic realm="hostile"',
-                        f'Bearer realm="http://{hostile.host}/token",service="hostile"']})
+                    self._answer(
+                        401,
+                        headers={
+                            "WWW-Authenticate": [
+                                'Basic realm="hostile"',
+                                f'Bearer realm="http://{hostile.host}/token",service="hostile"',
+                            ]
+                        },
+                    )
                     return
                 self._tags(["1.0"])
 
@@ -210,15 +257,27 @@ class HostileRegistry(LocalServer):
                     self._answer(401, headers={"WWW-Authenticate": 'Basic realm="echo"'})
                     return
                 password = hostile.credentials[1] if hostile.credentials else ""
-                body = json.dumps({"errors": [{"code": "DENIED", "message":
-                                               f"you sent Authorization: {auth} ({password})"}]})
-                self._answer(status, body.encode(), {"Content-Type": "application/json"},
-                             reason=f"Denied {auth}")
+                body = json.dumps(
+                    {
+                        "errors": [
+                            {"code": "DENIED", "message": f"you sent Authorization: {auth} ({password})"}
+                        ]
+                    }
+                )
+                self._answer(
+                    status, body.encode(), {"Content-Type": "application/json"}, reason=f"Denied {auth}"
+                )
 
             def _manifest(self, digest: str = DIGEST, extra: dict | None = None) -> None:
-                self._answer(200, b"{}", {"Docker-Content-Digest": digest, "Content-Type":
-                                          "application/vnd.oci.image.manifest.v1+json",
-                                          **(extra or {})})
+                self._answer(
+                    200,
+                    b"{}",
+                    {
+                        "Docker-Content-Digest": digest,
+                        "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+                        **(extra or {}),
+                    },
+                )
 
             def _head_dripheaders(self) -> None:
                 self._drip(b"HTTP/1.1 200 OK\r\n", b"X")

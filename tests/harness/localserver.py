@@ -13,8 +13,7 @@ class LocalServer:
     ``tls`` (certificate, key); ``stop()`` (or leaving ``with``) shuts it down and joins its
     thread. Connection threads are daemons: a handler must bound its own time."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler],
-                 tls: tuple[Path, Path] | None = None):
+    def __init__(self, handler: type[BaseHTTPRequestHandler], tls: tuple[Path, Path] | None = None):
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self.scheme = "http"
@@ -23,8 +22,9 @@ class LocalServer:
             context.load_cert_chain(str(tls[0]), str(tls[1]))
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
             self.scheme = "https"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     @property

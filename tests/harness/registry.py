@@ -30,11 +30,19 @@ def registry_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calla
     made: list[Registry] = []
 
     def make(
-        *, htpasswd: tuple[str, str] | None = None, tls: bool = False, client_auth: bool = False,
+        *,
+        htpasswd: tuple[str, str] | None = None,
+        tls: bool = False,
+        client_auth: bool = False,
         delete: bool = False,
     ) -> Registry:
-        reg = Registry(tmp_path_factory.mktemp("registry"), htpasswd=htpasswd, tls=tls,
-                       client_auth=client_auth, delete=delete)
+        reg = Registry(
+            tmp_path_factory.mktemp("registry"),
+            htpasswd=htpasswd,
+            tls=tls,
+            client_auth=client_auth,
+            delete=delete,
+        )
         made.append(reg)
         return reg
 

@@ -40,8 +40,11 @@ def write_catalog(root: Path, access: str) -> None:
     (root / "signers").mkdir()
     (root / "settings.yaml").write_text("target: {registry: 127.0.0.1:5000}\n")
     (root / "policies" / "default.yaml").write_text("vulnerabilities: {max: {critical: 0}}\n")
-    public = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     (root / "signers" / "ci.pub").write_bytes(public)
     (root / "access.yaml").write_text(access)
 
@@ -56,14 +59,21 @@ class TokenWorld:
         self.workdir = workdir
         self.catalog = workdir / "catalog"
         write_catalog(self.catalog, SPEC_ACCESS)
-        self.passwords = {name: f"pw-{secrets.token_urlsafe(12)}"
-                          for name in ("dev1", "dev2", "admin", "outsider")}
+        self.passwords = {
+            name: f"pw-{secrets.token_urlsafe(12)}" for name in ("dev1", "dev2", "admin", "outsider")
+        }
         self.passwords["syncer"] = f"robot-{secrets.token_urlsafe(24)}"
         self.users_file = workdir / "users.htpasswd"
         write_users(self.users_file, {n: p for n, p in self.passwords.items() if n != "syncer"})
-        self.tokens = TokenAuth(workdir, catalog=self.catalog, users=self.users_file,
-                                robot=Robot("syncer", self.passwords["syncer"]), service=SERVICE,
-                                realm_host=realm_host, server_args=server_args)
+        self.tokens = TokenAuth(
+            workdir,
+            catalog=self.catalog,
+            users=self.users_file,
+            robot=Robot("syncer", self.passwords["syncer"]),
+            service=SERVICE,
+            realm_host=realm_host,
+            server_args=server_args,
+        )
         self.auth, self.registry = self.tokens.auth, self.tokens.registry
         self.key, self.cert, self.bundle = self.tokens.key, self.tokens.cert, self.tokens.bundle
 
@@ -84,15 +94,25 @@ class TokenWorld:
         creds = self.credentials(user, password) if user else None
         return RegistryClient(self.host, tls_verify=False, credentials=creds)
 
-    def token(self, user: str | None, *scopes: str, password: str | None = None,
-              service: str = SERVICE, forwarded_for: str | None = None) -> requests.Response:
+    def token(
+        self,
+        user: str | None,
+        *scopes: str,
+        password: str | None = None,
+        service: str = SERVICE,
+        forwarded_for: str | None = None,
+    ) -> requests.Response:
         """Asks the token service directly, as a registry client would; ``forwarded_for``
         plays a proxy in front (the auth server needs ``--trusted-proxy 127.0.0.1``)."""
         auth = (user, self.passwords[user] if password is None else password) if user else None
         headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
-        return requests.get(f"{self.auth.url}/token", params={"service": service,
-                                                               "scope": list(scopes)},
-                            auth=auth, headers=headers, timeout=10)
+        return requests.get(
+            f"{self.auth.url}/token",
+            params={"service": service, "scope": list(scopes)},
+            auth=auth,
+            headers=headers,
+            timeout=10,
+        )
 
     def authfile(self, user: str, password: str | None = None) -> Path:
         """A containers-auth.json for ``user``: credentials reach skopeo through a file."""
@@ -103,26 +123,41 @@ class TokenWorld:
         path.write_text(json.dumps({"auths": {self.host: {"auth": token}}}))
         return path
 
-    def skopeo_copy(self, source: str, dest: str, *, src_user: str | None = None,
-                    src_password: str | None = None, dest_user: str | None = None,
-                    ) -> subprocess.CompletedProcess[str]:
+    def skopeo_copy(
+        self,
+        source: str,
+        dest: str,
+        *,
+        src_user: str | None = None,
+        src_password: str | None = None,
+        dest_user: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """``skopeo copy`` between ``oci:``/``docker://`` references; registry refs may be
         written as ``docker://REPO:TAG`` and get this registry's host."""
         flags: list[str] = []
-        for prefix, user, password, ref in (("src", src_user, src_password, source),
-                                            ("dest", dest_user, None, dest)):
+        for prefix, user, password, ref in (
+            ("src", src_user, src_password, source),
+            ("dest", dest_user, None, dest),
+        ):
             if ref.startswith("docker://"):
                 flags.append(f"--{prefix}-tls-verify=false")
                 if user:
                     flags += [f"--{prefix}-authfile", str(self.authfile(user, password))]
-        command = ["skopeo", "--insecure-policy", "copy", "--quiet", "--retry-times", "0",
-                   *flags, self._expand(source), self._expand(dest)]
-        return subprocess.run(command, capture_output=True, text=True, timeout=SKOPEO_TIMEOUT,
-                              check=False)
+        command = [
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--retry-times",
+            "0",
+            *flags,
+            self._expand(source),
+            self._expand(dest),
+        ]
+        return subprocess.run(command, capture_output=True, text=True, timeout=SKOPEO_TIMEOUT, check=False)
 
     def _expand(self, ref: str) -> str:
-        return f"docker://{self.host}/{ref.removeprefix('docker://')}" \
-            if ref.startswith("docker://") else ref
+        return f"docker://{self.host}/{ref.removeprefix('docker://')}" if ref.startswith("docker://") else ref
 
 
 @pytest.fixture

@@ -60,17 +60,31 @@ def trivy_server(tmp_path_factory) -> Iterator[Callable[..., TrivyServer]]:
     on a free port or ``port=``. Each is stopped at teardown."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(advisories=DEFAULT_ADVISORIES, *, updated_at: datetime = DEFAULT_UPDATED_AT,
-              port: int | None = None) -> TrivyServer:
+    def start(
+        advisories=DEFAULT_ADVISORIES, *, updated_at: datetime = DEFAULT_UPDATED_AT, port: int | None = None
+    ) -> TrivyServer:
         work = tmp_path_factory.mktemp("trivy-server")
         db = TrivyDB(work / "cache", tuple(advisories)).write(updated_at=updated_at)
         port = port or free_port()
         log = work / "server.log"
         with open(log, "wb") as out:
-            started.append(subprocess.Popen(
-                [trivy.binary(), "server", "--cache-dir", str(db.cache_dir), "--skip-db-update",
-                 "--listen", f"127.0.0.1:{port}"], stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, cwd=work))
+            started.append(
+                subprocess.Popen(
+                    [
+                        trivy.binary(),
+                        "server",
+                        "--cache-dir",
+                        str(db.cache_dir),
+                        "--skip-db-update",
+                        "--listen",
+                        f"127.0.0.1:{port}",
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=work,
+                )
+            )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + SERVER_STARTUP
         while time.monotonic() < deadline and started[-1].poll() is None:

@@ -24,12 +24,14 @@ from tests.harness.registry import Registry
 from tests.harness.trivydb import TrivyDB
 
 PASSPHRASE = "correct horse battery staple"
-MANIFEST_ACCEPT = ", ".join([
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-])
+MANIFEST_ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
 
 
 @dataclass
@@ -55,12 +57,15 @@ class World:
         self.key.chmod(0o600)
         (self.catalog / "signers" / "ci.pub").write_bytes(pair.public_pem)
         self.write_settings()
-        self.policy("default", """
+        self.policy(
+            "default",
+            """
             vulnerabilities:
               max: {critical: 0, high: 0}
               ignore_unfixed: true
             signers: [ci]
-        """)
+        """,
+        )
 
     # --- catalog ------------------------------------------------------------------------
 
@@ -70,11 +75,13 @@ class World:
         path.write_text(textwrap.dedent(text).lstrip())
         return path
 
-    def write_settings(self, extra: str = "", source_extra: str = "", target_extra: str = "",
-                       other_sources: str = "") -> None:
+    def write_settings(
+        self, extra: str = "", source_extra: str = "", target_extra: str = "", other_sources: str = ""
+    ) -> None:
         """settings.yaml for this world; the extras are YAML added to the top level, under
         ``sources.docker.io`` and under ``target``; ``other_sources`` are more entries of
         ``sources`` (other upstream hosts)."""
+
         def nest(text: str, spaces: int) -> str:
             return textwrap.indent(textwrap.dedent(text).strip(), " " * spaces) + "\n" if text.strip() else ""
 
@@ -89,10 +96,7 @@ class World:
             + "sources:\n"
             "  docker.io:\n"
             f"    endpoint: {self.hub.host}\n"
-            "    tls_verify: false\n"
-            + nest(source_extra, 4)
-            + nest(other_sources, 2)
-            + "signing:\n"
+            "    tls_verify: false\n" + nest(source_extra, 4) + nest(other_sources, 2) + "signing:\n"
             "  signer: ci\n"
             "  key_env: SYNCER_SIGNING_KEY\n"
             "  passphrase_env: SYNCER_SIGNING_PASSPHRASE\n"
@@ -102,7 +106,8 @@ class World:
         )
         if self.replicas:
             text += "replicas:\n" + "".join(
-                f"  - registry: {r.host}\n    tls_verify: false\n" for r in self.replicas)
+                f"  - registry: {r.host}\n    tls_verify: false\n" for r in self.replicas
+            )
         self.write("settings.yaml", text + nest(extra, 0))
 
     def route(self, host: str, via: str) -> None:
@@ -129,30 +134,42 @@ class World:
     # --- running syncer -----------------------------------------------------------------
 
     def run_env(self, harness_db: bool = True) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("SYNCER_", "GITHUB_", "TRIVY_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "GITHUB_", "TRIVY_"))}
         env.update(SYNCER_SIGNING_KEY=str(self.key), SYNCER_SIGNING_PASSPHRASE=PASSPHRASE)
         if harness_db:
             env["SYNCER_TRIVY_CACHE"] = str(self.db.cache_dir)
         env.update(self.env)
         return env
 
-    def syncer(self, *args: str, timeout: float = 300,
-               harness_db: bool = True) -> subprocess.CompletedProcess:
+    def syncer(
+        self, *args: str, timeout: float = 300, harness_db: bool = True
+    ) -> subprocess.CompletedProcess:
         """``syncer ARGS --catalog … --reports …`` through the real CLI. ``harness_db`` points
         a run at the world's generated DB (SYNCER_TRIVY_CACHE, --skip-db-update); without it,
         the run's own options and TRIVY_* variables say where the databases are."""
         command, rest = args[0], list(args[1:])
-        argv = [sys.executable, "-m", "syncer", command, "--catalog", str(self.catalog),
-                "--reports", str(self.reports), *rest]
+        argv = [
+            sys.executable,
+            "-m",
+            "syncer",
+            command,
+            "--catalog",
+            str(self.catalog),
+            "--reports",
+            str(self.reports),
+            *rest,
+        ]
         if harness_db and command == "run" and "--dry-run" not in rest:
             argv.append("--skip-db-update")
-        return subprocess.run(argv, cwd=self.root, env=self.run_env(harness_db), capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            argv, cwd=self.root, env=self.run_env(harness_db), capture_output=True, text=True, timeout=timeout
+        )
 
     def run(self, *args: str, expect: int = 0, harness_db: bool = True) -> subprocess.CompletedProcess:
         proc = self.syncer("run", *args, harness_db=harness_db)
-        assert proc.returncode == expect, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        assert proc.returncode == expect, (
+            f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
         return proc
 
     # --- looking at the results ---------------------------------------------------------
@@ -164,8 +181,11 @@ class World:
 
     def digest_at(self, registry: Registry, repository: str, reference: str) -> str | None:
         """The digest ``registry`` serves for ``repository:reference`` (HEAD), None if absent."""
-        resp = requests.head(f"{registry.url}/v2/{repository}/manifests/{reference}",
-                             headers={"Accept": MANIFEST_ACCEPT}, timeout=10)
+        resp = requests.head(
+            f"{registry.url}/v2/{repository}/manifests/{reference}",
+            headers={"Accept": MANIFEST_ACCEPT},
+            timeout=10,
+        )
         if resp.status_code == 404:
             return None
         resp.raise_for_status()
@@ -180,8 +200,11 @@ class World:
 
     def tree(self) -> dict[str, bytes]:
         """Every file under reports/, for before/after comparisons."""
-        return {str(p.relative_to(self.reports)): p.read_bytes()
-                for p in sorted(self.reports.rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(self.reports)): p.read_bytes()
+            for p in sorted(self.reports.rglob("*"))
+            if p.is_file()
+        }
 
 
 @pytest.fixture

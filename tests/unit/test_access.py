@@ -25,23 +25,26 @@ SPEC_GROUPS = (
 )
 
 
-@pytest.mark.parametrize(("pattern", "repository", "matches"), [
-    ("approved/*", "approved/nginx", True),
-    ("approved/*", "approved/bitnami/redis", True),  # '*' crosses '/'
-    ("approved/*", "approved", False),
-    ("approved/*", "quarantine/nginx", False),
-    ("approved/*", "approvedx/nginx", False),
-    ("approved/*", "team/approved/nginx", False),  # the whole name must match
-    ("*", "quarantine/bitnami/redis", True),
-    ("*/nginx", "approved/nginx", True),
-    ("*/nginx", "approved/nginx-extra", False),
-    ("approved/nginx", "approved/nginx", True),
-    ("approved/nginx", "approved/nginx2", False),
-    ("approved/ng?nx", "approved/nginx", False),  # only '*' is special
-    ("approved/[a-z]*", "approved/nginx", False),
-    ("approved/a.b", "approved/axb", False),  # '.' is literal, not a regex dot
-    ("approved/*-dev", "approved/app-dev", True),
-])
+@pytest.mark.parametrize(
+    ("pattern", "repository", "matches"),
+    [
+        ("approved/*", "approved/nginx", True),
+        ("approved/*", "approved/bitnami/redis", True),  # '*' crosses '/'
+        ("approved/*", "approved", False),
+        ("approved/*", "quarantine/nginx", False),
+        ("approved/*", "approvedx/nginx", False),
+        ("approved/*", "team/approved/nginx", False),  # the whole name must match
+        ("*", "quarantine/bitnami/redis", True),
+        ("*/nginx", "approved/nginx", True),
+        ("*/nginx", "approved/nginx-extra", False),
+        ("approved/nginx", "approved/nginx", True),
+        ("approved/nginx", "approved/nginx2", False),
+        ("approved/ng?nx", "approved/nginx", False),  # only '*' is special
+        ("approved/[a-z]*", "approved/nginx", False),
+        ("approved/a.b", "approved/axb", False),  # '.' is literal, not a regex dot
+        ("approved/*-dev", "approved/app-dev", True),
+    ],
+)
 def test_glob_matches(pattern: str, repository: str, matches: bool) -> None:
     assert glob_matches(pattern, repository) is matches
 
@@ -55,27 +58,31 @@ def test_many_stars_against_a_long_name_take_linear_time() -> None:
     assert time.process_time() - start < 1
 
 
-@pytest.mark.parametrize(("user", "repository", "requested", "granted"), [
-    ("dev1", "approved/nginx", ["pull"], ("pull",)),
-    ("dev2", "approved/bitnami/redis", ["pull", "push"], ("pull",)),
-    ("dev1", "quarantine/nginx", ["pull"], ()),
-    ("dev1", "approved/nginx", ["push"], ()),
-    ("dev1", "approved/nginx", ["delete"], ()),
-    ("admin", "quarantine/nginx", ["pull"], ("pull",)),
-    ("admin", "quarantine/nginx", ["pull", "push"], ("pull",)),
-    ("syncer", "quarantine/nginx", ["pull", "push"], ("pull", "push")),
-    ("syncer", "approved/nginx", ["push", "pull"], ("pull", "push")),
-    # push grants delete: the pipeline demotes by deleting a manifest.
-    ("syncer", "approved/nginx", ["delete"], ("delete",)),
-    ("syncer", "anything/else", ["*"], ("pull", "push", "delete")),
-    ("admin", "approved/nginx", ["*"], ("pull",)),
-    ("stranger", "approved/nginx", ["pull"], ()),
-    (None, "approved/nginx", ["pull"], ()),
-    ("syncer", "approved/nginx", ["pull", "fly"], ("pull",)),  # unknown actions never
-    ("syncer", "approved/nginx", [], ()),
-])
-def test_spec_access_yaml(user: str | None, repository: str, requested: list[str],
-                          granted: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("user", "repository", "requested", "granted"),
+    [
+        ("dev1", "approved/nginx", ["pull"], ("pull",)),
+        ("dev2", "approved/bitnami/redis", ["pull", "push"], ("pull",)),
+        ("dev1", "quarantine/nginx", ["pull"], ()),
+        ("dev1", "approved/nginx", ["push"], ()),
+        ("dev1", "approved/nginx", ["delete"], ()),
+        ("admin", "quarantine/nginx", ["pull"], ("pull",)),
+        ("admin", "quarantine/nginx", ["pull", "push"], ("pull",)),
+        ("syncer", "quarantine/nginx", ["pull", "push"], ("pull", "push")),
+        ("syncer", "approved/nginx", ["push", "pull"], ("pull", "push")),
+        # push grants delete: the pipeline demotes by deleting a manifest.
+        ("syncer", "approved/nginx", ["delete"], ("delete",)),
+        ("syncer", "anything/else", ["*"], ("pull", "push", "delete")),
+        ("admin", "approved/nginx", ["*"], ("pull",)),
+        ("stranger", "approved/nginx", ["pull"], ()),
+        (None, "approved/nginx", ["pull"], ()),
+        ("syncer", "approved/nginx", ["pull", "fly"], ("pull",)),  # unknown actions never
+        ("syncer", "approved/nginx", [], ()),
+    ],
+)
+def test_spec_access_yaml(
+    user: str | None, repository: str, requested: list[str], granted: tuple[str, ...]
+) -> None:
     assert granted_actions(user, repository, requested, SPEC_GROUPS) == granted
 
 
@@ -115,17 +122,25 @@ _names = st.from_regex(r"[a-z]{1,3}(/[a-z*]{1,3}){0,2}", fullmatch=True)
 
 
 @given(
-    groups=st.lists(st.builds(
-        AccessGroup, name=st.sampled_from(["a", "b", "anonymous"]),
-        members=st.lists(st.sampled_from(["u", "v"]), max_size=2).map(tuple),
-        pull=st.lists(_names, max_size=2).map(tuple),
-        push=st.lists(_names, max_size=2).map(tuple)), max_size=3),
+    groups=st.lists(
+        st.builds(
+            AccessGroup,
+            name=st.sampled_from(["a", "b", "anonymous"]),
+            members=st.lists(st.sampled_from(["u", "v"]), max_size=2).map(tuple),
+            pull=st.lists(_names, max_size=2).map(tuple),
+            push=st.lists(_names, max_size=2).map(tuple),
+        ),
+        max_size=3,
+    ),
     user=st.sampled_from(["u", "v", None]),
     repository=st.from_regex(r"[a-z]{1,3}(/[a-z]{1,3}){0,2}", fullmatch=True),
     requested=st.lists(st.sampled_from([*ACTIONS, "*", "x"]), max_size=4),
 )
 def test_never_more_than_requested_nor_than_the_groups_allow(
-    groups: list[AccessGroup], user: str | None, repository: str, requested: list[str],
+    groups: list[AccessGroup],
+    user: str | None,
+    repository: str,
+    requested: list[str],
 ) -> None:
     granted = set(granted_actions(user, repository, requested, groups))
     assert granted <= (set(ACTIONS) if "*" in requested else set(requested))

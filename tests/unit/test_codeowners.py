@@ -17,27 +17,34 @@ SYNCER = Path(sys.executable).parent / "syncer"
 
 
 def entry(root: Path, file: str, name: str, owners: tuple[str, ...]) -> ImageEntry:
-    return ImageEntry(source=f"docker.io/library/{name}", name=name, owners=owners,
-                      location=Location(str(root / "catalog" / "images" / file), 2))
+    return ImageEntry(
+        source=f"docker.io/library/{name}",
+        name=name,
+        owners=owners,
+        location=Location(str(root / "catalog" / "images" / file), 2),
+    )
 
 
-def small_catalog(root: Path, admins: tuple[str, ...] = ("@acme/security",),
-                  reverse: bool = False) -> Catalog:
+def small_catalog(
+    root: Path, admins: tuple[str, ...] = ("@acme/security",), reverse: bool = False
+) -> Catalog:
     images = [
         entry(root, "web.yaml", "nginx", ("@acme/web",)),
         entry(root, "web.yaml", "httpd", ("@acme/web", "@alice")),
         entry(root, "data.yaml", "redis", ("@acme/data", "@acme/security")),
         entry(root, "1?.yaml", "greedy", ("@mallory",)),
     ]
-    return Catalog(root=str(root / "catalog"),
-                   settings=Settings(target=Target(registry="registry.example.com"),
-                                     content_admins=admins),
-                   images=tuple(reversed(images) if reverse else images))
+    return Catalog(
+        root=str(root / "catalog"),
+        settings=Settings(target=Target(registry="registry.example.com"), content_admins=admins),
+        images=tuple(reversed(images) if reverse else images),
+    )
 
 
 def test_render_small_catalog(tmp_path: Path) -> None:
     assert render_codeowners(small_catalog(tmp_path)) == HEADER + "\n" + "".join(
-        f"{pattern:<25}  {owners}\n" for pattern, owners in [
+        f"{pattern:<25}  {owners}\n"
+        for pattern, owners in [
             ("*", "@acme/security"),
             ("/catalog/", "@acme/security"),
             ("/catalog/images/data.yaml", "@acme/data @acme/security"),
@@ -50,19 +57,23 @@ def test_render_small_catalog(tmp_path: Path) -> None:
             ("/catalog/signers/", "@acme/security"),
             ("/.github/CODEOWNERS", "@acme/security"),
             ("/.github/workflows/", "@acme/security"),
-        ])
+        ]
+    )
 
 
 def test_render_is_independent_of_entry_order(tmp_path: Path) -> None:
-    assert render_codeowners(small_catalog(tmp_path)) == \
-        render_codeowners(small_catalog(tmp_path, reverse=True))
+    assert render_codeowners(small_catalog(tmp_path)) == render_codeowners(
+        small_catalog(tmp_path, reverse=True)
+    )
 
 
 def test_without_content_admins_only_image_owners_are_listed(tmp_path: Path) -> None:
     rendered = render_codeowners(small_catalog(tmp_path, admins=()))
     rules = [line.split() for line in rendered.splitlines() if line and not line.startswith("#")]
-    assert rules == [["/catalog/images/data.yaml", "@acme/data", "@acme/security"],
-                     ["/catalog/images/web.yaml", "@acme/web", "@alice"]]
+    assert rules == [
+        ["/catalog/images/data.yaml", "@acme/data", "@acme/security"],
+        ["/catalog/images/web.yaml", "@acme/web", "@alice"],
+    ]
 
 
 def test_stale_check_on_hand_built_catalog(tmp_path: Path) -> None:
@@ -81,8 +92,7 @@ def test_stale_check_on_hand_built_catalog(tmp_path: Path) -> None:
 
 
 def syncer(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SYNCER), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([str(SYNCER), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
@@ -103,8 +113,7 @@ def test_cli_writes_checks_and_detects_staleness(repo: Path) -> None:
     assert written.returncode == 0, written.stderr
     assert written.stdout.strip() == "wrote .github/CODEOWNERS"
     text = target.read_text()
-    web = next(line.split() for line in text.splitlines()
-               if line.startswith("/catalog/images/web.yaml"))
+    web = next(line.split() for line in text.splitlines() if line.startswith("/catalog/images/web.yaml"))
     assert web == ["/catalog/images/web.yaml", "@acme/web", "@acme/security"]
 
     assert syncer("codeowners", "--check", cwd=repo).returncode == 0

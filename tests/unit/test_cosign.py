@@ -67,8 +67,7 @@ def test_generated_private_key_is_in_cosigns_encrypted_format(pair):
     assert (len(salt), len(nonce)) == (32, 24)
     # Decrypt by the published recipe, independently of syncer.core.cosign: scrypt, then secretbox
     # over MAC||ciphertext, giving PKCS#8 DER of a P-256 key.
-    key = hashlib.scrypt(b"correct horse", salt=salt, n=32768, r=8, p=1, dklen=32,
-                         maxmem=64 * 1024 * 1024)
+    key = hashlib.scrypt(b"correct horse", salt=salt, n=32768, r=8, p=1, dklen=32, maxmem=64 * 1024 * 1024)
     der = nacl.secret.SecretBox(key).decrypt(base64.b64decode(document["ciphertext"]), nonce)
     private = serialization.load_der_private_key(der, None)
     assert isinstance(private.curve, ec.SECP256R1)
@@ -102,12 +101,15 @@ def test_private_key_repr_shows_only_the_key_id(private):
 # --- keys cosign wrote ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, passphrase", [
-    ("cosign-sigstore-hello.key", b"hello"),
-    ("cosign-cosign-label-hello.key", b"hello"),
-    ("cosign-sec1-ec-hello.key", b"hello"),
-    ("cosign-generated-empty.key", b""),
-])
+@pytest.mark.parametrize(
+    "name, passphrase",
+    [
+        ("cosign-sigstore-hello.key", b"hello"),
+        ("cosign-cosign-label-hello.key", b"hello"),
+        ("cosign-sec1-ec-hello.key", b"hello"),
+        ("cosign-generated-empty.key", b""),
+    ],
+)
 def test_keys_written_by_cosign_load_and_sign(name, passphrase):
     key = cosign.load_private_key(vector(name), passphrase, source=name)
     payload = cosign.make_payload(REFERENCE, DIGEST)
@@ -124,7 +126,8 @@ def test_cosign_key_with_wrong_passphrase_is_refused():
 
 def test_unsupported_pem_type_names_the_expected_types(pair):
     unencrypted = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     with pytest.raises(SigningError, match=r"'PRIVATE KEY' is not supported.*ENCRYPTED COSIGN PRIVATE KEY"):
         cosign.load_private_key(unencrypted, b"", source="plain.key")
     with pytest.raises(SigningError, match="'PUBLIC KEY' is not supported"):
@@ -140,28 +143,38 @@ def test_tampered_scrypt_parameters_are_refused(pair):
     document = pem_body(pair.private_pem)
     document["kdf"]["params"]["N"] = 1 << 24  # 16 GiB of scrypt memory if we obeyed
     body = base64.b64encode(json.dumps(document).encode()).decode()
-    pem = f"-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----\n{body}\n-----END ENCRYPTED COSIGN PRIVATE KEY-----\n"
+    pem = (
+        f"-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----\n{body}\n-----END ENCRYPTED COSIGN PRIVATE KEY-----\n"
+    )
     with pytest.raises(SigningError, match="unsupported scrypt parameters"):
         cosign.load_private_key(pem.encode(), b"correct horse")
 
 
 def test_damaged_key_body_is_refused():
     body = base64.b64encode(b'{"kdf": 1}').decode()
-    pem = f"-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----\n{body}\n-----END ENCRYPTED COSIGN PRIVATE KEY-----\n"
+    pem = (
+        f"-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----\n{body}\n-----END ENCRYPTED COSIGN PRIVATE KEY-----\n"
+    )
     with pytest.raises(SigningError, match="damaged or not in cosign's format"):
         cosign.load_private_key(pem.encode(), b"x")
 
 
 def test_rsa_public_key_is_refused_clearly():
-    pem = rsa.generate_private_key(65537, 2048).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = (
+        rsa.generate_private_key(65537, 2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     with pytest.raises(SigningError, match=r"^bob.pub: RSA-2048 keys are not supported"):
         cosign.load_public_key(pem, source="bob.pub")
 
 
 def test_other_curves_are_refused():
-    pem = ec.generate_private_key(ec.SECP384R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = (
+        ec.generate_private_key(ec.SECP384R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     with pytest.raises(SigningError, match="ECDSA secp384r1 keys are not supported"):
         cosign.load_public_key(pem)
 
@@ -176,8 +189,9 @@ def test_a_private_key_where_a_public_key_belongs_is_refused(pair):
 
 def fulcio_public_key() -> cosign.PublicKey:
     cert = x509.load_pem_x509_certificate(vector("containers-image-fulcio-cert.pem"))
-    pem = cert.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = cert.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return cosign.load_public_key(pem)
 
 
@@ -187,8 +201,10 @@ def test_signature_made_by_cosign_sign_verifies():
     assert cosign.verify(fulcio_public_key(), payload, signature)
 
 
-@pytest.mark.parametrize("payload, name", [(b"&", "containers-image-blob-ampersand.sig"),
-                                           (b"{}", "containers-image-blob-braces.sig")])
+@pytest.mark.parametrize(
+    "payload, name",
+    [(b"&", "containers-image-blob-ampersand.sig"), (b"{}", "containers-image-blob-braces.sig")],
+)
 def test_signatures_by_a_cosign_public_key_verify(payload, name):
     public = cosign.load_public_key(vector("containers-image-cosign.pub"))
     assert cosign.verify(public, payload, vector(name).decode())
@@ -200,7 +216,9 @@ def test_cosign_payload_parses_and_is_reproduced_byte_for_byte():
     assert parsed == cosign.Payload(
         docker_reference="192.168.64.2:5000/test-repo-2100826901021538654/alpine",
         digest="sha256:fa93b01658e3a5a1686dc3ae55f170d8de487006fb53a28efcd12ab0710a2e5f",
-        type="cosign container image signature", optional=None)
+        type="cosign container image signature",
+        optional=None,
+    )
     assert cosign.make_payload(parsed.docker_reference, parsed.digest) == original
 
 
@@ -215,7 +233,7 @@ def test_line_wrapped_base64_as_cosign_attach_stores_it_verifies():
 
 
 def flip(data: bytes, index: int) -> bytes:
-    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1:]
+    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
 
 
 def test_flipping_any_payload_byte_breaks_the_signature(private):
@@ -257,13 +275,13 @@ def test_payload_matches_cosigns_field_order_and_encoding():
     assert cosign.make_payload("localhost:5000/approved/nginx", DIGEST) == (
         b'{"critical":{"identity":{"docker-reference":"localhost:5000/approved/nginx"},'
         b'"image":{"docker-manifest-digest":"' + DIGEST.encode() + b'"},'
-        b'"type":"cosign container image signature"},"optional":null}')
+        b'"type":"cosign container image signature"},"optional":null}'
+    )
 
 
 def test_optional_fields_are_sorted_and_escaped_as_go_does():
     payload = cosign.make_payload(REFERENCE, DIGEST, {"z": "a<b>&c", "a": 1, "m": True, "é": "ü"})
-    assert payload.endswith(
-        '"optional":{"a":1,"m":true,"z":"a\\u003cb\\u003e\\u0026c","é":"ü"}}'.encode())
+    assert payload.endswith('"optional":{"a":1,"m":true,"z":"a\\u003cb\\u003e\\u0026c","é":"ü"}}'.encode())
     assert cosign.parse_payload(payload).optional == {"a": 1, "m": True, "z": "a<b>&c", "é": "ü"}
 
 
@@ -271,16 +289,31 @@ def test_empty_optional_is_an_empty_object():
     assert cosign.make_payload(REFERENCE, DIGEST, {}).endswith(b'"optional":{}}')
 
 
-@pytest.mark.parametrize("reference", [
-    "nginx", "library/nginx", "localhost:5000/approved/nginx", "[::1]:5000/approved/nginx",
-    "Registry.Example.com/a/b-c__d.e"])
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "nginx",
+        "library/nginx",
+        "localhost:5000/approved/nginx",
+        "[::1]:5000/approved/nginx",
+        "Registry.Example.com/a/b-c__d.e",
+    ],
+)
 def test_make_payload_accepts_repository_names(reference):
     assert cosign.parse_payload(cosign.make_payload(reference, DIGEST)).docker_reference == reference
 
 
-@pytest.mark.parametrize("reference", [
-    "registry.example.com/approved/nginx:1.27", "nginx@sha256:" + "0" * 64, "Approved/Nginx",
-    "", "registry.example.com/", "a//b"])
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "registry.example.com/approved/nginx:1.27",
+        "nginx@sha256:" + "0" * 64,
+        "Approved/Nginx",
+        "",
+        "registry.example.com/",
+        "a//b",
+    ],
+)
 def test_make_payload_refuses_references_that_are_not_repositories(reference):
     with pytest.raises(SigningError, match="must be a repository name"):
         cosign.make_payload(reference, DIGEST)
@@ -308,21 +341,30 @@ def mutated(change) -> bytes:
     return json.dumps(document).encode()
 
 
-@pytest.mark.parametrize("data, problem", [
-    (b"", "not valid JSON"),
-    (b"[1]", "payload must be an object"),
-    (mutated(lambda d: d.pop("critical")), "missing critical"),
-    (mutated(lambda d: d.update(extra=1)), "unexpected extra"),
-    (mutated(lambda d: d.update(optional=1)), "optional must be an object or null"),
-    (mutated(lambda d: d["critical"].pop("type")), "missing type"),
-    (mutated(lambda d: d["critical"].update(type="atomic container signature")), "not a cosign image signature"),
-    (mutated(lambda d: d["critical"].update(extra=1)), "unexpected extra"),
-    (mutated(lambda d: d["critical"].update(identity="x")), "critical.identity must be an object"),
-    (mutated(lambda d: d["critical"]["identity"].update({"docker-reference": 1})), "non-empty string"),
-    (mutated(lambda d: d["critical"]["image"].update({"docker-manifest-digest": "sha256:../.."})), "is not a sha256"),
-    (mutated(lambda d: d["critical"]["image"].update(extra=1)), "unexpected extra"),
-    (b'{"critical":{},"critical":{}}', "duplicate key 'critical'"),
-])
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        (b"", "not valid JSON"),
+        (b"[1]", "payload must be an object"),
+        (mutated(lambda d: d.pop("critical")), "missing critical"),
+        (mutated(lambda d: d.update(extra=1)), "unexpected extra"),
+        (mutated(lambda d: d.update(optional=1)), "optional must be an object or null"),
+        (mutated(lambda d: d["critical"].pop("type")), "missing type"),
+        (
+            mutated(lambda d: d["critical"].update(type="atomic container signature")),
+            "not a cosign image signature",
+        ),
+        (mutated(lambda d: d["critical"].update(extra=1)), "unexpected extra"),
+        (mutated(lambda d: d["critical"].update(identity="x")), "critical.identity must be an object"),
+        (mutated(lambda d: d["critical"]["identity"].update({"docker-reference": 1})), "non-empty string"),
+        (
+            mutated(lambda d: d["critical"]["image"].update({"docker-manifest-digest": "sha256:../.."})),
+            "is not a sha256",
+        ),
+        (mutated(lambda d: d["critical"]["image"].update(extra=1)), "unexpected extra"),
+        (b'{"critical":{},"critical":{}}', "duplicate key 'critical'"),
+    ],
+)
 def test_parse_payload_is_strict(data, problem):
     with pytest.raises(SigningError, match=problem):
         cosign.parse_payload(data)
@@ -341,4 +383,6 @@ def test_key_id_is_short_stable_and_distinct(pair):
     public = cosign.load_public_key(pair.public_pem)
     assert len(cosign.key_id(public)) == 16
     assert cosign.key_id(public) == cosign.key_id(cosign.load_public_key(pair.public_pem))
-    assert cosign.key_id(public) != cosign.key_id(cosign.load_public_key(vector("containers-image-cosign.pub")))
+    assert cosign.key_id(public) != cosign.key_id(
+        cosign.load_public_key(vector("containers-image-cosign.pub"))
+    )

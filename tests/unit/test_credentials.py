@@ -52,8 +52,9 @@ def test_the_order_of_containers_auth_json():
     assert auth_files({"HOME": "/h", "REGISTRY_AUTH_FILE": "/a.json"}, 7) == [AuthFile("/a.json")]
 
 
-@pytest.mark.parametrize("key", [HUB_INDEX, "docker.io", "index.docker.io", "registry-1.docker.io",
-                                 "https://registry-1.docker.io"])
+@pytest.mark.parametrize(
+    "key", [HUB_INDEX, "docker.io", "index.docker.io", "registry-1.docker.io", "https://registry-1.docker.io"]
+)
 def test_docker_hub_under_every_key_docker_writes(tmp_path, key):
     path = docker_config(tmp_path, {"auths": {key: {"auth": b64("hubuser:hub-secret-1")}}})
     found = lookup("docker.io", environ=env(tmp_path), run_helper=no_helper)
@@ -64,11 +65,16 @@ def test_docker_hub_under_every_key_docker_writes(tmp_path, key):
 
 
 def test_the_exact_key_wins_over_a_url_form_and_namespaces_are_not_used(tmp_path):
-    docker_config(tmp_path, {"auths": {
-        "https://reg.example:5000/v1/": {"auth": b64("url:p1")},
-        "reg.example:5000/team": {"auth": b64("team:p2")},
-        "reg.example:5000": {"auth": b64("exact:p3")},
-    }})
+    docker_config(
+        tmp_path,
+        {
+            "auths": {
+                "https://reg.example:5000/v1/": {"auth": b64("url:p1")},
+                "reg.example:5000/team": {"auth": b64("team:p2")},
+                "reg.example:5000": {"auth": b64("exact:p3")},
+            }
+        },
+    )
     found = lookup("reg.example:5000", environ=env(tmp_path), run_helper=no_helper)
     assert found is not None and found.credentials.username == "exact"
     docker_config(tmp_path, {"auths": {"reg.example:5000/team": {"auth": b64("team:p2")}}})
@@ -78,8 +84,9 @@ def test_the_exact_key_wins_over_a_url_form_and_namespaces_are_not_used(tmp_path
 def test_legacy_dockercfg(tmp_path):
     path = tmp_path / "home" / ".dockercfg"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"https://old.example/v1/": {"auth": b64("old:legacy-pw"),
-                                                            "email": "x@example"}}))
+    path.write_text(
+        json.dumps({"https://old.example/v1/": {"auth": b64("old:legacy-pw"), "email": "x@example"}})
+    )
     found = lookup("old.example", environ=env(tmp_path), run_helper=no_helper)
     assert found is not None and found.credentials.password == "legacy-pw"
 
@@ -91,12 +98,19 @@ def test_helpers_first_then_credsstore_then_auths(tmp_path):
         asked.append((name, server))
         return HelperAnswer("from-" + name, "s3cret-" + name) if name != "empty" else None
 
-    path = docker_config(tmp_path, {"credHelpers": {"docker.io": "hub"}, "credsStore": "desktop",
-                                    "auths": {"other.example": {"auth": b64("file:pw")}}})
+    path = docker_config(
+        tmp_path,
+        {
+            "credHelpers": {"docker.io": "hub"},
+            "credsStore": "desktop",
+            "auths": {"other.example": {"auth": b64("file:pw")}},
+        },
+    )
     found = lookup("docker.io", environ=env(tmp_path), run_helper=helper)
     assert found is not None and found.credentials.username == "from-hub"
-    assert found.source == (f"credential helper docker-credential-hub (credHelpers entry "
-                            f"'docker.io' in {path})")
+    assert found.source == (
+        f"credential helper docker-credential-hub (credHelpers entry 'docker.io' in {path})"
+    )
     assert asked == [("hub", HUB_INDEX)]  # docker's name for Hub, asked first
 
     found = lookup("other.example", environ=env(tmp_path), run_helper=helper)
@@ -134,13 +148,16 @@ def test_an_earlier_file_answers_and_an_empty_marker_does_not(tmp_path):
     assert str(runtime) in found.source
 
 
-@pytest.mark.parametrize("document, message", [
-    ({"auths": {"r.example": {"identitytoken": "refresh"}}}, "holds an identity token"),
-    ({"auths": {"r.example": {"auth": "%%%"}}}, "'auth' is not base64 of user:password"),
-    ({"auths": {"r.example": {"auth": b64("no-colon")}}}, "holds no ':' between user and password"),
-    ({"auths": ["r.example"]}, "'auths' is not a JSON object"),
-    (["not", "an", "object"], "does not hold a JSON object"),
-])
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        ({"auths": {"r.example": {"identitytoken": "refresh"}}}, "holds an identity token"),
+        ({"auths": {"r.example": {"auth": "%%%"}}}, "'auth' is not base64 of user:password"),
+        ({"auths": {"r.example": {"auth": b64("no-colon")}}}, "holds no ':' between user and password"),
+        ({"auths": ["r.example"]}, "'auths' is not a JSON object"),
+        (["not", "an", "object"], "does not hold a JSON object"),
+    ],
+)
 def test_unusable_entries_name_the_file_and_the_remedy(tmp_path, document, message):
     path = docker_config(tmp_path, document)
     with pytest.raises(CredentialError) as caught:
@@ -151,8 +168,11 @@ def test_unusable_entries_name_the_file_and_the_remedy(tmp_path, document, messa
 def test_a_helper_giving_an_identity_token_is_refused(tmp_path):
     docker_config(tmp_path, {"credHelpers": {"r.example": "ecr"}})
     with pytest.raises(CredentialError, match="gave an identity token"):
-        lookup("r.example", environ=env(tmp_path),
-               run_helper=lambda name, server, configured: HelperAnswer("<token>", "t"))
+        lookup(
+            "r.example",
+            environ=env(tmp_path),
+            run_helper=lambda name, server, configured: HelperAnswer("<token>", "t"),
+        )
 
 
 def test_a_real_helper_that_prints_nonsense_is_named(tmp_path):
@@ -166,4 +186,5 @@ def test_a_real_helper_that_prints_nonsense_is_named(tmp_path):
         lookup("r.example", environ=env(tmp_path, PATH=f"{bin_dir}:/usr/bin:/bin"))
     assert str(caught.value) == (
         f"credential helper docker-credential-odd (credHelpers entry 'r.example' in {path}) "
-        "printed no JSON object with Username and Secret for r.example")
+        "printed no JSON object with Username and Secret for r.example"
+    )

@@ -33,8 +33,9 @@ class FakeUpstream:
         self.calls.append("HEAD")
         if tag not in self.present:
             raise NotFoundError(f"{repository}:{tag} not found")
-        return ManifestRef(digest="sha256:" + "a" * 64, media_type="application/vnd.oci.image.manifest.v1+json",
-                           size=1)
+        return ManifestRef(
+            digest="sha256:" + "a" * 64, media_type="application/vnd.oci.image.manifest.v1+json", size=1
+        )
 
 
 def test_explicit_tags_need_no_listing_and_a_missing_one_is_reported():
@@ -76,12 +77,13 @@ class FixedSources:
 def test_an_entry_whose_discovery_raises_anything_fails_alone_with_the_error_named():
     broken = ImageEntry(source="bad.example/x/y", name="y", match=r".*")
     fine = ImageEntry(source="docker.io/library/nginx", name="nginx", tags=("1.0",))
-    sources = FixedSources({"bad.example": BrokenUpstream([], set()),
-                            "docker.io": FakeUpstream([], {"1.0"})})
+    sources = FixedSources({"bad.example": BrokenUpstream([], set()), "docker.io": FakeUpstream([], {"1.0"})})
     first, second = discover([broken, fine], sources)
-    assert first.errors == ["cannot discover bad.example/x/y: internal error: TypeError: 'int' "
-                            "object is not iterable; this is a bug in syncer, please report it "
-                            "with this message"]
+    assert first.errors == [
+        "cannot discover bad.example/x/y: internal error: TypeError: 'int' "
+        "object is not iterable; this is a bug in syncer, please report it "
+        "with this message"
+    ]
     assert [t.tag for t in second.tags] == ["1.0"] and not second.errors
 
 

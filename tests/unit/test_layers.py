@@ -27,21 +27,26 @@ def sha256(data: bytes) -> str:
 
 
 def chunked(data: bytes, size: int) -> list[bytes]:
-    return [data[i:i + size] for i in range(0, len(data), size)]
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 # --- one layer's bytes ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("compress", [
-    gzip_bytes,
-    lambda tar: tar,
-    lambda tar: zstandard.ZstdCompressor().compress(tar),
-    # Several gzip members and several zstd frames are one stream to Go's readers too.
-    lambda tar: gzip_bytes(tar[:1000]) + gzip_bytes(tar[1000:]),
-    lambda tar: (zstandard.ZstdCompressor().compress(tar[:1000])
-                 + zstandard.ZstdCompressor().compress(tar[1000:])),
-], ids=["gzip", "uncompressed", "zstd", "gzip-members", "zstd-frames"])
+@pytest.mark.parametrize(
+    "compress",
+    [
+        gzip_bytes,
+        lambda tar: tar,
+        lambda tar: zstandard.ZstdCompressor().compress(tar),
+        # Several gzip members and several zstd frames are one stream to Go's readers too.
+        lambda tar: gzip_bytes(tar[:1000]) + gzip_bytes(tar[1000:]),
+        lambda tar: (
+            zstandard.ZstdCompressor().compress(tar[:1000]) + zstandard.ZstdCompressor().compress(tar[1000:])
+        ),
+    ],
+    ids=["gzip", "uncompressed", "zstd", "gzip-members", "zstd-frames"],
+)
 @pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
 def test_the_diff_id_is_the_hash_of_the_uncompressed_tar(compress, chunk):
     tar = tar_layer({**DEBIAN, **alpine_files()})
@@ -51,21 +56,27 @@ def test_the_diff_id_is_the_hash_of_the_uncompressed_tar(compress, chunk):
 
 
 def test_package_databases_are_noted_by_path_and_whiteouts_are_not():
-    tar = tar_layer({
-        "var/lib/rpm/Packages": "rpm",
-        "usr/lib/sysimage/rpm/rpmdb.sqlite": "rpm",
-        "var/lib/dpkg/status.d/libc6": "distroless",
-        "var/lib/dpkg/status.d/.wh.libssl3": "",
-        "var/lib/dpkg/status-old": "not the database",
-        "usr/share/doc/var/lib/dpkg/status": "not at the root",
-    })
+    tar = tar_layer(
+        {
+            "var/lib/rpm/Packages": "rpm",
+            "usr/lib/sysimage/rpm/rpmdb.sqlite": "rpm",
+            "var/lib/dpkg/status.d/libc6": "distroless",
+            "var/lib/dpkg/status.d/.wh.libssl3": "",
+            "var/lib/dpkg/status-old": "not the database",
+            "usr/share/doc/var/lib/dpkg/status": "not at the root",
+        }
+    )
     _, package_dbs = read_layer([gzip_bytes(tar)])
-    assert package_dbs == {"var/lib/rpm/Packages", "usr/lib/sysimage/rpm/rpmdb.sqlite",
-                           "var/lib/dpkg/status.d/libc6"}
+    assert package_dbs == {
+        "var/lib/rpm/Packages",
+        "usr/lib/sysimage/rpm/rpmdb.sqlite",
+        "var/lib/dpkg/status.d/libc6",
+    }
 
 
-@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT],
-                         ids=["gnu", "pax", "ustar"])
+@pytest.mark.parametrize(
+    "fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT], ids=["gnu", "pax", "ustar"]
+)
 def test_package_databases_are_found_behind_long_names_in_every_tar_format(fmt):
     deep = "var/lib/dpkg/status.d/" + "x" * 80 + "/" + "y" * 60  # ustar: in the prefix field
     longer = "var/lib/rpm/" + "z" * 120  # no ustar field holds it: GNU L and PAX path only
@@ -90,10 +101,14 @@ def test_content_that_is_no_tar_still_has_a_diff_id():
     assert read_layer([gzip_bytes(data)]) == (sha256(data), frozenset())
 
 
-@pytest.mark.parametrize("damage", [
-    lambda gz: gz[:-20],  # truncated
-    lambda gz: gz[:30] + bytes(b ^ 0xFF for b in gz[30:60]) + gz[60:],  # flipped bits
-], ids=["truncated", "corrupt"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda gz: gz[:-20],  # truncated
+        lambda gz: gz[:30] + bytes(b ^ 0xFF for b in gz[30:60]) + gz[60:],  # flipped bits
+    ],
+    ids=["truncated", "corrupt"],
+)
 def test_a_damaged_gzip_stream_is_corrupt(damage):
     with pytest.raises(CorruptLayer):
         read_layer([damage(gzip_bytes(tar_layer(DEBIAN)))])
@@ -112,8 +127,7 @@ def layer_gets(registry, image) -> int:
     return sum(registry.count("GET", f"/blobs/{layer.digest}") for layer in image.layers)
 
 
-def test_an_honest_image_passes_and_a_second_check_downloads_no_layer(registry, push_image, client,
-                                                                      tmp_path):
+def test_an_honest_image_passes_and_a_second_check_downloads_no_layer(registry, push_image, client, tmp_path):
     image = build_image([DEBIAN, APP])
     digest = push_image(registry, "team/app:1", image)
     check = check_image(client, "team/app", digest, tmp_path)
@@ -128,13 +142,11 @@ def test_an_honest_image_passes_and_a_second_check_downloads_no_layer(registry, 
     assert layer_gets(registry, image) == 2, "verified pairs come from the cache"
 
 
-def test_checks_of_images_sharing_a_layer_at_once_download_it_once(registry, push_image,
-                                                                    tmp_path):
+def test_checks_of_images_sharing_a_layer_at_once_download_it_once(registry, push_image, tmp_path):
     # A base large enough that the four downloads would overlap.
     base = {**DEBIAN, "opt/base.bin": random.Random(1).randbytes(16 << 20)}
     images = [build_image([base, {"etc/app": str(n) * 4000}]) for n in range(4)]
-    refs = [(f"team/app{n}", push_image(registry, f"team/app{n}:1", image))
-            for n, image in enumerate(images)]
+    refs = [(f"team/app{n}", push_image(registry, f"team/app{n}:1", image)) for n, image in enumerate(images)]
 
     def check(ref):
         with RegistryClient(registry.host, tls_verify=False) as own:
@@ -154,8 +166,9 @@ def test_uncompressed_and_zstd_layers_are_checked(registry, push_image, client, 
     assert [v.diff_id for v in check.verified] == json.loads(image.config.data)["rootfs"]["diff_ids"]
 
 
-def test_a_layer_claiming_another_diff_id_is_a_layer_error_naming_both(registry, push_image, client,
-                                                                       tmp_path):
+def test_a_layer_claiming_another_diff_id_is_a_layer_error_naming_both(
+    registry, push_image, client, tmp_path
+):
     clean = build_image(DEBIAN)
     claimed = json.loads(clean.config.data)["rootfs"]["diff_ids"]
     liar = build_image(APP, diff_ids=claimed)
@@ -164,9 +177,13 @@ def test_a_layer_claiming_another_diff_id_is_a_layer_error_naming_both(registry,
         check_image(client, "team/app", digest, tmp_path)
     message = str(err.value)
     actual = sha256(tar_layer(APP))
-    for needed in (f"layer 1 of 1 ({liar.layers[0].digest})", f"/team/app@{digest}",
-                   f"has diff_id {actual}", f"claims {claimed[0]}",
-                   "not scanned and nothing is promoted"):
+    for needed in (
+        f"layer 1 of 1 ({liar.layers[0].digest})",
+        f"/team/app@{digest}",
+        f"has diff_id {actual}",
+        f"claims {claimed[0]}",
+        "not scanned and nothing is promoted",
+    ):
         assert needed in message, message
 
     # The true pair was kept: the same verdict again, without a download.
@@ -175,8 +192,9 @@ def test_a_layer_claiming_another_diff_id_is_a_layer_error_naming_both(registry,
     assert layer_gets(registry, liar) == 1
 
 
-def test_two_layers_claiming_one_diff_id_fail_unless_their_content_is_one(registry, push_image,
-                                                                          client, tmp_path):
+def test_two_layers_claiming_one_diff_id_fail_unless_their_content_is_one(
+    registry, push_image, client, tmp_path
+):
     first = json.loads(build_image(DEBIAN).config.data)["rootfs"]["diff_ids"][0]
     liar = build_image([DEBIAN, APP], diff_ids=[first, first])
     digest = push_image(registry, "team/liar:1", liar)
@@ -201,47 +219,66 @@ def test_as_many_diff_ids_as_layers_are_required(registry, push_image, client, t
 
 def push_one_layer(client: RegistryClient, layer: Blob, diff_id: str) -> str:
     """An image build_image would not make, put with our client; its digest."""
-    config = Blob("application/vnd.oci.image.config.v1+json",
-                  json.dumps({"rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode())
+    config = Blob(
+        "application/vnd.oci.image.config.v1+json",
+        json.dumps({"rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode(),
+    )
     for blob in (layer, config):
         client.put_blob("team/app", blob.data)
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                           "config": config.descriptor(), "layers": [layer.descriptor()]}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config.descriptor(),
+            "layers": [layer.descriptor()],
+        }
+    ).encode()
     return client.put_manifest("team/app", "1", manifest, OCI_MANIFEST)
 
 
 def test_a_layer_of_an_unknown_media_type_is_refused(registry, client, tmp_path):
     tar = tar_layer(APP)
-    digest = push_one_layer(client, Blob("application/vnd.example.archive", gzip_bytes(tar)),
-                            sha256(tar))
+    digest = push_one_layer(client, Blob("application/vnd.example.archive", gzip_bytes(tar)), sha256(tar))
     with pytest.raises(LayerError, match=r"media type application/vnd.example.archive, not an image layer"):
         check_image(client, "team/app", digest, tmp_path)
 
 
-@pytest.mark.parametrize("content", [
-    b"{not json",
-    b'{"version": 2, "layers": {}}',
-    b'["a list"]',
-    # Entries of the wrong shape: skipped one by one, never trusted.
-    json.dumps({"version": 1, "layers": {"LAYER": {"diff_id": "sha256:nope", "package_dbs": []}}}).encode(),
-    json.dumps({"version": 1, "layers": {"LAYER": {"diff_id": "CLAIM", "package_dbs": ["../../etc"]}}}).encode(),
-    json.dumps({"version": 1, "layers": {"LAYER": "CLAIM"}}).encode(),
-], ids=["not-json", "other-version", "not-an-object", "bad-diff-id", "bad-package-db", "bad-entry"])
-def test_a_bad_cache_file_is_ignored_and_the_layers_verified_again(registry, push_image, client,
-                                                                   tmp_path, content):
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b'{"version": 2, "layers": {}}',
+        b'["a list"]',
+        # Entries of the wrong shape: skipped one by one, never trusted.
+        json.dumps(
+            {"version": 1, "layers": {"LAYER": {"diff_id": "sha256:nope", "package_dbs": []}}}
+        ).encode(),
+        json.dumps(
+            {"version": 1, "layers": {"LAYER": {"diff_id": "CLAIM", "package_dbs": ["../../etc"]}}}
+        ).encode(),
+        json.dumps({"version": 1, "layers": {"LAYER": "CLAIM"}}).encode(),
+    ],
+    ids=["not-json", "other-version", "not-an-object", "bad-diff-id", "bad-package-db", "bad-entry"],
+)
+def test_a_bad_cache_file_is_ignored_and_the_layers_verified_again(
+    registry, push_image, client, tmp_path, content
+):
     image = build_image(DEBIAN)
     digest = push_image(registry, "team/app:1", image)
     claim = json.loads(image.config.data)["rootfs"]["diff_ids"][0]
     (tmp_path / CACHE_FILE).write_bytes(
-        content.replace(b"LAYER", image.layers[0].digest.encode()).replace(b"CLAIM", claim.encode()))
+        content.replace(b"LAYER", image.layers[0].digest.encode()).replace(b"CLAIM", claim.encode())
+    )
     check = check_image(client, "team/app", digest, tmp_path)
     assert check.verified[0].diff_id == claim
     assert check.package_dbs == {"var/lib/dpkg/status"}
     assert layer_gets(registry, image) == 1, "verified again, not taken from the bad file"
     written = json.loads((tmp_path / CACHE_FILE).read_text())
     assert written["version"] == 1
-    assert written["layers"][image.layers[0].digest] == {"diff_id": claim,
-                                                          "package_dbs": ["var/lib/dpkg/status"]}
+    assert written["layers"][image.layers[0].digest] == {
+        "diff_id": claim,
+        "package_dbs": ["var/lib/dpkg/status"],
+    }
 
 
 def test_a_layer_that_does_not_decompress_is_a_layer_error(registry, client, tmp_path):

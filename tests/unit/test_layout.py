@@ -39,8 +39,9 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 
 
 def test_every_module_lives_in_a_room():
-    flat = sorted(p.name for p in SYNCER.glob("*.py")
-                  if p.stem not in ("__init__", "__main__", "cli", "errors"))
+    flat = sorted(
+        p.name for p in SYNCER.glob("*.py") if p.stem not in ("__init__", "__main__", "cli", "errors")
+    )
     assert flat == [], f"modules outside a room: {flat}; put each in the room it belongs to"
     rooms = {p.name for p in SYNCER.iterdir() if p.is_dir() and not p.name.startswith("__")}
     assert rooms <= set(LEVEL), f"rooms missing from LAYERS: {rooms - set(LEVEL)}"

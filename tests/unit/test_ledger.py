@@ -36,8 +36,16 @@ def full_record(name: str = "bitnami/redis", tag: str = "7.2") -> Record:
         db_updated_at="2026-02-28T06:00:00Z",
         scanned_at="2026-03-01T10:00:00Z",
         findings=(  # in the ledger's order: severity worst first, then id, then package
-            Finding("CVE-2024-9", "openssl", "3.0.1", "3.0.2", Severity.CRITICAL, status="fixed",
-                    title="buffer overflow: in x509 #1", platform="linux/amd64"),
+            Finding(
+                "CVE-2024-9",
+                "openssl",
+                "3.0.1",
+                "3.0.2",
+                Severity.CRITICAL,
+                status="fixed",
+                title="buffer overflow: in x509 #1",
+                platform="linux/amd64",
+            ),
             Finding("CVE-2024-9", "openssl", "3.0.1", "3.0.2", Severity.CRITICAL, platform="linux/arm64"),
             Finding("CVE-2024-1", "zlib", "1.2.11", None, Severity.HIGH, status="affected"),
             Finding("GHSA-xxxx-yyyy-zzzz", "golang.org/x/net", "v0.1.0", "0.17.0", Severity.MEDIUM),
@@ -46,11 +54,25 @@ def full_record(name: str = "bitnami/redis", tag: str = "7.2") -> Record:
         licenses=(LicenseFinding("GPL-3.0-only", "bash", "linux/amd64"), LicenseFinding("MIT", "zlib")),
         created=datetime(2025, 12, 24, 8, 30, 5, tzinfo=UTC),
         covered=(
-            PlatformScan("sha256:" + "1" * 64, "linux/amd64", os="debian 12.8", packages=("debian",),
-                         created=datetime(2025, 12, 24, 8, 30, 5, tzinfo=UTC)),
-            PlatformScan("sha256:" + "2" * 64, "linux/arm64", os="debian 99", packages=("debian", "jar"),
-                         unassessed=("debian 99: the vulnerability database has no advisories for this OS release",)),
-            PlatformScan("sha256:" + "3" * 64, "sha256:" + "3" * 64, problem="a nested index, which syncer does not scan"),
+            PlatformScan(
+                "sha256:" + "1" * 64,
+                "linux/amd64",
+                os="debian 12.8",
+                packages=("debian",),
+                created=datetime(2025, 12, 24, 8, 30, 5, tzinfo=UTC),
+            ),
+            PlatformScan(
+                "sha256:" + "2" * 64,
+                "linux/arm64",
+                os="debian 99",
+                packages=("debian", "jar"),
+                unassessed=("debian 99: the vulnerability database has no advisories for this OS release",),
+            ),
+            PlatformScan(
+                "sha256:" + "3" * 64,
+                "sha256:" + "3" * 64,
+                problem="a nested index, which syncer does not scan",
+            ),
         ),
         selection=("linux/amd64", "linux/arm64"),
     )
@@ -60,15 +82,21 @@ def full_record(name: str = "bitnami/redis", tag: str = "7.2") -> Record:
         source=f"docker.io/{name}:{tag}@{DIGEST}",
         digest=DIGEST,
         state=State.HELD,
-        reasons=["1 critical vulnerability (max 0): CVE-2024-9 (openssl 3.0.1, fixed in 3.0.2)",
-                 "exception for CVE-2024-1 expired on 2026-02-01"],
+        reasons=[
+            "1 critical vulnerability (max 0): CVE-2024-9 (openssl 3.0.1, fixed in 3.0.2)",
+            "exception for CVE-2024-1 expired on 2026-02-01",
+        ],
         scan=scan,
         signatures=["ci", "security"],
-        events=[Event("2026-03-01T09:59:00Z", "discovered", "new tag"),
-                Event("2026-03-01T10:00:00Z", "mirrored", f"quarantine/{name}:{tag}"),
-                Event("2026-03-01T10:00:30Z", "held", "multi-line\ndetail: with colon")],
-        replicas=[ReplicaState("eu.example.com:5000", OLD, "2026-01-01T00:00:00Z", lagging=True),
-                  ReplicaState("us.example.com")],
+        events=[
+            Event("2026-03-01T09:59:00Z", "discovered", "new tag"),
+            Event("2026-03-01T10:00:00Z", "mirrored", f"quarantine/{name}:{tag}"),
+            Event("2026-03-01T10:00:30Z", "held", "multi-line\ndetail: with colon"),
+        ],
+        replicas=[
+            ReplicaState("eu.example.com:5000", OLD, "2026-01-01T00:00:00Z", lagging=True),
+            ReplicaState("us.example.com"),
+        ],
         promoted_digest=OLD,
     )
 
@@ -92,13 +120,16 @@ def test_full_record_round_trips_to_an_equal_record(ledger: Ledger):
     assert ledger.load("bitnami/redis", "7.2") == record
 
 
-
 def test_a_copy_of_a_record_changes_without_changing_the_original():
     original = full_record()
     assert original.replicas, "the fixture must have a replica state to change"
-    before = replace(original, reasons=list(original.reasons), events=list(original.events),
-                     signatures=list(original.signatures),
-                     replicas=[replace(r) for r in original.replicas])
+    before = replace(
+        original,
+        reasons=list(original.reasons),
+        events=list(original.events),
+        signatures=list(original.signatures),
+        replicas=[replace(r) for r in original.replicas],
+    )
     changed = original.copy()
     assert changed == original
     changed.events.append(Event(at=now_iso(), event="held", detail="x"))
@@ -108,40 +139,82 @@ def test_a_copy_of_a_record_changes_without_changing_the_original():
     changed.state = State.HELD
     assert original == before
 
+
 def test_layout_keys_follow_the_spec_and_findings_are_one_line_each(ledger: Ledger):
     ledger.save(full_record())
     text = ledger.path_for("bitnami/redis", "7.2").read_text()
     top = [line.split(":")[0] for line in text.splitlines() if re.match(r"^[a-z_]+:", line)]
-    assert top == ["name", "tag", "source", "digest", "state", "reasons", "scan", "signatures", "replicas",
-                   "promoted_digest", "events"]
+    assert top == [
+        "name",
+        "tag",
+        "source",
+        "digest",
+        "state",
+        "reasons",
+        "scan",
+        "signatures",
+        "replicas",
+        "promoted_digest",
+        "events",
+    ]
     scan_keys = re.findall(r"^  ([a-z_]+):", text, flags=re.MULTILINE)
-    assert scan_keys == ["digest", "scanner", "db_updated_at", "scanned_at", "platforms", "selection", "created",
-                         "covered", "counts", "findings", "licenses"]
+    assert scan_keys == [
+        "digest",
+        "scanner",
+        "db_updated_at",
+        "scanned_at",
+        "platforms",
+        "selection",
+        "created",
+        "covered",
+        "counts",
+        "findings",
+        "licenses",
+    ]
     assert "  counts: {critical: 1, high: 1, medium: 1, low: 0, unknown: 1}\n" in text
-    assert ("    - {id: CVE-2024-1, package: zlib, installed: 1.2.11, fixed: null, severity: high, "
-            "status: affected}\n") in text
+    assert (
+        "    - {id: CVE-2024-1, package: zlib, installed: 1.2.11, fixed: null, severity: high, "
+        "status: affected}\n"
+    ) in text
     assert "tag: '7.2'\n" in text  # a tag that looks like a number stays a string
 
 
 def test_findings_are_saved_worst_first_whatever_the_scanner_order(ledger: Ledger):
     record = full_record()
-    shuffled = replace(record, scan=replace(record.scan, findings=tuple(reversed(record.scan.findings)),
-                                            licenses=tuple(reversed(record.scan.licenses))))
+    shuffled = replace(
+        record,
+        scan=replace(
+            record.scan,
+            findings=tuple(reversed(record.scan.findings)),
+            licenses=tuple(reversed(record.scan.licenses)),
+        ),
+    )
     ledger.save(shuffled)
     assert ledger.load(record.name, record.tag) == record
 
 
 @pytest.mark.parametrize("tag", ["1.10", "true", "null", "1e3", "0x1F", "2026-03-01", "latest"])
 def test_tags_that_look_like_other_yaml_types_stay_strings(ledger: Ledger, tag: str):
-    record = Record(name="nginx", tag=tag, source=f"docker.io/library/nginx:{tag}@{DIGEST}", digest=DIGEST,
-                    state=State.MIRRORED)
+    record = Record(
+        name="nginx",
+        tag=tag,
+        source=f"docker.io/library/nginx:{tag}@{DIGEST}",
+        digest=DIGEST,
+        state=State.MIRRORED,
+    )
     ledger.save(record)
     assert ledger.load("nginx", tag) == record
 
 
 def test_record_without_scan_round_trips(ledger: Ledger):
-    record = Record(name="nginx", tag="1.27.3", source="docker.io/library/nginx:1.27.3@" + DIGEST,
-                    digest=DIGEST, state=State.FAILED, reasons=["scan timed out"])
+    record = Record(
+        name="nginx",
+        tag="1.27.3",
+        source="docker.io/library/nginx:1.27.3@" + DIGEST,
+        digest=DIGEST,
+        state=State.FAILED,
+        reasons=["scan timed out"],
+    )
     ledger.save(record)
     assert "scan: null\n" in ledger.path_for("nginx", "1.27.3").read_text()
     assert ledger.load("nginx", "1.27.3") == record
@@ -176,7 +249,9 @@ def test_appending_an_event_only_adds_lines_at_the_end(ledger: Ledger):
     assert ledger.save(record) is True
     new = path.read_text()
     assert new.startswith(old)
-    assert new[len(old):] == "  - at: '2026-03-02T10:00:00Z'\n    event: scanned\n    detail: db 2026-03-02\n"
+    assert (
+        new[len(old) :] == "  - at: '2026-03-02T10:00:00Z'\n    event: scanned\n    detail: db 2026-03-02\n"
+    )
 
 
 def test_a_state_change_touches_only_its_lines(ledger: Ledger):
@@ -203,7 +278,9 @@ def test_existing_comments_and_hand_formatting_survive_an_update(ledger: Ledger)
     record = full_record()
     ledger.save(record)
     path = ledger.path_for(record.name, record.tag)
-    path.write_text("# reviewed by @alice\n" + path.read_text().replace("state: held", "state: held  # see PR 12"))
+    path.write_text(
+        "# reviewed by @alice\n" + path.read_text().replace("state: held", "state: held  # see PR 12")
+    )
     record.events.append(Event("2026-03-02T10:00:00Z", "scanned", ""))
     assert ledger.save(record)
     text = path.read_text()
@@ -216,7 +293,10 @@ def test_events_are_append_only(ledger: Ledger):
     ledger.save(record)
     path = ledger.path_for(record.name, record.tag)
     before = path.read_bytes()
-    for events in (record.events[1:], [Event("2026-03-01T09:59:00Z", "discovered", "rewritten"), *record.events[1:]]):
+    for events in (
+        record.events[1:],
+        [Event("2026-03-01T09:59:00Z", "discovered", "rewritten"), *record.events[1:]],
+    ):
         with pytest.raises(ValueError, match="append-only"):
             ledger.save(replace(record, events=events))
     assert path.read_bytes() == before
@@ -269,8 +349,10 @@ def test_interrupted_write_leaves_the_old_file_intact_and_no_temp_file(ledger: L
 
 def test_failed_rename_leaves_no_temp_file(ledger: Ledger, monkeypatch):
     record = full_record()
+
     def refuse(src, dst):
         raise OSError(30, "Read-only file system")
+
     monkeypatch.setattr(ledger_module.os, "replace", refuse)
     with pytest.raises(OSError):
         ledger.save(record)
@@ -281,8 +363,24 @@ def test_failed_rename_leaves_no_temp_file(ledger: Ledger, monkeypatch):
 # --- names, listing ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["../etc", "a/../../b", "/etc/passwd", "a//b", "Nginx", "a\\b", "", "a/", ".",
-                                  "a/./b", "a..b", "-a", "a" * 256])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../etc",
+        "a/../../b",
+        "/etc/passwd",
+        "a//b",
+        "Nginx",
+        "a\\b",
+        "",
+        "a/",
+        ".",
+        "a/./b",
+        "a..b",
+        "-a",
+        "a" * 256,
+    ],
+)
 def test_names_outside_the_reference_grammar_are_refused(ledger: Ledger, name: str):
     with pytest.raises(ValueError, match="invalid repository name"):
         ledger.path_for(name, "1.0")
@@ -303,13 +401,22 @@ def test_symlinked_directory_out_of_the_records_is_refused(ledger: Ledger, tmp_p
 
 
 def test_listing_sorts_by_name_and_tag_and_skips_temp_files(ledger: Ledger):
-    for name, tag in [("redis", "7.2"), ("bitnami/redis", "7.4"), ("nginx", "1.27.3"), ("bitnami/redis", "7.2"),
-                      ("bitnami", "1.0")]:
+    for name, tag in [
+        ("redis", "7.2"),
+        ("bitnami/redis", "7.4"),
+        ("nginx", "1.27.3"),
+        ("bitnami/redis", "7.2"),
+        ("bitnami", "1.0"),
+    ]:
         ledger.save(full_record(name, tag))
     (ledger.records_dir / "nginx" / ".1.27.4.yaml.abc.tmp").write_text("half")
     assert [(r.name, r.tag) for r in ledger.all()] == [
-        ("bitnami", "1.0"), ("bitnami/redis", "7.2"), ("bitnami/redis", "7.4"), ("nginx", "1.27.3"),
-        ("redis", "7.2")]
+        ("bitnami", "1.0"),
+        ("bitnami/redis", "7.2"),
+        ("bitnami/redis", "7.4"),
+        ("nginx", "1.27.3"),
+        ("redis", "7.2"),
+    ]
     assert [r.tag for r in ledger.records_for("bitnami/redis")] == ["7.2", "7.4"]
     assert [r.tag for r in ledger.records_for("bitnami")] == ["1.0"]
     assert ledger.records_for("unknown") == [] and ledger.load("nginx", "9.9") is None
@@ -322,19 +429,32 @@ def test_empty_ledger_lists_nothing(ledger: Ledger):
 # --- corrupt files -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("name: nginx\ntag: [unclosed\n", r"1\.0\.yaml:\d+: corrupt record \("),
-    ("- a list\n", "must be a mapping"),
-    ("name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: lost\n", "unknown state 'lost'"),
-    ("name: nginx\ntag: 1.0\nsource: s\ndigest: d\nstate: held\n", "record.tag must be a string"),
-    ("name: redis\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\n", "names redis:1.0 but its path is for nginx:1.0"),
-    ("name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nevents: [{at: x}]\n", r"events\[0\].event"),
-    ("name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nevents: [{at: x, event: rewritten}]\n",
-     r"events\[0\].event 'rewritten' is not an event syncer writes"),
-    ("name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nscan: {scanner: t, digest: d, "
-     "db_updated_at: x, scanned_at: y, findings: [{id: C, package: p, installed: '1', severity: awful}]}\n",
-     "scan.findings.0..severity 'awful'"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("name: nginx\ntag: [unclosed\n", r"1\.0\.yaml:\d+: corrupt record \("),
+        ("- a list\n", "must be a mapping"),
+        ("name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: lost\n", "unknown state 'lost'"),
+        ("name: nginx\ntag: 1.0\nsource: s\ndigest: d\nstate: held\n", "record.tag must be a string"),
+        (
+            "name: redis\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\n",
+            "names redis:1.0 but its path is for nginx:1.0",
+        ),
+        (
+            "name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nevents: [{at: x}]\n",
+            r"events\[0\].event",
+        ),
+        (
+            "name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nevents: [{at: x, event: rewritten}]\n",
+            r"events\[0\].event 'rewritten' is not an event syncer writes",
+        ),
+        (
+            "name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nscan: {scanner: t, digest: d, "
+            "db_updated_at: x, scanned_at: y, findings: [{id: C, package: p, installed: '1', severity: awful}]}\n",
+            "scan.findings.0..severity 'awful'",
+        ),
+    ],
+)
 def test_corrupt_record_error_names_the_file_and_the_problem(ledger: Ledger, text: str, problem: str):
     path = ledger.path_for("nginx", "1.0")
     path.parent.mkdir(parents=True)
@@ -354,18 +474,22 @@ def test_corrupt_record_error_names_the_file_and_the_problem(ledger: Ledger, tex
     assert path.read_text() == text  # a corrupt record is never overwritten
 
 
-@pytest.mark.parametrize("data", [
-    b"",  # empty: a killed editor, a truncated checkout
-    b"name: nginx\ntag: '1.0'\nsource: s\ndig",  # truncated mid-key
-    b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe",  # binary
-    b"name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nevents: 7\n",  # mistyped
-    b"name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nreasons: {a: 1}\n",
-    b"name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nscan: {created: 2025-01-01}\n",
-    b"[" * 5000 + b"]" * 5000,  # nested too deeply for a recursive constructor
-    b"\x00\x01 name: nginx",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",  # empty: a killed editor, a truncated checkout
+        b"name: nginx\ntag: '1.0'\nsource: s\ndig",  # truncated mid-key
+        b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe",  # binary
+        b"name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nevents: 7\n",  # mistyped
+        b"name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nreasons: {a: 1}\n",
+        b"name: nginx\ntag: '1.0'\nsource: s\ndigest: d\nstate: held\nscan: {created: 2025-01-01}\n",
+        b"[" * 5000 + b"]" * 5000,  # nested too deeply for a recursive constructor
+        b"\x00\x01 name: nginx",
+    ],
+)
 def test_an_unreadable_record_of_any_kind_is_named_and_never_raises_from_a_listing(
-        ledger: Ledger, data: bytes):
+    ledger: Ledger, data: bytes
+):
     path = ledger.path_for("nginx", "1.0")
     path.parent.mkdir(parents=True)
     path.write_bytes(data)
@@ -391,8 +515,12 @@ def test_stray_files_under_records_are_reported_once_each_and_skipped(ledger: Le
     assert [(r.name, r.tag) for r in contents.records] == [("nginx", "1.0")]
     assert contents.unreadable == []
     assert len(contents.strays) == 4, contents.strays
-    for fragment in ("Notes.yaml: not a record path", "README.txt: not a record path",
-                     "Upper/1.0.yaml: not a record path", "linked: a symlink under records/"):
+    for fragment in (
+        "Notes.yaml: not a record path",
+        "README.txt: not a record path",
+        "Upper/1.0.yaml: not a record path",
+        "linked: a symlink under records/",
+    ):
         assert sum(fragment in s for s in contents.strays) == 1, (fragment, contents.strays)
 
 
@@ -420,14 +548,31 @@ def test_records_with_colons_and_flow_characters_are_portable_yaml(tmp_path):
 
     from syncer.core.model import Finding, ScanResult, Severity, State
 
-    finding = Finding(id="CVE-1", package="zlib1g", installed="1:1.2.13.dfsg-1", fixed="1:1.3",
-                      severity=Severity.HIGH, title="zlib: inflate, {window} #overflow [x] 'q'",
-                      status="no")  # YAML 1.1 reads a plain `no` as false
-    scan = ScanResult(digest="sha256:" + "a" * 64, scanner="trivy 0.76.0", db_updated_at="2026-01-01T00:00:00Z",
-                      scanned_at="2026-01-02T00:00:00Z", findings=(finding,))
-    rec = Record(name="zlib", tag="1.2", source="docker.io/library/zlib:1@sha256:" + "a" * 64,
-                 digest="sha256:" + "a" * 64, state=State.HELD, reasons=["1 high: CVE-1 (zlib1g 1:1.2.13.dfsg-1)"],
-                 scan=scan)
+    finding = Finding(
+        id="CVE-1",
+        package="zlib1g",
+        installed="1:1.2.13.dfsg-1",
+        fixed="1:1.3",
+        severity=Severity.HIGH,
+        title="zlib: inflate, {window} #overflow [x] 'q'",
+        status="no",
+    )  # YAML 1.1 reads a plain `no` as false
+    scan = ScanResult(
+        digest="sha256:" + "a" * 64,
+        scanner="trivy 0.76.0",
+        db_updated_at="2026-01-01T00:00:00Z",
+        scanned_at="2026-01-02T00:00:00Z",
+        findings=(finding,),
+    )
+    rec = Record(
+        name="zlib",
+        tag="1.2",
+        source="docker.io/library/zlib:1@sha256:" + "a" * 64,
+        digest="sha256:" + "a" * 64,
+        state=State.HELD,
+        reasons=["1 high: CVE-1 (zlib1g 1:1.2.13.dfsg-1)"],
+        scan=scan,
+    )
     ledger = Ledger(tmp_path)
     ledger.save(rec)
     text = ledger.path_for("zlib", rec.tag).read_text()
@@ -438,13 +583,28 @@ def test_records_with_colons_and_flow_characters_are_portable_yaml(tmp_path):
     assert ledger.load("zlib", rec.tag) == rec
 
 
-@pytest.mark.parametrize("text", [
-    "name: app\ntag: '1.0'\nreasons: []\nscan: {counts: {critical: 0}, findings: [{id: a}]}\n",
-    "a: 0x1F\nb: yes\nc: ~\nd: 1_000\ne: null\n", "a: &x [1, 2]\nb: *x\n", "a: &a [*a]\n",
-    "<<: {a: 1}\nb: 2\n", "1: a\n", "? [a]\n: b\n", "a: 1.5\n", "a: 2001-12-14\n",
-    "a: !!binary aGk=\n", "a: !!set {x, y}\n", "a: !!python/object:os.system x\n",
-    "a: 'x'\na: 'y'\n", "", "--- a\n--- b\n", "[a, b]\n", "a: {b: [c, {d: e}]}\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "name: app\ntag: '1.0'\nreasons: []\nscan: {counts: {critical: 0}, findings: [{id: a}]}\n",
+        "a: 0x1F\nb: yes\nc: ~\nd: 1_000\ne: null\n",
+        "a: &x [1, 2]\nb: *x\n",
+        "a: &a [*a]\n",
+        "<<: {a: 1}\nb: 2\n",
+        "1: a\n",
+        "? [a]\n: b\n",
+        "a: 1.5\n",
+        "a: 2001-12-14\n",
+        "a: !!binary aGk=\n",
+        "a: !!set {x, y}\n",
+        "a: !!python/object:os.system x\n",
+        "a: 'x'\na: 'y'\n",
+        "",
+        "--- a\n--- b\n",
+        "[a, b]\n",
+        "a: {b: [c, {d: e}]}\n",
+    ],
+)
 def test_records_read_as_pyyaml_safe_load_reads_them(text: str) -> None:
     import yaml
 

@@ -91,33 +91,63 @@ def _records(v: Values) -> list[Record]:
         PlatformScan(digest=DIGEST, platform=v(), os=v(), packages=(v(), v()), unassessed=(v(),)),
         PlatformScan(digest=OTHER, platform=v(), problem=v()),
     )
-    findings = tuple(Finding(id=v(), package=v(), installed=v(), fixed=v() if s % 2 else None,
-                             severity=s, title=v(), platform=v()) for s in Severity)
-    scan = ScanResult(digest=DIGEST, scanner=v(), db_updated_at=v(), scanned_at=v(),
-                      findings=findings, covered=covered)
-    held = Record(name="team/app", tag="1.0", source=f"docker.io/team/app:1.0@{DIGEST}",
-                  digest=DIGEST, state=State.HELD, reasons=[v(), v()], scan=scan,
-                  events=[Event("2026-11-02T00:00:00Z", "discovered", v()),
-                          Event("2026-11-02T00:00:01Z", "held", v())],
-                  replicas=[ReplicaState("eu.example.com", OTHER, "2026-11-02T00:00:02Z")],
-                  promoted_digest=OTHER, signatures=["ci"])
-    artifact = Record(name="team/app", tag="2.0", source=f"docker.io/team/app:2.0@{OTHER}",
-                      digest=OTHER, state=State.FAILED, reasons=[v()],
-                      scan=ScanResult(digest=OTHER, scanner="trivy 0.76.0",
-                                      db_updated_at="2026-11-01T00:00:00Z",
-                                      scanned_at="2026-11-02T00:00:00Z", artifact=v()),
-                      events=[Event("2026-11-02T00:00:00Z", "failed", v())])
+    findings = tuple(
+        Finding(
+            id=v(),
+            package=v(),
+            installed=v(),
+            fixed=v() if s % 2 else None,
+            severity=s,
+            title=v(),
+            platform=v(),
+        )
+        for s in Severity
+    )
+    scan = ScanResult(
+        digest=DIGEST, scanner=v(), db_updated_at=v(), scanned_at=v(), findings=findings, covered=covered
+    )
+    held = Record(
+        name="team/app",
+        tag="1.0",
+        source=f"docker.io/team/app:1.0@{DIGEST}",
+        digest=DIGEST,
+        state=State.HELD,
+        reasons=[v(), v()],
+        scan=scan,
+        events=[Event("2026-11-02T00:00:00Z", "discovered", v()), Event("2026-11-02T00:00:01Z", "held", v())],
+        replicas=[ReplicaState("eu.example.com", OTHER, "2026-11-02T00:00:02Z")],
+        promoted_digest=OTHER,
+        signatures=["ci"],
+    )
+    artifact = Record(
+        name="team/app",
+        tag="2.0",
+        source=f"docker.io/team/app:2.0@{OTHER}",
+        digest=OTHER,
+        state=State.FAILED,
+        reasons=[v()],
+        scan=ScanResult(
+            digest=OTHER,
+            scanner="trivy 0.76.0",
+            db_updated_at="2026-11-01T00:00:00Z",
+            scanned_at="2026-11-02T00:00:00Z",
+            artifact=v(),
+        ),
+        events=[Event("2026-11-02T00:00:00Z", "failed", v())],
+    )
     return [held, artifact]
 
 
 def _result(v: Values, records: list[Record]) -> RunResult:
-    plan = Plan(errors=[("team/app", v()), ("alpine", v())], missing=[("alpine", "3.99")],
-                db_updated_at=v())
-    plan.tags = [TagPlan("team/app", "1.0", Change.UNCHANGED, DIGEST, records[0].source,
-                         records[0], rescan=True),
-                 TagPlan("team/app", "2.0", Change.UNCHANGED, OTHER, records[1].source, records[1])]
-    outcomes = [TagOutcome("team/app", "1.0", State.HELD, changed=True, message=v()),
-                TagOutcome("team/app", "2.0", None, failed=True, message=v())]
+    plan = Plan(errors=[("team/app", v()), ("alpine", v())], missing=[("alpine", "3.99")], db_updated_at=v())
+    plan.tags = [
+        TagPlan("team/app", "1.0", Change.UNCHANGED, DIGEST, records[0].source, records[0], rescan=True),
+        TagPlan("team/app", "2.0", Change.UNCHANGED, OTHER, records[1].source, records[1]),
+    ]
+    outcomes = [
+        TagOutcome("team/app", "1.0", State.HELD, changed=True, message=v()),
+        TagOutcome("team/app", "2.0", None, failed=True, message=v()),
+    ]
     return RunResult(plan=plan, outcomes=outcomes)
 
 
@@ -125,10 +155,12 @@ def _documents(v: Values) -> dict[str, str]:
     records = _records(v)
     result = _result(v, records)
     started = datetime(2026, 11, 2, tzinfo=UTC)
-    return {**report.render_all(records, None),
-            "run page": report.render_run(runlog.from_result(result, started, {}, None)),
-            "plan": render_markdown(result.plan),
-            "run summary": summary_markdown(result, [v()])}
+    return {
+        **report.render_all(records, None),
+        "run page": report.render_run(runlog.from_result(result, started, {}, None)),
+        "plan": render_markdown(result.plan),
+        "run summary": summary_markdown(result, [v()]),
+    }
 
 
 def _expected(block: str, tame: Values, hostile: Values) -> str:
@@ -141,13 +173,13 @@ def _structure(page: gfm.Page) -> list:
     return [element for element in page.skeleton if element[0] not in ("code", "/code")]
 
 
-def _assert_same_but_for_values(tame_doc: str, hostile_doc: str, tame: Values, hostile: Values,
-                                where: str) -> gfm.Page:
+def _assert_same_but_for_values(
+    tame_doc: str, hostile_doc: str, tame: Values, hostile: Values, where: str
+) -> gfm.Page:
     tame_page, page = gfm.read(tame_doc), gfm.read(hostile_doc)
     for name in ("img", "del", "em", "script"):
         assert not page.tags(name), f"{where}: a value became <{name}>:\n{hostile_doc}"
-    assert _structure(page) == _structure(tame_page), \
-        f"{where}: a value changed the elements:\n{hostile_doc}"
+    assert _structure(page) == _structure(tame_page), f"{where}: a value changed the elements:\n{hostile_doc}"
     for tame_block, block in zip(tame_page.blocks, page.blocks, strict=True):
         assert block == _expected(tame_block, tame, hostile), f"{where}: reads differently"
     assert not page.mentions(), f"{where}: {page.mentions()} would ping"
@@ -155,8 +187,7 @@ def _assert_same_but_for_values(tame_doc: str, hostile_doc: str, tame: Values, h
 
 
 @pytest.mark.parametrize("offset", range(0, len(HOSTILE), 3))
-@pytest.mark.parametrize("where", ["README.md", "images/team/app.md", "run page", "plan",
-                                   "run summary"])
+@pytest.mark.parametrize("where", ["README.md", "images/team/app.md", "run page", "plan", "run summary"])
 def test_pages_plan_and_run_summary_show_hostile_text_as_text(where, offset):
     tamed, hostile = tame(), rotated(offset)
     tame_doc, hostile_doc = _documents(tamed)[where], _documents(hostile)[where]
@@ -171,9 +202,12 @@ def test_pages_plan_and_run_summary_show_hostile_text_as_text(where, offset):
 @pytest.mark.parametrize("render", [markdown.text, markdown.code], ids=["text", "code"])
 def test_a_value_reads_as_itself_as_a_paragraph_a_list_item_and_a_table_cell(value, render):
     """A value at the start of a line too (a list item's text is): no heading, list, quote."""
+
     def doc(v: Values) -> str:
-        return (f"{render(v())}\n\nsee {render(v())} here\n\n- {render(v())}\n- {render(v())} x\n\n"
-                f"| a | b |\n|---|---|\n| {render(v())} | {render(v())} |\n")
+        return (
+            f"{render(v())}\n\nsee {render(v())} here\n\n- {render(v())}\n- {render(v())} x\n\n"
+            f"| a | b |\n|---|---|\n| {render(v())} | {render(v())} |\n"
+        )
 
     tamed, hostile = tame(), Values(lambda n: value)
     _assert_same_but_for_values(doc(tamed), doc(hostile), tamed, hostile, repr(value))
@@ -184,8 +218,10 @@ def test_code_spans_outlast_any_backtick_run_and_text_keeps_plain_words_plain():
     assert markdown.code("`x") == "`` `x ``"
     assert markdown.code(DIGEST) == f"`{DIGEST}`"
     # Readable in a terminal: only what could start Markdown is escaped.
-    assert markdown.text("HUB_TOKEN (sources.docker.io) is not set!") == \
-        "HUB_TOKEN (sources.docker.io) is not set!"
+    assert (
+        markdown.text("HUB_TOKEN (sources.docker.io) is not set!")
+        == "HUB_TOKEN (sources.docker.io) is not set!"
+    )
     assert markdown.text("3.0.13-1~deb12u1") == "3.0.13-1\\~deb12u1"
     assert markdown.text(markdown.code("a|b")) == "a\\|b"  # already Markdown: as it is
 

@@ -40,15 +40,16 @@ TRUSTED, REPLICA = "trusted.test", "replica.test"
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
 DB1, DB2 = "2026-05-01T00:00:00Z", "2026-05-02T00:00:00Z"
 CVE = "CVE-2026-0001"
-CRITICAL = Finding(id=CVE, package="openssl", installed="3.0.1", fixed="3.0.2",
-                   severity=Severity.CRITICAL)
+CRITICAL = Finding(id=CVE, package="openssl", installed="3.0.1", fixed="3.0.2", severity=Severity.CRITICAL)
 
 
 @pytest.fixture(autouse=True)
 def no_real_tools(monkeypatch):
     """Any attempt at skopeo, Trivy, git or a registry fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("a unit test of the pipeline reached a real tool")
+
     monkeypatch.setattr(subprocess, "Popen", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
 
@@ -138,10 +139,15 @@ class FakeScanner:
         if isinstance(found, Exception):
             raise found
         covered = found if isinstance(found, PlatformScan) else PlatformScan(digest=digest)
-        return ScanResult(digest=digest, scanner="fake 1.0", db_updated_at=self.db,
-                          scanned_at="2026-05-03T00:00:00Z",
-                          findings=found if isinstance(found, tuple) else (), covered=(covered,),
-                          selection=platforms)
+        return ScanResult(
+            digest=digest,
+            scanner="fake 1.0",
+            db_updated_at=self.db,
+            scanned_at="2026-05-03T00:00:00Z",
+            findings=found if isinstance(found, tuple) else (),
+            covered=(covered,),
+            selection=platforms,
+        )
 
 
 class FakeSigner:
@@ -158,11 +164,16 @@ class FakeSigner:
 
 
 def catalog(tmp_path, *images: ImageEntry, replicas=(), exceptions=(), **policy) -> Catalog:
-    settings = Settings(target=Target(registry=TRUSTED),
-                        replicas=tuple(RegistryEndpoint(registry=r) for r in replicas))
-    return Catalog(root=str(tmp_path / "catalog"), settings=settings,
-                   images=images or (NGINX,), exceptions=tuple(exceptions),
-                   policies={"default": Policy(name="default", max={Severity.CRITICAL: 0}, **policy)})
+    settings = Settings(
+        target=Target(registry=TRUSTED), replicas=tuple(RegistryEndpoint(registry=r) for r in replicas)
+    )
+    return Catalog(
+        root=str(tmp_path / "catalog"),
+        settings=settings,
+        images=images or (NGINX,),
+        exceptions=tuple(exceptions),
+        policies={"default": Policy(name="default", max={Severity.CRITICAL: 0}, **policy)},
+    )
 
 
 NGINX = ImageEntry(source="docker.io/library/nginx", name="nginx", tags=("1.27",))
@@ -171,9 +182,16 @@ REDIS = ImageEntry(source="docker.io/library/redis", name="redis", tags=("7",))
 
 def run(world: World, cat: Catalog, ledger: Ledger, db: str = DB1) -> RunResult:
     options = RunOptions(jobs=2, today=date(2026, 5, 3))
-    return Pipeline(cat, ledger, scan_settings=ScanSettings(cache_dir="/nonexistent", db_updated_at=db),
-                    signer=FakeSigner(world), options=options, copier=FakeCopier(world),
-                    scanner=FakeScanner(world, db), clients=world.client).run()
+    return Pipeline(
+        cat,
+        ledger,
+        scan_settings=ScanSettings(cache_dir="/nonexistent", db_updated_at=db),
+        signer=FakeSigner(world),
+        options=options,
+        copier=FakeCopier(world),
+        scanner=FakeScanner(world, db),
+        clients=world.client,
+    ).run()
 
 
 def events(record: Record) -> list[str]:
@@ -197,7 +215,8 @@ def test_a_new_tag_is_mirrored_scanned_signed_then_promoted(tmp_path, world, led
     result = run(world, catalog(tmp_path), ledger)
 
     assert [(o.name, o.state, o.changed, o.failed) for o in result.outcomes] == [
-        ("nginx", State.PROMOTED, True, False)]
+        ("nginx", State.PROMOTED, True, False)
+    ]
     assert result.exit_code == 0
     assert [step[0] for step in world.log] == ["mirror", "scan", "sign", "promote"]
     assert world.holds(TRUSTED, "approved/nginx") == {"1.27": D1}
@@ -241,14 +260,19 @@ def test_the_same_unassessed_scan_is_promoted_under_unassessed_allow(tmp_path, w
 
 def test_an_unexpired_exception_lets_its_finding_through(tmp_path, world, ledger):
     world.scans[D1] = (CRITICAL,)
-    waiver = VulnException(vulnerability=CVE, images=("ngin*",), expires=date(2026, 5, 3),
-                           reason="not reachable: no TLS in this image")
+    waiver = VulnException(
+        vulnerability=CVE,
+        images=("ngin*",),
+        expires=date(2026, 5, 3),
+        reason="not reachable: no TLS in this image",
+    )
     run(world, catalog(tmp_path, exceptions=[waiver]), ledger)
 
     rec = ledger.load("nginx", "1.27")
     assert rec.state is State.PROMOTED and rec.promoted_digest == D1
-    assert rec.reasons == [(f"exception for {CVE} applied (expires 2026-05-03): "
-                            "not reachable: no TLS in this image")]
+    assert rec.reasons == [
+        (f"exception for {CVE} applied (expires 2026-05-03): not reachable: no TLS in this image")
+    ]
     assert world.holds(TRUSTED, "approved/nginx") == {"1.27": D1}
 
 
@@ -264,7 +288,8 @@ def test_an_expired_exception_holds(tmp_path, world, ledger):
 
 @pytest.mark.parametrize("on_regression", ["flag", "demote"])
 def test_a_regression_found_by_a_rescan_flags_or_demotes_per_on_regression(
-        tmp_path, world, ledger, on_regression):
+    tmp_path, world, ledger, on_regression
+):
     cat = catalog(tmp_path, replicas=[REPLICA], on_regression=on_regression)
     run(world, cat, ledger, db=DB1)
     assert world.holds(REPLICA, "approved/nginx") == {"1.27": D1}
@@ -324,8 +349,9 @@ def test_a_signing_failure_puts_nothing_in_approved(tmp_path, world, ledger):
 
     assert result.outcomes[0].state is State.FAILED and result.exit_code == 1
     rec = ledger.load("nginx", "1.27")
-    assert rec.reasons == [(f"cannot sign: {TRUSTED} refused the signature of {D1}; "
-                            "nothing is promoted unsigned")]
+    assert rec.reasons == [
+        (f"cannot sign: {TRUSTED} refused the signature of {D1}; nothing is promoted unsigned")
+    ]
     assert rec.promoted_digest is None
     assert "promote" not in [step[0] for step in world.log]
     assert world.holds(TRUSTED, "approved/nginx") == {}
@@ -345,10 +371,19 @@ def test_a_failed_tag_is_retried_by_the_next_run_without_a_second_pull(tmp_path,
 
 
 def test_a_tag_resumed_from_a_mirrored_record_is_not_pulled_again(tmp_path, world, ledger):
-    ledger.save(Record(name="nginx", tag="1.27", source=f"docker.io/library/nginx:1.27@{D1}",
-                       digest=D1, state=State.MIRRORED,
-                       events=[Event("2026-05-02T00:00:00Z", "discovered", "docker.io/library/nginx"),
-                               Event("2026-05-02T00:00:01Z", "mirrored", D1)]))
+    ledger.save(
+        Record(
+            name="nginx",
+            tag="1.27",
+            source=f"docker.io/library/nginx:1.27@{D1}",
+            digest=D1,
+            state=State.MIRRORED,
+            events=[
+                Event("2026-05-02T00:00:00Z", "discovered", "docker.io/library/nginx"),
+                Event("2026-05-02T00:00:01Z", "mirrored", D1),
+            ],
+        )
+    )
     world.holds(TRUSTED, "quarantine/nginx")["1.27"] = D1  # what the killed run had copied
 
     result = run(world, catalog(tmp_path), ledger)
@@ -360,14 +395,20 @@ def test_a_tag_resumed_from_a_mirrored_record_is_not_pulled_again(tmp_path, worl
 
 def test_tags_of_one_digest_are_pulled_from_upstream_once(tmp_path, world, ledger):
     world.upstream[("library/nginx", "latest")] = D1
-    run(world, catalog(tmp_path, ImageEntry(source="docker.io/library/nginx", name="nginx",
-                                            tags=("1.27", "latest"))), ledger)
+    run(
+        world,
+        catalog(
+            tmp_path, ImageEntry(source="docker.io/library/nginx", name="nginx", tags=("1.27", "latest"))
+        ),
+        ledger,
+    )
 
     copies = sorted(step[0] for step in world.log if step[0] in ("mirror", "retag"))
     assert copies == ["mirror", "retag"]
     assert world.holds(TRUSTED, "approved/nginx") == {"1.27": D1, "latest": D1}
     assert "tagged from quarantine: no upstream pull" in " ".join(
-        e.detail for tag in ("1.27", "latest") for e in ledger.load("nginx", tag).events)
+        e.detail for tag in ("1.27", "latest") for e in ledger.load("nginx", tag).events
+    )
 
 
 def test_a_moved_tag_is_mirrored_scanned_and_promoted_anew(tmp_path, world, ledger):
@@ -378,10 +419,12 @@ def test_a_moved_tag_is_mirrored_scanned_and_promoted_anew(tmp_path, world, ledg
     result = run(world, catalog(tmp_path), ledger)
 
     assert result.outcomes[0].state is State.PROMOTED
-    assert world.log == [("mirror", f"{TRUSTED}/quarantine/nginx:1.27", D3),
-                         ("scan", f"{TRUSTED}/quarantine/nginx", D3),
-                         ("sign", f"{TRUSTED}/approved/nginx", D3),
-                         ("promote", f"{TRUSTED}/approved/nginx:1.27", D3)]
+    assert world.log == [
+        ("mirror", f"{TRUSTED}/quarantine/nginx:1.27", D3),
+        ("scan", f"{TRUSTED}/quarantine/nginx", D3),
+        ("sign", f"{TRUSTED}/approved/nginx", D3),
+        ("promote", f"{TRUSTED}/approved/nginx:1.27", D3),
+    ]
     rec = ledger.load("nginx", "1.27")
     assert rec.digest == D3 and rec.promoted_digest == D3 and rec.scan.digest == D3
     assert rec.source == f"docker.io/library/nginx:1.27@{D3}"
@@ -405,10 +448,12 @@ def test_a_moved_tag_whose_new_digest_is_held_keeps_the_old_one_approved(tmp_pat
 def test_replicas_get_the_copy_after_it_is_signed_there(tmp_path, world, ledger):
     run(world, catalog(tmp_path, replicas=[REPLICA]), ledger)
 
-    assert world.log[-4:] == [("sign", f"{TRUSTED}/approved/nginx", D1),
-                              ("promote", f"{TRUSTED}/approved/nginx:1.27", D1),
-                              ("sign", f"{REPLICA}/approved/nginx", D1),
-                              ("replicate", f"{REPLICA}/approved/nginx:1.27", D1)]
+    assert world.log[-4:] == [
+        ("sign", f"{TRUSTED}/approved/nginx", D1),
+        ("promote", f"{TRUSTED}/approved/nginx:1.27", D1),
+        ("sign", f"{REPLICA}/approved/nginx", D1),
+        ("replicate", f"{REPLICA}/approved/nginx:1.27", D1),
+    ]
     rec = ledger.load("nginx", "1.27")
     assert [(r.registry, r.digest, r.lagging) for r in rec.replicas] == [(REPLICA, D1, False)]
     assert events(rec)[-2:] == ["promoted", "replicated"]

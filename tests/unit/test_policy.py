@@ -13,28 +13,63 @@ TODAY = date(2026, 3, 1)
 STRICT = Policy(name="strict", max={Severity.CRITICAL: 0, Severity.HIGH: 0})
 
 
-def finding(vid: str, severity: Severity = Severity.CRITICAL, package: str = "openssl",
-            installed: str = "3.0.1", fixed: str | None = "3.0.2", platform: str = "") -> Finding:
-    return Finding(id=vid, package=package, installed=installed, fixed=fixed, severity=severity,
-                   platform=platform)
+def finding(
+    vid: str,
+    severity: Severity = Severity.CRITICAL,
+    package: str = "openssl",
+    installed: str = "3.0.1",
+    fixed: str | None = "3.0.2",
+    platform: str = "",
+) -> Finding:
+    return Finding(
+        id=vid, package=package, installed=installed, fixed=fixed, severity=severity, platform=platform
+    )
 
 
-def scan(*findings: Finding, licenses: tuple[LicenseFinding, ...] = (), created: datetime | None = None,
-         digest: str = DIGEST) -> ScanResult:
-    return ScanResult(digest=digest, scanner="trivy 0.76.0", db_updated_at="2026-02-28T00:00:00Z",
-                      scanned_at="2026-03-01T00:00:00Z", findings=findings, licenses=licenses,
-                      created=created)
+def scan(
+    *findings: Finding,
+    licenses: tuple[LicenseFinding, ...] = (),
+    created: datetime | None = None,
+    digest: str = DIGEST,
+) -> ScanResult:
+    return ScanResult(
+        digest=digest,
+        scanner="trivy 0.76.0",
+        db_updated_at="2026-02-28T00:00:00Z",
+        scanned_at="2026-03-01T00:00:00Z",
+        findings=findings,
+        licenses=licenses,
+        created=created,
+    )
 
 
-def exception(vid: str, images: tuple[str, ...] = ("nginx",), expires: date = date(2027, 1, 31),
-              reason: str = "not reachable") -> VulnException:
+def exception(
+    vid: str,
+    images: tuple[str, ...] = ("nginx",),
+    expires: date = date(2027, 1, 31),
+    reason: str = "not reachable",
+) -> VulnException:
     return VulnException(vulnerability=vid, images=images, expires=expires, reason=reason)
 
 
-def decide(result: ScanResult, policy: Policy = STRICT, exceptions=(), approvals=(), name: str = "nginx",
-           digest: str = DIGEST, today: date = TODAY) -> Decision:
-    return evaluate(name=name, digest=digest, scan=result, policy=policy, exceptions=exceptions,
-                    approvals=approvals, today=today)
+def decide(
+    result: ScanResult,
+    policy: Policy = STRICT,
+    exceptions=(),
+    approvals=(),
+    name: str = "nginx",
+    digest: str = DIGEST,
+    today: date = TODAY,
+) -> Decision:
+    return evaluate(
+        name=name,
+        digest=digest,
+        scan=result,
+        policy=policy,
+        exceptions=exceptions,
+        approvals=approvals,
+        today=today,
+    )
 
 
 # --- vulnerabilities -----------------------------------------------------------------------
@@ -47,11 +82,14 @@ def test_clean_scan_promotes_with_zero_counts():
 
 
 def test_critical_over_max_holds_listing_ids_packages_and_fixes():
-    d = decide(scan(finding("CVE-2024-2", package="zlib", installed="1.2.11", fixed=None),
-                    finding("CVE-2024-1")))
+    d = decide(
+        scan(finding("CVE-2024-2", package="zlib", installed="1.2.11", fixed=None), finding("CVE-2024-1"))
+    )
     assert not d.promote and d.failed == (Rule.VULNERABILITIES,)
-    assert d.reasons == ("2 critical vulnerabilities (max 0): CVE-2024-1 (openssl 3.0.1, fixed in 3.0.2), "
-                         "CVE-2024-2 (zlib 1.2.11, no fix yet)",)
+    assert d.reasons == (
+        "2 critical vulnerabilities (max 0): CVE-2024-1 (openssl 3.0.1, fixed in 3.0.2), "
+        "CVE-2024-2 (zlib 1.2.11, no fix yet)",
+    )
 
 
 def test_one_vulnerability_is_singular():
@@ -60,17 +98,27 @@ def test_one_vulnerability_is_singular():
 
 
 def test_id_in_several_packages_and_platforms_counts_once():
-    d = decide(scan(finding("CVE-2024-1", package="openssl", platform="linux/amd64"),
-                    finding("CVE-2024-1", package="openssl", platform="linux/arm64"),
-                    finding("CVE-2024-1", package="libssl3", platform="linux/amd64")))
+    d = decide(
+        scan(
+            finding("CVE-2024-1", package="openssl", platform="linux/amd64"),
+            finding("CVE-2024-1", package="openssl", platform="linux/arm64"),
+            finding("CVE-2024-1", package="libssl3", platform="linux/amd64"),
+        )
+    )
     assert d.counts["critical"] == 1
-    assert d.reasons == ("1 critical vulnerability (max 0): CVE-2024-1 (libssl3 3.0.1, fixed in 3.0.2; "
-                         "openssl 3.0.1, fixed in 3.0.2)",)
+    assert d.reasons == (
+        "1 critical vulnerability (max 0): CVE-2024-1 (libssl3 3.0.1, fixed in 3.0.2; "
+        "openssl 3.0.1, fixed in 3.0.2)",
+    )
 
 
 def test_id_at_two_severities_counts_at_each():
-    d = decide(scan(finding("CVE-2024-1", Severity.CRITICAL, package="a"),
-                    finding("CVE-2024-1", Severity.HIGH, package="b")))
+    d = decide(
+        scan(
+            finding("CVE-2024-1", Severity.CRITICAL, package="a"),
+            finding("CVE-2024-1", Severity.HIGH, package="b"),
+        )
+    )
     assert d.counts["critical"] == 1 and d.counts["high"] == 1
     assert [r.split(" (")[0] for r in d.reasons] == ["1 critical vulnerability", "1 high vulnerability"]
 
@@ -106,12 +154,16 @@ def test_ignore_unfixed_drops_findings_without_a_fix():
     policy = Policy(name="p", max={Severity.CRITICAL: 0}, ignore_unfixed=True)
     d = decide(scan(finding("CVE-1", fixed=None), finding("CVE-2", fixed="")), policy)
     assert d.promote and d.counts["critical"] == 0
-    assert not decide(scan(finding("CVE-1", fixed=None)), Policy(name="p", max={Severity.CRITICAL: 0})).promote
+    assert not decide(
+        scan(finding("CVE-1", fixed=None)), Policy(name="p", max={Severity.CRITICAL: 0})
+    ).promote
 
 
 def test_ignore_unfixed_keeps_an_id_that_is_fixed_in_one_package():
     policy = Policy(name="p", max={Severity.CRITICAL: 0}, ignore_unfixed=True)
-    d = decide(scan(finding("CVE-1", package="a", fixed=None), finding("CVE-1", package="b", fixed="2")), policy)
+    d = decide(
+        scan(finding("CVE-1", package="a", fixed=None), finding("CVE-1", package="b", fixed="2")), policy
+    )
     assert d.reasons == ("1 critical vulnerability (max 0): CVE-1 (b 3.0.1, fixed in 2)",)
 
 
@@ -146,8 +198,10 @@ def test_exception_expiring_today_still_applies():
 def test_expired_exception_does_not_apply_and_is_reported():
     d = decide(scan(finding("CVE-1")), exceptions=[exception("CVE-1", expires=TODAY - timedelta(days=1))])
     assert not d.promote and d.excepted == () and d.expired_exceptions == ("CVE-1",)
-    assert d.reasons == ("1 critical vulnerability (max 0): CVE-1 (openssl 3.0.1, fixed in 3.0.2)",
-                         "exception for CVE-1 expired on 2026-02-28")
+    assert d.reasons == (
+        "1 critical vulnerability (max 0): CVE-1 (openssl 3.0.1, fixed in 3.0.2)",
+        "exception for CVE-1 expired on 2026-02-28",
+    )
 
 
 def test_expired_exception_for_absent_vulnerability_is_not_reported():
@@ -157,7 +211,9 @@ def test_expired_exception_for_absent_vulnerability_is_not_reported():
 
 def test_expired_exception_reported_even_when_the_finding_no_longer_counts():
     policy = Policy(name="p", max={Severity.CRITICAL: 0}, ignore_unfixed=True)
-    d = decide(scan(finding("CVE-1", fixed=None)), policy, exceptions=[exception("CVE-1", expires=date(2025, 1, 1))])
+    d = decide(
+        scan(finding("CVE-1", fixed=None)), policy, exceptions=[exception("CVE-1", expires=date(2025, 1, 1))]
+    )
     assert d.promote and d.reasons == ("exception for CVE-1 expired on 2025-01-01",)
 
 
@@ -170,8 +226,10 @@ def test_renewed_exception_hides_the_expired_one():
 
 def test_latest_expiry_is_reported_among_expired_exceptions():
     exceptions = [exception("CVE-1", expires=date(2026, 2, 1)), exception("CVE-1", expires=date(2025, 1, 1))]
-    assert decide(scan(finding("CVE-1")), exceptions=exceptions).reasons[-1] == \
-        "exception for CVE-1 expired on 2026-02-01"
+    assert (
+        decide(scan(finding("CVE-1")), exceptions=exceptions).reasons[-1]
+        == "exception for CVE-1 expired on 2026-02-01"
+    )
 
 
 def test_exception_on_unfixed_ignored_finding_is_not_listed_as_applied():
@@ -192,10 +250,16 @@ def test_denied_license_holds_naming_the_package():
 
 def test_denied_license_groups_packages_and_matches_case_insensitively():
     policy = Policy(name="p", deny_licenses=("AGPL-3.0-only", "SSPL-1.0"))
-    lics = (LicenseFinding("agpl-3.0-only", "b", "linux/amd64"), LicenseFinding("AGPL-3.0-only", "a"),
-            LicenseFinding("AGPL-3.0-only", "a", "linux/arm64"), LicenseFinding("SSPL-1.0", "mongo"))
+    lics = (
+        LicenseFinding("agpl-3.0-only", "b", "linux/amd64"),
+        LicenseFinding("AGPL-3.0-only", "a"),
+        LicenseFinding("AGPL-3.0-only", "a", "linux/arm64"),
+        LicenseFinding("SSPL-1.0", "mongo"),
+    )
     assert decide(scan(licenses=lics), policy).reasons == (
-        "denied license AGPL-3.0-only in packages a, b", "denied license SSPL-1.0 in package mongo")
+        "denied license AGPL-3.0-only in packages a, b",
+        "denied license SSPL-1.0 in package mongo",
+    )
 
 
 def test_denied_license_inside_an_expression_holds():
@@ -245,7 +309,9 @@ def test_manual_approval_requires_the_exact_name_and_digest():
     policy = Policy(name="p", approval="manual")
     d = decide(scan(), policy)
     assert not d.promote and d.failed == (Rule.APPROVAL,)
-    assert d.reasons == (f"manual approval required: add {{image: nginx, digest: {DIGEST}}} to catalog/approvals/",)
+    assert d.reasons == (
+        f"manual approval required: add {{image: nginx, digest: {DIGEST}}} to catalog/approvals/",
+    )
     assert decide(scan(), policy, approvals=[Approval("nginx", DIGEST, "@alice")]).promote
     assert not decide(scan(), policy, approvals=[Approval("nginx", OTHER, "@alice")]).promote
     assert not decide(scan(), policy, approvals=[Approval("redis", DIGEST, "@alice")]).promote
@@ -265,11 +331,20 @@ def test_scan_of_another_digest_holds():
 
 
 def test_every_failing_rule_is_reported_in_rule_order_then_notes():
-    policy = Policy(name="p", max={Severity.CRITICAL: 0, Severity.HIGH: 0}, deny_licenses=("GPL-3.0-only",),
-                    max_age_days=30, approval="manual")
-    result = scan(finding("CVE-9", Severity.HIGH), finding("CVE-1"), finding("CVE-5"),
-                  licenses=(LicenseFinding("GPL-3.0-only", "bash"),),
-                  created=datetime(2025, 1, 1, tzinfo=UTC))
+    policy = Policy(
+        name="p",
+        max={Severity.CRITICAL: 0, Severity.HIGH: 0},
+        deny_licenses=("GPL-3.0-only",),
+        max_age_days=30,
+        approval="manual",
+    )
+    result = scan(
+        finding("CVE-9", Severity.HIGH),
+        finding("CVE-1"),
+        finding("CVE-5"),
+        licenses=(LicenseFinding("GPL-3.0-only", "bash"),),
+        created=datetime(2025, 1, 1, tzinfo=UTC),
+    )
     exceptions = [exception("CVE-5"), exception("CVE-1", expires=date(2026, 1, 1))]
     d = decide(result, policy, exceptions=exceptions)
     assert not d.promote
@@ -299,15 +374,19 @@ def test_input_order_does_not_change_the_decision():
 
 
 def test_count_by_severity_counts_distinct_ids_worst_first():
-    counts = count_by_severity([finding("CVE-1"), finding("CVE-1", package="x"), finding("CVE-2", Severity.LOW)])
+    counts = count_by_severity(
+        [finding("CVE-1"), finding("CVE-1", package="x"), finding("CVE-2", Severity.LOW)]
+    )
     assert list(counts.items()) == [("critical", 1), ("high", 0), ("medium", 0), ("low", 1), ("unknown", 0)]
 
 
 def test_regression_is_a_scan_failure_after_a_promotion():
     promoted = decide(scan())
     vulnerable = decide(scan(finding("CVE-1")))
-    licensed = decide(scan(licenses=(LicenseFinding("AGPL-3.0-only", "x"),)),
-                      Policy(name="p", deny_licenses=("AGPL-3.0-only",)))
+    licensed = decide(
+        scan(licenses=(LicenseFinding("AGPL-3.0-only", "x"),)),
+        Policy(name="p", deny_licenses=("AGPL-3.0-only",)),
+    )
     aged = decide(scan(created=None), Policy(name="p", max_age_days=1))
     assert vulnerable.regressed and licensed.regressed
     assert not aged.regressed and not aged.promote  # time passing is not the image getting worse

@@ -34,15 +34,21 @@ findings = st.builds(
     platform=st.sampled_from(["", "linux/amd64", "linux/arm64"]),
 )
 
-licenses = st.builds(LicenseFinding, license=st.sampled_from(["MIT", "AGPL-3.0-only", "MIT OR GPL-3.0-only"]),
-                     package=st.sampled_from(["a", "b"]), platform=st.sampled_from(["", "linux/amd64"]))
+licenses = st.builds(
+    LicenseFinding,
+    license=st.sampled_from(["MIT", "AGPL-3.0-only", "MIT OR GPL-3.0-only"]),
+    package=st.sampled_from(["a", "b"]),
+    platform=st.sampled_from(["", "linux/amd64"]),
+)
 
 expiries = st.dates(min_value=TODAY - timedelta(days=3), max_value=TODAY + timedelta(days=3))
 
 exceptions = st.builds(
     VulnException,
     vulnerability=ids,
-    images=st.lists(st.sampled_from(["nginx", "redis*", "*", "bitnami/*"]), min_size=1, max_size=2).map(tuple),
+    images=st.lists(st.sampled_from(["nginx", "redis*", "*", "bitnami/*"]), min_size=1, max_size=2).map(
+        tuple
+    ),
     expires=expiries,
     reason=st.sampled_from(["unreachable", "vendor says no"]),
 )
@@ -57,12 +63,13 @@ policies = st.builds(
     approval=st.sampled_from(["auto", "manual"]),
 )
 
-approvals = st.builds(Approval, image=st.sampled_from(NAMES), digest=st.sampled_from(DIGESTS), by=st.just("@a"))
+approvals = st.builds(
+    Approval, image=st.sampled_from(NAMES), digest=st.sampled_from(DIGESTS), by=st.just("@a")
+)
 
 # Hypothesis takes naive bounds and attaches the timezone itself.
 EARLIEST, LATEST = datetime(1970, 1, 1), datetime(2026, 3, 1)  # noqa: DTZ001
-created = st.one_of(st.none(), st.datetimes(min_value=EARLIEST, max_value=LATEST,
-                                            timezones=st.just(UTC)))
+created = st.one_of(st.none(), st.datetimes(min_value=EARLIEST, max_value=LATEST, timezones=st.just(UTC)))
 
 
 @st.composite
@@ -72,10 +79,15 @@ def cases(draw):
     return {
         "name": draw(st.sampled_from(NAMES)),
         "digest": digest,
-        "scan": ScanResult(digest=draw(st.sampled_from([digest, digest, DIGESTS[0]])), scanner="trivy",
-                           db_updated_at="", scanned_at="",
-                           findings=tuple(draw(st.lists(findings, max_size=8))),
-                           licenses=tuple(draw(st.lists(licenses, max_size=3))), created=draw(created)),
+        "scan": ScanResult(
+            digest=draw(st.sampled_from([digest, digest, DIGESTS[0]])),
+            scanner="trivy",
+            db_updated_at="",
+            scanned_at="",
+            findings=tuple(draw(st.lists(findings, max_size=8))),
+            licenses=tuple(draw(st.lists(licenses, max_size=3))),
+            created=draw(created),
+        ),
         "policy": draw(policies),
         "exceptions": draw(st.lists(exceptions, max_size=5)),
         "approvals": draw(st.lists(approvals, max_size=3)),
@@ -108,7 +120,7 @@ def test_removing_an_exception_never_turns_a_hold_into_a_promotion(case, data):
     if not case["exceptions"]:
         case["exceptions"] = [data.draw(exceptions)]
     index = data.draw(st.integers(min_value=0, max_value=len(case["exceptions"]) - 1))
-    fewer = case["exceptions"][:index] + case["exceptions"][index + 1:]
+    fewer = case["exceptions"][:index] + case["exceptions"][index + 1 :]
     no_easier(evaluate(**case), evaluate(**{**case, "exceptions": fewer}))
 
 
@@ -118,12 +130,17 @@ def test_an_expired_exception_behaves_as_absent(case, exc, days_ago):
     expired = VulnException(exc.vulnerability, exc.images, TODAY - timedelta(days=days_ago), exc.reason)
     without = evaluate(**case)
     with_it = evaluate(**{**case, "exceptions": [*case["exceptions"], expired]})
-    assert (with_it.promote, with_it.counts, with_it.failed, with_it.excepted) == \
-        (without.promote, without.counts, without.failed, without.excepted)
+    assert (with_it.promote, with_it.counts, with_it.failed, with_it.excepted) == (
+        without.promote,
+        without.counts,
+        without.failed,
+        without.excepted,
+    )
     # Only the note saying that it expired may be added.
     expired_notes = tuple(r for r in with_it.reasons if " expired on " in r)
-    assert tuple(r for r in with_it.reasons if r not in expired_notes) == \
-        tuple(r for r in without.reasons if " expired on " not in r)
+    assert tuple(r for r in with_it.reasons if r not in expired_notes) == tuple(
+        r for r in without.reasons if " expired on " not in r
+    )
 
 
 @fast

@@ -19,44 +19,50 @@ from syncer.core.refs import (
 SHA = "sha256:" + "ab" * 32
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("nginx", Reference("docker.io", "library/nginx")),
-    ("nginx:1.27.3", Reference("docker.io", "library/nginx", "1.27.3")),
-    ("bitnami/redis", Reference("docker.io", "bitnami/redis")),
-    ("docker.io/nginx", Reference("docker.io", "library/nginx")),
-    ("index.docker.io/library/nginx", Reference("docker.io", "library/nginx")),
-    ("index.docker.io/bitnami/redis:7", Reference("docker.io", "bitnami/redis", "7")),
-    ("localhost/app", Reference("localhost", "app")),
-    ("localhost:5000/team/app:v1", Reference("localhost:5000", "team/app", "v1")),
-    ("127.0.0.1:5000/a/b/c", Reference("127.0.0.1:5000", "a/b/c")),
-    ("[::1]:5000/app", Reference("[::1]:5000", "app")),
-    ("ghcr.io/org/app@" + SHA, Reference("ghcr.io", "org/app", None, SHA)),
-    ("nginx:1.27@" + SHA, Reference("docker.io", "library/nginx", "1.27", SHA)),
-    ("Registry.Example.com/app", Reference("Registry.Example.com", "app")),
-    ("quay.io/a__b/c--d.e_f", Reference("quay.io", "a__b/c--d.e_f")),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("nginx", Reference("docker.io", "library/nginx")),
+        ("nginx:1.27.3", Reference("docker.io", "library/nginx", "1.27.3")),
+        ("bitnami/redis", Reference("docker.io", "bitnami/redis")),
+        ("docker.io/nginx", Reference("docker.io", "library/nginx")),
+        ("index.docker.io/library/nginx", Reference("docker.io", "library/nginx")),
+        ("index.docker.io/bitnami/redis:7", Reference("docker.io", "bitnami/redis", "7")),
+        ("localhost/app", Reference("localhost", "app")),
+        ("localhost:5000/team/app:v1", Reference("localhost:5000", "team/app", "v1")),
+        ("127.0.0.1:5000/a/b/c", Reference("127.0.0.1:5000", "a/b/c")),
+        ("[::1]:5000/app", Reference("[::1]:5000", "app")),
+        ("ghcr.io/org/app@" + SHA, Reference("ghcr.io", "org/app", None, SHA)),
+        ("nginx:1.27@" + SHA, Reference("docker.io", "library/nginx", "1.27", SHA)),
+        ("Registry.Example.com/app", Reference("Registry.Example.com", "app")),
+        ("quay.io/a__b/c--d.e_f", Reference("quay.io", "a__b/c--d.e_f")),
+    ],
+)
 def test_parse_normalises_like_docker(text: str, expected: Reference) -> None:
     assert parse_reference(text) == expected
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("", "empty"),
-    (" nginx", "whitespace"),
-    ("docker.io/library/Nginx", "must be lowercase"),
-    ("docker.io/library/ngi__x-", "component 'ngi__x-' is invalid"),
-    ("docker.io/a//b", "empty component"),
-    ("docker.io/library/nginx:", "no tag"),
-    ("docker.io/library/nginx@", "no digest"),
-    ("nginx:-bad", "tag '-bad' is invalid"),
-    ("nginx:" + "a" * 129, "is invalid"),
-    ("nginx@sha256:abc", "digest 'sha256:abc' is invalid"),
-    ("nginx@sha256:" + "AB" * 32, "is invalid"),
-    ("a" * 64, "64-digit hex identifier"),
-    ("example.com/", "no repository path"),
-    ("bad_host.com/app", "registry 'bad_host.com'"),
-    ("example.com/" + "a" * 250, "longer than 255"),
-    ("docker.io/library/../etc", "component '..' is invalid"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "empty"),
+        (" nginx", "whitespace"),
+        ("docker.io/library/Nginx", "must be lowercase"),
+        ("docker.io/library/ngi__x-", "component 'ngi__x-' is invalid"),
+        ("docker.io/a//b", "empty component"),
+        ("docker.io/library/nginx:", "no tag"),
+        ("docker.io/library/nginx@", "no digest"),
+        ("nginx:-bad", "tag '-bad' is invalid"),
+        ("nginx:" + "a" * 129, "is invalid"),
+        ("nginx@sha256:abc", "digest 'sha256:abc' is invalid"),
+        ("nginx@sha256:" + "AB" * 32, "is invalid"),
+        ("a" * 64, "64-digit hex identifier"),
+        ("example.com/", "no repository path"),
+        ("bad_host.com/app", "registry 'bad_host.com'"),
+        ("example.com/" + "a" * 250, "longer than 255"),
+        ("docker.io/library/../etc", "component '..' is invalid"),
+    ],
+)
 def test_parse_rejects_with_reason(text: str, reason: str) -> None:
     with pytest.raises(ValueError) as err:
         parse_reference(text)
@@ -74,25 +80,41 @@ def test_name_familiar_path_and_str() -> None:
     assert parse_reference("ghcr.io/library/x").familiar_path == "library/x"
 
 
-@pytest.mark.parametrize("tag, ok", [
-    ("latest", True), ("1.27.3", True), ("_x", True), ("A-b.C_9", True), ("a" * 128, True),
-    ("a" * 129, False), (".x", False), ("-x", False), ("", False), ("a/b", False),
-    ("a:b", False), ("é", False), ("1.0\n", False),
-])
+@pytest.mark.parametrize(
+    "tag, ok",
+    [
+        ("latest", True),
+        ("1.27.3", True),
+        ("_x", True),
+        ("A-b.C_9", True),
+        ("a" * 128, True),
+        ("a" * 129, False),
+        (".x", False),
+        ("-x", False),
+        ("", False),
+        ("a/b", False),
+        ("a:b", False),
+        ("é", False),
+        ("1.0\n", False),
+    ],
+)
 def test_tag_grammar(tag: str, ok: bool) -> None:
     assert is_valid_tag(tag) is ok
 
 
-@pytest.mark.parametrize("digest, ok, sha256", [
-    (SHA, True, True),
-    ("sha256:" + "a" * 63, False, False),
-    ("sha256:" + "A" * 64, False, False),
-    ("sha512:" + "0" * 128, True, False),
-    ("sha512:" + "0" * 64, False, False),
-    ("multihash+base58:" + "0" * 32, True, False),  # general grammar, unregistered algorithm
-    ("sha256" + "0" * 64, False, False),
-    ("1sha:" + "0" * 32, False, False),
-])
+@pytest.mark.parametrize(
+    "digest, ok, sha256",
+    [
+        (SHA, True, True),
+        ("sha256:" + "a" * 63, False, False),
+        ("sha256:" + "A" * 64, False, False),
+        ("sha512:" + "0" * 128, True, False),
+        ("sha512:" + "0" * 64, False, False),
+        ("multihash+base58:" + "0" * 32, True, False),  # general grammar, unregistered algorithm
+        ("sha256" + "0" * 64, False, False),
+        ("1sha:" + "0" * 32, False, False),
+    ],
+)
 def test_digest_grammar(digest: str, ok: bool, sha256: bool) -> None:
     assert is_valid_digest(digest) is ok
     assert is_sha256_digest(digest) is sha256
@@ -112,20 +134,23 @@ def test_safe_relpath_accepts_repository_paths(name: str) -> None:
     assert safe_relpath(name) == name
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("", "empty"),
-    ("..", "'..' segment"),
-    ("a/../b", "'..' segment"),
-    ("./a", "'.' or '..' segment"),
-    ("/etc/passwd", "absolute path"),
-    ("a//b", "empty path segment"),
-    ("a/", "empty path segment"),
-    ("a\\b", "backslash"),
-    ("Nginx", "lowercase"),
-    ("a b", "not a valid repository path"),
-    ("-a", "not a valid repository path"),
-    ("a:b", "not a valid repository path"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("", "empty"),
+        ("..", "'..' segment"),
+        ("a/../b", "'..' segment"),
+        ("./a", "'.' or '..' segment"),
+        ("/etc/passwd", "absolute path"),
+        ("a//b", "empty path segment"),
+        ("a/", "empty path segment"),
+        ("a\\b", "backslash"),
+        ("Nginx", "lowercase"),
+        ("a b", "not a valid repository path"),
+        ("-a", "not a valid repository path"),
+        ("a:b", "not a valid repository path"),
+    ],
+)
 def test_safe_relpath_rejects_escapes(name: str, reason: str) -> None:
     with pytest.raises(ValueError) as err:
         safe_relpath(name)
@@ -137,12 +162,13 @@ _tags = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True)
 
 
 @settings(max_examples=200, deadline=None)
-@given(registry=st.sampled_from(["docker.io", "ghcr.io", "localhost:5000", "10.0.0.1:443"]),
-       path=st.lists(_component, min_size=2, max_size=4),
-       tag=st.none() | _tags,
-       digest=st.none() | st.from_regex(r"sha256:[a-f0-9]{64}", fullmatch=True))
-def test_str_round_trips(registry: str, path: list[str], tag: str | None,
-                         digest: str | None) -> None:
+@given(
+    registry=st.sampled_from(["docker.io", "ghcr.io", "localhost:5000", "10.0.0.1:443"]),
+    path=st.lists(_component, min_size=2, max_size=4),
+    tag=st.none() | _tags,
+    digest=st.none() | st.from_regex(r"sha256:[a-f0-9]{64}", fullmatch=True),
+)
+def test_str_round_trips(registry: str, path: list[str], tag: str | None, digest: str | None) -> None:
     ref = Reference(registry, "/".join(path), tag, digest)
     assert parse_reference(str(ref)) == ref
     assert safe_relpath(ref.repository) == ref.repository

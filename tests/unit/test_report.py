@@ -16,19 +16,40 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def _record(findings, **kw) -> Record:
-    scan = ScanResult(digest=DIGEST, scanner="trivy 0.76.0", db_updated_at="2026-11-01T00:00:00Z",
-                      scanned_at="2026-11-02T00:00:00Z", findings=tuple(findings))
-    base = dict(name="team/app", tag="1.0", source=f"docker.io/team/app:1.0@{DIGEST}", digest=DIGEST,
-                state=State.HELD, reasons=["3 critical vulnerabilities (max 0): …"], scan=scan,
-                events=[Event("2026-11-02T00:00:00Z", "discovered", "x"), Event("2026-11-02T00:00:01Z", "held", "y")])
+    scan = ScanResult(
+        digest=DIGEST,
+        scanner="trivy 0.76.0",
+        db_updated_at="2026-11-01T00:00:00Z",
+        scanned_at="2026-11-02T00:00:00Z",
+        findings=tuple(findings),
+    )
+    base = dict(
+        name="team/app",
+        tag="1.0",
+        source=f"docker.io/team/app:1.0@{DIGEST}",
+        digest=DIGEST,
+        state=State.HELD,
+        reasons=["3 critical vulnerabilities (max 0): …"],
+        scan=scan,
+        events=[Event("2026-11-02T00:00:00Z", "discovered", "x"), Event("2026-11-02T00:00:01Z", "held", "y")],
+    )
     base.update(kw)
     return Record(**base)
 
 
 def _findings(n):
     sev = list(Severity)
-    return [Finding(id=f"CVE-2026-{i:05d}", package=f"pkg{i % 17}", installed="1.0", fixed=None if i % 5 else "1.1",
-                    severity=sev[i % len(sev)], title="t") for i in range(n)]
+    return [
+        Finding(
+            id=f"CVE-2026-{i:05d}",
+            package=f"pkg{i % 17}",
+            installed="1.0",
+            fixed=None if i % 5 else "1.1",
+            severity=sev[i % len(sev)],
+            title="t",
+        )
+        for i in range(n)
+    ]
 
 
 def test_two_hundred_findings_render_sorted_and_collapsed():
@@ -54,10 +75,25 @@ def test_rendering_is_deterministic_and_regenerates_byte_for_byte(tmp_path):
     catalog = load_catalog(str(catalog_dir))
     reports = tmp_path / "reports"
     ledger = Ledger(str(reports))
-    ledger.save(_record(_findings(12), state=State.PROMOTED, promoted_digest=DIGEST, signatures=["ci"],
-                        replicas=[ReplicaState("eu.example.com", DIGEST, "2026-11-02T00:00:02Z")]))
-    ledger.save(_record([], name="alpine", tag="3.20", source=f"docker.io/library/alpine:3.20@{DIGEST}",
-                        state=State.PROMOTED, promoted_digest=DIGEST))
+    ledger.save(
+        _record(
+            _findings(12),
+            state=State.PROMOTED,
+            promoted_digest=DIGEST,
+            signatures=["ci"],
+            replicas=[ReplicaState("eu.example.com", DIGEST, "2026-11-02T00:00:02Z")],
+        )
+    )
+    ledger.save(
+        _record(
+            [],
+            name="alpine",
+            tag="3.20",
+            source=f"docker.io/library/alpine:3.20@{DIGEST}",
+            state=State.PROMOTED,
+            promoted_digest=DIGEST,
+        )
+    )
     pages = ("README.md", "images/alpine.md", "images/team/app.md")
     first = report.regenerate(ledger.all(), catalog, str(reports))
     assert sorted(first) == sorted(str(reports / p) for p in pages)
@@ -71,19 +107,25 @@ def test_rendering_is_deterministic_and_regenerates_byte_for_byte(tmp_path):
 
     shutil.rmtree(reports / "images")
     (reports / "README.md").unlink()
-    proc = subprocess.run([sys.executable, "-m", "syncer", "report", "--catalog", str(catalog_dir),
-                           "--reports", str(reports)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "syncer", "report", "--catalog", str(catalog_dir), "--reports", str(reports)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert {p: (reports / p).read_bytes() for p in pages} == snapshot
 
 
 def test_advisories_link_trivys_url_else_the_issuers_page_and_nothing_else():
     def url(id_: str, given: str = "") -> str:
-        return report.advisory_url(Finding(id=id_, package="p", installed="1", fixed=None,
-                                           severity=Severity.LOW, url=given))
+        return report.advisory_url(
+            Finding(id=id_, package="p", installed="1", fixed=None, severity=Severity.LOW, url=given)
+        )
 
-    assert url("CVE-2024-1234", "https://avd.aquasec.com/nvd/cve-2024-1234") == \
-        "https://avd.aquasec.com/nvd/cve-2024-1234"
+    assert (
+        url("CVE-2024-1234", "https://avd.aquasec.com/nvd/cve-2024-1234")
+        == "https://avd.aquasec.com/nvd/cve-2024-1234"
+    )
     # Records written before URLs were kept: the id's own issuer.
     assert url("CVE-2024-1234") == "https://nvd.nist.gov/vuln/detail/CVE-2024-1234"
     assert url("GHSA-9wx4-h78v-vm56") == "https://github.com/advisories/GHSA-9wx4-h78v-vm56"
@@ -93,7 +135,25 @@ def test_advisories_link_trivys_url_else_the_issuers_page_and_nothing_else():
     assert url("CVE-2024-1234", "javascript:alert(1)") == "https://nvd.nist.gov/vuln/detail/CVE-2024-1234"
     assert url("NOT-AN-ID", "javascript:alert(1)") == ""
     assert url("CVE-1|<script>") == ""
-    page = report.render_image("team/app", [_record([Finding(
-        id="CVE-2024-1234", package="p", installed="1", fixed="2", severity=Severity.HIGH,
-        title="t [x](https://evil.example)")])], None)
-    assert "| [CVE-2024-1234](https://nvd.nist.gov/vuln/detail/CVE-2024-1234) t \\[x\\](https\\://evil.example) |" in page
+    page = report.render_image(
+        "team/app",
+        [
+            _record(
+                [
+                    Finding(
+                        id="CVE-2024-1234",
+                        package="p",
+                        installed="1",
+                        fixed="2",
+                        severity=Severity.HIGH,
+                        title="t [x](https://evil.example)",
+                    )
+                ]
+            )
+        ],
+        None,
+    )
+    assert (
+        "| [CVE-2024-1234](https://nvd.nist.gov/vuln/detail/CVE-2024-1234) t \\[x\\](https\\://evil.example) |"
+        in page
+    )

@@ -17,18 +17,25 @@ from syncer.stages.pipeline import RunResult, TagOutcome
 from syncer.trail import report, runlog
 
 STARTED = datetime(2026, 12, 1, 21, 16, 39, 500000, tzinfo=UTC)
-CI = {"GITHUB_RUN_ID": "12345678", "GITHUB_RUN_ATTEMPT": "2",
-      "GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "acme/images"}
+CI = {
+    "GITHUB_RUN_ID": "12345678",
+    "GITHUB_RUN_ATTEMPT": "2",
+    "GITHUB_SERVER_URL": "https://github.com",
+    "GITHUB_REPOSITORY": "acme/images",
+}
 
 
 def result() -> RunResult:
     plan = Plan(errors=[("broken", "no such repository upstream")])
-    return RunResult(plan=plan, outcomes=[
-        TagOutcome("nginx", "1.10", State.PROMOTED, changed=True, message="promoted"),
-        TagOutcome("alpine", "no", State.HELD, changed=True, message="1 critical: CVE-2099-1"),
-        TagOutcome("redis", "7", None, failed=True, message="upstream: 500 — try again"),
-        TagOutcome("debian", "12", State.PROMOTED),  # unchanged: not on the page
-    ])
+    return RunResult(
+        plan=plan,
+        outcomes=[
+            TagOutcome("nginx", "1.10", State.PROMOTED, changed=True, message="promoted"),
+            TagOutcome("alpine", "no", State.HELD, changed=True, message="1 critical: CVE-2099-1"),
+            TagOutcome("redis", "7", None, failed=True, message="upstream: 500 — try again"),
+            TagOutcome("debian", "12", State.PROMOTED),  # unchanged: not on the page
+        ],
+    )
 
 
 def never(_: str) -> bool:
@@ -36,10 +43,11 @@ def never(_: str) -> bool:
 
 
 def test_ci_shards_started_in_the_same_second_get_different_names():
-    names = {runlog.stem(runlog.from_result(result(), STARTED, CI, (k, 2)), never)
-             for k in (1, 2)}
-    assert names == {"runs/2026-12/20261201T211639Z-run12345678.2-shard-1-of-2",
-                     "runs/2026-12/20261201T211639Z-run12345678.2-shard-2-of-2"}
+    names = {runlog.stem(runlog.from_result(result(), STARTED, CI, (k, 2)), never) for k in (1, 2)}
+    assert names == {
+        "runs/2026-12/20261201T211639Z-run12345678.2-shard-1-of-2",
+        "runs/2026-12/20261201T211639Z-run12345678.2-shard-2-of-2",
+    }
 
 
 def test_another_attempt_of_the_same_run_gets_its_own_name():
@@ -53,8 +61,10 @@ def test_outside_ci_a_random_suffix_keeps_runs_of_the_same_second_apart():
     run = runlog.from_result(result(), STARTED, {}, (2, 4))
     suffixes = iter(["aaaa", "aaaa", "bbbb"])
     taken = {"runs/2026-12/20261201T211639Z-shard-2-of-4-aaaa"}
-    assert runlog.stem(run, taken.__contains__, lambda: next(suffixes)) \
+    assert (
+        runlog.stem(run, taken.__contains__, lambda: next(suffixes))
         == "runs/2026-12/20261201T211639Z-shard-2-of-4-bbbb"
+    )
     stems = {runlog.stem(runlog.from_result(result(), STARTED, {}, None), never) for _ in range(20)}
     assert len(stems) == 20 and all(s.startswith("runs/2026-12/20261201T211639Z-") for s in stems)
 
@@ -62,14 +72,17 @@ def test_outside_ci_a_random_suffix_keeps_runs_of_the_same_second_apart():
 def test_a_ci_name_in_use_already_gets_a_suffix_too():
     run = runlog.from_result(result(), STARTED, CI, None)
     taken = {"runs/2026-12/20261201T211639Z-run12345678.2"}
-    assert runlog.stem(run, taken.__contains__, lambda: "cafe") \
+    assert (
+        runlog.stem(run, taken.__contains__, lambda: "cafe")
         == "runs/2026-12/20261201T211639Z-run12345678.2-cafe"
+    )
 
 
 @pytest.mark.parametrize("run_id, attempt", [("../../etc", "1"), ("12 34", "1"), ("", "3")])
 def test_ci_variables_that_are_not_numbers_are_not_written_into_names(run_id, attempt):
-    run = runlog.from_result(result(), STARTED, {**CI, "GITHUB_RUN_ID": run_id,
-                                                 "GITHUB_RUN_ATTEMPT": attempt}, None)
+    run = runlog.from_result(
+        result(), STARTED, {**CI, "GITHUB_RUN_ID": run_id, "GITHUB_RUN_ATTEMPT": attempt}, None
+    )
     assert (run.run_id, run.attempt, run.ci_url) == ("20261201T211639Z", "", "")
     assert runlog.stem(run, never, lambda: "beef") == "runs/2026-12/20261201T211639Z-beef"
 
@@ -78,7 +91,10 @@ def test_the_record_says_what_the_page_shows_and_the_page_names_run_attempt_and_
     run = runlog.from_result(result(), STARTED, CI, (1, 2))
     assert run.ci_url == "https://github.com/acme/images/actions/runs/12345678/attempts/2"
     assert [(o.name, o.state) for o in run.outcomes] == [
-        ("alpine", "held"), ("nginx", "promoted"), ("redis", "")]
+        ("alpine", "held"),
+        ("nginx", "promoted"),
+        ("redis", ""),
+    ]
     page = report.render_run(run)
     assert page.startswith("# Run 12345678 (attempt 2), shard 1 of 2\n")
     assert "Started 2026-12-01T21:16:39Z" in page and run.ci_url in page
@@ -95,27 +111,54 @@ def test_a_record_reads_back_as_written_and_renders_the_same_page():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.text(), st.text(), st.text(), st.text()), max_size=3),
-       st.lists(st.tuples(st.text(), st.text()), max_size=2), st.text())
+@given(
+    st.lists(st.tuples(st.text(), st.text(), st.text(), st.text()), max_size=3),
+    st.lists(st.tuples(st.text(), st.text()), max_size=2),
+    st.text(),
+)
 def test_any_text_reads_back_as_written(outcomes, errors, ci_url):
-    run = runlog.RunRecord(started="2026-12-01T21:16:39Z", run_id="1", attempt="", shard="",
-                           ci_url=ci_url, counts={"held": 1},
-                           outcomes=tuple(runlog.RunOutcome(*o) for o in outcomes),
-                           errors=tuple(errors))
+    run = runlog.RunRecord(
+        started="2026-12-01T21:16:39Z",
+        run_id="1",
+        attempt="",
+        shard="",
+        ci_url=ci_url,
+        counts={"held": 1},
+        outcomes=tuple(runlog.RunOutcome(*o) for o in outcomes),
+        errors=tuple(errors),
+    )
     assert runlog.parse(runlog.dump(run), "x.yaml") == run
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("version: 1\nstarted: a: b\n", "x.yaml:2: not valid YAML"),
-    ("- a list\n", "x.yaml: not a run record"),
-    ("version: 2\n", "expected a run record of version 1"),
-    (("version: 1\nstarted: '2026-12-01'\nrun_id: '1'\nattempt: ''\nshard: ''\nci_url: ''\n"
-      "counts: {}\noutcomes: []\nerrors: []\n"), "started as 2026-12-01T21:16:39Z"),
-    (("version: 1\nstarted: '2026-12-01T21:16:39Z'\nrun_id: '1'\nattempt: ''\nshard: ''\n"
-      "ci_url: ''\ncounts: {held: x}\noutcomes: []\nerrors: []\n"), "counts must map states"),
-    (("version: 1\nstarted: '2026-12-01T21:16:39Z'\nrun_id: '1'\nattempt: ''\nshard: ''\n"
-      "ci_url: ''\ncounts: {}\noutcomes: [{name: a, tag: 1}]\nerrors: []\n"), "tag must be a string"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("version: 1\nstarted: a: b\n", "x.yaml:2: not valid YAML"),
+        ("- a list\n", "x.yaml: not a run record"),
+        ("version: 2\n", "expected a run record of version 1"),
+        (
+            (
+                "version: 1\nstarted: '2026-12-01'\nrun_id: '1'\nattempt: ''\nshard: ''\nci_url: ''\n"
+                "counts: {}\noutcomes: []\nerrors: []\n"
+            ),
+            "started as 2026-12-01T21:16:39Z",
+        ),
+        (
+            (
+                "version: 1\nstarted: '2026-12-01T21:16:39Z'\nrun_id: '1'\nattempt: ''\nshard: ''\n"
+                "ci_url: ''\ncounts: {held: x}\noutcomes: []\nerrors: []\n"
+            ),
+            "counts must map states",
+        ),
+        (
+            (
+                "version: 1\nstarted: '2026-12-01T21:16:39Z'\nrun_id: '1'\nattempt: ''\nshard: ''\n"
+                "ci_url: ''\ncounts: {}\noutcomes: [{name: a, tag: 1}]\nerrors: []\n"
+            ),
+            "tag must be a string",
+        ),
+    ],
+)
 def test_a_bad_record_is_named_with_what_is_wrong(text, expected):
     with pytest.raises(runlog.RunRecordError) as err:
         runlog.parse(text, "x.yaml")

@@ -44,13 +44,24 @@ def child(digest: str, platform: str | None, **extra: object) -> dict:
 
 
 def test_children_keep_unplatformed_and_duplicate_entries_and_drop_attestations():
-    attestation = child(C, "unknown/unknown",
-                        annotations={"vnd.docker.reference.type": "attestation-manifest"})
-    found = image_children(index(child(A, "linux/amd64"), child(B, None), attestation,
-                                 child(C, "linux/arm64"), child(D, "linux/arm64")))
+    attestation = child(
+        C, "unknown/unknown", annotations={"vnd.docker.reference.type": "attestation-manifest"}
+    )
+    found = image_children(
+        index(
+            child(A, "linux/amd64"),
+            child(B, None),
+            attestation,
+            child(C, "linux/arm64"),
+            child(D, "linux/arm64"),
+        )
+    )
     assert [(c.digest, c.platform, c.label) for c in found] == [
-        (A, "linux/amd64", "linux/amd64"), (B, "", B),
-        (C, "linux/arm64", f"linux/arm64@{C}"), (D, "linux/arm64", f"linux/arm64@{D}")]
+        (A, "linux/amd64", "linux/amd64"),
+        (B, "", B),
+        (C, "linux/arm64", f"linux/arm64@{C}"),
+        (D, "linux/arm64", f"linux/arm64@{D}"),
+    ]
 
 
 def test_an_unknown_platform_without_the_attestation_annotation_is_an_image_to_scan():
@@ -65,18 +76,35 @@ def test_required_children_are_the_named_platforms_or_all():
         required_children(children, ("linux/s390x",), "ref")
 
 
-@pytest.mark.parametrize("os_,types,expected", [
-    ("debian 12.8", ("debian",), ()),
-    ("alpine 3.20.3", ("alpine",), ()),
-    ("debian 99.1", ("debian",), ("debian 99.1: the vulnerability database has no advisories for this OS release",)),
-    ("alpine 3.2", ("alpine",), ("alpine 3.2: the vulnerability database has no advisories for this OS release",)),
-    ("none", (), ("OS packages without an OS release (no etc/os-release Trivy recognises): "
-                  "their advisories cannot be matched",)),
-    ("", ("python-pkg",), ()),
-    ("", ("jar",), ("jar packages: the vulnerability database has no maven advisories",)),
-    ("", ("wordpress",), ("wordpress packages: syncer knows no advisory source for this package type",)),
-    ("", (), ()),
-])
+@pytest.mark.parametrize(
+    "os_,types,expected",
+    [
+        ("debian 12.8", ("debian",), ()),
+        ("alpine 3.20.3", ("alpine",), ()),
+        (
+            "debian 99.1",
+            ("debian",),
+            ("debian 99.1: the vulnerability database has no advisories for this OS release",),
+        ),
+        (
+            "alpine 3.2",
+            ("alpine",),
+            ("alpine 3.2: the vulnerability database has no advisories for this OS release",),
+        ),
+        (
+            "none",
+            (),
+            (
+                "OS packages without an OS release (no etc/os-release Trivy recognises): "
+                "their advisories cannot be matched",
+            ),
+        ),
+        ("", ("python-pkg",), ()),
+        ("", ("jar",), ("jar packages: the vulnerability database has no maven advisories",)),
+        ("", ("wordpress",), ("wordpress packages: syncer knows no advisory source for this package type",)),
+        ("", (), ()),
+    ],
+)
 def test_unassessed_names_what_the_database_cannot_match(os_, types, expected):
     assert unassessed(os_, types, SOURCES) == expected
 
@@ -84,7 +112,8 @@ def test_unassessed_names_what_the_database_cannot_match(os_, types, expected):
 def test_a_package_database_trivy_did_not_report_is_unassessed():
     assert unassessed("", (), SOURCES, {"var/lib/dpkg/status"}) == (
         "OS package database in the layers (var/lib/dpkg/status) but Trivy reported no OS "
-        "packages: they were not matched",)
+        "packages: they were not matched",
+    )
     assert unassessed("debian 12.8", ("debian",), SOURCES, {"var/lib/dpkg/status"}) == ()
 
 
@@ -105,22 +134,34 @@ def finding(vid: str, platform: str = "") -> Finding:
 
 
 def test_a_recorded_result_splits_back_into_its_manifests():
-    parts = [("linux/amd64", ManifestScan(A, findings=(finding("CVE-1"),), os="debian 12.8")),
-             ("linux/arm64", ManifestScan(B, findings=(finding("CVE-2"),),
-                                          licenses=(LicenseFinding("GPL-3.0-only", "bash"),)))]
+    parts = [
+        ("linux/amd64", ManifestScan(A, findings=(finding("CVE-1"),), os="debian 12.8")),
+        (
+            "linux/arm64",
+            ManifestScan(B, findings=(finding("CVE-2"),), licenses=(LicenseFinding("GPL-3.0-only", "bash"),)),
+        ),
+    ]
     scan = combine(D, parts, (), ScanSettings("/nonexistent", "2026-01-01T00:00:00Z"))
     assert {(f.id, f.platform) for f in scan.findings} == {("CVE-1", "linux/amd64"), ("CVE-2", "linux/arm64")}
     assert split_result(scan) == [p for _, p in parts]
 
 
 def scan_of(*covered: PlatformScan, artifact: str = "") -> ScanResult:
-    return ScanResult(digest=D, scanner="trivy", db_updated_at="x", scanned_at="y", covered=covered,
-                      artifact=artifact)
+    return ScanResult(
+        digest=D, scanner="trivy", db_updated_at="x", scanned_at="y", covered=covered, artifact=artifact
+    )
 
 
 def decide(scan: ScanResult, **policy: object):
-    return evaluate(name="app", digest=D, scan=scan, policy=Policy("p", **policy), exceptions=(),
-                    approvals=(), today=date(2026, 12, 1))
+    return evaluate(
+        name="app",
+        digest=D,
+        scan=scan,
+        policy=Policy("p", **policy),
+        exceptions=(),
+        approvals=(),
+        today=date(2026, 12, 1),
+    )
 
 
 def test_policy_holds_unscannable_children_artifacts_and_unassessed_data():
@@ -132,13 +173,20 @@ def test_policy_holds_unscannable_children_artifacts_and_unassessed_data():
     part = PlatformScan(A, "", unassessed=("debian 99: no advisories",))
     assert not decide(scan_of(part)).promote
     allowed = decide(scan_of(part), unassessed="allow")
-    assert allowed.promote and allowed.reasons == (f"allowed unassessed (`unassessed: allow`): image {A}: "
-                                                   "debian 99: no advisories",)
+    assert allowed.promote and allowed.reasons == (
+        f"allowed unassessed (`unassessed: allow`): image {A}: debian 99: no advisories",
+    )
 
 
 def test_a_result_fits_only_its_digest_and_selection():
-    scan = ScanResult(digest=D, scanner="t", db_updated_at="x", scanned_at="y",
-                      covered=(PlatformScan(A, "linux/amd64"),), selection=("linux/amd64",))
+    scan = ScanResult(
+        digest=D,
+        scanner="t",
+        db_updated_at="x",
+        scanned_at="y",
+        covered=(PlatformScan(A, "linux/amd64"),),
+        selection=("linux/amd64",),
+    )
     assert scan.fits(D, ("linux/amd64",))
     assert not scan.fits(D, ())
     assert not scan.fits(A, ("linux/amd64",))
@@ -152,7 +200,12 @@ def test_a_result_fits_only_its_digest_and_selection():
 def test_root_buckets_of_a_generated_trivy_db(tmp_path):
     db = TrivyDB(tmp_path, DEFAULT_ADVISORIES).write()
     assert bbolt.root_buckets(db.cache_dir / "db" / "trivy.db") >= {
-        "debian 12", "alpine 3.20", "pip::GitHub Security Advisory pip", "vulnerability", "data-source"}
+        "debian 12",
+        "alpine 3.20",
+        "pip::GitHub Security Advisory pip",
+        "vulnerability",
+        "data-source",
+    }
 
 
 def test_root_buckets_across_branch_pages(tmp_path):
@@ -168,9 +221,9 @@ def test_a_damaged_file_is_a_bbolt_error(tmp_path, damage):
     if damage == "truncate":
         data = data[:5000]
     elif damage == "magic":
-        data[16:20] = data[4096 + 16:4096 + 20] = b"\0\0\0\0"
+        data[16:20] = data[4096 + 16 : 4096 + 20] = b"\0\0\0\0"
     else:  # point both metas' root past the end, and fix nothing else: the checksum then fails too
-        data[16 + 16:16 + 24] = data[4096 + 32:4096 + 40] = (10**6).to_bytes(8, "little")
+        data[16 + 16 : 16 + 24] = data[4096 + 32 : 4096 + 40] = (10**6).to_bytes(8, "little")
     path = tmp_path / "bad.db"
     path.write_bytes(bytes(data))
     with pytest.raises(bbolt.BboltError):

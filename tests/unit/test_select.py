@@ -31,18 +31,20 @@ def _sorted(tags):
     return sorted(tags, key=version_key)
 
 
-@pytest.mark.parametrize("ascending", [
-    ["1.9", "1.10", "1.27", "1.27.0", "1.27.3"],
-    ["1.27.3-alpha", "1.27.3-beta.2", "1.27.3-rc9", "1.27.3-rc10", "1.27.3",
-     "1.27.3-alpine", "1.27.4"],
-    ["3.13.0a1", "3.13.0b2", "3.13.0rc1", "3.13.0", "3.13.0-bookworm", "3.13.0-slim"],
-    ["1.27.3-alpine3.9", "1.27.3-alpine3.20"],
-    ["21-ea-jdk", "21", "21.0.1"],
-    ["edge", "latest", "mainline", "stable", "0", "1"],
-    ["sha-9", "sha-10", "0.0.1"],
-    ["8", "17", "20240101"],
-    ["1.0-dev", "1.0", "1.0-devel"],  # dev is a prerelease marker, devel a variant
-])
+@pytest.mark.parametrize(
+    "ascending",
+    [
+        ["1.9", "1.10", "1.27", "1.27.0", "1.27.3"],
+        ["1.27.3-alpha", "1.27.3-beta.2", "1.27.3-rc9", "1.27.3-rc10", "1.27.3", "1.27.3-alpine", "1.27.4"],
+        ["3.13.0a1", "3.13.0b2", "3.13.0rc1", "3.13.0", "3.13.0-bookworm", "3.13.0-slim"],
+        ["1.27.3-alpine3.9", "1.27.3-alpine3.20"],
+        ["21-ea-jdk", "21", "21.0.1"],
+        ["edge", "latest", "mainline", "stable", "0", "1"],
+        ["sha-9", "sha-10", "0.0.1"],
+        ["8", "17", "20240101"],
+        ["1.0-dev", "1.0", "1.0-devel"],  # dev is a prerelease marker, devel a variant
+    ],
+)
 def test_known_orders(ascending):
     shuffled = ascending[:]
     random.Random(7).shuffle(shuffled)
@@ -88,8 +90,10 @@ def test_versions_above_non_versions(version, word):
     assert version_key(word) < version_key(version)
 
 
-@given(st.lists(st.integers(0, 10**6), min_size=1, max_size=4),
-       st.lists(st.integers(0, 10**6), min_size=1, max_size=4))
+@given(
+    st.lists(st.integers(0, 10**6), min_size=1, max_size=4),
+    st.lists(st.integers(0, 10**6), min_size=1, max_size=4),
+)
 def test_numeric_components_compare_as_numbers(a, b):
     ta, tb = ".".join(map(str, a)), ".".join(map(str, b))
     if a != b:
@@ -106,8 +110,18 @@ def test_never_crashes(tag):
 
 # --- selection rules -----------------------------------------------------------------------
 
-UPSTREAM = ["latest", "1.26.2", "1.27.0", "1.27.1", "1.27.2", "1.27.3", "1.27.3-alpine",
-            "1.27.4-rc1", "1.27.10", "1.28.0"]
+UPSTREAM = [
+    "latest",
+    "1.26.2",
+    "1.27.0",
+    "1.27.1",
+    "1.27.2",
+    "1.27.3",
+    "1.27.3-alpine",
+    "1.27.4-rc1",
+    "1.27.10",
+    "1.28.0",
+]
 
 
 def entry(**kw) -> ImageEntry:
@@ -159,8 +173,7 @@ def test_newest_zero_keeps_only_explicit():
 
 
 def test_explicit_tags_bypass_match_exclude_and_newest():
-    e = entry(tags=("1.26.2", "1.27.3-alpine"), match=r"1\.27\.\d+", exclude=("alpine",),
-              newest=1)
+    e = entry(tags=("1.26.2", "1.27.3-alpine"), match=r"1\.27\.\d+", exclude=("alpine",), newest=1)
     sel = select_tags(e, UPSTREAM)
     assert sel.tags == ("1.26.2", "1.27.3-alpine", "1.27.10")
     assert sel.missing_explicit == ()
@@ -173,8 +186,9 @@ def test_missing_explicit_tags_are_reported_not_selected():
 
 
 def test_result_is_deduplicated_and_sorted_by_version():
-    sel = select_tags(entry(tags=("1.27.10", "latest"), match=r"1\.27\.(1|10)"),
-                      [*UPSTREAM, "1.27.10", "1.27.1"])
+    sel = select_tags(
+        entry(tags=("1.27.10", "latest"), match=r"1\.27\.(1|10)"), [*UPSTREAM, "1.27.10", "1.27.1"]
+    )
     assert sel.tags == ("latest", "1.27.1", "1.27.10")
 
 
@@ -195,33 +209,42 @@ def test_backtracking_pattern_against_long_tags_runs_in_linear_time():
     assert sel.tags == ("a" * 127,)
 
 
-@pytest.mark.parametrize("pattern, tag, full", [
-    (r"1\.27\.\d+", "1.27.10", True),
-    (r"1\.27", "1.27.3", False),  # a whole-tag match, as re.fullmatch
-    (r"1\.27\.\d+$", "1.27.3", True),
-    (r"^(1|2)\.\d+$", "2.0", True),
-    (r"(?i)V1\.0", "v1.0", True),
-    (r"[0-9]{2,3}", "8", False),
-    (r"[0-9]{2,3}", "2024", False),
-    (r"\d+-[[:alpha:]]+", "17-alpine", True),
-])
+@pytest.mark.parametrize(
+    "pattern, tag, full",
+    [
+        (r"1\.27\.\d+", "1.27.10", True),
+        (r"1\.27", "1.27.3", False),  # a whole-tag match, as re.fullmatch
+        (r"1\.27\.\d+$", "1.27.3", True),
+        (r"^(1|2)\.\d+$", "2.0", True),
+        (r"(?i)V1\.0", "v1.0", True),
+        (r"[0-9]{2,3}", "8", False),
+        (r"[0-9]{2,3}", "2024", False),
+        (r"\d+-[[:alpha:]]+", "17-alpine", True),
+    ],
+)
 def test_full_match_agrees_with_python_re(pattern, tag, full):
     assert (compile_pattern(pattern).fullmatch(tag) is not None) is full
     assert (re.fullmatch(pattern.replace("[[:alpha:]]", "[a-zA-Z]"), tag) is not None) is full
 
 
-@pytest.mark.parametrize("pattern, reason", [
-    (r"(a)\1", r"invalid escape sequence: \1"),
-    (r"1\.27(?!-rc)", "invalid perl operator: (?!"),
-    (r"(?<=v)1", "invalid perl operator: (?<="),
-    (r"a{1001}", "invalid repetition size: {1001}"),
-    (r"(a{100}){100}", "invalid repetition size: {100}"),
-    # RE2 would read these braces as literal text; Python as repetitions (or OverflowError).
-    (r"a{99999999999}", "'{' at position 1 starts no repetition {n}, {n,} or {n,m} (each at "
-                        "most 1000), so RE2 would read a literal brace, which no tag contains"),
-    (r"1\.{,3}", "'{' at position 3 starts no repetition"),
-    (r"x{01}", "'{' at position 1 starts no repetition"),
-])
+@pytest.mark.parametrize(
+    "pattern, reason",
+    [
+        (r"(a)\1", r"invalid escape sequence: \1"),
+        (r"1\.27(?!-rc)", "invalid perl operator: (?!"),
+        (r"(?<=v)1", "invalid perl operator: (?<="),
+        (r"a{1001}", "invalid repetition size: {1001}"),
+        (r"(a{100}){100}", "invalid repetition size: {100}"),
+        # RE2 would read these braces as literal text; Python as repetitions (or OverflowError).
+        (
+            r"a{99999999999}",
+            "'{' at position 1 starts no repetition {n}, {n,} or {n,m} (each at "
+            "most 1000), so RE2 would read a literal brace, which no tag contains",
+        ),
+        (r"1\.{,3}", "'{' at position 3 starts no repetition"),
+        (r"x{01}", "'{' at position 1 starts no repetition"),
+    ],
+)
 def test_patterns_re2_cannot_run_in_linear_time_are_refused(pattern, reason):
     with pytest.raises(PatternError) as raised:
         compile_pattern(pattern)

@@ -42,8 +42,7 @@ def test_ca_dir_first_then_each_certs_d_root_and_the_first_client_pair(tmp_path,
     environ = {"SYNCER_CERTS_D": f"{tmp_path / 'containers'}:{tmp_path / 'docker'}"}
 
     trust = resolve(HOST, str(ca_dir), "target", environ)
-    assert trust.cas == (str(ca_dir / "private.crt"), str(containers / "ca.crt"),
-                         str(docker / "other.crt"))
+    assert trust.cas == (str(ca_dir / "private.crt"), str(containers / "ca.crt"), str(docker / "other.crt"))
     assert trust.client == (str(ca_dir / "me.cert"), str(ca_dir / "me.key"))
     assert resolve("elsewhere:1", None, "target", environ) == Trust()
 
@@ -54,10 +53,14 @@ def test_a_cert_without_its_key_or_a_crt_that_does_not_parse_is_refused(tmp_path
     (d / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
     found = problems(CertDir(str(d), "the dir"))
     assert found == [
-        (f"the dir: {d}/ca.crt holds no PEM certificate that parses; put the PEM certificate "
-         "there (-----BEGIN CERTIFICATE-----), or remove the file"),
-        (f"the dir: client certificate {d}/client.cert has no key client.key beside it; add "
-         "the key, or rename a CA file to .crt"),
+        (
+            f"the dir: {d}/ca.crt holds no PEM certificate that parses; put the PEM certificate "
+            "there (-----BEGIN CERTIFICATE-----), or remove the file"
+        ),
+        (
+            f"the dir: client certificate {d}/client.cert has no key client.key beside it; add "
+            "the key, or rename a CA file to .crt"
+        ),
     ]
     with pytest.raises(UsageError, match="holds no PEM certificate"):
         resolve(HOST, None, "target", {"SYNCER_CERTS_D": str(tmp_path / "roots")})
@@ -71,9 +74,16 @@ def test_each_tool_gets_the_same_cas(tmp_path, tls):
     shutil.copyfile(key, d / "client.key")
     system = tmp_path / "system.pem"
     system.write_bytes(cert.read_bytes())  # stands for the system's bundle
-    trust = resolve(HOST, None, "target", {"SYNCER_CERTS_D": str(tmp_path / "roots"),
-                                           "SSL_CERT_FILE": str(system),
-                                           "SSL_CERT_DIR": str(tmp_path / "empty")})
+    trust = resolve(
+        HOST,
+        None,
+        "target",
+        {
+            "SYNCER_CERTS_D": str(tmp_path / "roots"),
+            "SSL_CERT_FILE": str(system),
+            "SSL_CERT_DIR": str(tmp_path / "empty"),
+        },
+    )
     made = materialise(trust)
     assert made is materialise(trust)  # once per process
 
@@ -91,12 +101,17 @@ def test_ssl_cert_dir_is_read_like_go_reads_it(tmp_path, tls):
     directory = tmp_path / "dir"
     directory.mkdir()
     shutil.copyfile(ca, directory / "not-hashed-name.pem")  # Go reads every file, hashed or not
-    trust = resolve(HOST, None, "target", {"SYNCER_CERTS_D": "", "SSL_CERT_DIR": str(directory),
-                                           "SSL_CERT_FILE": str(tmp_path / "absent.pem")})
+    trust = resolve(
+        HOST,
+        None,
+        "target",
+        {"SYNCER_CERTS_D": "", "SSL_CERT_DIR": str(directory), "SSL_CERT_FILE": str(tmp_path / "absent.pem")},
+    )
     made = materialise(trust)
     assert made.cert_dir is None and made.ca_dir is None  # nothing beyond the system's
     assert x509.load_pem_x509_certificates(Path(made.bundle).read_bytes()) == [
-        x509.load_pem_x509_certificate(ca.read_bytes())]
+        x509.load_pem_x509_certificate(ca.read_bytes())
+    ]
 
 
 def test_nothing_configured_leaves_each_tool_its_default():

@@ -39,8 +39,14 @@ PINS = {
     "actions/cache/restore": ("27d5ce7f107fe9357f9df03efb73ab90386fccae", "v5.0.5"),
     "actions/cache/save": ("27d5ce7f107fe9357f9df03efb73ab90386fccae", "v5.0.5"),
 }
-SYNC_SECRETS = {"TARGET_USERNAME", "TARGET_PASSWORD", "HUB_USERNAME", "HUB_TOKEN",
-                "SYNCER_SIGNING_KEY", "SYNCER_SIGNING_PASSPHRASE"}
+SYNC_SECRETS = {
+    "TARGET_USERNAME",
+    "TARGET_PASSWORD",
+    "HUB_USERNAME",
+    "HUB_TOKEN",
+    "SYNCER_SIGNING_KEY",
+    "SYNCER_SIGNING_PASSPHRASE",
+}
 
 BAD_WORKFLOW = """\
 on: pull_request
@@ -89,18 +95,34 @@ def runs(workflow: dict[str, Any], job_id: str) -> str:
 
 
 def actionlint(*files: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([tool("actionlint"), "-no-color", *map(str, files)], cwd=cwd,
-                          env={**os.environ, "PATH": TOOLS_PATH}, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [tool("actionlint"), "-no-color", *map(str, files)],
+        cwd=cwd,
+        env={**os.environ, "PATH": TOOLS_PATH},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def zizmor(*targets: Path) -> tuple[int, list[dict[str, Any]]]:
     # auditor: every audit at every confidence; --no-config so that no config file can quietly
     # switch audits off. Inline `# zizmor: ignore[...]` comments (each with its reason) count.
     result = subprocess.run(
-        [tool("zizmor"), "--offline", "--no-config", "--persona=auditor", "--format=json",
-         "--no-progress", *map(str, targets)], env={**os.environ, "PATH": TOOLS_PATH},
-        capture_output=True, text=True, timeout=120)
+        [
+            tool("zizmor"),
+            "--offline",
+            "--no-config",
+            "--persona=auditor",
+            "--format=json",
+            "--no-progress",
+            *map(str, targets),
+        ],
+        env={**os.environ, "PATH": TOOLS_PATH},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return result.returncode, json.loads(result.stdout or "[]")
 
 
@@ -219,12 +241,17 @@ def test_ci_runs_the_project_tests_read_only() -> None:
 def test_the_test_command_runs_the_static_checks_before_the_tests() -> None:
     lines = (REPO / "scripts" / "test").read_text().splitlines()
     assert lines.index("bash scripts/setup") < lines.index("bash scripts/lint")
-    runs_pytest = next(i for i, line in enumerate(lines)
-                       if "-m pytest" in line and not line.lstrip().startswith("#"))
+    runs_pytest = next(
+        i for i, line in enumerate(lines) if "-m pytest" in line and not line.lstrip().startswith("#")
+    )
     assert lines.index("bash scripts/lint") < runs_pytest
 
 
-CHECKS = {"check": "ruff check", "format": "ruff format", "mypy": "mypy syncer"}  # a tool and its first argument
+CHECKS = {
+    "check": "ruff check",
+    "format": "ruff format",
+    "mypy": "mypy syncer",
+}  # a tool and its first argument
 
 
 @pytest.mark.parametrize("failing", [(), ("check",), ("format",), ("mypy",), ("check", "mypy")])
@@ -236,10 +263,14 @@ def test_lint_runs_every_check_and_fails_when_one_fails(tmp_path: Path, failing:
     bin_dir.mkdir(parents=True)
     for name in ("ruff", "mypy"):
         fake = bin_dir / name
-        fake.write_text(f'#!/bin/sh\necho "{name} $*" >> calls\n'
-                        f'case "{name} $1" in {" | ".join(f"{CHECKS[w]!r}" for w in failing) or "none"}) exit 1;; esac\n')
+        fake.write_text(
+            f'#!/bin/sh\necho "{name} $*" >> calls\n'
+            f'case "{name} $1" in {" | ".join(f"{CHECKS[w]!r}" for w in failing) or "none"}) exit 1;; esac\n'
+        )
         fake.chmod(0o755)
-    result = subprocess.run(["bash", "scripts/lint"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["bash", "scripts/lint"], cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
     assert (tmp_path / "calls").read_text().splitlines() == [
         "ruff check --quiet syncer tests benchmarks",
         "ruff format --check --output-format concise syncer tests benchmarks",
@@ -247,7 +278,9 @@ def test_lint_runs_every_check_and_fails_when_one_fails(tmp_path: Path, failing:
     ]
     assert result.returncode == (1 if failing else 0), result.stderr
     for word, check in CHECKS.items():
-        assert (f"failed: {check.removesuffix(' syncer')}" in result.stderr) == (word in failing), result.stderr
+        assert (f"failed: {check.removesuffix(' syncer')}" in result.stderr) == (word in failing), (
+            result.stderr
+        )
 
 
 # --- sync.yml -------------------------------------------------------------------------------
@@ -267,8 +300,9 @@ def test_sync_triggers_and_one_run_at_a_time() -> None:
 def test_sync_only_the_pushing_job_may_write() -> None:
     workflow = load("sync.yml")
     assert workflow["permissions"] == {}
-    writers = {job_id for job_id, job in workflow["jobs"].items()
-               if "write" in job.get("permissions", {}).values()}
+    writers = {
+        job_id for job_id, job in workflow["jobs"].items() if "write" in job.get("permissions", {}).values()
+    }
     pushers = {job_id for job_id in workflow["jobs"] if "--push" in runs(workflow, job_id)}
     assert writers == pushers == {"commit"}
     assert workflow["jobs"]["commit"]["permissions"] == {"contents": "write"}
@@ -315,30 +349,48 @@ def shard_script() -> tuple[str, dict[str, str]]:
     return step["run"], step["env"]
 
 
-@pytest.mark.parametrize("inputs, exit_code, step_code, expected", [
-    ({}, 0, 0, ["run", "--shard", "2/3", *DBS]),
-    ({"ONLY": "nginx", "DRY_RUN": "true"}, 0, 0,
-     ["run", "--shard", "2/3", *DBS, "--only=nginx", "--dry-run"]),
-    ({"ONLY": "-x; rm -rf /"}, 1, 0, ["run", "--shard", "2/3", *DBS, "--only=-x; rm -rf /"]),
-    ({}, 2, 2, ["run", "--shard", "2/3", *DBS]),
-])
-def test_sync_shard_script(tmp_path: Path, inputs: dict[str, str], exit_code: int,
-                           step_code: int, expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    "inputs, exit_code, step_code, expected",
+    [
+        ({}, 0, 0, ["run", "--shard", "2/3", *DBS]),
+        (
+            {"ONLY": "nginx", "DRY_RUN": "true"},
+            0,
+            0,
+            ["run", "--shard", "2/3", *DBS, "--only=nginx", "--dry-run"],
+        ),
+        ({"ONLY": "-x; rm -rf /"}, 1, 0, ["run", "--shard", "2/3", *DBS, "--only=-x; rm -rf /"]),
+        ({}, 2, 2, ["run", "--shard", "2/3", *DBS]),
+    ],
+)
+def test_sync_shard_script(
+    tmp_path: Path, inputs: dict[str, str], exit_code: int, step_code: int, expected: list[str]
+) -> None:
     """The real run: script under bash, with a stand-in syncer that records its arguments."""
     script, env = shard_script()
     assert env["SHARD"] == "${{ matrix.shard }}/${{ strategy.job-total }}"
     fake = tmp_path / ".venv" / "bin" / "syncer"
     fake.parent.mkdir(parents=True)
-    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > argv\n'
-                    f"exit {exit_code}\n")
+    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > argv\nexit {exit_code}\n')
     fake.chmod(0o755)
     output = tmp_path / "github_output"
     # The shell GitHub uses for `run:` on Linux.
-    result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=30,
-                            env={"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(output),
-                                 "RUNNER_TEMP": "/runner/temp",
-                                 "SHARD": "2/3", "ONLY": "", "DRY_RUN": "false", **inputs})
+    result = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={
+            "PATH": os.environ["PATH"],
+            "GITHUB_OUTPUT": str(output),
+            "RUNNER_TEMP": "/runner/temp",
+            "SHARD": "2/3",
+            "ONLY": "",
+            "DRY_RUN": "false",
+            **inputs,
+        },
+    )
     argv = (tmp_path / "argv").read_text().splitlines()
     assert argv == expected
     assert result.returncode == step_code, result.stderr
@@ -390,14 +442,22 @@ def test_sync_fetches_the_databases_once_in_a_first_job_cached_by_their_updated_
         assert restore["with"]["restore-keys"] == f"trivy-{which}-"
         assert restore["with"]["key"] == f"trivy-{which}-${{{{ github.run_id }}}}"
         assert save["with"]["key"] == f"${{{{ steps.fetch.outputs.{which}-key }}}}"
-        assert save["if"] == (f"${{{{ steps.fetch.outputs.{which}-key != "
-                              f"steps.{restore['id']}.outputs.cache-matched-key }}}}")
+        assert save["if"] == (
+            f"${{{{ steps.fetch.outputs.{which}-key != steps.{restore['id']}.outputs.cache-matched-key }}}}"
+        )
         assert db_job["outputs"][f"{which}-key"] == f"${{{{ steps.fetch.outputs.{which}-key }}}}"
     # The mirrors come from repository variables, as the step's environment.
-    assert fetch["env"] == {"DB_REPOSITORY": "${{ vars.TRIVY_DB_REPOSITORY }}",
-                            "JAVA_DB_REPOSITORY": "${{ vars.TRIVY_JAVA_DB_REPOSITORY }}"}
-    for flag in ("--download-db-only", "--download-java-db-only", "--db-repository",
-                 "--java-db-repository", ".UpdatedAt"):
+    assert fetch["env"] == {
+        "DB_REPOSITORY": "${{ vars.TRIVY_DB_REPOSITORY }}",
+        "JAVA_DB_REPOSITORY": "${{ vars.TRIVY_JAVA_DB_REPOSITORY }}",
+    }
+    for flag in (
+        "--download-db-only",
+        "--download-java-db-only",
+        "--db-repository",
+        "--java-db-repository",
+        ".UpdatedAt",
+    ):
         assert flag in fetch["run"]
     others = "".join(runs(workflow, j) for j in workflow["jobs"] if j != "databases")
     assert "--download-" not in others and "trivy image" not in others
@@ -409,9 +469,13 @@ def test_every_shard_restores_exactly_those_databases_and_does_not_update_them()
     assert shard["needs"] == "databases"
     restores = _uses(shard, "actions/cache/restore")
     assert [r["with"] for r in restores] == [
-        {"path": "${{ runner.temp }}/trivy/" + which,
-         "key": f"${{{{ needs.databases.outputs.{which}-key }}}}", "fail-on-cache-miss": True}
-        for which in ("db", "java-db")]
+        {
+            "path": "${{ runner.temp }}/trivy/" + which,
+            "key": f"${{{{ needs.databases.outputs.{which}-key }}}}",
+            "fail-on-cache-miss": True,
+        }
+        for which in ("db", "java-db")
+    ]
     run_step = next(s for s in shard["steps"] if s.get("id") == "run")
     assert max(shard["steps"].index(r) for r in restores) < shard["steps"].index(run_step)
     assert not _uses(shard, "actions/cache/save")
