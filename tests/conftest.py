@@ -16,9 +16,9 @@ pytest_plugins = [
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tier is the directory: tests/unit/ is fast and touches no real tool, tests/e2e/
-    runs the real registry, skopeo, Trivy, git or the CLI; each test gets its tier's marker so
-    that ``-m unit`` and ``-m e2e`` select exactly the directories."""
+    """The tier is the directory: tests/unit/ is fast and starts no registry, skopeo, Trivy,
+    git or syncer process; tests/e2e/ runs the real registry, skopeo, Trivy, git or the CLI.
+    Each test gets its tier's marker, so ``-m unit`` and ``-m e2e`` select exactly those."""
     import pytest
 
     for item in items:
