@@ -5,6 +5,7 @@ test can ask for them by name.
 """
 
 pytest_plugins = [
+    "tests.harness.properties",
     "tests.harness.registry",
     "tests.harness.docker",
     "tests.harness.images",

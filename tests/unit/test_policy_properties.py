@@ -13,13 +13,14 @@ from hypothesis import strategies as st
 
 from syncer.core.model import Approval, Finding, LicenseFinding, Policy, ScanResult, Severity, VulnException
 from syncer.core.policy import Decision, evaluate
+from tests.harness.properties import examples
 
 TODAY = date(2026, 3, 1)
 DIGESTS = ["sha256:" + c * 64 for c in "ab"]
 NAMES = ["nginx", "redis", "bitnami/redis"]
 
 # A decorator, not a profile: loading a profile would change every other module's settings.
-fast = settings(max_examples=150, deadline=None)
+fast = settings(max_examples=examples(150), deadline=None)
 
 ids = st.sampled_from(["CVE-2024-1", "CVE-2024-2", "CVE-2024-3", "GHSA-aaaa-bbbb-cccc"])
 severities = st.sampled_from(list(Severity))

@@ -15,6 +15,7 @@ from syncer.core.refs import (
     parse_reference,
     safe_relpath,
 )
+from tests.harness.properties import examples
 
 SHA = "sha256:" + "ab" * 32
 
@@ -161,7 +162,7 @@ _component = st.from_regex(r"[a-z0-9]{1,5}(?:(?:[._]|__|-{1,2})[a-z0-9]{1,5}){0,
 _tags = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     registry=st.sampled_from(["docker.io", "ghcr.io", "localhost:5000", "10.0.0.1:443"]),
     path=st.lists(_component, min_size=2, max_size=4),

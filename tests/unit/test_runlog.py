@@ -15,6 +15,7 @@ from syncer.core.model import State
 from syncer.core.plan import Plan
 from syncer.stages.pipeline import RunResult, TagOutcome
 from syncer.trail import report, runlog
+from tests.harness.properties import examples
 
 STARTED = datetime(2026, 12, 1, 21, 16, 39, 500000, tzinfo=UTC)
 CI = {
@@ -110,7 +111,7 @@ def test_a_record_reads_back_as_written_and_renders_the_same_page():
     assert "tag: '1.10'" in text and "tag: 'no'" in text  # YAML 1.1 readers see strings too
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(st.tuples(st.text(), st.text(), st.text(), st.text()), max_size=3),
     st.lists(st.tuples(st.text(), st.text()), max_size=2),

@@ -19,6 +19,7 @@ from syncer.core.selection import (
     select_tags,
     version_key,
 )
+from tests.harness.properties import examples
 
 # --- version ordering ----------------------------------------------------------------------
 
@@ -100,7 +101,7 @@ def test_numeric_components_compare_as_numbers(a, b):
         assert (version_key(ta) < version_key(tb)) == (a < b)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.text())
 def test_never_crashes(tag):
     key = version_key(tag)
