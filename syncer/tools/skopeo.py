@@ -202,36 +202,6 @@ def _turn(source: str, destination: str) -> Iterator[None]:
         yield
 
 
-def inspect_raw(
-    ref: str,
-    *,
-    tls_verify: bool = True,
-    creds: Credentials | None = None,
-    cert_dir: str | None = None,
-    retries: int = 2,
-    timeout: float = 120,
-    sleep: Callable[[float], None] = time.sleep,
-) -> bytes:
-    """The manifest (or index) at ``ref`` exactly as the registry serves it."""
-    side = _side(ref, tls_verify, creds, cert_dir, "")
-    return _run("inspect", ["--raw"], (side,), retries=retries, timeout=timeout, sleep=sleep)
-
-
-def delete(
-    ref: str,
-    *,
-    tls_verify: bool = True,
-    creds: Credentials | None = None,
-    cert_dir: str | None = None,
-    retries: int = 2,
-    timeout: float = 120,
-    sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """Deletes the manifest ``ref`` points to (by tag: the digest the tag resolves to)."""
-    side = _side(ref, tls_verify, creds, cert_dir, "")
-    _run("delete", [], (side,), retries=retries, timeout=timeout, sleep=sleep)
-
-
 # --- command line --------------------------------------------------------------------------
 
 

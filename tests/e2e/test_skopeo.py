@@ -21,6 +21,7 @@ from syncer.commands import run as run_command
 from syncer.tools import skopeo
 from syncer.tools.registry import Credentials
 from syncer.tools.skopeo import Kind, SkopeoCommandError
+from tests.harness import skopeo_cli
 from tests.harness.images import build_image, build_index
 
 DIGEST = "sha256:" + "ab" * 32
@@ -229,7 +230,7 @@ def test_timeout_kills_the_real_process(tmp_path, private_tmp, monkeypatch):
     slow.chmod(0o755)
     monkeypatch.setattr(skopeo, "SKOPEO", str(slow))
     with pytest.raises(SkopeoCommandError) as err:
-        skopeo.inspect_raw("docker://a.example/x:1", timeout=0.5)
+        skopeo_cli.inspect_raw("docker://a.example/x:1", timeout=0.5)
     assert err.value.kind is Kind.TIMEOUT
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
@@ -239,7 +240,7 @@ def test_timeout_kills_the_real_process(tmp_path, private_tmp, monkeypatch):
 def test_missing_skopeo_is_a_typed_error(private_tmp, monkeypatch):
     monkeypatch.setattr(skopeo, "SKOPEO", "/nonexistent/skopeo")
     with pytest.raises(SkopeoCommandError, match="install skopeo"):
-        skopeo.delete("docker://a.example/x:1")
+        skopeo_cli.delete("docker://a.example/x:1")
 
 
 @pytest.mark.parametrize(
@@ -368,11 +369,11 @@ def test_stopped_registry_is_a_network_error_after_bounded_retries(registry, pri
 def test_tls_registry_needs_its_ca(tls_registry, private_tmp):
     ref = f"docker://{tls_registry.host}/lib/app:1"
     with pytest.raises(SkopeoCommandError) as err:
-        skopeo.inspect_raw(ref, retries=0)
+        skopeo_cli.inspect_raw(ref, retries=0)
     assert err.value.kind is Kind.TLS and err.value.registry == tls_registry.host
     # With the CA the TLS handshake succeeds and the registry answers: no such manifest.
     with pytest.raises(SkopeoCommandError) as err:
-        skopeo.inspect_raw(ref, cert_dir=str(tls_registry.cert_dir), retries=0)
+        skopeo_cli.inspect_raw(ref, cert_dir=str(tls_registry.cert_dir), retries=0)
     assert err.value.kind is Kind.NOT_FOUND
 
 
@@ -389,11 +390,13 @@ def test_copy_by_digest_keeps_the_index_digest(registry_factory, push_image, pri
         src_tls_verify=False,
         dst_tls_verify=False,
     )
-    raw = skopeo.inspect_raw(f"docker://{target.host}/quarantine/app:1.0", tls_verify=False)
+    raw = skopeo_cli.inspect_raw(f"docker://{target.host}/quarantine/app:1.0", tls_verify=False)
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
     # Every platform came along, not just the one matching this machine.
     for image in index.images:
-        child = skopeo.inspect_raw(f"docker://{target.host}/quarantine/app@{image.digest}", tls_verify=False)
+        child = skopeo_cli.inspect_raw(
+            f"docker://{target.host}/quarantine/app@{image.digest}", tls_verify=False
+        )
         assert child == image.manifest.data
     assert leftovers(private_tmp) == []
 
@@ -417,7 +420,9 @@ def test_copy_between_auth_and_plain_registries(auth_registry, registry, push_im
         dst_tls_verify=False,
         dst_creds=creds,
     )
-    raw = skopeo.inspect_raw(f"docker://{auth_registry.host}/approved/app:1", tls_verify=False, creds=creds)
+    raw = skopeo_cli.inspect_raw(
+        f"docker://{auth_registry.host}/approved/app:1", tls_verify=False, creds=creds
+    )
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
     seen = observed.read_text()
     assert seen.count("--src-authfile") == 1 and seen.count("--dest-authfile") == 1
@@ -438,16 +443,16 @@ def test_copy_to_tls_registry_with_and_without_its_ca(registry, tls_registry, pu
         skopeo.copy(src, dst, src_tls_verify=False, retries=0)
     assert err.value.kind is Kind.TLS and err.value.registry == tls_registry.host
     skopeo.copy(src, dst, src_tls_verify=False, dst_cert_dir=str(tls_registry.cert_dir))
-    raw = skopeo.inspect_raw(dst, cert_dir=str(tls_registry.cert_dir))
+    raw = skopeo_cli.inspect_raw(dst, cert_dir=str(tls_registry.cert_dir))
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
 
 
 def test_delete_removes_the_manifest(registry, push_image, private_tmp):
     digest = push_image(registry, "quarantine/app:1", {"etc/app": "1"})
     ref = f"docker://{registry.host}/quarantine/app@{digest}"
-    skopeo.delete(ref, tls_verify=False)
+    skopeo_cli.delete(ref, tls_verify=False)
     with pytest.raises(SkopeoCommandError) as err:
-        skopeo.inspect_raw(ref, tls_verify=False, retries=0)
+        skopeo_cli.inspect_raw(ref, tls_verify=False, retries=0)
     assert err.value.kind is Kind.NOT_FOUND and err.value.registry == registry.host
 
 
@@ -501,7 +506,7 @@ def test_a_layer_in_a_sibling_repository_is_mounted_not_sent_again(
     assert upstream.count("GET", f"/blobs/{base}") == 1
     assert target.count("POST", "/quarantine/") >= 1  # the mount, or the first upload
     for repository, digest in pushed:
-        raw = skopeo.inspect_raw(
+        raw = skopeo_cli.inspect_raw(
             f"docker://{target.host}/quarantine/{repository.split('/')[-1]}@{digest}", tls_verify=False
         )
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest

@@ -1,0 +1,42 @@
+"""skopeo commands the tests use to look at and change a registry, through the adapter's own
+command runner (``syncer.tools.skopeo._run``): the same private auth files, policy, error
+classification and retries as the copies syncer makes, without syncer carrying commands only
+its tests need."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from syncer.tools import skopeo
+from syncer.tools.registry import Credentials
+
+
+def inspect_raw(
+    ref: str,
+    *,
+    tls_verify: bool = True,
+    creds: Credentials | None = None,
+    cert_dir: str | None = None,
+    retries: int = 2,
+    timeout: float = 120,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bytes:
+    """The manifest (or index) at ``ref`` exactly as the registry serves it."""
+    side = skopeo._side(ref, tls_verify, creds, cert_dir, "")
+    return skopeo._run("inspect", ["--raw"], (side,), retries=retries, timeout=timeout, sleep=sleep)
+
+
+def delete(
+    ref: str,
+    *,
+    tls_verify: bool = True,
+    creds: Credentials | None = None,
+    cert_dir: str | None = None,
+    retries: int = 2,
+    timeout: float = 120,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Deletes the manifest ``ref`` points to (by tag: the digest the tag resolves to)."""
+    side = skopeo._side(ref, tls_verify, creds, cert_dir, "")
+    skopeo._run("delete", [], (side,), retries=retries, timeout=timeout, sleep=sleep)
