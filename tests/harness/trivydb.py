@@ -35,11 +35,14 @@ SERVER_STARTUP = 30.0
 
 
 @pytest.fixture
-def trivy_db(tmp_path_factory) -> TrivyDB:
+def trivy_db(tmp_path_factory) -> Iterator[TrivyDB]:
     """A fresh cache directory holding DEFAULT_ADVISORIES, UpdatedAt DEFAULT_UPDATED_AT, and an
-    empty Java DB: with both fresh, a run that may update them downloads nothing."""
+    empty Java DB: with both fresh, a run that may update them downloads nothing. At teardown
+    the run server a killed ``syncer run`` left on this cache is stopped: the next run on the
+    cache would stop it, but a test's cache has no next run."""
     db = TrivyDB(tmp_path_factory.mktemp("trivy-cache"), DEFAULT_ADVISORIES)
-    return db.write(updated_at=DEFAULT_UPDATED_AT).write_java()
+    yield db.write(updated_at=DEFAULT_UPDATED_AT).write_java()
+    trivy._stop_leftover(Path(db.cache_dir) / trivy._RUN_SERVER_DIR)
 
 
 @dataclass(frozen=True)
