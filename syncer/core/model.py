@@ -355,6 +355,61 @@ class Record:
 
 
 @dataclass(frozen=True)
+class ReplicaSummary:
+    registry: str
+    digest: str | None = None
+    lagging: bool = False
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    """What the ledger index keeps of a tag's scan: when it was last confirmed (which a
+    re-scan with the same result changes in the index only) and what it counts."""
+
+    digest: str  # the digest that was scanned
+    result: str  # the key of the stored result (reports/scans/...): its content hash
+    scanner: str
+    db_updated_at: str  # of the last scan that confirmed the result
+    scanned_at: str
+    selection: tuple[str, ...] = ()  # as ScanResult.selection
+    usable: bool = True  # covered something or is an artifact (ScanResult.fits's last term)
+    created: datetime | None = None  # as ScanResult.created: for a policy's max_age_days
+    counts: dict[str, int] = field(default_factory=dict, compare=False)  # severity key -> count
+
+    def fits(self, digest: str, selection: tuple[str, ...]) -> bool:
+        """Same rule as ``ScanResult.fits``."""
+        return self.digest == digest and sorted(self.selection) == sorted(selection) and self.usable
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One tracked tag in the compact ledger index (``reports/ledger.json``): what a plan, a
+    no-op run and the index page need, so that they never read the full record. It is derived
+    from the record (and its stored scan) and checked against them by ``record_key`` (the
+    record file's content hash) and ``scan.result``."""
+
+    name: str
+    tag: str
+    digest: str
+    state: State
+    record_key: str  # content hash of the record file this entry was made from
+    source: str = ""
+    promoted_digest: str | None = None
+    signatures: tuple[str, ...] = ()
+    replicas: tuple[ReplicaSummary, ...] = ()
+    mirrored: bool = False  # plan.was_mirrored(record): the current digest reached quarantine
+    vanished: bool = False  # the last upstream event of the record is "vanished"
+    reason: str = ""  # the first reason, shortened; the record has them all
+    reasons: int = 0  # how many reasons the record has
+    last_change: str = ""  # time of the record's last event
+    scan: ScanSummary | None = None
+    # Fingerprint of the decision's inputs (policy, exceptions and approvals as they apply
+    # that day, the scan result) when the run last evaluated the tag; "" for never. Equal
+    # inputs give an equal decision, so a no-op need not read the record to re-decide.
+    decided: str = ""
+
+
+@dataclass(frozen=True)
 class RateLimit:
     """Docker Hub's pull budget from ``ratelimit-limit``/``ratelimit-remaining``."""
 
