@@ -7,15 +7,17 @@ others.
 
 A no-op run is a round trip per tracked tag, so what bounds it is how many requests are in
 flight: each registry client lets its host's ``concurrency`` (settings.yaml) through, fewer
-after a 429 (``syncer.tools.throttle``). Discovery keeps that many listings and that many HEADs
-waiting for it, across entries and within one, so an entry of 500 tags is as fast as 50
+after a 429 (``syncer.tools.throttle``). Discovery keeps that many threads on one queue of
+listings and HEADs, across entries and within one, so an entry of 500 tags is as fast as 50
 entries of 10.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import functools
+import queue
+import threading
+from collections.abc import Callable, Iterable
 
 from syncer.core.model import Catalog, EntryDiscovery, ImageEntry, UpstreamTag
 from syncer.core.selection import needs_listing, select_tags
@@ -72,14 +74,9 @@ class Sources:
         return self._clients[host]
 
 
-# Runs a function over items, results in order: ``map`` itself, or a thread pool's.
-Mapper = Callable[
-    [Callable[[str], "ManifestRef | SyncerError"], Iterable[str]], Iterator["ManifestRef | SyncerError"]
-]
-
-
-def discover_entry(entry: ImageEntry, client: RegistryClient, heads: Mapper = map) -> EntryDiscovery:
-    """``heads`` sends the entry's HEADs: one after another by default, or a pool's map."""
+def _listed(entry: ImageEntry, client: RegistryClient) -> tuple[EntryDiscovery, tuple[str, ...]]:
+    """The entry's listing (when it has a ``match``) and the tags to resolve; none when the
+    listing failed, which is then the entry's error."""
     result = EntryDiscovery(entry=entry)
     upstream: list[str] | None = None
     if needs_listing(entry):
@@ -88,7 +85,7 @@ def discover_entry(entry: ImageEntry, client: RegistryClient, heads: Mapper = ma
         except SyncerError as err:
             result.errors.append(f"cannot list tags of {entry.source}: {err}")
             result.ratelimit = client.ratelimit
-            return result
+            return result, ()
         upstream = listing.tags
         if listing.dropped:
             shown = ", ".join(listing.dropped[:DROPPED_SHOWN])
@@ -102,14 +99,16 @@ def discover_entry(entry: ImageEntry, client: RegistryClient, heads: Mapper = ma
         result.listed = frozenset(upstream)
     selection = select_tags(entry, upstream)
     result.missing.extend(selection.missing_explicit)
+    return result, selection.tags
 
-    def resolve(tag: str) -> ManifestRef | SyncerError:
-        try:
-            return client.head_manifest(entry.source_path, tag)
-        except SyncerError as err:
-            return err
 
-    for tag, head in zip(selection.tags, heads(resolve, selection.tags), strict=True):
+def _resolved(
+    result: EntryDiscovery, tags: tuple[str, ...], heads: list[object], client: RegistryClient
+) -> EntryDiscovery:
+    """``result`` completed with the answers to the HEADs of ``tags``, in order: a
+    ManifestRef, a SyncerError, or any other exception (a bug), which fails the entry."""
+    entry = result.entry
+    for tag, head in zip(tags, heads, strict=True):
         if isinstance(head, NotFoundError):
             if tag in entry.tags:
                 result.missing.append(tag)
@@ -117,9 +116,12 @@ def discover_entry(entry: ImageEntry, client: RegistryClient, heads: Mapper = ma
                 # Listed a moment ago, gone now: deleted upstream in between, i.e. vanished.
                 result.listed = result.listed - {tag}
             continue
-        if not isinstance(head, ManifestRef):
+        if isinstance(head, SyncerError):
             result.errors.append(f"{entry.source}:{tag}: {head}")
             continue
+        if not isinstance(head, ManifestRef):
+            assert isinstance(head, BaseException)
+            raise head
         result.tags.append(
             UpstreamTag(
                 name=entry.name,
@@ -133,6 +135,47 @@ def discover_entry(entry: ImageEntry, client: RegistryClient, heads: Mapper = ma
     return result
 
 
+class _Workers:
+    """``count`` threads running tasks from one queue until none is left; a task may add
+    more. No futures: on a two-core runner a no-op run is CPU-bound, and two thread pools
+    (one for entries, one for their HEADs, each HEAD a future an entry thread waited on)
+    cost about a quarter of a millisecond per HEAD (benchmarks/README.md). Tasks must not
+    raise: each catches what it records."""
+
+    def __init__(self, count: int):
+        self._count = max(1, count)
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._left = 0  # tasks added and not yet finished
+        self._lock = threading.Lock()
+
+    def add(self, tasks: Iterable[Callable[[], None]]) -> None:
+        tasks = list(tasks)
+        with self._lock:
+            self._left += len(tasks)
+        for task in tasks:
+            self._queue.put(task)
+
+    def run(self) -> None:
+        """Runs until every task, those added meanwhile included, has finished."""
+        if not self._left:
+            return
+        threads = [threading.Thread(target=self._work, daemon=True) for _ in range(self._count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _work(self) -> None:
+        while (task := self._queue.get()) is not None:
+            task()
+            with self._lock:
+                self._left -= 1
+                last = not self._left
+            if last:
+                for _ in range(self._count):
+                    self._queue.put(None)
+
+
 def discover(entries: list[ImageEntry], sources: Sources) -> list[EntryDiscovery]:
     """Discover every entry; results keep the entries' order."""
     # Clients are created up front so that worker threads share them instead of racing, and
@@ -142,26 +185,57 @@ def discover(entries: list[ImageEntry], sources: Sources) -> list[EntryDiscovery
         try:
             client = sources.client(host)
         except SyncerError:
-            continue  # reported per entry by one()
+            continue  # reported per entry by list_one()
         client.expect_pulls(e.source_path for e in entries if e.source_host == host)
         workers += sources.endpoint(host).concurrency
-    # As many threads as requests may be in flight, for listings and for HEADs each: the
-    # clients' throttles, not the pools, decide how many are.
-    with (
-        ThreadPoolExecutor(max_workers=max(1, workers)) as entry_pool,
-        ThreadPoolExecutor(max_workers=max(1, workers)) as head_pool,
-    ):
+    # As many threads as requests may be in flight, listings and HEADs alike: the clients'
+    # throttles, not the threads, decide how many are.
+    work = _Workers(workers)
+    results: list[EntryDiscovery | None] = [None] * len(entries)
 
-        def one(entry: ImageEntry) -> EntryDiscovery:
+    def failed(index: int, err: BaseException) -> None:
+        entry = entries[index]
+        results[index] = EntryDiscovery(
+            entry=entry, errors=[f"cannot discover {entry.source}: {failure_text(err)}"]
+        )
+
+    def list_one(index: int) -> None:
+        entry = entries[index]
+        try:
+            client = sources.client(entry.source_host)
+        except SyncerError as err:  # e.g. a credential variable that is not set
+            results[index] = EntryDiscovery(entry=entry, errors=[str(err)])
+            return
+        try:
+            result, tags = _listed(entry, client)
+            if not tags:
+                results[index] = _resolved(result, tags, [], client)
+                return
+        except Exception as err:  # noqa: BLE001 - one entry's failure must not stop the others
+            failed(index, err)
+            return
+        heads: list[object] = [None] * len(tags)
+        left = [len(tags)]
+        lock = threading.Lock()
+
+        def head_one(slot: int) -> None:
             try:
-                client = sources.client(entry.source_host)
-            except SyncerError as err:  # e.g. a credential variable that is not set
-                return EntryDiscovery(entry=entry, errors=[str(err)])
+                heads[slot] = client.head_manifest(entry.source_path, tags[slot])
+            except Exception as err:  # noqa: BLE001 - kept for _resolved, as the entry's
+                heads[slot] = err
+            with lock:
+                left[0] -= 1
+                if left[0]:
+                    return
             try:
-                return discover_entry(entry, client, head_pool.map)
+                results[index] = _resolved(result, tags, heads, client)
             except Exception as err:  # noqa: BLE001 - one entry's failure must not stop the others
-                return EntryDiscovery(
-                    entry=entry, errors=[f"cannot discover {entry.source}: {failure_text(err)}"]
-                )
+                failed(index, err)
 
-        return list(entry_pool.map(one, entries))
+        work.add(functools.partial(head_one, slot) for slot in range(len(tags)))
+
+    work.add(functools.partial(list_one, index) for index in range(len(entries)))
+    work.run()
+    found = [r for r in results if r is not None]
+    assert len(found) == len(entries), "every task records its entry's result"
+    return found

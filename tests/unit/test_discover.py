@@ -7,7 +7,7 @@ import time
 
 from syncer.core.model import ImageEntry
 from syncer.errors import NotFoundError
-from syncer.stages.discover import discover, discover_entry
+from syncer.stages.discover import discover
 from syncer.tools.endpoints import Endpoint
 from syncer.tools.registry import ManifestRef, TagListing
 
@@ -41,7 +41,7 @@ class FakeUpstream:
 def test_explicit_tags_need_no_listing_and_a_missing_one_is_reported():
     entry = ImageEntry(source="docker.io/library/nginx", name="nginx", tags=("1.0", "9.9"))
     up = FakeUpstream(listed=[], present={"1.0"})
-    found = discover_entry(entry, up)
+    [found] = discover([entry], OneHost(up, 1))
     assert up.calls == ["HEAD", "HEAD"]
     assert [t.tag for t in found.tags] == ["1.0"] and found.missing == ["9.9"]
     assert found.listed is None
@@ -50,7 +50,7 @@ def test_explicit_tags_need_no_listing_and_a_missing_one_is_reported():
 def test_a_matched_tag_deleted_between_listing_and_head_is_vanished_not_missing():
     entry = ImageEntry(source="docker.io/library/nginx", name="nginx", match=r"1\.\d+")
     up = FakeUpstream(listed=["1.0", "1.1"], present={"1.0"})
-    found = discover_entry(entry, up)
+    [found] = discover([entry], OneHost(up, 1))
     assert [t.tag for t in found.tags] == ["1.0"]
     assert found.missing == [] and found.errors == []
     assert found.listed == frozenset({"1.0"})
@@ -129,3 +129,31 @@ def test_the_heads_of_one_entry_go_out_concurrently_and_results_keep_their_order
     assert found.missing == ["1.7"]
     assert 1 < up.peak <= 8
     assert up.expected == ["library/nginx"], "the client was told which repositories follow"
+
+
+class BuggyHeads(FakeUpstream):
+    """A HEAD of tag ``1.3`` raises what no boundary maps."""
+
+    def head_manifest(self, repository, tag):
+        if repository == "library/bad" and tag == "1.3":
+            raise KeyError("digest")
+        return super().head_manifest(repository, tag)
+
+
+def test_a_head_that_raises_anything_fails_its_entry_alone_and_every_other_finishes():
+    tags = tuple(f"1.{i}" for i in range(6))
+    names = [f"app{i}" for i in range(30)] + ["bad"]
+    entries = [ImageEntry(source=f"docker.io/library/{n}", name=n, match=r"1\.\d+") for n in names]
+    up = BuggyHeads(listed=list(tags), present=set(tags))
+    found = discover(entries, OneHost(up, 3))
+    assert [f.entry.name for f in found] == names, "results keep the entries' order"
+    assert all([t.tag for t in f.tags] == list(tags) and not f.errors for f in found[:-1])
+    assert found[-1].errors == [
+        "cannot discover docker.io/library/bad: internal error: KeyError: 'digest'; this is a "
+        "bug in syncer, please report it with this message"
+    ]
+    assert up.calls.count("list") == len(names) and up.calls.count("HEAD") == len(names) * len(tags) - 1
+
+
+def test_no_entries_discover_nothing():
+    assert discover([], OneHost(FakeUpstream([], set()), 4)) == []
