@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import hashlib
 import http.client
 import io
@@ -375,28 +376,34 @@ class BodyError(Exception):
     names. Not retried: the registry sent it, and would send it again."""
 
 
-def read_body(resp: requests.Response, limit: int, deadline: float, status: int) -> bytes:
-    """The body of an answer sent with ``stream=True``: at most ``limit`` bytes (decoded),
-    in by ``deadline`` (time.monotonic()), whatever the server does. Redirect bodies are
-    not read; error bodies only up to ERROR_BODY_MAX, for their message (b"" beyond that:
-    the status tells what went wrong)."""
+def read_body(
+    headers: Mapping[str, str], read1: Callable[[int], bytes], limit: int, deadline: float, status: int
+) -> bytes:
+    """The body of an answer, as ``read1(n)`` gives it (at most ``n`` bytes of whatever one
+    read of the socket returns, without content decoding; b"" at its end): at most ``limit``
+    bytes (decoded), in by ``deadline`` (time.monotonic()), whatever the server does. Both
+    transports read bodies through it: requests' with ``stream=True``, ``KeptConnections``'.
+    Redirect bodies are not read; error bodies only up to ERROR_BODY_MAX, for their message
+    (b"" beyond that: the status tells what went wrong)."""
     if 300 <= status < 400:
         return b""
     error = status >= 400
     cap = min(limit, ERROR_BODY_MAX) if error else limit
     try:
-        return _read_capped(resp, cap, deadline)
+        return _read_capped(headers, read1, cap, deadline)
     except (BodyError, urllib3.exceptions.HTTPError, OSError, http.client.HTTPException):
         if error:
             return b""
         raise
 
 
-def _read_capped(resp: requests.Response, cap: int, deadline: float) -> bytes:
-    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+def _read_capped(
+    headers: Mapping[str, str], read1: Callable[[int], bytes], cap: int, deadline: float
+) -> bytes:
+    encoding = headers.get("Content-Encoding", "").strip().lower()
     if encoding not in ("", "identity", "gzip"):
         raise BodyError(f"sent a body in Content-Encoding {_described(encoding)}, which was not asked for")
-    length = resp.headers.get("Content-Length", "")
+    length = headers.get("Content-Length", "")
     if length.isdigit() and int(length) > cap:
         raise BodyError(
             f"announced an answer of {int(length)} bytes, more than the "
@@ -411,7 +418,7 @@ def _read_capped(resp: requests.Response, cap: int, deadline: float) -> bytes:
             raise BodyError(f"sent its answer too slowly ({received} bytes received before the deadline)")
         # read1: whatever one read of the socket returns, so that a server sending a byte at
         # a time cannot hold the loop past the deadline.
-        data = resp.raw.read1(_READ_SIZE, decode_content=False)
+        data = read1(_READ_SIZE)
         if not data:
             break
         received += len(data)
@@ -479,10 +486,11 @@ def transport_failure(err: BaseException) -> tuple[bool, str]:
     return False, f"failed ({type(err).__name__})"
 
 
-# --- manifest HEADs ------------------------------------------------------------------------
+# --- kept-alive connections ---------------------------------------------------------------
 
-# The header block of an answer read by ``HeadConnections``: http.client's own bound on one
-# header line, and far above the ~1 KiB a registry's HEAD answer has.
+# The header block of an answer read by ``KeptConnections``: http.client's own bound on one
+# header line, and far above the ~1 KiB a registry's answer has. Also the bound on one line
+# of a chunked body's framing.
 HEAD_MAX = 64 << 10
 _REQUEST_TARGET_RE = re.compile(r"/[!-~]*")  # printable ASCII, no space: sent as it is
 
@@ -497,19 +505,22 @@ class _Received:
         return io.BytesIO(self._data)
 
 
-class HeadConnections:
-    """The transport of ``RegistryClient``'s HEADs to its own registry: one kept-alive
-    connection per thread and origin, the answer's header block read from the socket within
-    the request's deadline and parsed as ``http.client`` parses it under requests
-    (``_parse_head``).
+class KeptConnections:
+    """The transport of ``RegistryClient``'s HEADs and GETs (those read whole: manifests,
+    tag lists, signature payloads) to its own registry: one kept-alive connection per thread
+    and origin, the answer's header block read from the socket within the request's deadline
+    and parsed as ``http.client`` parses it under requests (``_parse_head``), its body
+    delimited as its framing says (``_Framed``) and read by ``read_body``, as requests' is.
 
-    A no-op run sends one manifest HEAD per tracked tag, and on a two-core runner its time is
-    the client's CPU per request: through requests a HEAD costs 1.6-2.2 ms of CPU, most of
-    it in request preparation, here a third of that or less (benchmarks/README.md). This is no
-    second HTTP client: it only exchanges bytes. The client decides what is sent and does all
-    the rest (throttle, retries, redirects, challenges, digest checks) for both transports
-    alike, and its failures are those ``transport_failure`` maps: socket, TLS and
-    ``http.client`` errors, and BodyError for an answer too slow or too large.
+    A no-op run sends one manifest HEAD per tracked tag and one tag list per repository, and
+    on a two-core runner its time is the client's CPU per request: through requests a HEAD
+    costs 1.6-2.2 ms of CPU and a tag list about 2 ms, most of it in request preparation,
+    here a third of that or less (benchmarks/README.md). This is no second HTTP client: it
+    only exchanges bytes. The client decides what is sent and does all the rest (throttle,
+    retries, redirects, challenges, digest checks, body caps) for both transports alike, and
+    its failures are those ``transport_failure`` maps: socket, TLS and ``http.client``
+    errors, and BodyError for an answer too slow, too large or framed in a way it does not
+    read.
 
     ``verify``: the client's requests setting (False, True for requests' CA bundle, or a CA
     file or directory), turned into the TLS context requests' urllib3 would build from it."""
@@ -531,11 +542,15 @@ class HeadConnections:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         return bool(_REQUEST_TARGET_RE.fullmatch(target)) and not parts.fragment
 
-    def head(self, url: str, headers: Mapping[str, str], timeout: float, deadline: float) -> Answer:
+    def exchange(
+        self, method: str, url: str, headers: Mapping[str, str], timeout: float, deadline: float, limit: int
+    ) -> Answer:
+        """``method`` (HEAD or GET, no request body) of ``url`` and its answer, the body read
+        within ``limit`` as ``read_body`` reads it."""
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         lines = [
-            f"HEAD {target} HTTP/1.1",
+            f"{method} {target} HTTP/1.1",
             f"Host: {parts.netloc}",
             f"User-Agent: {self._user_agent}",
             "Accept-Encoding: gzip",
@@ -557,10 +572,16 @@ class HeadConnections:
             found: requests.structures.CaseInsensitiveDict[str] = requests.structures.CaseInsensitiveDict()
             for name, value in fields:  # repeated headers joined, as urllib3 does
                 found[name] = f"{found[name]}, {value}" if name in found else value
-            # Bytes after a HEAD answer's headers would be a body it must not have: what the
-            # connection holds next would not line up with the next request.
-            keep = not will_close and not extra
-            return Answer("HEAD", url, status, reason, found)
+            if method == "HEAD" or status < 200 or status in (204, 304):
+                # Bytes after the headers of an answer without a body would be one it must
+                # not have: what the connection holds next would not line up with the next
+                # request.
+                keep = not will_close and not extra
+                return Answer(method, url, status, reason, found)
+            body = _Framed(sock, extra, found, timeout, deadline)
+            content = read_body(found, body.read1, limit, deadline, status)
+            keep = not will_close and body.complete
+            return Answer(method, url, status, reason, found, content)
         finally:
             if not keep:
                 self._forget(key, sock)
@@ -624,6 +645,105 @@ class HeadConnections:
             return self._context
 
 
+class _Framed:
+    """The body of an answer on a ``KeptConnections`` socket, as its framing delimits it:
+    chunked, a Content-Length, or the connection's end. ``read1`` as ``read_body`` wants it,
+    each read of the socket within the request's deadline; a body cut short raises
+    http.client.IncompleteRead, as urllib3 and http.client do."""
+
+    def __init__(
+        self, sock: socket.socket, data: bytes, headers: Mapping[str, str], timeout: float, deadline: float
+    ):
+        self._sock, self._data = sock, data
+        self._timeout, self._deadline = timeout, deadline
+        self._done = False
+        self._chunked = False
+        self._left: int | None = None  # bytes of the body (chunked: of this chunk); None: until the end
+        self._chunks = 0  # chunks begun
+        coding = headers.get("Transfer-Encoding", "").strip().lower()
+        length = headers.get("Content-Length")
+        if coding:
+            if coding != "chunked":
+                raise BodyError(
+                    f"sent a body in Transfer-Encoding {_described(coding)}, which was not asked for"
+                )
+            self._chunked, self._left = True, 0
+        elif length is not None:
+            values = {v.strip() for v in length.split(",")}  # repeated headers, joined
+            value = values.pop() if len(values) == 1 else ""
+            if not value.isdigit():
+                raise BodyError(f"sent a Content-Length that is no length ({_described(length)})")
+            self._left = int(value)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the body was read to its end and nothing follows it: the connection
+        may carry the next request."""
+        return self._done and self._left is not None and not self._data
+
+    def read1(self, size: int) -> bytes:
+        if self._done:
+            return b""
+        if self._chunked and not self._left:
+            if self._chunks:
+                self._line()  # the line break that ends the chunk before
+            line = self._line().split(b";", 1)[0].strip()
+            if not line or any(c not in b"0123456789abcdefABCDEF" for c in line):
+                raise http.client.IncompleteRead(b"")  # as urllib3's InvalidChunkLength
+            self._left, self._chunks = int(line, 16), self._chunks + 1
+            if not self._left:
+                while self._line():  # trailer fields, up to the blank line
+                    pass
+                self._done = True
+                return b""
+        elif self._left == 0:
+            self._done = True
+            return b""
+        if not self._data:
+            self._data = self._recv()
+            if not self._data:
+                if self._left is not None:
+                    raise http.client.IncompleteRead(b"", self._left)
+                self._done = True
+                return b""
+        want = size if self._left is None else min(size, self._left)
+        chunk, self._data = self._data[:want], self._data[want:]
+        if self._left is not None:
+            self._left -= len(chunk)
+        return chunk
+
+    def _line(self) -> bytes:
+        """One line of the chunked framing, without its line break."""
+        while (end := self._data.find(b"\r\n", 0, HEAD_MAX)) < 0:
+            if len(self._data) >= HEAD_MAX:
+                raise BodyError(f"sent a chunk header longer than {HEAD_MAX >> 10} KiB")
+            more = self._recv()
+            if not more:
+                raise http.client.IncompleteRead(b"")
+            self._data += more
+        line, self._data = self._data[:end], self._data[end + 2 :]
+        return line
+
+    def _recv(self) -> bytes:
+        return _recv_within(self._sock, self._timeout, self._deadline, "not all of the body")
+
+
+def _recv_within(sock: socket.socket, timeout: float, deadline: float, received: str) -> bytes:
+    """One read of the socket, within ``timeout`` and by ``deadline``; b"" at its end.
+    BodyError when the deadline comes first (``received`` says how far the answer got)."""
+    too_slow = BodyError(f"sent its answer too slowly ({received} received before the deadline)")
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise too_slow
+    sock.settimeout(min(timeout, left))
+    try:
+        return sock.recv(_READ_SIZE)
+    except TimeoutError:
+        if left < timeout:  # the wait was cut short by the deadline, not the read timeout
+            raise too_slow from None
+        raise
+
+
 _PLAIN_FIELD_RE = re.compile(r"[!-9;-~]+:[^\r\n]*")  # a name, a colon, a value on one line
 _MAX_FIELDS = 100  # http.client's bound (_MAXHEADERS)
 
@@ -667,19 +787,7 @@ def _read_header_block(sock: socket.socket, timeout: float, deadline: float) -> 
             return data[: end + 4], data[end + 4 :]
         if len(data) >= HEAD_MAX + 4:
             raise BodyError(f"sent headers larger than the {HEAD_MAX >> 10} KiB an answer's headers may have")
-        left = deadline - time.monotonic()
-        too_slow = BodyError(
-            f"sent its answer too slowly ({len(data)} bytes of headers received before the deadline)"
-        )
-        if left <= 0:
-            raise too_slow
-        sock.settimeout(min(timeout, left))
-        try:
-            chunk = sock.recv(HEAD_MAX)
-        except TimeoutError:
-            if left < timeout:  # the wait was cut short by the deadline, not the read timeout
-                raise too_slow from None
-            raise
+        chunk = _recv_within(sock, timeout, deadline, f"{len(data)} bytes of headers")
         if not chunk:
             raise http.client.RemoteDisconnected("Remote end closed connection without response")
         data += chunk
@@ -737,7 +845,7 @@ class RegistryClient:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
-        self._heads: HeadConnections | None = None  # once a HEAD goes through it
+        self._kept: KeptConnections | None = None  # once a request goes through it
         # Passed with every request: requests lets REQUESTS_CA_BUNDLE override a session's
         # verify setting, which would silently drop ca_file and tls_verify: false.
         self._requests_verify: str | bool = (ca_file or _env_ca_bundle() or True) if tls_verify else False
@@ -769,8 +877,8 @@ class RegistryClient:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
             session.close()
-        if self._heads is not None:
-            self._heads.close()
+        if self._kept is not None:
+            self._kept.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -1307,9 +1415,9 @@ class RegistryClient:
         status: int | None = None
         try:
             deadline = time.monotonic() + self.deadline
-            heads = self._head_connections(method, url, kwargs)
-            if heads is not None:
-                resp = heads.head(url, headers, self.timeout, deadline)
+            kept = self._kept_connections(method, url, stream, kwargs)
+            if kept is not None:
+                resp = kept.exchange(method, url, headers, self.timeout, deadline, limit)
             else:
                 raw = self._session().request(
                     method,
@@ -1327,7 +1435,13 @@ class RegistryClient:
                     resp.stream = raw
                 else:
                     try:
-                        resp.content = read_body(raw, limit, deadline, raw.status_code)
+                        resp.content = read_body(
+                            raw.headers,
+                            functools.partial(raw.raw.read1, decode_content=False),
+                            limit,
+                            deadline,
+                            raw.status_code,
+                        )
                     finally:
                         raw.close()
             status = resp.status_code
@@ -1346,22 +1460,24 @@ class RegistryClient:
                 self.ratelimit = budget
         return resp
 
-    def _head_connections(self, method: str, url: str, kwargs: dict) -> HeadConnections | None:
-        """The transport for a HEAD without parameters to the registry itself, not through a
-        proxy; None for everything else, which requests sends."""
+    def _kept_connections(self, method: str, url: str, stream: bool, kwargs: dict) -> KeptConnections | None:
+        """The transport for a HEAD, or a GET read whole, with no parameters or body beyond
+        its URL, to the registry itself, not through a proxy; None for everything else
+        (uploads, streamed blobs, token requests, other hosts), which requests sends."""
         if (
-            method != "HEAD"
-            or kwargs
+            method not in ("HEAD", "GET")
+            or stream
+            or any(value is not None for value in kwargs.values())
             or urlsplit(url).netloc != self.endpoint
             or self._proxies_for(url)
-            or not HeadConnections.serves(url)
+            or not KeptConnections.serves(url)
         ):
             return None
-        if self._heads is None:
+        if self._kept is None:
             with self._lock:
-                if self._heads is None:
-                    self._heads = HeadConnections(self._requests_verify, self.user_agent, self.client_cert)
-        return self._heads
+                if self._kept is None:
+                    self._kept = KeptConnections(self._requests_verify, self.user_agent, self.client_cert)
+        return self._kept
 
     def _proxies_for(self, url: str) -> dict[str, str]:
         """HTTP(S)_PROXY and NO_PROXY as requests would apply them, once per scheme and host."""

@@ -506,7 +506,7 @@ def test_one_client_shared_by_threads(registry: Registry) -> None:
             t.join(timeout=20)
         assert results == digests
         assert client.stats["HEAD manifest"] == 12
-        assert len(client._heads._open) == 4, "one kept-alive connection per thread"
+        assert len(client._kept._open) == 4, "one kept-alive connection per thread"
 
 
 def test_heads_reconnect_when_the_registry_closed_the_kept_alive_connection(registry: Registry) -> None:

@@ -1,7 +1,7 @@
-"""Manifest HEADs against the hostile registry of tests/harness/hostile.py: they go through
-the client's kept-alive HEAD connections (``HeadConnections``), and every bad answer ends as
-the same typed error, through the same redirect, challenge, digest and throttle code, as on
-the requests path."""
+"""Manifest HEADs and tag lists against the hostile registry of tests/harness/hostile.py:
+they go through the client's kept-alive connections (``KeptConnections``), and every bad
+answer ends as the same typed error, through the same redirect, challenge, digest, body and
+throttle code, as on the requests path."""
 
 from __future__ import annotations
 
@@ -89,6 +89,34 @@ def test_heads_over_tls_trust_the_registry_ca_as_the_requests_path_does(tmp_path
             pytest.raises(RegistryError, match="could not be verified"),
         ):
             client.head_manifest("elsewhere", "1.0")
+
+
+def test_tag_lists_and_heads_share_one_kept_alive_connection_without_requests(hostile) -> None:
+    with _client(hostile) as client:
+        for _ in range(3):
+            assert client.list_tags("chunked").tags == ["1.0", "1.1"]
+            assert client.head_manifest("elsewhere", "1.0").digest == DIGEST
+            assert client.list_tags("junk").tags == ["1.0"]  # framed by Content-Length
+        assert client._sessions == [], "nothing went through requests"
+    assert len(hostile.ports) == 9 and len(set(hostile.ports)) == 1, "one connection for all"
+
+
+@pytest.mark.parametrize(
+    "repository, said",
+    [
+        ("badchunk", "broke off its answer"),
+        ("cutchunk", "broke off its answer"),
+        ("tegzip", "Transfer-Encoding 'gzip, chunked', which was not asked for"),
+    ],
+)
+def test_bodies_that_break_their_framing_are_registry_errors_and_the_next_request_works(
+    hostile, repository, said
+) -> None:
+    with _client(hostile) as client:
+        with pytest.raises(RegistryError, match=said):
+            client.list_tags(repository)
+        assert client.list_tags("chunked").tags == ["1.0", "1.1"]
+    assert len(set(hostile.ports)) == 2, "the broken answer's connection was not used again"
 
 
 @pytest.mark.parametrize(

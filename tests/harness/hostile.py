@@ -10,6 +10,10 @@ its own bound. Repositories (``/v2/<name>/…``) and what their tag list answers
   are no tags (numbers, null, Markdown, HTML, a line break).
 - ``loop``: a redirect to itself; ``gzip``: ``Content-Encoding: gzip`` on a body that is not;
   ``cut``: a ``Content-Length`` of more than is sent before the connection closes.
+- ``chunked``: tags ``1.0`` and ``1.1`` in chunked transfer coding, over several chunks,
+  one with an extension, and a trailer field; the connection stays open. ``badchunk``: a
+  chunk size that is not hex; ``cutchunk``: a chunk cut off by the connection's close;
+  ``tegzip``: ``Transfer-Encoding: gzip, chunked``.
 - ``huge``: 300 MiB of tag list, streamed without a length; ``announced``: 300 MiB announced
   by ``Content-Length``; ``hugemanifest``: a manifest as large.
 - ``stall``: the start of an answer, then one byte every half second.
@@ -50,6 +54,10 @@ _CASES = frozenset(
         "loop",
         "gzip",
         "cut",
+        "chunked",
+        "badchunk",
+        "cutchunk",
+        "tegzip",
         "huge",
         "announced",
         "hugemanifest",
@@ -70,7 +78,7 @@ _HEAD_CASES = frozenset({"dripheaders", "hugeheader", "baddigest", "elsewhere", 
 
 class HostileRegistry(LocalServer):
     """Started by the constructor; ``stop()`` shuts it down. ``seen`` lists (method, path,
-    the Authorization header or "") of every request."""
+    the Authorization header or "") of every request, ``ports`` the client's port of each."""
 
     def __init__(
         self,
@@ -82,6 +90,7 @@ class HostileRegistry(LocalServer):
         self.credentials = credentials
         self.redirect_to = redirect_to  # host:port that ``elsewhere`` redirects to
         self.seen: list[tuple[str, str, str]] = []
+        self.ports: list[int] = []
         self._lock = threading.Lock()
         super().__init__(self._handler_class(), tls)
 
@@ -122,6 +131,7 @@ class HostileRegistry(LocalServer):
                 auth = self.headers.get("Authorization", "")
                 with hostile._lock:
                     hostile.seen.append((self.command, self.path, auth))
+                    hostile.ports.append(self.client_address[1])
                 parts = self.path.split("/")
                 repo = parts[2] if len(parts) > 3 and parts[1] == "v2" else ""
                 if self.path.startswith("/token"):
@@ -178,6 +188,39 @@ class HostileRegistry(LocalServer):
                 self.end_headers()
                 self.wfile.write(b'{"tags": ["1.0", "1.1')
                 self.wfile.flush()
+                self.close_connection = True
+
+            def _chunks(self, chunks: list[bytes], coding: str = "chunked") -> None:
+                """``chunks``, each as it is, in chunked transfer coding."""
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", coding)
+                self.end_headers()
+                self.wfile.write(b"".join(chunks))
+
+            def _chunked(self) -> None:
+                body = json.dumps({"name": "x", "tags": ["1.0", "1.1"]}).encode()
+                parts = [body[:5], body[5:17], body[17:]]
+                self._chunks(
+                    [
+                        b"%x\r\n%s\r\n" % (len(parts[0]), parts[0]),
+                        b"%x;note=here\r\n%s\r\n" % (len(parts[1]), parts[1]),
+                        b"%X\r\n%s\r\n" % (len(parts[2]), parts[2]),
+                        b"0\r\nX-Trailer: done\r\n\r\n",
+                    ]
+                )
+
+            def _badchunk(self) -> None:
+                self._chunks([b"zz\r\n{}\r\n0\r\n\r\n"])
+                self.close_connection = True
+
+            def _cutchunk(self) -> None:
+                self._chunks([b"64\r\n" + b'{"tags": ["1.0"'])
+                self.wfile.flush()
+                self.close_connection = True
+
+            def _tegzip(self) -> None:
+                self._chunks([b"2\r\n{}\r\n0\r\n\r\n"], "gzip, chunked")
                 self.close_connection = True
 
             def _stream(self, head: bytes, size: int, headers: dict[str, str]) -> None:
