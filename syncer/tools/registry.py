@@ -21,8 +21,10 @@ import logging
 import os
 import random
 import re
+import select
 import socket
 import ssl
+import sys
 import threading
 import time
 import warnings
@@ -30,15 +32,8 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urljoin, urlsplit
-
-import certifi
-import requests
-import urllib3
-import urllib3.util.ssl_
-import urllib3.util.wait
-from urllib3.exceptions import InsecureRequestWarning
 
 from syncer import __version__
 from syncer.core import redact, refs
@@ -53,6 +48,11 @@ from syncer.errors import (
     UsageError,
 )
 from syncer.tools.throttle import Throttle
+
+if TYPE_CHECKING:
+    # requests and urllib3 are imported where first used: a no-op run, whose requests all go
+    # on KeptConnections, never needs them (their import is 0.2-0.3 s of its CPU).
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +348,7 @@ class Answer:
     url: str
     status_code: int
     reason: str
-    headers: Mapping[str, str]  # requests' CaseInsensitiveDict
+    headers: Mapping[str, str]  # by name in any case: requests' CaseInsensitiveDict, or _Fields
     content: bytes = b""
     stream: requests.Response | None = field(default=None, repr=False)
 
@@ -356,7 +356,11 @@ class Answer:
     def links(self) -> dict[str, dict[str, str]]:
         """``Link`` header entries by their ``rel``, as requests' ``Response.links``."""
         header = self.headers.get("Link")
-        links = requests.utils.parse_header_links(header) if header else []
+        if not header:
+            return {}
+        import requests.utils
+
+        links = requests.utils.parse_header_links(header)
         return {link.get("rel") or link.get("url", ""): link for link in links}
 
     def json(self) -> object:
@@ -391,8 +395,12 @@ def read_body(
     cap = min(limit, ERROR_BODY_MAX) if error else limit
     try:
         return _read_capped(headers, read1, cap, deadline)
-    except (BodyError, urllib3.exceptions.HTTPError, OSError, http.client.HTTPException):
+    except (BodyError, OSError, http.client.HTTPException):
         if error:
+            return b""
+        raise
+    except Exception as err:
+        if error and _raised_by(err, "urllib3.exceptions", "HTTPError"):
             return b""
         raise
 
@@ -449,6 +457,9 @@ def transport_failure(err: BaseException) -> tuple[bool, str]:
     path goes through, so that each failure reads the same wherever it happened."""
     if isinstance(err, BodyError):
         return False, str(err)
+    import requests  # a failure is rare: its mapping may import what KeptConnections spares
+    import urllib3
+
     if isinstance(
         err,
         (
@@ -558,6 +569,8 @@ class KeptConnections:
         for name, value in headers.items():
             if any(c in name or c in value for c in "\r\n\0"):
                 # A value from a registry or token server could otherwise add headers.
+                import requests
+
                 raise requests.exceptions.InvalidHeader(f"the {name} header holds a line break")
             lines.append(f"{name}: {value}")
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -569,9 +582,7 @@ class KeptConnections:
             sock.sendall(request)
             block, extra = _read_header_block(sock, timeout, deadline)
             status, reason, fields, will_close = _parse_head(block)
-            found: requests.structures.CaseInsensitiveDict[str] = requests.structures.CaseInsensitiveDict()
-            for name, value in fields:  # repeated headers joined, as urllib3 does
-                found[name] = f"{found[name]}, {value}" if name in found else value
+            found = _Fields(fields)
             if method == "HEAD" or status < 200 or status in (204, 304):
                 # Bytes after the headers of an answer without a body would be one it must
                 # not have: what the connection holds next would not line up with the next
@@ -599,7 +610,7 @@ class KeptConnections:
         sock = pool.get(key)
         # A kept-alive connection the server has closed meanwhile reads as ready (EOF);
         # urllib3 makes the same check before reusing one.
-        if sock is not None and not urllib3.util.wait.wait_for_read(sock, timeout=0):
+        if sock is not None and not _readable(sock):
             return sock
         if sock is not None:
             self._forget(key, sock)
@@ -630,7 +641,9 @@ class KeptConnections:
     def _ssl_context(self) -> ssl.SSLContext:
         with self._lock:
             if self._context is None:
-                context = urllib3.util.ssl_.create_urllib3_context()
+                import certifi
+
+                context = tls_context()
                 if self._verify is False:
                     context.check_hostname = False
                     context.verify_mode = ssl.CERT_NONE
@@ -643,6 +656,64 @@ class KeptConnections:
                     context.load_cert_chain(*self._client_cert)
                 self._context = context
             return self._context
+
+
+def tls_context() -> ssl.SSLContext:
+    """The TLS context urllib3's ``create_urllib3_context()`` builds by default, the one
+    requests would use, before its trust is set: made here because the first request of a
+    run with tls_verify off tries HTTPS, and urllib3's import costs more CPU than the rest
+    of a no-op's start-up (a test compares both contexts)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_SSLv2 | ssl.OP_NO_SSLv3 | ssl.OP_NO_COMPRESSION | ssl.OP_NO_TICKET
+    if sys.version_info >= (3, 13):
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
+    context.post_handshake_auth = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    context.hostname_checks_common_name = False
+    if "SSLKEYLOGFILE" in os.environ:
+        keylog = os.path.expandvars(os.environ["SSLKEYLOGFILE"])
+        if keylog:
+            context.keylog_filename = keylog
+    return context
+
+
+class _Fields(Mapping[str, str]):
+    """An answer's header fields, found by name in any case, as in requests'
+    CaseInsensitiveDict; repeated fields joined by commas, as urllib3 joins them."""
+
+    def __init__(self, fields: Iterable[tuple[str, str]]):
+        self._fields: dict[str, tuple[str, str]] = {}  # lower-cased name: (name, value)
+        for name, value in fields:
+            key = name.lower()
+            known = self._fields.get(key)
+            self._fields[key] = (name, value) if known is None else (known[0], f"{known[1]}, {value}")
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name.lower()][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._fields.values())
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether a kept-alive connection has something to read before a request is sent on
+    it: it was closed by the server meanwhile (EOF), or holds bytes no request asked for.
+    urllib3 makes the same check before reusing a connection."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _raised_by(err: BaseException, module: str, *names: str) -> bool:
+    """Whether ``err`` is one of the exceptions ``names`` of ``module``; never when that
+    module was not imported (nothing of it can have raised), so it is not imported for it."""
+    found = sys.modules.get(module)
+    return found is not None and isinstance(err, tuple(getattr(found, name) for name in names))
 
 
 class _Framed:
@@ -859,10 +930,6 @@ class RegistryClient:
         self._expected: list[str] = []  # scopes expect_pulls named, in order
         self._expected_set: set[str] = set()
         self._expected_next = 0  # the first of them not yet offered to a batch
-        if not tls_verify:
-            # The catalog asked for no verification; urllib3's warning on every request
-            # would only bury the progress lines.
-            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.host!r}, endpoint={self.endpoint!r})"
@@ -1200,6 +1267,13 @@ class RegistryClient:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
+            import requests
+            from urllib3.exceptions import InsecureRequestWarning
+
+            if not self.tls_verify:
+                # The catalog asked for no verification; urllib3's warning on every request
+                # would only bury the progress lines.
+                warnings.filterwarnings("ignore", category=InsecureRequestWarning)
             session = requests.Session()
             # The environment (proxies, CA bundle) is read once per host by this client, not
             # by requests on every request: that scan of os.environ was a third of the CPU
@@ -1298,11 +1372,11 @@ class RegistryClient:
                 )
             except RegistryError:
                 raise
-            except (requests.exceptions.SSLError, ssl.SSLError) as err:
-                if urlsplit(url).netloc == self.endpoint and self._fall_back_to_http(err):
-                    continue
-                raise self._tls_error(err) from None
             except Exception as err:  # noqa: BLE001 - the boundary: nothing untyped leaves
+                if isinstance(err, ssl.SSLError) or _raised_by(err, "requests.exceptions", "SSLError"):
+                    if urlsplit(url).netloc == self.endpoint and self._fall_back_to_http(err):
+                        continue
+                    raise self._tls_error(err) from None
                 retry, reason = transport_failure(err)
                 problem = reason
                 if not retry:
@@ -1484,7 +1558,14 @@ class RegistryClient:
         parts = urlsplit(url)
         key = f"{parts.scheme}://{parts.netloc}"
         if key not in self._proxies:
-            self._proxies[key] = requests.utils.get_environ_proxies(key)
+            # requests reads the *_proxy variables (urllib's getproxies); with none set, its
+            # answer is {} whatever the URL, and requests need not be imported for it.
+            if any(name.lower().endswith("_proxy") for name in os.environ):
+                import requests.utils
+
+                self._proxies[key] = requests.utils.get_environ_proxies(key)
+            else:
+                self._proxies[key] = {}
         return self._proxies[key]
 
     def _rescheme(self, url: str) -> str:

@@ -35,8 +35,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import requests
-
 from syncer.core.markdown import is_web_url
 from syncer.core.model import Finding, LicenseFinding, Severity
 from syncer.core.refs import is_sha256_digest, parse_reference
@@ -537,6 +535,8 @@ class ServerInfo:
 def server_info(url: str) -> ServerInfo:
     """What a `trivy server` says of itself on /version; asked once per server and process,
     so that every record of a run names the DB the run started with."""
+    import requests  # here: a run that scans nothing (a no-op) spares its import
+
     try:
         resp = requests.get(f"{url}/version", timeout=30)
         resp.raise_for_status()
@@ -698,6 +698,8 @@ class RunServer:
             self._stop()
 
     def _start(self) -> None:
+        import requests
+
         self._cache.mkdir(parents=True, exist_ok=True)
         for name, mode, busy in (
             ("db.lock", fcntl.LOCK_SH, "its vulnerability DB is being updated"),

@@ -151,3 +151,30 @@ def test_header_blocks_read_as_http_client_reads_them(block: bytes) -> None:
             _parse_head(block)
         return
     assert _parse_head(block) == (answer.status, answer.reason, answer.msg.items(), answer.will_close)
+
+
+@pytest.mark.parametrize("keylog", [None, "/tmp/syncer-test-keylog"])
+def test_the_kept_connections_tls_context_is_the_one_urllib3_builds(monkeypatch, keylog) -> None:
+    from urllib3.util.ssl_ import create_urllib3_context
+
+    from syncer.tools.registry import tls_context
+
+    if keylog:
+        monkeypatch.setenv("SSLKEYLOGFILE", keylog)
+    else:
+        monkeypatch.delenv("SSLKEYLOGFILE", raising=False)
+    ours, theirs = tls_context(), create_urllib3_context()
+    for name in (
+        "protocol",
+        "minimum_version",
+        "maximum_version",
+        "options",
+        "verify_flags",
+        "verify_mode",
+        "check_hostname",
+        "post_handshake_auth",
+        "hostname_checks_common_name",
+        "keylog_filename",
+    ):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert [c["name"] for c in ours.get_ciphers()] == [c["name"] for c in theirs.get_ciphers()]
