@@ -25,8 +25,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import nacl.exceptions
-import nacl.secret
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -165,6 +163,8 @@ def _describe(key: object) -> str:
 
 
 def _encrypt(plaintext: bytes, passphrase: bytes) -> bytes:
+    import nacl.secret  # here and in _decrypt: a run that signs nothing spares its import
+
     salt = os.urandom(_SALT_SIZE)
     nonce = os.urandom(nacl.secret.SecretBox.NONCE_SIZE)
     box = nacl.secret.SecretBox(_scrypt(passphrase, salt, _WRITE_PARAMS))
@@ -179,6 +179,9 @@ def _encrypt(plaintext: bytes, passphrase: bytes) -> bytes:
 
 
 def _decrypt(body: bytes, passphrase: bytes, source: str) -> bytes:
+    import nacl.exceptions
+    import nacl.secret
+
     broken = SigningError(
         f"{source}: the encrypted key is damaged or not in cosign's format; "
         "restore it from its backup or create a new one with 'syncer keygen'"

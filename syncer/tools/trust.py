@@ -32,7 +32,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import certifi
-from cryptography import x509
 
 from syncer.errors import UsageError
 
@@ -154,6 +153,8 @@ def certificate_problem(path: str) -> str:
         return f"cannot be read ({err.strerror})"
     if len(data) > _FILE_MAX:
         return f"is larger than {_FILE_MAX >> 20} MiB"
+    from cryptography import x509  # only for a catalog that names certificates: a costly import
+
     try:
         # A system bundle holds old roots cryptography warns about (a serial number of
         # zero); Go accepts them, and the question here is only whether the file parses.
