@@ -693,6 +693,10 @@ class _Fields(Mapping[str, str]):
     def __getitem__(self, name: str) -> str:
         return self._fields[name.lower()][1]
 
+    def get(self, name: str, default: Any = None) -> Any:  # Mapping's, without its try/except
+        found = self._fields.get(name.lower())
+        return default if found is None else found[1]
+
     def __iter__(self) -> Iterator[str]:
         return (name for name, _ in self._fields.values())
 
