@@ -819,8 +819,13 @@ def _recv_within(sock: socket.socket, timeout: float, deadline: float, received:
         raise
 
 
-_PLAIN_FIELD_RE = re.compile(r"[!-9;-~]+:[^\r\n]*")  # a name, a colon, a value on one line
-_MAX_FIELDS = 100  # http.client's bound (_MAXHEADERS)
+_MAX_FIELDS = 99  # http.client's bound (_MAXHEADERS, 100 lines: the empty one counts)
+# A plain HTTP/1.1 header block: a final status, then fields of a name, a colon and a value
+# on one line each, then the empty line; matched whole, then split into its fields.
+_PLAIN_HEAD_RE = re.compile(
+    rf"HTTP/1\.1 ([2-5][0-9][0-9])(?: ([^\r\n]*))?\r\n((?:[!-9;-~]+:[^\r\n]*\r\n){{0,{_MAX_FIELDS}}})\r\n"
+)
+_PLAIN_FIELD_RE = re.compile(r"([!-9;-~]+):[ \t]*([^\r\n]*)\r\n")
 
 
 def _parse_head(block: bytes) -> tuple[int, str, list[tuple[str, str]], bool]:
@@ -829,24 +834,11 @@ def _parse_head(block: bytes) -> tuple[int, str, list[tuple[str, str]], bool]:
     registry's, is split here: http.client's email-based parser was a third of a HEAD's CPU.
     Anything else (another version, an interim answer, folded or odd lines) is parsed by
     http.client itself, so both read every answer alike."""
-    lines = block.decode("iso-8859-1").split("\r\n")[:-2]  # the block ends with an empty line
-    version, _, rest = lines[0].partition(" ")
-    code, _, reason = rest.partition(" ")
-    fields = lines[1:]
-    if (
-        version == "HTTP/1.1"
-        and len(code) == 3
-        and code.isdigit()
-        and code[0] in "2345"
-        and len(fields) <= _MAX_FIELDS
-        and all(map(_PLAIN_FIELD_RE.fullmatch, fields))
-    ):
-        pairs = []
-        for field in fields:
-            name, _, value = field.partition(":")
-            pairs.append((name, value.lstrip(" \t")))
+    plain = _PLAIN_HEAD_RE.fullmatch(block.decode("iso-8859-1"))
+    if plain is not None:
+        pairs: list[tuple[str, str]] = _PLAIN_FIELD_RE.findall(plain.group(3))
         connection = next((v for n, v in pairs if n.lower() == "connection"), "")
-        return int(code), reason.strip(), pairs, "close" in connection.lower()
+        return int(plain.group(1)), (plain.group(2) or "").strip(), pairs, "close" in connection.lower()
     answer = http.client.HTTPResponse(_Received(block), method="HEAD")  # type: ignore[arg-type]
     answer.begin()
     return answer.status, answer.reason or "", answer.msg.items(), answer.will_close

@@ -136,6 +136,13 @@ def test_bodies_that_break_their_framing_are_registry_errors_and_the_next_reques
         b"HTTP/1.1 200 OK\r\nNo colon here\r\nDocker-Content-Digest: sha256:ab\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX: caf\xe9\r\n\r\n",
         b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",
+        b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 100 + b"\r\n",
+        b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 204 \r\n\r\n",
+        b"HTTP/1.1 200 O\nK\r\nX: y\r\n\r\n",
+        b"HTTP/1.1 2\xb20 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n: empty name\r\n\r\n",
     ],
 )
 def test_header_blocks_read_as_http_client_reads_them(block: bytes) -> None:
