@@ -206,6 +206,7 @@ class Ledger:
         self._on_disk: dict[tuple[str, str], IndexEntry] | None = None  # ledger.json as read
         self._lines: dict[tuple[str, str], str] = {}  # serialised entries, reused by flush
         self._index_data: bytes | None = None  # ledger.json's bytes as last read or written
+        self._dirty = False  # entries differ from what ledger.json was read with
         self._unreadable: list[Unreadable] = []
         self._strays: list[str] = []
         self._notes: list[str] = []
@@ -285,6 +286,7 @@ class Ledger:
         self._index_data = data
         entries, problems = read_index(data, self.index_path)
         self._notes.extend(problems)
+        self._dirty = bool(problems)  # bad lines are written again even when their tags are gone
         return entries
 
     def _build_index(self) -> dict[tuple[str, str], IndexEntry]:
@@ -319,6 +321,7 @@ class Ledger:
         self._unreadable.sort(key=lambda u: (u.name, u.tag))
         self._strays.sort()
         dropped = len(stored.keys() - out.keys())
+        self._dirty = self._dirty or bool(remade or dropped)
         for gone in stored.keys() - out.keys():
             self._lines.pop(gone, None)
         if stored and (remade or dropped):
@@ -582,6 +585,7 @@ class Ledger:
             return False
         self._entries[key] = entry
         self._lines.pop(key, None)
+        self._dirty = True
         return True
 
     def touch_scan(self, name: str, tag: str, *, scanner: str, db_updated_at: str, scanned_at: str) -> bool:
@@ -608,8 +612,8 @@ class Ledger:
         """Writes ``ledger.json`` when the index differs from it; True when it wrote. Nothing
         to do for a ledger whose index was never loaded (its saves heal on the next load)."""
         with self._lock:
-            if self._entries is None:
-                return False
+            if self._entries is None or not self._dirty:
+                return False  # a no-op run's index is not even serialised
             lines = []
             for key in sorted(self._entries):
                 line = self._lines.get(key)
@@ -617,6 +621,7 @@ class Ledger:
                     line = self._lines[key] = entry_line(self._entries[key])
                 lines.append(line)
             data = index_text(lines).encode("utf-8")
+            self._dirty = False
             if data == self._index_data:
                 return False
             self._write(self.index_path, data)
@@ -1379,16 +1384,11 @@ def _ref_from_doc(rd: _Reader, doc: dict[str, Any]) -> _ScanRef:
     return _ScanRef(
         digest=rd.text(doc, "digest", where),
         result=rd.text(doc, "result", where),
-        found=FoundWith(
-            scanner=rd.text(doc, "scanner", where),
-            db_updated_at=rd.text(doc, "db_updated_at", where),
-            scanned_at=rd.text(doc, "scanned_at", where),
-        ),
+        found=_found_from_doc(rd, doc, where),
     )
 
 
-def _found_from_doc(rd: _Reader, doc: dict[str, Any]) -> FoundWith:
-    where = "found_with"
+def _found_from_doc(rd: _Reader, doc: dict[str, Any], where: str = "found_with") -> FoundWith:
     return FoundWith(
         scanner=rd.text(doc, "scanner", where),
         db_updated_at=rd.text(doc, "db_updated_at", where),

@@ -23,6 +23,7 @@ from syncer.core.model import (
 )
 from syncer.trail import ledger as ledger_module
 from syncer.trail.ledger import FoundWith, _ScanRef
+from tests.harness.properties import examples
 from tests.unit.test_ledger import full_record
 
 # Text of every kind a scanner, a registry or a person may put in a record: indicators,
@@ -146,7 +147,7 @@ def records(draw) -> Record:
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(1200), deadline=None)
 @given(TEXT)
 def test_each_scalar_the_ledger_writes_itself_is_the_one_ruamel_writes(value: str):
     doc = CommentedMap(
@@ -182,7 +183,7 @@ def both(doc) -> tuple[str, str]:
     return ledger_module._dump(doc), ledger_module._ruamel_dump(doc)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(90), deadline=None)
 @given(records())
 def test_documents_are_written_as_ruamel_writes_them(record: Record):
     assert record.scan is not None
