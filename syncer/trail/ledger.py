@@ -52,6 +52,7 @@ and skipped. Events are append-only and records are never deleted. Finding order
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -968,7 +969,22 @@ _NEEDS_QUOTES = re.compile(r"[:#,\[\]{}&*!|>'\"%@`]|^[-?]|\s$")
 
 
 _YAML11 = pyyaml.resolver.Resolver()
-_FastLoader = getattr(pyyaml, "CSafeLoader", pyyaml.SafeLoader)
+_SafeLoader = getattr(pyyaml, "CSafeLoader", pyyaml.SafeLoader)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _resolve_scalar(value: str, implicit: tuple[bool, bool]) -> str:
+    return _YAML11.resolve(pyyaml.ScalarNode, value, implicit)
+
+
+class _FastLoader(_SafeLoader):  # type: ignore[misc, valid-type]
+    """The safe loader with its scalar tags remembered: libyaml asks the Python resolver for
+    every scalar, and records repeat their words (that was a third of reading a record)."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is pyyaml.ScalarNode and not self.yaml_path_resolvers:
+            return _resolve_scalar(value, implicit)
+        return super().resolve(kind, value, implicit)
 
 
 def _represent_str(rep: RoundTripRepresenter, data: str) -> Any:
@@ -1019,6 +1035,9 @@ _PRINTABLE_ASCII = re.compile(r"[ -~]*")
 _YAML12 = VersionedResolver(version=(1, 2))
 
 
+# Records repeat their words (packages, versions, statuses, times): the resolvers were most of
+# the time of writing one. typed: True and 1 are different scalars.
+@functools.lru_cache(maxsize=1 << 16, typed=True)
 def _scalar(value: Any) -> str:
     if isinstance(value, str):
         if value == "":
