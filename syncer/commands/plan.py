@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from syncer.errors import SyncerError, UsageError
 
 if TYPE_CHECKING:
+    from syncer.core.model import Record
     from syncer.tools.trivy import TrivyOptions
 
 
@@ -170,7 +171,17 @@ def run(args: argparse.Namespace) -> int:
     )
     plan = pipeline.plan()
     progress.close()
-    plan.predictions = predict(plan, catalog, RunOptions().today, ledger.load)
+
+    def load(name: str, tag: str) -> Record | None:
+        # The index did not vouch for this record's decision, so it is read, and may be
+        # corrupt: that tag is an error of the plan, as an unreadable record is.
+        try:
+            return ledger.load(name, tag)
+        except SyncerError as err:
+            plan.errors.append((name, f"tag {tag}: {err}"))
+            return None
+
+    plan.predictions = predict(plan, catalog, RunOptions().today, load)
     for diagnostic in locate_missing(plan, catalog):
         print(diagnostic, file=sys.stderr)
         if os.environ.get("GITHUB_ACTIONS") == "true":
