@@ -5,9 +5,11 @@ before commits only the index, and an exception that no longer applies re-decide
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
+import yaml
 
 from syncer.core.model import State
 from syncer.trail.ledger import content_key, index_bytes, read_index
@@ -142,3 +144,59 @@ def test_an_exception_that_no_longer_applies_re_decides_its_promoted_tag(world):
     rec = world.record("nginx", "1.27.3")
     assert rec.state is State.FLAGGED
     assert any("expired on 2020-01-31" in r for r in rec.reasons), rec.reasons
+
+
+def to_format1(world: World) -> None:
+    """Rewrites the trail as syncer wrote it before ledger format 2 (commit 48582ff): each
+    record with its scan inline (the stored result's content under the record's scan times),
+    no ``format`` key, no scans/ and no ledger.json."""
+    for path in sorted((world.reports / "records").rglob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        doc.pop("format")
+        ref = doc["scan"]
+        if ref is not None:
+            result_path = world.reports / "scans" / doc["name"] / (ref["digest"].replace(":", "-") + ".yaml")
+            result = yaml.safe_load(result_path.read_text())
+            result.pop("found_with", None)
+            times = {k: ref[k] for k in ("digest", "scanner", "db_updated_at", "scanned_at")}
+            doc["scan"] = {**times, **{k: v for k, v in result.items() if k != "digest"}}
+        path.write_text(yaml.safe_dump(doc, sort_keys=False, width=100_000))
+    shutil.rmtree(world.reports / "scans")
+    (world.reports / "ledger.json").unlink()
+
+
+def test_the_first_run_after_the_upgrade_migrates_the_trail_in_a_commit_of_its_own(gworld):
+    world = gworld
+    world.run("--commit")
+    tags = [("alpine", "3.20"), ("nginx", "1.27.3")]
+    before = {key: world.record(*key) for key in tags}
+    pages = {p: b for p, b in world.tree().items() if not p.startswith(("records/", "scans/", "ledger.json"))}
+    to_format1(world)
+    git(world.root, "commit", "-q", "-am", "the trail as syncer wrote it before format 2")
+    assert not (world.reports / "ledger.json").exists()
+    assert {key: world.record(*key) for key in tags} == before  # format 1 is read as it is
+
+    proc = world.run("--commit")
+
+    assert "migrated 2 records to format 2" in proc.stderr
+    subjects = git(world.root, "log", "--format=%s", "-3").splitlines()
+    assert subjects[1:] == [
+        "ledger: migrate 2 records to format 2",
+        "the trail as syncer wrote it before format 2",
+    ]
+    migration = git(world.root, "show", "--name-only", "--format=", "HEAD~1").split()
+    assert "reports/ledger.json" in migration
+    assert {f for f in migration if f.startswith("reports/records/")} == {
+        "reports/records/alpine/3.20.yaml",
+        "reports/records/nginx/1.27.3.yaml",
+    }
+    assert any(f.startswith("reports/scans/nginx/sha256-") for f in migration)
+    # The run after it decided every tag as before, so it changed only the index.
+    assert git(world.root, "show", "--name-only", "--format=", "HEAD").split() == ["reports/ledger.json"]
+    assert {key: world.record(*key) for key in tags} == before
+    assert {p: b for p, b in world.tree().items() if p in pages} == pages
+    assert git(world.root, "status", "--porcelain").strip() == ""
+
+    head = git(world.root, "rev-parse", "HEAD").strip()
+    world.run("--commit")
+    assert git(world.root, "rev-parse", "HEAD").strip() == head
