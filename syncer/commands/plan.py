@@ -5,7 +5,9 @@ under reports/records/. Needs no credentials for the target registry and writes 
 Also predicts, offline, what the next run would decide anew: every recorded tag that needs no
 copy or re-scan is evaluated from its recorded scan against this catalog (a pull request's),
 and each that would be promoted, held, flagged or demoted, or whose reasons would change, is
-listed with the reasons. An explicit tag that upstream does not have is named at its line in
+listed with the reasons. The plan reads the ledger's index (reports/ledger.json) and only the
+records of tags whose decision's inputs changed since the last run; a table longer than 200
+rows is counted by image instead of listed. An explicit tag that upstream does not have is named at its line in
 the catalog (``file:line: error:`` on stderr, an annotation in GitHub Actions).
 
 Exit codes: 0 planned; 1 some entries could not be checked upstream, or an explicit tag is
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING
 from syncer.errors import SyncerError, UsageError
 
 if TYPE_CHECKING:
+    from syncer.core.model import Record
     from syncer.tools.trivy import TrivyOptions
 
 
@@ -151,9 +154,11 @@ def run(args: argparse.Namespace) -> int:
     except SyncerError:
         scan_settings = None  # without a local database, re-scans are simply not planned
     progress = Progress()
+    # Read-only: a ledger in an older format is read as it is (a run migrates it).
+    ledger = Ledger(args.reports)
     pipeline = Pipeline(
         catalog,
-        Ledger(args.reports),
+        ledger,
         scan_settings=scan_settings,
         signer=None,
         options=RunOptions(
@@ -166,7 +171,17 @@ def run(args: argparse.Namespace) -> int:
     )
     plan = pipeline.plan()
     progress.close()
-    plan.predictions = predict(plan, catalog, RunOptions().today)
+
+    def load(name: str, tag: str) -> Record | None:
+        # The index did not vouch for this record's decision, so it is read, and may be
+        # corrupt: that tag is an error of the plan, as an unreadable record is.
+        try:
+            return ledger.load(name, tag)
+        except SyncerError as err:
+            plan.errors.append((name, f"tag {tag}: {err}"))
+            return None
+
+    plan.predictions = predict(plan, catalog, RunOptions().today, load)
     for diagnostic in locate_missing(plan, catalog):
         print(diagnostic, file=sys.stderr)
         if os.environ.get("GITHUB_ACTIONS") == "true":

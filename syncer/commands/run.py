@@ -212,6 +212,16 @@ def _run_locked(
     unknown = [n for n in options.only if catalog.image(n) is None]
     if unknown:
         raise UsageError(f"--only {', '.join(unknown)}: no such image in {args.catalog}/images/")
+    migrated = ledger.migrate()
+    if migrated:
+        progress.note(
+            f"ledger: migrated {migrated} records to format 2 (scan results stored once per digest)"
+        )
+        if args.commit:
+            try:
+                _commit_migration(args, ledger, migrated)
+            except SyncerError as err:
+                progress.note(f"warning: {err}; the migration is committed with the run instead")
     scan_settings, scan_problem = prepare_scanning(trivy_options, catalog, progress, args.scan_timeout)
     if scan_problem:
         progress.note(f"error: {scan_problem}; nothing will be scanned or promoted this run")
@@ -233,6 +243,8 @@ def _run_locked(
     )
     result = pipeline.run()
     progress.close()
+    # The index is written once, after every tag: a killed run's saves heal on the next load.
+    ledger.flush()
     written: list[str] = []
     problems: list[str] = []
     if result.changed:
@@ -249,7 +261,7 @@ def _run_locked(
     earlier: list[str] = []
     if args.commit:
         try:
-            commit, earlier = _commit(args, result, catalog, written, problems)
+            commit, earlier = _commit(args, ledger, result, catalog, written, problems)
         except SyncerError as err:
             problems.append(str(err))
     for problem in problems:
@@ -348,8 +360,27 @@ def _readable(ledger: Ledger, name: str, tag: str) -> Record | None:
         return None  # its failure is in the run's output already
 
 
+def _commit_migration(args: argparse.Namespace, ledger: Ledger, migrated: int) -> None:
+    """The migration to ledger format 2 as its own commit, before the run's work, so that the
+    run's commit shows what the run did (pushed with it when the run pushes)."""
+    from syncer.tools import gitops
+
+    repo_dir = os.path.dirname(os.path.abspath(args.reports)) or "."
+    gitops.commit_reports(
+        repo_dir,
+        [str(p) for p in ledger.written()],
+        f"ledger: migrate {migrated} records to format 2\n\nScan results are stored once per digest "
+        "under scans/, the compact index is ledger.json; history and decisions are unchanged.\n",
+    )
+
+
 def _commit(
-    args: argparse.Namespace, result: RunResult, catalog: Catalog, written: list[str], problems: list[str]
+    args: argparse.Namespace,
+    ledger: Ledger,
+    result: RunResult,
+    catalog: Catalog,
+    written: list[str],
+    problems: list[str],
 ) -> tuple[CommitResult, list[str]]:
     """Commits this run's files and whatever an earlier run left uncommitted (its records
     get their pages first); returns the commit and those earlier files."""
@@ -358,9 +389,8 @@ def _commit(
 
     reports = os.path.abspath(args.reports)
     repo_dir = os.path.dirname(reports) or "."
-    ledger = Ledger(args.reports)
     ours = {os.path.realpath(p) for p in written}
-    ours |= {os.path.realpath(ledger.path_for(o.name, o.tag)) for o in result.changed}
+    ours |= {os.path.realpath(p) for p in ledger.written()}
     earlier = [
         f
         for f in gitops.changed_files(repo_dir, [reports])

@@ -4,6 +4,10 @@ A pure step between discovery and the stages. ``syncer plan`` prints it; ``synce
 executes it. Nothing here talks to a registry or writes a file. ``predict`` adds what the
 next run would decide for the recorded tags it evaluates without a new scan, from their
 recorded scans and the catalog as it is now (a pull request's).
+
+The plan is made from the ledger's index (``IndexEntry``, one per tracked tag), never from
+full records: those are read, through the loader ``predict`` is given, only for the tags
+whose decision's inputs changed since the run last decided them (``decision_key``).
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from datetime import date
 from typing import Any
 
 from syncer.core.markdown import code, text
-from syncer.core.model import Catalog, EntryDiscovery, Location, Record, ReplicaState, State
-from syncer.core.policy import evaluate, next_state
+from syncer.core.model import Catalog, EntryDiscovery, IndexEntry, Location, Record, ReplicaSummary, State
+from syncer.core.policy import decision_key, evaluate, next_state
 from syncer.core.refs import short_digest
 from syncer.errors import Diagnostic
 
@@ -28,6 +32,9 @@ class Change(str, enum.Enum):
     UNCHANGED = "unchanged"
     VANISHED = "vanished"  # recorded, but upstream no longer has the tag
 
+
+# Past this many rows a table of the plan is counted by image instead of listed.
+LIST_MAX = 200
 
 # States from which the pipeline still has work to do on the same digest.
 UNFINISHED = {State.MIRRORED, State.SCANNED, State.FAILED}
@@ -40,7 +47,7 @@ class TagPlan:
     change: Change
     digest: str | None  # upstream digest now (None when vanished)
     source: str | None  # upstream reference with digest
-    recorded: Record | None  # the ledger's record before this run
+    recorded: IndexEntry | None  # the ledger's index entry before this run
     rescan: bool = False  # the vulnerability database is newer than the last scan
     deferred: bool = False  # the source's pull budget is below min_remaining_pulls
 
@@ -50,7 +57,7 @@ class TagPlan:
         if self.change in (Change.NEW, Change.MOVED):
             return True
         r = self.recorded
-        return self.change is Change.UNCHANGED and r is not None and not was_mirrored(r)
+        return self.change is Change.UNCHANGED and r is not None and not r.mirrored
 
     @property
     def has_work(self) -> bool:
@@ -97,12 +104,12 @@ def _older(scan_db: str | None, current_db: str | None) -> bool:
 
 def build_plan(
     discoveries: list[EntryDiscovery],
-    recorded: dict[tuple[str, str], Record],
+    recorded: dict[tuple[str, str], IndexEntry],
     *,
     db_updated_at: str | None,
     min_remaining: dict[str, int] | None = None,
 ) -> Plan:
-    """Compare discovery with the ledger. ``recorded`` maps (name, tag) to its record.
+    """Compare discovery with the ledger. ``recorded`` maps (name, tag) to its index entry.
 
     ``min_remaining`` maps an upstream host to its ``min_remaining_pulls``; a source whose
     last seen remaining budget is below it gets its copies deferred to a later run.
@@ -177,26 +184,56 @@ def build_plan(
     return plan
 
 
-def predict(plan: Plan, catalog: Catalog, today: date) -> list[Prediction]:
+def tag_decision_key(entry: IndexEntry, catalog: Catalog, today: date) -> str | None:
+    """``decision_key`` of a recorded tag under ``catalog`` on ``today``, from its index entry
+    alone; None when there is nothing to decide from (no usable scan, no catalog entry or
+    policy), which never equals a recorded key."""
+    image, scan = catalog.image(entry.name), entry.scan
+    if scan is None or image is None or image.policy not in catalog.policies:
+        return None
+    return decision_key(
+        name=entry.name,
+        digest=entry.digest,
+        scan_result_key=scan.result,
+        created=scan.created,
+        policy=catalog.policy_for(image),
+        exceptions=catalog.exceptions,
+        approvals=catalog.approvals,
+        today=today,
+    )
+
+
+def predict(
+    plan: Plan, catalog: Catalog, today: date, load: Callable[[str, str], Record | None]
+) -> list[Prediction]:
     """What the next run would decide anew for each unchanged tag it evaluates from its
     recorded scan (no copy, no re-scan due): the run's own evaluation and state rule, so a
     pull request that adds an exception, an approval or a policy change shows its effect.
-    Tags to be copied or re-scanned first are not predicted: their scan is yet to be made."""
+    Tags to be copied or re-scanned first are not predicted: their scan is yet to be made.
+
+    Only tags whose ``decision_key`` differs from the one the last run decided with are
+    evaluated, their full record read through ``load(name, tag)``: an equal key is the
+    recorded decision, so a plan of an unchanged catalog reads no record."""
     out = []
     for t in plan.tags:
-        rec, entry = t.recorded, catalog.image(t.name)
+        entry, image = t.recorded, catalog.image(t.name)
         if (
             t.change is not Change.UNCHANGED
             or t.needs_copy
             or t.rescan
-            or rec is None
-            or rec.scan is None
             or entry is None
-            or entry.policy not in catalog.policies
-            or not rec.scan.fits(rec.digest, entry.platforms)
+            or entry.scan is None
+            or image is None
+            or not entry.scan.fits(entry.digest, image.platforms)
         ):
             continue
-        policy = catalog.policy_for(entry)
+        key = tag_decision_key(entry, catalog, today)
+        if key is None or key == entry.decided:
+            continue
+        rec = load(t.name, t.tag)
+        if rec is None or rec.scan is None:
+            continue
+        policy = catalog.policy_for(image)
         decision = evaluate(
             name=t.name,
             digest=rec.digest,
@@ -265,10 +302,26 @@ def render_markdown(plan: Plan) -> str:
     if plan.db_updated_at:
         lines += ["", f"Vulnerability database updated at {text(plan.db_updated_at)}."]
 
-    def table(title: str, rows: Sequence[Any], cols: list[str], cells: Callable[[Any], list[object]]) -> None:
+    def table(
+        title: str,
+        rows: Sequence[Any],
+        cols: list[str],
+        cells: Callable[[Any], list[object]],
+        image: Callable[[Any], str] = lambda row: str(row.name),
+    ) -> None:
         if not rows:
             return
-        lines.extend(["", f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)])
+        lines.extend(["", f"## {title}", ""])
+        if len(rows) > LIST_MAX:
+            # A job summary or a pull request comment has to stay readable at 50,000 tags.
+            per_image: dict[str, int] = {}
+            for row in rows:
+                per_image[image(row)] = per_image.get(image(row), 0) + 1
+            lines.append(
+                f"{len(rows)} rows in {len(per_image)} images, counted by image (listed one by one up to {LIST_MAX}):"
+            )
+            cols, rows, cells = ["image", "rows"], sorted(per_image.items()), list
+        lines.extend(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)])
         lines.extend("| " + " | ".join(text(c) for c in cells(row)) + " |" for row in rows)
 
     table(
@@ -315,7 +368,7 @@ def render_markdown(plan: Plan) -> str:
         if st.lagging or st.digest != rec.promoted_digest
     ]
 
-    def lagging_cells(row: tuple[TagPlan, Record, ReplicaState]) -> list[object]:
+    def lagging_cells(row: tuple[TagPlan, IndexEntry, ReplicaSummary]) -> list[object]:
         t, rec, st = row
         return [
             t.name,
@@ -330,6 +383,7 @@ def render_markdown(plan: Plan) -> str:
         lagging,
         ["image", "tag", "replica", "has", "approved"],
         lagging_cells,
+        lambda row: row[0].name,
     )
     # Listed too, so that a reviewer sees an entry's tags resolved as expected (a `match`
     # that selects nothing new looks the same in the counts as one that selects nothing).

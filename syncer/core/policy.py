@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -179,6 +181,55 @@ def evaluate(
         expired_exceptions=tuple(expired_ids),
         failed=failed,
     )
+
+
+def decision_key(
+    *,
+    name: str,
+    digest: str,
+    scan_result_key: str,
+    created: datetime | None,
+    policy: Policy,
+    exceptions: Sequence[VulnException],
+    approvals: Sequence[Approval],
+    today: date,
+) -> str:
+    """A fingerprint of what ``evaluate`` and ``next_state`` decide from: equal keys give the
+    same decision, so a run that finds a tag's key unchanged need not read its record.
+
+    ``scan_result_key`` stands for the scan's content (the stored result's hash) and
+    ``created`` is that scan's ``created``, passed apart so that the key can be made from the
+    ledger index alone. Of the day only what the decision sees enters: which matching
+    exceptions are live or expired, and the image's age once it passes ``max_age_days`` (the
+    reason names the age in days, so such a tag is decided anew each day). Whatever does not
+    enter the decision (the policy's name, teams and signers, where things are written, which
+    catalog file an exception is in) does not enter the key, so editing it re-decides nothing.
+    """
+    matching = sorted(
+        (exc.vulnerability, exc.expires.isoformat(), exc.reason, exc.expires >= today)
+        for exc in exceptions
+        if any(fnmatch.fnmatchcase(name, glob) for glob in exc.images)
+    )
+    canonical = {
+        "name": name,
+        "digest": digest,
+        "scan": scan_result_key,
+        "policy": {
+            "max": sorted((s.key, n) for s, n in policy.max.items()),
+            "ignore_unfixed": policy.ignore_unfixed,
+            # In the order written: of two spellings of one id the reason names the last.
+            "deny_licenses": list(policy.deny_licenses),
+            "max_age_days": policy.max_age_days,
+            "approval": policy.approval,
+            "on_regression": policy.on_regression,
+            "unassessed": policy.unassessed,
+        },
+        "exceptions": matching,
+        "approved": any(a.image == name and a.digest == digest for a in approvals),
+        "age": _age_reason(created, policy.max_age_days, today),
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 def next_state(decision: Decision, *, current: State, in_approved: bool, on_regression: str) -> State:

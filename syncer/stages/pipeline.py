@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
 
 from syncer.core import policy as policy_mod
-from syncer.core.model import Catalog, Event, EventKind, ImageEntry, Record, ScanResult, State
-from syncer.core.plan import Change, Plan, TagPlan, build_plan, was_mirrored
+from syncer.core.model import (
+    Catalog,
+    Event,
+    EventKind,
+    ImageEntry,
+    IndexEntry,
+    Record,
+    ScanResult,
+    ScanSummary,
+    State,
+)
+from syncer.core.plan import UNFINISHED, Change, Plan, TagPlan, build_plan, tag_decision_key, was_mirrored
 from syncer.errors import SigningError, SyncerError, failure_text
 from syncer.stages import ports, replicate
 from syncer.stages.discover import Sources, discover
@@ -27,7 +37,7 @@ from syncer.stages.scan import ScanCache, ScanSettings, SharedLayers
 from syncer.tools import skopeo
 from syncer.tools.endpoints import Endpoint, remember_secrets, replica_endpoints, target_endpoint
 from syncer.tools.registry import DEADLINE_DEFAULT, RegistryClient
-from syncer.trail.ledger import Ledger, LedgerContents, Unreadable, now_iso
+from syncer.trail.ledger import Ledger, LedgerIndex, Unreadable, now_iso, result_key
 
 
 @dataclass
@@ -101,16 +111,15 @@ def _removal(digest: str, attachments: list[str]) -> str:
     return f"removed {digest} and {', '.join(attachments)}"
 
 
-def recorded_for(
-    contents: Callable[[], LedgerContents], entries: list[ImageEntry]
-) -> tuple[dict[tuple[str, str], Record], list[Unreadable], list[str]]:
-    """The records of ``entries``, their unreadable ones, and every stray file's message."""
+def recorded_for(index: Callable[[], LedgerIndex], entries: list[ImageEntry]) -> LedgerIndex:
+    """The ledger's index narrowed to ``entries``' tags and unreadable records; its strays
+    and notes are the whole ledger's."""
     names = {e.name for e in entries}
-    read = contents()
-    return (
-        {(r.name, r.tag): r for r in read.records if r.name in names},
-        [u for u in read.unreadable if u.name in names],
-        read.strays,
+    read = index()
+    return replace(
+        read,
+        entries={key: entry for key, entry in read.entries.items() if entry.name in names},
+        unreadable=[u for u in read.unreadable if u.name in names],
     )
 
 
@@ -180,11 +189,13 @@ class Pipeline:
         self.progress.note(f"discovering {len(entries)} catalog entries")
         # Reading the ledger is CPU work and discovery mostly waits on the network: overlap them.
         with ThreadPoolExecutor(max_workers=1) as reader:
-            reading = reader.submit(recorded_for, self.ledger.contents, entries)
+            reading = reader.submit(recorded_for, self.ledger.index, entries)
             discoveries = discover(entries, self.sources)
-            recorded, unreadable, strays = reading.result()
-        for stray in strays:
+            read = reading.result()
+        for stray in read.strays:
             self.progress.note(f"warning: {stray}")
+        for note in read.notes:
+            self.progress.note(f"note: {note}")
         for found in discoveries:
             for warning in found.warnings:
                 self.progress.note(f"{found.entry.name}: warning: {warning}")
@@ -201,15 +212,38 @@ class Pipeline:
             for h, s in self.settings.sources.items()
             if s.min_remaining_pulls is not None
         }
-        self._scan_cache = ScanCache(recorded.values())
+        self._scan_cache = ScanCache(self._stored_scans(read.entries.values()))
         plan = build_plan(
             discoveries,
-            recorded,
+            read.entries,
             db_updated_at=self.scan_settings.db_updated_at if self.scan_settings else None,
             min_remaining=min_remaining,
         )
-        fail_unreadable(plan, unreadable)
+        fail_unreadable(plan, read.unreadable)
         return plan
+
+    def _stored_scans(self, entries: Iterable[IndexEntry]) -> Callable[[str], list[ScanResult]]:
+        """Where the run's scan cache finds the results earlier runs stored for a digest: of
+        the tags holding it, one per catalog image whose scan is of this run's database (no
+        other could stand in for a scan now), read when the digest is first scanned."""
+        db = self.scan_settings.db_updated_at if self.scan_settings else None
+        holders: dict[str, dict[str, str]] = {}  # digest -> catalog name -> one of its tags
+        for e in entries:
+            if e.scan is not None and e.scan.usable and e.scan.db_updated_at == db:
+                holders.setdefault(e.scan.digest, {}).setdefault(e.name, e.tag)
+
+        def stored(digest: str) -> list[ScanResult]:
+            out = []
+            for name, tag in sorted(holders.get(digest, {}).items()):
+                try:
+                    rec = self.ledger.load(name, tag)
+                except SyncerError:
+                    continue  # an unreadable record fails its own tag; here it only misses
+                if rec is not None and rec.scan is not None and rec.scan.digest == digest:
+                    out.append(rec.scan)
+            return out
+
+        return stored
 
     # --- running --------------------------------------------------------------------------
 
@@ -232,9 +266,7 @@ class Pipeline:
                 self.progress.note(endpoint.credentials_note)
         work = [t for t in plan.tags if t.change is not Change.VANISHED or t.recorded is not None]
         self._quarantined = {
-            (t.name, t.recorded.digest)
-            for t in plan.tags
-            if t.recorded is not None and was_mirrored(t.recorded)
+            (t.name, t.recorded.digest) for t in plan.tags if t.recorded is not None and t.recorded.mirrored
         }
         self.progress.total = len(work)
         # Each blob moves once per run: the copies share one blob-info cache, the scans one
@@ -293,7 +325,6 @@ class Pipeline:
         rec.events.append(Event(at=now_iso(), event=event, detail=detail))
 
     def _process(self, tp: TagPlan) -> TagOutcome:
-        subject = f"{tp.name}:{tp.tag}"
         entry = self._entry(tp.name)
         if tp.change is Change.VANISHED:
             return self._vanished(tp)
@@ -305,14 +336,88 @@ class Pipeline:
                 deferred=True,
                 message="deferred: upstream pull budget below min_remaining_pulls",
             )
+        idx = tp.recorded
+        if idx is None or tp.change is not Change.UNCHANGED or tp.needs_copy or idx.state in UNFINISHED:
+            return self._process_record(tp, entry, None)
+        # The hot path of a no-op and of a database update: decided from the index entry, the
+        # record is read only when something is to be done to it.
+        fresh: ScanResult | Exception | None = None
+        if idx.scan is not None and self.scanner is not None and self._scan_due(idx.scan, entry):
+            self.progress.step(f"{tp.name}:{tp.tag}", "scanning")
+            try:
+                fresh = self._scan(entry, idx.digest)
+            except Exception as err:  # noqa: BLE001 - the record's path below records it
+                fresh = err
+            if isinstance(fresh, ScanResult) and result_key(fresh) == idx.scan.result:
+                # The same result again: its new times go to the index only (no event, no
+                # record written); the decision is then as it was unless its inputs changed.
+                self.ledger.touch_scan(
+                    tp.name,
+                    tp.tag,
+                    scanner=fresh.scanner,
+                    db_updated_at=fresh.db_updated_at,
+                    scanned_at=fresh.scanned_at,
+                )
+                fresh = None
+            else:
+                return self._process_record(tp, entry, fresh)
+        elif idx.scan is None or self._scan_due(idx.scan, entry):
+            return self._process_record(tp, entry, None)
+        if not self._settled(idx):
+            return self._process_record(tp, entry, None)
+        message = idx.state.value
+        if idx.reason and idx.state in (State.HELD, State.FLAGGED, State.DEMOTED):
+            more = idx.reasons - 1
+            message += f": {idx.reason}" + (
+                f" (and {more} more reason{'s' if more != 1 else ''})" if more else ""
+            )
+        return TagOutcome(tp.name, tp.tag, idx.state, message=f"unchanged ({message})")
+
+    def _scan_due(self, scan: ScanSummary, entry: ImageEntry) -> bool:
+        """The recorded scan does not cover what the entry requires, or is of an older database."""
+        db = self.scan_settings.db_updated_at if self.scan_settings else None
+        return not scan.fits(scan.digest, entry.platforms) or bool(db and scan.db_updated_at < db)
+
+    def _settled(self, idx: IndexEntry) -> bool:
+        """Nothing to do for the tag: the inputs of its decision are those the run last decided
+        it with (``decision_key``), and every replica holds what approved/ does for it."""
+        key = tag_decision_key(idx, self.catalog, self.options.today)
+        if key is None or key != idx.decided:
+            return False
+        for endpoint, _ in self._replicas:
+            current = next((r for r in idx.replicas if r.registry == endpoint.name), None)
+            if idx.promoted_digest is None:
+                if current is not None and current.digest:
+                    return False
+            elif current is None or current.lagging or current.digest != idx.promoted_digest:
+                return False
+        return True
+
+    def _load(self, tp: TagPlan) -> Record:
+        rec = self.ledger.load(tp.name, tp.tag)
+        if rec is None:
+            raise SyncerError(
+                f"{tp.name}:{tp.tag}: its record is gone since the run read the ledger's index: "
+                "restore it from git history (git log -- reports/records/) and run again"
+            )
+        return rec
+
+    def _process_record(
+        self, tp: TagPlan, entry: ImageEntry, fresh: ScanResult | Exception | None
+    ) -> TagOutcome:
+        """The tag's full record carried through every stage due. ``fresh``: a scan made
+        already for this run (or how it failed), used instead of scanning again."""
+        subject = f"{tp.name}:{tp.tag}"
+        loaded = self._load(tp) if tp.recorded else None
         rec = (
-            tp.recorded.copy()
-            if tp.recorded
+            loaded.copy()
+            if loaded
             else Record(
                 name=tp.name, tag=tp.tag, source=tp.source or "", digest=tp.digest or "", state=State.MIRRORED
             )
         )
         changed = False
+        decided = ""
         try:
             if tp.change is Change.NEW:
                 self._event(rec, "discovered", tp.source or "")
@@ -333,40 +438,60 @@ class Pipeline:
             db = self.scan_settings.db_updated_at if self.scan_settings else None
             unscannable: LayerError | None = None
             if (
-                rec.scan is None
+                fresh is not None
+                or rec.scan is None
                 or not rec.scan.fits(rec.digest, entry.platforms)
                 or (db and rec.scan.db_updated_at < db)
             ):
                 if self.scanner is None:
                     raise SyncerError(f"cannot scan: {self.scan_problem}; nothing is promoted unscanned")
-                self.progress.step(subject, "scanning")
+                if fresh is None:
+                    self.progress.step(subject, "scanning")
                 try:
-                    rec.scan = self._scan(entry, rec.digest)
+                    if isinstance(fresh, Exception):
+                        raise fresh
+                    scan = fresh or self._scan(entry, rec.digest)
                 except LayerError as err:
                     # Held, not failed: the digest fixes the content, so every run would fail
                     # alike; the verdict is recorded once and re-checked from the layer cache.
                     unscannable = err
                 else:
-                    if rec.promoted_digest != rec.digest:
-                        rec.state = State.SCANNED
-                    self._event(
-                        rec,
-                        "scanned",
-                        f"{rec.digest} with {rec.scan.scanner}, database "
-                        f"{rec.scan.db_updated_at}: "
-                        f"{policy_mod.counts_text(policy_mod.count_by_severity(rec.scan.findings))}",
-                    )
-                    changed |= self.ledger.save(rec)
+                    confirmed = rec.scan is not None and result_key(rec.scan) == result_key(scan)
+                    rec.scan = scan
+                    # A re-scan that found what the record holds changes only when it was
+                    # confirmed, which the index keeps: no event, and the state stays.
+                    if not confirmed:
+                        if rec.promoted_digest != rec.digest:
+                            rec.state = State.SCANNED
+                        self._event(
+                            rec,
+                            "scanned",
+                            f"{rec.digest} with {scan.scanner}, database "
+                            f"{scan.db_updated_at}: "
+                            f"{policy_mod.counts_text(policy_mod.count_by_severity(scan.findings))}",
+                        )
+                        changed |= self.ledger.save(rec)
 
             if unscannable:
                 decision = policy_mod.unscannable(str(unscannable))
             else:
                 assert rec.scan is not None  # scanned above, or the tag failed there
+                policy = self.catalog.policy_for(entry)
                 decision = policy_mod.evaluate(
                     name=tp.name,
                     digest=rec.digest,
                     scan=rec.scan,
-                    policy=self.catalog.policy_for(entry),
+                    policy=policy,
+                    exceptions=self.catalog.exceptions,
+                    approvals=self.catalog.approvals,
+                    today=self.options.today,
+                )
+                decided = policy_mod.decision_key(
+                    name=tp.name,
+                    digest=rec.digest,
+                    scan_result_key=result_key(rec.scan),
+                    created=rec.scan.created,
+                    policy=policy,
                     exceptions=self.catalog.exceptions,
                     approvals=self.catalog.approvals,
                     today=self.options.today,
@@ -393,8 +518,10 @@ class Pipeline:
             return TagOutcome(
                 tp.name, tp.tag, State.FAILED, changed=changed, failed=True, message=f"failed: {reason}"
             )
-        if rec != tp.recorded:  # an unchanged record is not even rewritten (the no-op hot path)
+        if rec != loaded:  # an unchanged record is not even rewritten
             changed |= self.ledger.save(rec)
+        # Index only: the next run needs not read the record while these inputs hold.
+        self.ledger.set_decided(tp.name, tp.tag, decided)
         message = rec.state.value
         if rec.reasons and rec.state in (State.HELD, State.FLAGGED, State.DEMOTED):
             message += f": {'; '.join(rec.reasons)}"
@@ -424,13 +551,11 @@ class Pipeline:
 
     def _vanished(self, tp: TagPlan) -> TagOutcome:
         assert tp.recorded is not None  # run() leaves out vanished tags it never recorded
-        rec = tp.recorded.copy()
-        last = next(
-            (e for e in reversed(rec.events) if e.event in ("vanished", "discovered", "moved", "mirrored")),
-            None,
-        )
-        if last is not None and last.event == "vanished":
-            return TagOutcome(tp.name, tp.tag, rec.state, message="vanished upstream (recorded earlier)")
+        if tp.recorded.vanished:
+            return TagOutcome(
+                tp.name, tp.tag, tp.recorded.state, message="vanished upstream (recorded earlier)"
+            )
+        rec = self._load(tp)
         self._event(
             rec, "vanished", "the tag is no longer upstream; the record and any approved copy are kept"
         )

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from syncer.core.model import Finding, LicenseFinding, PlatformScan, Record, ScanResult
+from syncer.core.model import Finding, LicenseFinding, PlatformScan, ScanResult
 from syncer.errors import SyncerError
 from syncer.stages import layers
 from syncer.tools import trivy
@@ -345,18 +345,34 @@ def scan_manifest(
 
 class ScanCache:
     """One scan per (image manifest, database) in a run, shared by every tag, entry and index
-    that holds the manifest; seeded from the records, so a manifest scanned in an earlier run
-    against the same database is not scanned again. Keyed by the manifest's digest, which is
-    what a result covers: never by an index, whose platforms differ between entries."""
+    that holds the manifest. Keyed by the manifest's digest, which is what a result covers:
+    never by an index, whose platforms differ between entries.
 
-    def __init__(self, records: Iterable[Record] = ()):
+    ``stored(digest)`` gives the results stored by earlier runs for a digest scanned (an index
+    or an image); ``fill`` asks it once per digest, when that digest is first scanned, so that
+    a manifest scanned in an earlier run against the same database is not scanned again while
+    no run reads every stored result up front."""
+
+    def __init__(self, stored: Callable[[str], Iterable[ScanResult]] = lambda digest: ()):
         self._lock = threading.Lock()
         self._keys: dict[tuple[str, str], threading.Lock] = {}
         self._results: dict[tuple[str, str], ManifestScan] = {}
-        for rec in records:
-            if rec.scan is not None:
-                for part in split_result(rec.scan):
-                    self._results.setdefault((part.digest, rec.scan.db_updated_at), part)
+        self._stored = stored
+        self._filled: dict[str, threading.Lock] = {}
+        self._done: set[str] = set()
+
+    def fill(self, digest: str) -> None:
+        """The stored results of ``digest``, once: later calls wait for the first."""
+        with self._lock:
+            turn = self._filled.setdefault(digest, threading.Lock())
+        with turn:
+            if digest in self._done:
+                return
+            for result in self._stored(digest):
+                for part in split_result(result):
+                    with self._lock:
+                        self._results.setdefault((part.digest, result.db_updated_at), part)
+            self._done.add(digest)
 
     def get(self, digest: str, db: str, scan: Callable[[], ManifestScan]) -> ManifestScan:
         key = (digest, db)
@@ -415,6 +431,7 @@ def scan_digest(
 ) -> ScanResult:
     """Scans every image manifest of ``digest`` the entry requires (each once per database)."""
     cache = cache or ScanCache()
+    cache.fill(digest)
     ref = target.ref(repository, digest=digest)
     # Our own registry: a manifest GET here costs no upstream pull.
     manifest = client.get_manifest(repository, digest)

@@ -19,6 +19,7 @@ from syncer.commands.run import summary_markdown
 from syncer.core import markdown
 from syncer.core.model import Event, Finding, PlatformScan, Record, ReplicaState, ScanResult, Severity, State
 from syncer.core.plan import Change, Plan, TagPlan, render_markdown
+from syncer.core.summary import summarize
 from syncer.stages.pipeline import RunResult, TagOutcome
 from syncer.trail import report, runlog
 from tests.harness import gfm
@@ -140,9 +141,10 @@ def _records(v: Values) -> list[Record]:
 
 def _result(v: Values, records: list[Record]) -> RunResult:
     plan = Plan(errors=[("team/app", v()), ("alpine", v())], missing=[("alpine", "3.99")], db_updated_at=v())
+    entries = [summarize(r, record_key="0" * 16) for r in records]
     plan.tags = [
-        TagPlan("team/app", "1.0", Change.UNCHANGED, DIGEST, records[0].source, records[0], rescan=True),
-        TagPlan("team/app", "2.0", Change.UNCHANGED, OTHER, records[1].source, records[1]),
+        TagPlan("team/app", "1.0", Change.UNCHANGED, DIGEST, records[0].source, entries[0], rescan=True),
+        TagPlan("team/app", "2.0", Change.UNCHANGED, OTHER, records[1].source, entries[1]),
     ]
     outcomes = [
         TagOutcome("team/app", "1.0", State.HELD, changed=True, message=v()),

@@ -180,8 +180,10 @@ NGINX = ImageEntry(source="docker.io/library/nginx", name="nginx", tags=("1.27",
 REDIS = ImageEntry(source="docker.io/library/redis", name="redis", tags=("7",))
 
 
-def run(world: World, cat: Catalog, ledger: Ledger, db: str = DB1) -> RunResult:
-    options = RunOptions(jobs=2, today=date(2026, 5, 3))
+def run(
+    world: World, cat: Catalog, ledger: Ledger, db: str = DB1, today: date = date(2026, 5, 3)
+) -> RunResult:
+    options = RunOptions(jobs=2, today=today)
     return Pipeline(
         cat,
         ledger,
@@ -475,3 +477,77 @@ def test_a_replica_that_refuses_the_signature_gets_no_copy_and_lags(tmp_path, wo
     run(world, catalog(tmp_path, replicas=[REPLICA]), ledger)  # the next run catches it up
     assert [step[0] for step in world.log] == ["sign", "replicate"]
     assert world.holds(REPLICA, "approved/nginx") == {"1.27": D1}
+
+
+class CountingLedger(Ledger):
+    """The ledger a fresh ``syncer run`` opens, counting the full records it reads."""
+
+    def __init__(self, reports):
+        super().__init__(reports)
+        self.loads: list[tuple[str, str]] = []
+
+    def load(self, name, tag):
+        self.loads.append((name, tag))
+        return super().load(name, tag)
+
+    def contents(self):
+        self.loads.append(("*", "*"))  # every record
+        return super().contents()
+
+
+def run_fresh(tmp_path, world: World, cat: Catalog, **kwargs) -> tuple[RunResult, CountingLedger]:
+    """One run as the CLI makes it: its own ledger, the index flushed at the end."""
+    ledger = CountingLedger(tmp_path / "reports")
+    result = run(world, cat, ledger, **kwargs)
+    ledger.flush()
+    return result, ledger
+
+
+def test_a_settled_tag_is_decided_from_the_index_until_an_exception_expires_overnight(tmp_path, world):
+    world.scans[D1] = (CRITICAL,)
+    waiver = VulnException(vulnerability=CVE, images=("nginx",), expires=date(2026, 5, 3), reason="r")
+    cat = catalog(tmp_path, NGINX, REDIS, exceptions=[waiver])
+    run_fresh(tmp_path, world, cat)
+    world.log.clear()
+
+    result, ledger = run_fresh(tmp_path, world, cat)
+    assert ledger.loads == [] and world.log == []
+    assert [(o.state, o.changed) for o in result.outcomes] == [(State.PROMOTED, False)] * 2
+
+    # The last day of the exception is over: nginx alone is read and decided anew.
+    result, ledger = run_fresh(tmp_path, world, cat, today=date(2026, 5, 4))
+    assert ledger.loads == [("nginx", "1.27")]
+    assert [(o.name, o.state, o.changed) for o in result.outcomes] == [
+        ("nginx", State.FLAGGED, True),
+        ("redis", State.PROMOTED, False),
+    ]
+    assert f"exception for {CVE} expired on 2026-05-03" in ledger.load("nginx", "1.27").reasons
+
+
+def test_a_rescan_that_finds_the_same_result_reads_and_writes_no_record(tmp_path, world):
+    world.scans[D1] = (CRITICAL,)
+    cat = catalog(tmp_path, NGINX, REDIS)
+    run_fresh(tmp_path, world, cat)
+    files = {p: p.read_bytes() for p in (tmp_path / "reports").rglob("*.yaml")}
+    world.log.clear()
+
+    result, ledger = run_fresh(tmp_path, world, cat, db=DB2)
+
+    assert [step[0] for step in world.log] == ["scan", "scan"]
+    assert ledger.loads == [] and not result.changed
+    assert {p: p.read_bytes() for p in (tmp_path / "reports").rglob("*.yaml")} == files
+    assert {e.scan.db_updated_at for e in ledger.index().entries.values()} == {DB2}
+    rec = ledger.load("nginx", "1.27")
+    assert rec.scan.db_updated_at == DB2 and events(rec) == ["discovered", "mirrored", "scanned", "held"]
+
+
+def test_a_rescan_that_finds_more_records_it_and_decides_anew(tmp_path, world):
+    cat = catalog(tmp_path)
+    run_fresh(tmp_path, world, cat)
+    world.scans[D1] = (CRITICAL,)
+
+    result, ledger = run_fresh(tmp_path, world, cat, db=DB2)
+
+    assert ledger.loads == [("nginx", "1.27")]
+    rec = ledger.load("nginx", "1.27")
+    assert result.outcomes[0].state is State.FLAGGED and events(rec)[-2:] == ["scanned", "flagged"]
