@@ -145,6 +145,7 @@ def test_layout_keys_follow_the_spec_and_findings_are_one_line_each(ledger: Ledg
     text = ledger.path_for("bitnami/redis", "7.2").read_text()
     top = [line.split(":")[0] for line in text.splitlines() if re.match(r"^[a-z_]+:", line)]
     assert top == [
+        "format",
         "name",
         "tag",
         "source",
@@ -157,12 +158,17 @@ def test_layout_keys_follow_the_spec_and_findings_are_one_line_each(ledger: Ledg
         "promoted_digest",
         "events",
     ]
+    assert text.startswith("format: 2\n")
+    # Format 2: the record refers to the stored result of its digest, which holds the findings.
     scan_keys = re.findall(r"^  ([a-z_]+):", text, flags=re.MULTILINE)
-    assert scan_keys == [
+    assert scan_keys == ["digest", "result", "scanner", "db_updated_at", "scanned_at", "counts"]
+    assert "  counts: {critical: 1, high: 1, medium: 1, low: 0, unknown: 1}\n" in text
+    stored = ledger.result_path("bitnami/redis", DIGEST)
+    assert stored == ledger.root / "scans" / "bitnami" / "redis" / ("sha256-" + "a" * 64 + ".yaml")
+    result = stored.read_text()
+    assert re.findall(r"^([a-z_]+):", result, flags=re.MULTILINE) == [
+        "found_with",
         "digest",
-        "scanner",
-        "db_updated_at",
-        "scanned_at",
         "platforms",
         "selection",
         "created",
@@ -171,11 +177,16 @@ def test_layout_keys_follow_the_spec_and_findings_are_one_line_each(ledger: Ledg
         "findings",
         "licenses",
     ]
-    assert "  counts: {critical: 1, high: 1, medium: 1, low: 0, unknown: 1}\n" in text
+    assert result.startswith(
+        "found_with: {scanner: trivy 0.76.0, db_updated_at: '2026-02-28T06:00:00Z', "
+        "scanned_at: '2026-03-01T10:00:00Z'}\n"
+    )
+    assert f"  result: {ledger_module.result_key(full_record().scan)}\n" in text
+    assert "counts: {critical: 1, high: 1, medium: 1, low: 0, unknown: 1}\n" in result
     assert (
-        "    - {id: CVE-2024-1, package: zlib, installed: 1.2.11, fixed: null, severity: high, "
+        "  - {id: CVE-2024-1, package: zlib, installed: 1.2.11, fixed: null, severity: high, "
         "status: affected}\n"
-    ) in text
+    ) in result
     assert "tag: '7.2'\n" in text  # a tag that looks like a number stays a string
 
 
@@ -224,7 +235,7 @@ def test_created_in_another_zone_is_stored_in_utc(ledger: Ledger):
     record = full_record()
     local = datetime(2025, 12, 24, 9, 30, 5, tzinfo=timezone(timedelta(hours=1)))
     ledger.save(replace(record, scan=replace(record.scan, created=local)))
-    assert "  created: '2025-12-24T08:30:05Z'\n" in ledger.path_for(record.name, record.tag).read_text()
+    assert "created: '2025-12-24T08:30:05Z'\n" in ledger.result_path(record.name, DIGEST).read_text()
     assert ledger.load(record.name, record.tag).scan.created == local
 
 
@@ -274,17 +285,19 @@ def test_a_state_change_touches_only_its_lines(ledger: Ledger):
     ]
 
 
-def test_existing_comments_and_hand_formatting_survive_an_update(ledger: Ledger):
+def test_a_hand_formatted_record_is_read_and_saved_in_the_canonical_layout(ledger: Ledger):
+    """Format 2 writes every record from a fresh document (no round trip), so comments and
+    hand formatting are not kept; the content and the events are."""
     record = full_record()
     ledger.save(record)
     path = ledger.path_for(record.name, record.tag)
-    path.write_text(
-        "# reviewed by @alice\n" + path.read_text().replace("state: held", "state: held  # see PR 12")
-    )
+    canonical = path.read_text()
+    path.write_text("# reviewed by @alice\n" + canonical.replace("state: held", "state:   held  # see PR 12"))
+    assert ledger.load(record.name, record.tag) == record
+    assert ledger.save(record) is True
+    assert path.read_text() == canonical
     record.events.append(Event("2026-03-02T10:00:00Z", "scanned", ""))
     assert ledger.save(record)
-    text = path.read_text()
-    assert text.startswith("# reviewed by @alice\n") and "state: held  # see PR 12\n" in text
     assert ledger.load(record.name, record.tag) == record
 
 
@@ -577,9 +590,11 @@ def test_records_with_colons_and_flow_characters_are_portable_yaml(tmp_path):
     ledger.save(rec)
     text = ledger.path_for("zlib", rec.tag).read_text()
     doc = pyyaml.safe_load(text)
-    assert doc["scan"]["findings"][0]["installed"] == "1:1.2.13.dfsg-1"
-    assert doc["scan"]["findings"][0]["title"] == finding.title
-    assert doc["scan"]["findings"][0]["status"] == "no"
+    assert doc["reasons"] == rec.reasons
+    stored = pyyaml.safe_load(ledger.result_path("zlib", scan.digest).read_text())
+    assert stored["findings"][0]["installed"] == "1:1.2.13.dfsg-1"
+    assert stored["findings"][0]["title"] == finding.title
+    assert stored["findings"][0]["status"] == "no"
     assert ledger.load("zlib", rec.tag) == rec
 
 
