@@ -371,13 +371,17 @@ class Ledger:
 
     # --- reading records ------------------------------------------------------------------
 
-    def load(self, name: str, tag: str) -> Record | None:
+    def load(self, name: str, tag: str, *, confirmed: bool = True) -> Record | None:
+        """The full record; its scan has the times of the last scan that confirmed the result
+        (from the index), or with ``confirmed=False`` those of the scan that first found it
+        (the record's own, which pages show so that a re-scan does not change them)."""
         path = self.path_for(name, tag)
         with self._lock:
             data = _read_bytes(self.root, path)
             if data is None:
                 return None
-            return self._read_record(data, path, name, tag, self._stored_entry(name, tag))[0]
+            entry = self._stored_entry(name, tag) if confirmed else None
+            return self._read_record(data, path, name, tag, entry)[0]
 
     def records_for(self, name: str) -> list[Record]:
         """Every readable record of one repository, sorted by tag."""

@@ -19,6 +19,7 @@ from syncer.commands.run import summary_markdown
 from syncer.core import markdown
 from syncer.core.model import Event, Finding, PlatformScan, Record, ReplicaState, ScanResult, Severity, State
 from syncer.core.plan import Change, Plan, TagPlan, render_markdown
+from syncer.core.summary import summarize
 from syncer.stages.pipeline import RunResult, TagOutcome
 from syncer.trail import report, runlog
 from tests.harness import gfm
@@ -156,7 +157,8 @@ def _documents(v: Values) -> dict[str, str]:
     result = _result(v, records)
     started = datetime(2026, 11, 2, tzinfo=UTC)
     return {
-        **report.render_all(records, None),
+        **report.render_index([summarize(r, record_key="k") for r in records], None),
+        "images/team/app.md": report.render_image("team/app", records, None)[0][1],
         "run page": report.render_run(runlog.from_result(result, started, {}, None)),
         "plan": render_markdown(result.plan),
         "run summary": summary_markdown(result, [v()]),

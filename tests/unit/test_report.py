@@ -53,7 +53,7 @@ def _findings(n):
 
 
 def test_two_hundred_findings_render_sorted_and_collapsed():
-    page = report.render_image("team/app", [_record(_findings(200))], None)
+    [(_, page)] = report.render_image("team/app", [_record(_findings(200))], None)
     rows = [line for line in page.splitlines() if line.startswith("| ") and "CVE-2026-" in line]
     assert len(rows) == 200
     order = [row.split(" | ")[0].strip("| ") for row in rows]
@@ -65,7 +65,7 @@ def test_two_hundred_findings_render_sorted_and_collapsed():
 
 def test_hostile_upstream_text_cannot_break_the_tables():
     evil = Finding(id="CVE-1|<script>", package="a|b\nc", installed="1", fixed="2", severity=Severity.HIGH)
-    page = report.render_image("team/app", [_record([evil])], None)
+    [(_, page)] = report.render_image("team/app", [_record([evil])], None)
     row = next(line for line in page.splitlines() if "CVE-1" in line)
     assert "<script>" not in page and "\\|" in row and row.count(" | ") == 5  # and the policy column
 
@@ -94,16 +94,19 @@ def test_rendering_is_deterministic_and_regenerates_byte_for_byte(tmp_path):
             promoted_digest=DIGEST,
         )
     )
-    pages = ("README.md", "images/alpine.md", "images/team/app.md")
-    first = report.regenerate(ledger.all(), catalog, str(reports))
+    pages = ("README.md", "images/alpine.md", "images/team/app.md", "pages.json")
+    first = report.regenerate(ledger, catalog, str(reports))
     assert sorted(first) == sorted(str(reports / p) for p in pages)
     snapshot = {p: (reports / p).read_bytes() for p in pages}
-    assert report.regenerate(ledger.all(), catalog, str(reports)) == []  # nothing rewritten
-    # alpine's policy (default) requires ci, which has not signed it: the index says so.
-    alpine_row = next(line for line in snapshot["README.md"].decode().splitlines() if "[alpine]" in line)
+    assert report.regenerate(Ledger(str(reports)), catalog, str(reports)) == []  # nothing rewritten
+    # alpine's policy (default) requires ci, which has not signed it: its page and the index say so.
+    alpine_row = next(line for line in snapshot["images/alpine.md"].decode().splitlines() if "`3.20`" in line)
     cells = [c.strip() for c in alpine_row.strip("|").split("|")]
-    assert cells[9:11] == ["—", "ci"], cells  # signed by nobody, missing ci
-    assert "1/1 in step" in snapshot["README.md"].decode()
+    assert cells[8:10] == ["—", "ci"], cells  # signed by nobody, missing ci
+    assert (
+        "- [alpine `3.20`](images/alpine.md#tag-3-20) — missing signers: ci" in snapshot["README.md"].decode()
+    )
+    assert "1/1 in step" in snapshot["images/team/app.md"].decode()
 
     shutil.rmtree(reports / "images")
     (reports / "README.md").unlink()
@@ -135,7 +138,7 @@ def test_advisories_link_trivys_url_else_the_issuers_page_and_nothing_else():
     assert url("CVE-2024-1234", "javascript:alert(1)") == "https://nvd.nist.gov/vuln/detail/CVE-2024-1234"
     assert url("NOT-AN-ID", "javascript:alert(1)") == ""
     assert url("CVE-1|<script>") == ""
-    page = report.render_image(
+    [(_, page)] = report.render_image(
         "team/app",
         [
             _record(
