@@ -19,8 +19,9 @@ API (the signatures the plan, run and report code build on):
   call lists the records and hashes their bytes (no YAML parse) and the stored results'; an
   entry whose record or result changed, or that is missing, is made again from the record
   (``summarize``); later calls return the ledger's current state without reading again.
-- ``load(name, tag) -> Record | None``: the full record, its ``scan`` joined from the stored
-  result with the times of the last confirmation (from the index).
+- ``load(name, tag, *, confirmed=True) -> Record | None``: the full record, its ``scan`` joined
+  from the stored result with the times of the last confirmation (from the index); with
+  ``confirmed=False`` those of the scan that first found the result (the pages show these).
 - ``save(record) -> bool``: writes the record from a fresh document (and the stored result when
   its content is new) and updates the tag's entry; True when the record file changed.
   Refuses (ValueError) a record whose events do not extend the stored ones.

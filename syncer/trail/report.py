@@ -243,7 +243,7 @@ def _nav(
     count: int, number: int, href: Callable[[int], str], first: str = "", last: str = ""
 ) -> dict[str, Any]:
     """Links to the first and last page and the NAV_AROUND pages either side of ``number``
-    (None in the list where pages are left out); empty when there is one page."""
+    (a link without ``href`` where pages are left out); empty when there is one page."""
     if count <= 1:
         return {}
     shown = sorted({1, count} | set(range(max(1, number - NAV_AROUND), min(count, number + NAV_AROUND) + 1)))
@@ -268,7 +268,7 @@ _KINDS = (*(s.value for s in _EXPLAINED), "lagging", "missing signers")
 
 
 @dataclass(frozen=True)
-class Attention:
+class _Attention:
     kind: str  # one of _KINDS
     name: str
     tag: str
@@ -277,11 +277,11 @@ class Attention:
     detail: str
 
 
-def _attention(entry: IndexEntry, required: Sequence[str], page: str) -> list[Attention]:
+def _attention(entry: IndexEntry, required: Sequence[str], page: str) -> list[_Attention]:
     items = []
 
     def add(kind: str, detail: str) -> None:
-        items.append(Attention(kind, entry.name, entry.tag, page, anchor_for(entry.tag), detail))
+        items.append(_Attention(kind, entry.name, entry.tag, page, anchor_for(entry.tag), detail))
 
     if entry.state in _EXPLAINED:
         more = entry.reasons - 1
@@ -310,13 +310,13 @@ _ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
 
 def _databases(entries: Iterable[IndexEntry]) -> str:
-    """The database its tags were last scanned with, or the oldest and the newest ("A to B")
-    when they differ; "" when none was scanned."""
+    """The database an image's tags were last scanned with, or the oldest and the newest
+    ("A to B") when they differ; "" when none was scanned."""
     # Timestamps sort by time; anything else (a hand-edited record) after them.
-    days = sorted({e.scan.db_updated_at for e in entries if e.scan}, key=lambda d: (not _ISO.match(d), d))
-    if not days:
+    found = sorted({e.scan.db_updated_at for e in entries if e.scan}, key=lambda d: (not _ISO.match(d), d))
+    if not found:
         return ""
-    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+    return found[0] if len(found) == 1 else f"{found[0]} to {found[-1]}"
 
 
 def render_index(
@@ -329,7 +329,7 @@ def render_index(
     for e in entries:
         by_name[e.name].append(e)
     layout = layout or {}
-    attention: list[Attention] = []
+    attention: list[_Attention] = []
     rows = []
     for name in sorted(by_name):
         group = sorted(by_name[name], key=lambda e: version_key(e.tag))
@@ -366,15 +366,14 @@ def render_index(
             attention_totals=attention_totals,
             images=image_pages[0],
             states=states,
-            up="",
         )
     }
     more = _env.get_template("more.md.j2")
     for n, p in enumerate(attention_pages[1:], start=2):
-        out[f"attention@{n}.md"] = more.render(title="Needs attention", attention=p, nav=p["nav"], up="")
+        out[f"attention@{n}.md"] = more.render(title="Needs attention", attention=p, nav=p["nav"])
     for n, p in enumerate(image_pages[1:], start=2):
         out[f"images@{n}.md"] = more.render(
-            title="Images", attention=None, images=p, nav=p["nav"], states=states, up=""
+            title="Images", attention=None, images=p, nav=p["nav"], states=states
         )
     return out
 
@@ -789,12 +788,15 @@ def _write_pages(root: Path, pages: dict[str, str]) -> list[str]:
 
 
 def refresh_pages(reports_dir: str, catalog: Catalog | None) -> None:
-    """The pages regenerated from the records on disk, after another run's commits were
-    integrated; a page that cannot be written was reported by the run already."""
+    """The ledger's index and the pages made again from the records on disk, after another
+    run's commits were integrated; a page that cannot be written was reported by the run
+    already."""
+    ledger = Ledger(reports_dir)
     try:
-        regenerate(Ledger(reports_dir), catalog, reports_dir)
+        regenerate(ledger, catalog, reports_dir)
     except PageWriteError:
         pass
+    ledger.flush()
 
 
 def write_reports(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -160,3 +161,88 @@ def test_advisories_link_trivys_url_else_the_issuers_page_and_nothing_else():
         "| [CVE-2024-1234](https://nvd.nist.gov/vuln/detail/CVE-2024-1234) t \\[x\\](https\\://evil.example) |"
         in page
     )
+
+
+def _report(catalog_dir, reports) -> dict:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "syncer",
+            "report",
+            "--json",
+            "--catalog",
+            str(catalog_dir),
+            "--reports",
+            str(reports),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_report_renders_only_the_pages_of_what_changed(tmp_path):
+    catalog_dir = shutil.copytree(Path(__file__).resolve().parents[2] / "catalog", tmp_path / "catalog")
+    reports = tmp_path / "reports"
+    ledger = Ledger(str(reports))
+    ledger.index()  # as a run does: the index is loaded before records are saved, then flushed
+    for name in ("team/app", "alpine"):
+        for tag in ("1.2.0", "1.10.0"):
+            ledger.save(_record(_findings(30), name=name, tag=tag, source=f"docker.io/{name}:{tag}@{DIGEST}"))
+    ledger.flush()
+    first = _report(catalog_dir, reports)
+    assert first["records"] == 4 and str(reports / "images/team/app.md") in first["written"]
+    assert _report(catalog_dir, reports)["written"] == []  # an unchanged tree renders nothing
+
+    ledger = Ledger(str(reports))
+    ledger.index()
+    rec = ledger.load("team/app", "1.10.0")
+    rec.state, rec.promoted_digest, rec.reasons = State.PROMOTED, DIGEST, []
+    rec.events.append(Event("2026-11-03T00:00:00Z", "promoted", "approved"))
+    ledger.save(rec)
+    ledger.flush()
+    written = _report(catalog_dir, reports)["written"]
+    assert sorted(written) == sorted(
+        str(reports / p) for p in ("README.md", "images/team/app.md", "pages.json")
+    )
+
+    # From scratch, the same bytes.
+    pages = [*sorted(reports.rglob("*.md")), reports / "pages.json"]
+    snapshot = {p: p.read_bytes() for p in pages}
+    for p in pages:
+        p.unlink()
+    _report(catalog_dir, reports)
+    assert {p: p.read_bytes() for p in pages} == snapshot
+    page = snapshot[reports / "images/team/app.md"].decode()
+    assert page.index("## `1.2.0`") < page.index("## `1.10.0`")  # tags sort as versions
+
+
+def test_a_rescan_with_the_same_result_renders_the_index_only(tmp_path):
+    reports = tmp_path / "reports"
+    ledger = Ledger(str(reports))
+    ledger.index()
+    for tag in ("1.0", "1.1"):
+        ledger.save(_record(_findings(5), tag=tag))
+    ledger.flush()
+    report.regenerate(ledger, None, str(reports))
+    page = (reports / "images/team/app.md").read_bytes()
+    assert b"database of 2026-11-01T00:00:00Z, scanned 2026-11-02T00:00:00Z" in page
+
+    # A newer database confirmed both tags' result: the index says so, the image page stays.
+    ledger = Ledger(str(reports))
+    for tag in ("1.0", "1.1"):
+        assert ledger.touch_scan(
+            "team/app",
+            tag,
+            scanner="trivy 0.77.0",
+            db_updated_at="2026-12-01T00:00:00Z",
+            scanned_at="2026-12-02T00:00:00Z",
+        )
+    assert ledger.load("team/app", "1.0").scan.db_updated_at == "2026-12-01T00:00:00Z"
+    assert ledger.load("team/app", "1.0", confirmed=False).scan.db_updated_at == "2026-11-01T00:00:00Z"
+    written = report.regenerate(ledger, None, str(reports))
+    assert sorted(written) == [str(reports / "README.md"), str(reports / "pages.json")]
+    assert (reports / "images/team/app.md").read_bytes() == page
+    assert "| 2026-12-01T00:00:00Z |" in (reports / "README.md").read_text()
