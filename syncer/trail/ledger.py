@@ -67,7 +67,9 @@ from typing import Any
 import yaml as pyyaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.resolver import VersionedResolver
 
 from syncer.core import refs
 from syncer.core.model import (
@@ -989,9 +991,92 @@ def _yaml() -> YAML:
 
 
 def _dump(doc: Any) -> str:
+    """The document's YAML: ruamel's output, written directly where every scalar is one whose
+    form is known (``_scalar``), by ruamel itself otherwise (multi-line or non-ASCII text).
+    tests/unit/test_ledger_emit.py checks that both give the same bytes."""
+    try:
+        out: list[str] = []
+        _emit_map(doc, 0, out)
+        return "".join(out)
+    except _Unusual:
+        return _ruamel_dump(doc)
+
+
+def _ruamel_dump(doc: Any) -> str:
     out = io.StringIO()
     _yaml().dump(doc, out)
     return out.getvalue()
+
+
+class _Unusual(Exception):
+    """A scalar whose YAML form only ruamel's emitter knows: the caller lets ruamel write."""
+
+
+# Text ruamel writes plain when YAML reads it back as a string: no indicator, no quote, no
+# space at either end; the resolvers say which of these still read as something else.
+_PLAIN = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./+()=<>$;~^-]*(?: [A-Za-z0-9_./+()=<>$;~^-]+)*")
+_PRINTABLE_ASCII = re.compile(r"[ -~]*")
+_YAML12 = VersionedResolver(version=(1, 2))
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, str):
+        if value == "":
+            return "''"
+        if _PLAIN.fullmatch(value) and not value.startswith("..."):
+            implicit = _YAML11.resolve(pyyaml.ScalarNode, value, (True, False)) == _STR
+            if implicit and _YAML12.resolve(ScalarNode, value, (True, False)) == _STR:
+                return value
+            return f"'{value}'"
+        if _PRINTABLE_ASCII.fullmatch(value) and _NEEDS_QUOTES.search(value):
+            return "'" + value.replace("'", "''") + "'"
+        raise _Unusual
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    raise _Unusual
+
+
+def _flow(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    return _scalar(value)
+
+
+def _is_block(value: Any) -> bool:
+    return isinstance(value, CommentedMap | CommentedSeq) and bool(value) and not value.fa.flow_style()
+
+
+def _emit_map(doc: Any, indent: int, out: list[str], first_prefix: str | None = None) -> None:
+    pad = " " * indent
+    for i, (key, value) in enumerate(doc.items()):
+        head = first_prefix if (i == 0 and first_prefix is not None) else pad
+        if not isinstance(key, str) or _PLAIN.fullmatch(key) is None:
+            raise _Unusual
+        if _is_block(value):
+            out.append(f"{head}{key}:\n")
+            if isinstance(value, dict):
+                _emit_map(value, indent + 2, out)
+            else:
+                _emit_seq(value, indent + 2, out)
+        else:
+            out.append(f"{head}{key}: {_flow(value)}\n")
+
+
+def _emit_seq(items: Any, indent: int, out: list[str]) -> None:
+    dash = " " * indent + "- "
+    for item in items:
+        if _is_block(item) and isinstance(item, dict):
+            _emit_map(item, indent + 2, out, first_prefix=dash)
+        elif _is_block(item):
+            raise _Unusual  # a block list in a list: records have none
+        else:
+            out.append(f"{dash}{_flow(item)}\n")
 
 
 def _fast_load(text: str) -> Any:
