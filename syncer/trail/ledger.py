@@ -34,6 +34,8 @@ API (the signatures the plan, run and report code build on):
   format 2 with their stored results, flushes the index, and returns how many; ``index`` and
   ``load`` read format 1 records as they are in the meantime.
 - ``written() -> list[Path]``: every file this ledger wrote, for the commit.
+- ``stored_scan(name, digest) -> ScanResult | None``: a digest's stored result (times of the
+  scan that first produced it), e.g. to fill a scan cache lazily.
 - ``result_key(scan) -> str`` (module function): the key a scan result is stored under; equal
   keys mean an equal content (findings, licenses, coverage, ...), whatever the scan times.
 - ``contents()``, ``all()``, ``records_for(name)``: every full record, for the commands that
@@ -451,6 +453,16 @@ class Ledger:
         )
         return record, key
 
+    def stored_scan(self, name: str, digest: str) -> ScanResult | None:
+        """The stored result of ``digest`` for catalog image ``name`` with the scanner and
+        times of the scan that first produced it (an entry's ``scan`` has the last ones);
+        None when there is none; LedgerError when it cannot be read."""
+        path = self.result_path(name, digest)
+        with self._lock:
+            if self._result_key(name, digest) is None:
+                return None
+            return self._stored_result(name, digest, path)[0]
+
     def _stored_result(self, name: str, digest: str, record_path: Path) -> tuple[ScanResult, FoundWith, str]:
         """The stored result of (name, digest), its found_with and key; LedgerError naming
         the record when there is none or it cannot be read."""
@@ -644,27 +656,15 @@ class Ledger:
                     continue  # gone, or written meanwhile
                 if record.scan is not None and winners[(name, info.digest)][2] != info.key:
                     stored, _, _ = self._stored_result(name, info.digest, self.path_for(name, tag))
+                    # The loser of its digest keeps its own scan times: the index says when
+                    # this tag was scanned.
                     s = record.scan
                     record.scan = replace(
                         stored, scanner=s.scanner, db_updated_at=s.db_updated_at, scanned_at=s.scanned_at
                     )
-                self._save_migrated(record)
+                self.save(record)
             self.flush()
             return len(legacy)
-
-    def _save_migrated(self, record: Record) -> None:
-        self.save(record)
-        entry = self._loaded().get((record.name, record.tag))
-        if entry is not None and entry.scan is not None and record.scan is not None:
-            # A loser of its digest keeps its own scan times in the index (when it was scanned).
-            s = record.scan
-            self.touch_scan(
-                record.name,
-                record.tag,
-                scanner=s.scanner,
-                db_updated_at=s.db_updated_at,
-                scanned_at=s.scanned_at,
-            )
 
 
 def _is_legacy(rd: _Reader, top: dict[str, Any]) -> bool:

@@ -187,6 +187,13 @@ def test_a_stored_result_is_shared_by_the_tags_of_its_digest_and_kept_while_equa
     )
 
 
+def test_a_stored_scan_is_read_by_digest(ledger: Ledger):
+    record = full_record("nginx", "1.0")
+    ledger.save(record)
+    assert Ledger(ledger.root).stored_scan("nginx", DIGEST) == record.scan
+    assert Ledger(ledger.root).stored_scan("nginx", OTHER) is None
+
+
 def test_load_joins_the_stored_result_with_the_times_of_the_last_confirmation(ledger: Ledger):
     record = full_record("nginx", "1.0")
     ledger.save(record)
