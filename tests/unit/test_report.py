@@ -246,3 +246,43 @@ def test_a_rescan_with_the_same_result_renders_the_index_only(tmp_path):
     assert sorted(written) == [str(reports / "README.md"), str(reports / "pages.json")]
     assert (reports / "images/team/app.md").read_bytes() == page
     assert "| 2026-12-01T00:00:00Z |" in (reports / "README.md").read_text()
+
+
+def test_migrating_a_format_1_ledger_changes_only_what_migration_decides(tmp_path):
+    catalog_dir = shutil.copytree(Path(__file__).resolve().parents[2] / "catalog", tmp_path / "catalog")
+    catalog = load_catalog(str(catalog_dir))
+    reports = shutil.copytree(Path(__file__).parent.parent / "data" / "ledger_format1", tmp_path / "reports")
+    (reports / "README.md").unlink()  # the fixture's description, not a page
+    report.regenerate(Ledger(str(reports)), catalog, str(reports))
+    before = {str(p.relative_to(reports)): p.read_text() for p in reports.rglob("*.md")}
+    assert len(before) == 5  # the index and four image pages
+
+    assert Ledger(str(reports)).migrate() == 7
+    report.regenerate(Ledger(str(reports)), catalog, str(reports))
+    after = {str(p.relative_to(reports)): p.read_text() for p in reports.rglob("*.md")}
+    assert after.keys() == before.keys()
+    changed = sorted(p for p in after if after[p] != before[p])
+    # Pages show the scan that first found a result: redis 7.2 shares its digest's result,
+    # which 7.2.4's earlier scan found; nginx 1.27's older result lost to 1.27.3's newer one
+    # (the ledger's migration rule), so 1.27 shows that result. Nothing else changes.
+    assert changed == ["images/bitnami/redis.md", "images/nginx.md"]
+    redis = before["images/bitnami/redis.md"]
+    row = next(line for line in redis.splitlines() if line.startswith("| [`7.2`]"))
+    first_scan = redis.replace(row, row.replace("2026-03-02T07:00:00Z", "2026-03-01T10:00:00Z")).replace(
+        "database of 2026-03-02T06:00:00Z, scanned 2026-03-02T07:00:00Z",
+        "database of 2026-02-28T06:00:00Z, scanned 2026-03-01T10:00:00Z",
+    )
+    assert after["images/bitnami/redis.md"] == first_scan
+    old_tag, old_rest = _tag_1_27(before["images/nginx.md"])
+    new_tag, new_rest = _tag_1_27(after["images/nginx.md"])
+    assert old_rest == new_rest and old_tag != new_tag  # only the row and the section of 1.27 change
+    assert "1 finding (1 low)" in after["images/nginx.md"].split("## `1.27` —")[1].split("## ")[0]
+
+
+def _tag_1_27(page: str) -> tuple[str, str]:
+    """nginx 1.27's row and section, and the page without them."""
+    lines = page.splitlines(keepends=True)
+    row = "".join(x for x in lines if x.startswith("| [`1.27`]"))
+    head, _, rest = page.partition("## `1.27` —")
+    section, sep, tail = rest.partition("\n## ")
+    return row + section, head.replace(row, "") + sep + tail
