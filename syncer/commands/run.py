@@ -399,15 +399,14 @@ def _commit(
     counts = dict(result.counts())
     if earlier:
         # A killed run's records have no pages yet.
-        records = ledger.all()
         try:
-            report.regenerate(records, catalog, args.reports)
+            report.regenerate(ledger, catalog, args.reports)
         except SyncerError as err:
             problems.append(str(err))
         leftover = {os.path.realpath(os.path.join(repo_dir, f)) for f in earlier}
-        for rec in records:
-            if os.path.realpath(ledger.path_for(rec.name, rec.tag)) in leftover:
-                counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
+        for entry in ledger.index().entries.values():
+            if os.path.realpath(ledger.path_for(entry.name, entry.tag)) in leftover:
+                counts[entry.state.value] = counts.get(entry.state.value, 0) + 1
     message = gitops.summary_message(counts, os.environ.get("GITHUB_RUN_ID"))
     commit = gitops.commit_reports(
         repo_dir,

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             ledger = Ledger(args.reports)
             recorded = record_signature(ledger, ref, digest, signer)
             if recorded:
-                written = report.regenerate(ledger.all(), catalog, args.reports)
+                written = report.regenerate(ledger, catalog, args.reports)
     if args.json:
         json.dump(
             {

@@ -210,3 +210,16 @@ def safe_relpath(name: str) -> str:
 def short_digest(digest: str | None) -> str:
     """The first 12 hex digits, as pages and plans show a digest ("" for none)."""
     return digest.split(":", 1)[-1][:12] if digest else ""
+
+
+_VERSION_PART = re.compile(r"(\d+)|(\D+)")
+
+
+def version_key(tag: str) -> tuple[tuple[tuple[int, int, str], ...], str]:
+    """How pages sort tags: runs of digits compare as numbers, so 1.2.0 comes before 1.10.0
+    and 9-alpine before 10-alpine; other runs compare as text, after a number at the same
+    place. The tag itself breaks ties (1.07 and 1.7), so the order is total for any tags."""
+    parts = tuple(
+        (0, int(digits), "") if digits else (1, 0, other) for digits, other in _VERSION_PART.findall(tag)
+    )
+    return parts, tag

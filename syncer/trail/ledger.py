@@ -19,8 +19,9 @@ API (the signatures the plan, run and report code build on):
   call lists the records and hashes their bytes (no YAML parse) and the stored results'; an
   entry whose record or result changed, or that is missing, is made again from the record
   (``summarize``); later calls return the ledger's current state without reading again.
-- ``load(name, tag) -> Record | None``: the full record, its ``scan`` joined from the stored
-  result with the times of the last confirmation (from the index).
+- ``load(name, tag, *, confirmed=True) -> Record | None``: the full record, its ``scan`` joined
+  from the stored result with the times of the last confirmation (from the index); with
+  ``confirmed=False`` those of the scan that first found the result (the pages show these).
 - ``save(record) -> bool``: writes the record from a fresh document (and the stored result when
   its content is new) and updates the tag's entry; True when the record file changed.
   Refuses (ValueError) a record whose events do not extend the stored ones.
@@ -379,13 +380,17 @@ class Ledger:
 
     # --- reading records ------------------------------------------------------------------
 
-    def load(self, name: str, tag: str) -> Record | None:
+    def load(self, name: str, tag: str, *, confirmed: bool = True) -> Record | None:
+        """The full record; its scan has the times of the last scan that confirmed the result
+        (from the index), or with ``confirmed=False`` those of the scan that first found it
+        (the record's own, which pages show so that a re-scan does not change them)."""
         path = self.path_for(name, tag)
         with self._lock:
             data = _read_bytes(self.root, path)
             if data is None:
                 return None
-            return self._read_record(data, path, name, tag, self._stored_entry(name, tag))[0]
+            entry = self._stored_entry(name, tag) if confirmed else None
+            return self._read_record(data, path, name, tag, entry)[0]
 
     def records_for(self, name: str) -> list[Record]:
         """Every readable record of one repository, sorted by tag."""

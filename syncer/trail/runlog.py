@@ -25,7 +25,7 @@ import yaml
 from syncer.core.model import State
 from syncer.core.plan import Plan
 from syncer.errors import SyncerError
-from syncer.trail.atomic import is_temp_name, read_regular
+from syncer.trail.atomic import is_temp_name
 
 RUNS = "runs"
 VERSION = 1
@@ -222,28 +222,24 @@ def _string(item: object, key: str) -> str:
     return item[key]
 
 
-def load_all(reports_dir: str | os.PathLike) -> tuple[list[tuple[str, RunRecord]], list[str]]:
-    """Every run record, as (stem, record) in stem order, and the problems of those that
-    could not be read. Links are never followed."""
+def parse_file(data: bytes, path: Path) -> RunRecord:
+    """The run record in the bytes of ``path``; RunRecordError names what is wrong."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RunRecordError(f"{path}: not UTF-8 text; restore it from git history") from None
+    return parse(text, str(path))
+
+
+def files(reports_dir: str | os.PathLike) -> list[tuple[str, Path]]:
+    """Every run record file, as (stem, path) in stem order, without reading it."""
     root = Path(reports_dir)
-    found, problems = [], []
-    for month in _entries(root / RUNS, directories=True):
-        for name in _entries(root / RUNS / month, directories=False):
-            if not name.endswith(".yaml") or is_temp_name(name):
-                continue
-            path = root / RUNS / month / name
-            try:
-                data = read_regular(root, path)
-                if data is None:
-                    continue
-                found.append(
-                    (f"{RUNS}/{month}/{name[: -len('.yaml')]}", parse(data.decode("utf-8"), str(path)))
-                )
-            except UnicodeDecodeError:
-                problems.append(f"{path}: not UTF-8 text; restore it from git history")
-            except (OSError, SyncerError) as err:
-                problems.append(str(err))
-    return found, problems
+    return [
+        (f"{RUNS}/{month}/{name[: -len('.yaml')]}", root / RUNS / month / name)
+        for month in _entries(root / RUNS, directories=True)
+        for name in _entries(root / RUNS / month, directories=False)
+        if name.endswith(".yaml") and not is_temp_name(name)
+    ]
 
 
 def _entries(directory: Path, *, directories: bool) -> list[str]:

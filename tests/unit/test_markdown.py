@@ -158,7 +158,8 @@ def _documents(v: Values) -> dict[str, str]:
     result = _result(v, records)
     started = datetime(2026, 11, 2, tzinfo=UTC)
     return {
-        **report.render_all(records, None),
+        **report.render_index([summarize(r, record_key="k") for r in records], None),
+        "images/team/app.md": report.render_image("team/app", records, None)[0][1],
         "run page": report.render_run(runlog.from_result(result, started, {}, None)),
         "plan": render_markdown(result.plan),
         "run summary": summary_markdown(result, [v()]),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +16,7 @@ from syncer.core.refs import (
     is_valid_tag,
     parse_reference,
     safe_relpath,
+    version_key,
 )
 from tests.harness.properties import examples
 
@@ -173,3 +176,41 @@ def test_str_round_trips(registry: str, path: list[str], tag: str | None, digest
     ref = Reference(registry, "/".join(path), tag, digest)
     assert parse_reference(str(ref)) == ref
     assert safe_relpath(ref.repository) == ref.repository
+
+
+def test_tags_sort_as_versions() -> None:
+    tags = [
+        "latest",
+        "1.10.0",
+        "1.2.0",
+        "1.2.0-rc1",
+        "10-alpine",
+        "9-alpine",
+        "1.2",
+        "1.07",
+        "1.7",
+        "v2",
+        "v10",
+    ]
+    assert sorted(tags, key=version_key) == [
+        "1.2",
+        "1.2.0",
+        "1.2.0-rc1",
+        "1.07",
+        "1.7",
+        "1.10.0",
+        "9-alpine",
+        "10-alpine",
+        "latest",
+        "v2",
+        "v10",
+    ]
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(tags=st.lists(_tags, min_size=2, max_size=8, unique=True))
+def test_version_order_is_total_and_deterministic(tags: list[str]) -> None:
+    # Distinct tags never tie, so the order cannot depend on the order they came in.
+    assert len({version_key(t) for t in tags}) == len(tags)
+    ordered = sorted(tags, key=version_key)
+    assert all(version_key(a) < version_key(b) for a, b in itertools.pairwise(ordered))

@@ -4,6 +4,7 @@ record from which ``syncer report`` rebuilds the page byte for byte."""
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from hypothesis import strategies as st
 
 from syncer.core.model import State
 from syncer.core.plan import Plan
+from syncer.errors import UnsafePathError
 from syncer.stages.pipeline import RunResult, TagOutcome
 from syncer.trail import report, runlog
+from syncer.trail.atomic import read_regular
 from tests.harness.properties import examples
 
 STARTED = datetime(2026, 12, 1, 21, 16, 39, 500000, tzinfo=UTC)
@@ -166,7 +169,7 @@ def test_a_bad_record_is_named_with_what_is_wrong(text, expected):
     assert expected in str(err.value) and "restore it from git history" in str(err.value)
 
 
-def test_load_all_reads_every_record_and_names_the_bad_ones(tmp_path: Path):
+def test_files_lists_every_record_and_parse_file_names_the_bad_ones(tmp_path: Path):
     run = runlog.from_result(result(), STARTED, CI, (1, 2))
     month = tmp_path / "runs" / "2026-12"
     month.mkdir(parents=True)
@@ -174,11 +177,18 @@ def test_load_all_reads_every_record_and_names_the_bad_ones(tmp_path: Path):
     (month / "a.md").write_text("the page\n")
     (month / "old.md").write_text("a page of an older trail, without a record\n")
     (month / "bad.yaml").write_text("version: 1\n")
+    (month / "latin1.yaml").write_bytes(b"version: 1\nrun: \xe9\n")
     (month / ".b.yaml.tmp-1234").write_text("an interrupted write\n")
     (month / "link.yaml").symlink_to(month / "a.yaml")
-    found, problems = runlog.load_all(tmp_path)
-    assert found == [("runs/2026-12/a", run)]
-    assert len(problems) == 2
-    assert any(f"{month / 'bad.yaml'}: not a run record" in p for p in problems), problems
-    assert any("link.yaml is a symlink" in p for p in problems), problems
-    assert runlog.load_all(tmp_path / "nowhere") == ([], [])
+    listed = runlog.files(tmp_path)
+    assert [stem for stem, _ in listed] == [f"runs/2026-12/{n}" for n in ("a", "bad", "latin1", "link")]
+    assert runlog.parse_file((month / "a.yaml").read_bytes(), month / "a.yaml") == run
+    with pytest.raises(runlog.RunRecordError, match=re.escape(f"{month / 'bad.yaml'}: not a run record")):
+        runlog.parse_file((month / "bad.yaml").read_bytes(), month / "bad.yaml")
+    with pytest.raises(
+        runlog.RunRecordError, match=r"latin1\.yaml: not UTF-8 text; restore it from git history"
+    ):
+        runlog.parse_file((month / "latin1.yaml").read_bytes(), month / "latin1.yaml")
+    with pytest.raises(UnsafePathError, match=r"link\.yaml is a symlink"):
+        read_regular(tmp_path, month / "link.yaml")
+    assert runlog.files(tmp_path / "nowhere") == []
