@@ -171,6 +171,8 @@ class Pipeline:
         # quarantine, which Docker Hub does not count as a pull.
         self._guard = threading.Lock()
         self._digest_locks: dict[tuple[str, str], threading.Lock] = {}
+        # One writer per repository (docs/architecture.md, "One writer per repository").
+        self._repository_locks: dict[tuple[str, str], threading.Lock] = {}
         self._quarantined: set[tuple[str, str]] = set()
 
     # --- planning -------------------------------------------------------------------------
@@ -268,6 +270,14 @@ class Pipeline:
     def _digest_lock(self, name: str, digest: str | None) -> threading.Lock:
         with self._guard:
             return self._digest_locks.setdefault((name, digest or ""), threading.Lock())
+
+    def _writing(self, registry: str, repository: str) -> threading.Lock:
+        """Held by the job writing into ``registry``'s ``repository``: distribution rewrites a
+        blob's link file in place (truncate, then write), so a manifest put that reads it meanwhile
+        fails with DIGEST_INVALID; MANIFEST_BLOB_UNKNOWN. Tags of other digests of the image
+        write the same shared layers' links."""
+        with self._guard:
+            return self._repository_locks.setdefault((registry, repository), threading.Lock())
 
     def _process_safely(self, tp: TagPlan) -> TagOutcome:
         subject = f"{tp.name}:{tp.tag}"
@@ -408,17 +418,23 @@ class Pipeline:
     def _mirror(self, entry: ImageEntry, name: str, tag: str, digest: str) -> str:
         """Bring ``digest`` into quarantine as ``tag``; the event detail (it names the digest)."""
         quarantine = self._quarantine(name)
-        if (name, digest) in self._quarantined:
-            try:
-                self.copier.copy_in_target(
-                    self._target, self._target_client, quarantine, quarantine, digest, tag
-                )
-                return f"{digest} (tagged from quarantine: no upstream pull)"
-            except SyncerError:
-                pass  # e.g. garbage-collected since: fetch it from upstream after all
-        self.copier.mirror(
-            self.sources.endpoint(entry.source_host), entry.source_path, digest, self._target, quarantine, tag
-        )
+        with self._writing(self._target.name, quarantine):
+            if (name, digest) in self._quarantined:
+                try:
+                    self.copier.copy_in_target(
+                        self._target, self._target_client, quarantine, quarantine, digest, tag
+                    )
+                    return f"{digest} (tagged from quarantine: no upstream pull)"
+                except SyncerError:
+                    pass  # e.g. garbage-collected since: fetch it from upstream after all
+            self.copier.mirror(
+                self.sources.endpoint(entry.source_host),
+                entry.source_path,
+                digest,
+                self._target,
+                quarantine,
+                tag,
+            )
         self._quarantined.add((name, digest))
         return digest
 
@@ -515,16 +531,17 @@ class Pipeline:
                 if self.signer is None:
                     raise SyncerError(f"cannot sign: {self.signer_problem}")
                 self.progress.step(subject, f"replicating to {endpoint.name}")
-                replicate.push_to_replica(
-                    self._target,
-                    endpoint,
-                    client,
-                    self.signer,
-                    self.copier,
-                    approved,
-                    rec.promoted_digest,
-                    rec.tag,
-                )
+                with self._writing(endpoint.name, approved):
+                    replicate.push_to_replica(
+                        self._target,
+                        endpoint,
+                        client,
+                        self.signer,
+                        self.copier,
+                        approved,
+                        rec.promoted_digest,
+                        rec.tag,
+                    )
                 state = replicate.replica_state(rec, endpoint.name)
                 state.digest, state.copied_at, state.lagging = rec.promoted_digest, now_iso(), False
                 self._event(
@@ -548,14 +565,15 @@ class Pipeline:
         # reached approved/, and an image never sits there unsigned.
         self.progress.step(subject, "signing")
         identity = f"{self.settings.target.registry}/{approved}"
-        try:
-            self.signer.sign(self._target_client, approved, rec.digest, identity)
-        except SigningError as err:
-            raise SigningError(f"cannot sign: {err}; nothing is promoted unsigned") from None
-        self.progress.step(subject, "promoting")
-        self.copier.promote(
-            self._target, self._target_client, self._quarantine(rec.name), approved, rec.digest, rec.tag
-        )
+        with self._writing(self._target.name, approved):
+            try:
+                self.signer.sign(self._target_client, approved, rec.digest, identity)
+            except SigningError as err:
+                raise SigningError(f"cannot sign: {err}; nothing is promoted unsigned") from None
+            self.progress.step(subject, "promoting")
+            self.copier.promote(
+                self._target, self._target_client, self._quarantine(rec.name), approved, rec.digest, rec.tag
+            )
         if rec.promoted_digest != rec.digest:
             # Signatures belong to a digest: approvals of the one approved before do not carry over.
             rec.signatures = []

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
+import time
 from datetime import date
 
 import pytest
@@ -475,3 +477,46 @@ def test_a_replica_that_refuses_the_signature_gets_no_copy_and_lags(tmp_path, wo
     run(world, catalog(tmp_path, replicas=[REPLICA]), ledger)  # the next run catches it up
     assert [step[0] for step in world.log] == ["sign", "replicate"]
     assert world.holds(REPLICA, "approved/nginx") == {"1.27": D1}
+
+
+class OverlapCopier(FakeCopier):
+    """Records how many jobs wrote into one repository at the same moment (each write lasts a
+    little, so two jobs that are not kept apart overlap)."""
+
+    def __init__(self, world: World):
+        super().__init__(world)
+        self.guard = threading.Lock()
+        self.inside: dict[str, int] = {}
+        self.most = 0
+
+    def _copy(self, kind, src_registry, src_repo, digest, dst_registry, dst_repo, tag):
+        where = f"{dst_registry}/{dst_repo}"
+        with self.guard:
+            self.inside[where] = self.inside.get(where, 0) + 1
+            self.most = max(self.most, self.inside[where])
+        time.sleep(0.05)
+        with self.guard:
+            self.inside[where] -= 1
+            super()._copy(kind, src_registry, src_repo, digest, dst_registry, dst_repo, tag)
+
+
+def test_tags_of_other_digests_of_one_image_write_its_repositories_one_at_a_time(tmp_path, world, ledger):
+    # distribution rewrites blob links in place: a manifest put of one job reading a link
+    # another job is rewriting fails with DIGEST_INVALID (tests/e2e/test_parallel_promotion_e2e.py).
+    tags = {"1.27": D1, "1.28": D2, "1.29": D3}
+    for tag, digest in tags.items():
+        world.upstream[("library/nginx", tag)] = digest
+    copier = OverlapCopier(world)
+    Pipeline(
+        catalog(tmp_path, ImageEntry(source="docker.io/library/nginx", name="nginx", tags=tuple(tags))),
+        ledger,
+        scan_settings=ScanSettings(cache_dir="/nonexistent", db_updated_at=DB1),
+        signer=FakeSigner(world),
+        options=RunOptions(jobs=3, today=date(2026, 5, 3)),
+        copier=copier,
+        scanner=FakeScanner(world, DB1),
+        clients=world.client,
+    ).run()
+
+    assert world.holds(TRUSTED, "approved/nginx") == tags
+    assert copier.most == 1
