@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 
 from syncer.core import policy as policy_mod
-from syncer.core.model import Catalog, Event, EventKind, ImageEntry, Record, ScanResult, State
+from syncer.core.model import Approval, Catalog, Event, EventKind, ImageEntry, Record, ScanResult, State
 from syncer.core.plan import Change, Plan, TagPlan, build_plan, was_mirrored
 from syncer.errors import SigningError, SyncerError, failure_text
 from syncer.stages import ports, replicate
@@ -507,7 +507,7 @@ class Pipeline:
                 self._event(rec, "held", "; ".join(reasons))
             rec.state, rec.reasons = State.HELD, reasons
             return
-        self._promote(rec, subject)
+        self._promote(rec, subject, decision.approval)
         rec.state, rec.reasons = State.PROMOTED, reasons
 
     def _replicate(self, rec: Record, subject: str) -> list[str]:
@@ -557,7 +557,7 @@ class Pipeline:
                 lagging.append(f"{endpoint.name} ({err})")
         return lagging
 
-    def _promote(self, rec: Record, subject: str) -> None:
+    def _promote(self, rec: Record, subject: str, approval: Approval | None) -> None:
         if self.signer is None:
             raise SyncerError(f"cannot sign: {self.signer_problem}; nothing is promoted unsigned")
         approved = self._approved(rec.name)
@@ -580,4 +580,5 @@ class Pipeline:
         rec.promoted_digest = rec.digest
         if self.signer.name not in rec.signatures:
             rec.signatures = sorted({*rec.signatures, self.signer.name})
-        self._event(rec, "promoted", f"{rec.digest} to {identity}:{rec.tag}, signed by {self.signer.name}")
+        detail = f"{rec.digest} to {identity}:{rec.tag}, signed by {self.signer.name}"
+        self._event(rec, "promoted", detail + (policy_mod.approval_text(approval) if approval else ""))

@@ -21,7 +21,7 @@ import jinja2
 from syncer.access.enforce import required_signers
 from syncer.core import markdown
 from syncer.core.model import Catalog, Finding, Policy, Record, State
-from syncer.core.policy import count_by_severity, counts_text, evaluate, live_exceptions
+from syncer.core.policy import APPROVED_BY, count_by_severity, counts_text, evaluate, live_exceptions
 from syncer.core.refs import short_digest
 from syncer.errors import SyncerError
 from syncer.trail import runlog
@@ -147,6 +147,16 @@ def _signed(rec: Record) -> str:
     return f"{names or 'nobody'}, of the approved digest {short_digest(rec.promoted_digest)}"
 
 
+def _approver(rec: Record) -> str:
+    """Who approved the digest in approved/, as its promoted event says (a manual policy's
+    approval); "" for a digest a policy let through on its own."""
+    promoted = rec.promoted_digest
+    last = next((e for e in reversed(rec.events) if e.event == "promoted"), None)
+    if promoted is None or last is None or not last.detail.startswith(promoted):
+        return ""
+    return last.detail.partition(APPROVED_BY)[2]
+
+
 @dataclass
 class _Row:
     name: str
@@ -265,6 +275,7 @@ def render_image(name: str, records: list[Record], catalog: Catalog | None) -> s
                 counts_text=counts_text(counts),
                 signers=_signed(rec),
                 signed_names=", ".join(rec.signatures) or "nobody",
+                approved_by=_approver(rec),
                 missing=_missing(rec, catalog),
                 scan=rec.scan,
                 scanned=rec.scan.scanned_at if rec.scan else "",
