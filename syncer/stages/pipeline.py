@@ -526,28 +526,57 @@ class Pipeline:
                         )
                         current.digest, current.copied_at, current.lagging = None, None, False
                     continue
-                if not replicate.needs_copy(rec, endpoint.name):
+                copy = replicate.needs_copy(rec, endpoint.name)
+                people = {
+                    n: self.catalog.signers[n]
+                    for n in replicate.people(rec, self.settings.signing.signer)
+                    if n in self.catalog.signers
+                }
+                if not copy and not people:
                     continue
-                if self.signer is None:
+                signer = self.signer
+                if copy and signer is None:
                     raise SyncerError(f"cannot sign: {self.signer_problem}")
-                self.progress.step(subject, f"replicating to {endpoint.name}")
+                if copy:
+                    self.progress.step(subject, f"replicating to {endpoint.name}")
+                # What a person's signature names: the trusted registry (core.trusted.signed_identity).
+                identity = f"{self.settings.target.registry}/{approved}"
                 with self._writing(endpoint.name, approved):
-                    replicate.push_to_replica(
-                        self._target,
-                        endpoint,
-                        client,
-                        self.signer,
-                        self.copier,
-                        approved,
-                        rec.promoted_digest,
-                        rec.tag,
+                    # People's signatures before the image, as the pipeline's own: a replica
+                    # never serves the tag without them. Without anything new: two GETs.
+                    carried = (
+                        self.copier.copy_signatures(
+                            self._target_client, client, approved, rec.promoted_digest, identity, people
+                        )
+                        if people
+                        else []
                     )
+                    if copy and signer is not None:
+                        replicate.push_to_replica(
+                            self._target,
+                            endpoint,
+                            client,
+                            signer,
+                            self.copier,
+                            approved,
+                            rec.promoted_digest,
+                            rec.tag,
+                        )
+                if carried:
+                    self._event(
+                        rec,
+                        "replicated",
+                        f"signature of {', '.join(carried)} on {rec.promoted_digest} copied to "
+                        f"{endpoint.name} unchanged (it names {identity})",
+                    )
+                if not copy or signer is None:
+                    continue
                 state = replicate.replica_state(rec, endpoint.name)
                 state.digest, state.copied_at, state.lagging = rec.promoted_digest, now_iso(), False
                 self._event(
                     rec,
                     "replicated",
-                    f"{rec.promoted_digest} to {endpoint.name}, signed by {self.signer.name}",
+                    f"{rec.promoted_digest} to {endpoint.name}, signed by {signer.name}",
                 )
             except SyncerError as err:
                 state = replicate.replica_state(rec, endpoint.name)

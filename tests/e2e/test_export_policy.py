@@ -106,6 +106,27 @@ def test_containers_policy_rejects_by_default_and_requires_each_policys_signers(
     assert enforce.containers_policy(again, "registry.example.com") == text, "output depends on file order"
 
 
+def test_a_replicas_containers_policy_takes_peoples_signatures_as_naming_the_target(tmp_path, keys):
+    # People sign in the trusted registry; their signatures reach replicas unchanged. cosign
+    # identities name a repository only, which containers/image's remapIdentity refuses
+    # (it follows matchRepoDigestOrExact), so the target's repository is named exactly.
+    catalog = load_catalog(make_catalog(tmp_path, "registry.example.com", keys))
+    scopes = json.loads(enforce.containers_policy(catalog, REPLICA))["transports"]["docker"]
+    assert scopes[f"{REPLICA}/approved/bitnami/redis"] == [
+        _sigstore(keys["ci"]),
+        {
+            "type": "sigstoreSigned",
+            "keyData": _b64(keys["alice"]),
+            "signedIdentity": {
+                "type": "exactRepository",
+                "dockerRepository": "registry.example.com/approved/bitnami/redis",
+            },
+        },
+    ]
+    assert scopes[f"{REPLICA}/approved/nginx"] == [_sigstore(keys["ci"])]
+    assert scopes[f"{REPLICA}/quarantine"] == [{"type": "reject"}]
+
+
 def test_kyverno_cluster_policy_has_the_verify_images_shape(tmp_path, keys):
     catalog = load_catalog(make_catalog(tmp_path, "registry.example.com", keys))
     text = enforce.kyverno_policy(catalog, REPLICA)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -89,6 +90,7 @@ class World:
         self.log: list[tuple[str, ...]] = []
         self.scans: dict[str, object] = {}  # digest -> findings tuple, PlatformScan or exception
         self.refuse_signing: set[str] = set()  # registries whose signatures fail
+        self.people: dict[tuple[str, str, str], set[str]] = {}  # people's signatures, per registry
 
     def holds(self, registry: str, repository: str) -> dict[str, str]:
         return self.repos.setdefault((registry, repository), {})
@@ -128,6 +130,13 @@ class FakeCopier:
             return []
         self.w.signed.discard((client.name, approved_repo, digest))
         return [digest.replace(":", "-") + ".sig"]
+
+    def copy_signatures(self, source, destination, repository, digest, identity, signers):
+        self.w.log.append(("copy signatures", f"{destination.name}/{repository}", digest, identity))
+        there = self.w.people.setdefault((destination.name, repository, digest), set())
+        new = sorted(self.w.people.get((source.name, repository, digest), set()) & set(signers) - there)
+        there.update(new)
+        return new
 
 
 class FakeScanner:
@@ -520,3 +529,37 @@ def test_tags_of_other_digests_of_one_image_write_its_repositories_one_at_a_time
 
     assert world.holds(TRUSTED, "approved/nginx") == tags
     assert copier.most == 1
+
+
+def test_a_persons_signature_reaches_each_replica_before_the_image_and_later_ones_too(
+    tmp_path, world, ledger
+):
+    plain = replace(catalog(tmp_path), signers={"alice": "PEM"})
+    run(world, plain, ledger)
+    # alice signs in the trusted registry (syncer sign), after the promotion.
+    rec = ledger.load("nginx", "1.27")
+    rec.signatures = ["alice", "ci"]
+    rec.events.append(Event(at="2026-05-03T00:00:00Z", event="signed", detail=f"alice signed {D1}"))
+    ledger.save(rec)
+    world.people[(TRUSTED, "approved/nginx", D1)] = {"alice"}
+
+    world.log.clear()
+    replicated = replace(plain, settings=catalog(tmp_path, replicas=[REPLICA]).settings)
+    run(world, replicated, ledger)
+    named = f"{TRUSTED}/approved/nginx"
+    assert world.log == [
+        ("copy signatures", f"{REPLICA}/approved/nginx", D1, named),
+        ("sign", f"{REPLICA}/approved/nginx", D1),
+        ("replicate", f"{REPLICA}/approved/nginx:1.27", D1),
+    ]
+    rec = ledger.load("nginx", "1.27")
+    assert [e.detail for e in rec.events[-2:]] == [
+        f"signature of alice on {D1} copied to {REPLICA} unchanged (it names {named})",
+        f"{D1} to {REPLICA}, signed by ci",
+    ]
+
+    # In step: the next run only looks (and copies a signature made since, were there one).
+    world.log.clear()
+    result = run(world, replicated, ledger)
+    assert world.log == [("copy signatures", f"{REPLICA}/approved/nginx", D1, named)]
+    assert not result.changed and ledger.load("nginx", "1.27") == rec
