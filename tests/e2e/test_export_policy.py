@@ -22,6 +22,7 @@ from syncer.core import cosign
 from syncer.stages import signatures
 from syncer.tools.registry import RegistryClient
 from tests.harness.images import alpine_files, build_image, push
+from tests.harness.skopeo_cli import copy_under_policy
 
 REPLICA = "registry.eu.example.com"
 
@@ -259,22 +260,7 @@ def test_skopeo_loads_the_policy_and_routes_each_repository_to_its_requirement(t
 
     def copy(policy: Path, repository: str) -> subprocess.CompletedProcess:
         out = tmp_path / "out" / repository.replace("/", "_").replace(":", "_")
-        return subprocess.run(
-            [
-                "skopeo",
-                "--policy",
-                str(policy),
-                "--registries.d",
-                str(registries_d),
-                "copy",
-                "--src-tls-verify=false",
-                f"docker://{registry.host}/{repository}",
-                f"dir:{out}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return copy_under_policy(policy, registries_d, f"{registry.host}/{repository}", out)
 
     policy = tmp_path / "policy.json"
     for rejected in ("quarantine/nginx:1.27", "approved/unlisted:1"):

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-from pathlib import Path
 
 from syncer.core import cosign
 from syncer.stages import signatures
 from syncer.tools.registry import RegistryClient
 from tests.harness.images import alpine_files, build_image
+from tests.harness.skopeo_cli import copy_under_policy
 from tests.harness.world import PASSPHRASE
 
 CLEAN = (("musl", "1.2.5-r0", "musl"), ("busybox", "1.36.1-r29", "busybox"))
@@ -139,30 +138,15 @@ def _check_replica_policy(world, replica, alice_pem: bytes, identity: str) -> No
     # Real skopeo parses the document strictly: the signed image reaches its sigstoreSigned
     # requirements (Debian's build then stops: "sigstore disabled"), and the same document
     # without exactRepository's dockerRepository is refused as invalid.
-    copied = _skopeo_copy(policy, out / "registries.d", replica, out / "image")
+    copied = copy_under_policy(
+        policy, out / "registries.d", f"{replica.host}/approved/alpine:3.20", out / "image"
+    )
     assert copied.returncode == 0 or "sigstore disabled" in copied.stderr, copied.stderr
     assert "invalid policy" not in copied.stderr and "rejected by policy" not in copied.stderr
     del requirements[1]["signedIdentity"]["dockerRepository"]
     broken = out / "broken.json"
     broken.write_text(json.dumps(document))
-    refused = _skopeo_copy(broken, out / "registries.d", replica, out / "image2")
-    assert refused.returncode != 0 and "invalid policy" in refused.stderr, refused.stderr
-
-
-def _skopeo_copy(policy: Path, registries_d: Path, replica, dest: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            "skopeo",
-            "--policy",
-            str(policy),
-            "--registries.d",
-            str(registries_d),
-            "copy",
-            "--src-tls-verify=false",
-            f"docker://{replica.host}/approved/alpine:3.20",
-            f"dir:{dest}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    refused = copy_under_policy(
+        broken, out / "registries.d", f"{replica.host}/approved/alpine:3.20", out / "image2"
     )
+    assert refused.returncode != 0 and "invalid policy" in refused.stderr, refused.stderr
