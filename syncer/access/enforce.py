@@ -33,6 +33,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from syncer.core.model import Catalog, ImageEntry
+from syncer.core.trusted import signed_identity
 
 KYVERNO_POLICY_NAME = "syncer-approved-images"
 # Kyverno rule names are limited to 63 characters; so are the ImageValidatingPolicy names
@@ -110,18 +111,35 @@ def containers_policy(catalog: Catalog, registry: str, allow: tuple[Allow, ...] 
         scopes[entry.scope] = [
             {"type": "insecureAcceptAnything"} if entry.key_pem is None else _sigstore_signed(entry.key_pem)
         ]
+    approved = catalog.settings.target.approved
     for req in requirements(catalog, registry):
-        scopes[req.repository] = [_sigstore_signed(pem) for _, pem in req.signers]
+        named = {
+            n: signed_identity(catalog.settings, registry, f"{approved}/{req.name}", n)
+            for n, _ in req.signers
+        }
+        scopes[req.repository] = [
+            _sigstore_signed(pem, named[n] if named[n] != req.repository else None) for n, pem in req.signers
+        ]
     document = {"default": [{"type": "reject"}], "transports": {"docker": scopes}}
     return json.dumps(document, indent=2) + "\n"
 
 
-def _sigstore_signed(pem: str) -> dict:
+def _sigstore_signed(pem: str, identity: str | None = None) -> dict:
+    """A cosign signature by ``pem``'s key naming the image's own repository, or ``identity``
+    (a person's signature on a replica names the trusted registry's repository).
+
+    cosign signatures name a repository, never a tag, and containers/image matches such an
+    identity only with ``matchRepository`` or ``exactRepository``; ``remapIdentity``, its
+    remapping for mirrors, follows ``matchRepoDigestOrExact`` and refuses every identity without
+    a tag (containers-policy.json(5); signature/policy_reference_match.go), so on a replica
+    ``exactRepository`` names the repository the person signed."""
+    signed: dict[str, str] = {"type": "matchRepository"}
+    if identity is not None:
+        signed = {"type": "exactRepository", "dockerRepository": identity}
     return {
         "type": "sigstoreSigned",
         "keyData": base64.b64encode(pem.encode()).decode(),
-        # cosign signatures name the repository only, never a tag.
-        "signedIdentity": {"type": "matchRepository"},
+        "signedIdentity": signed,
     }
 
 

@@ -11,7 +11,8 @@ The passphrase comes from the environment variable named by signing.passphrase_e
 settings.yaml (default SYNCER_SIGNING_PASSPHRASE) or, on a terminal, from a prompt; never from
 the command line. When REF is in the target registry and reports/records/NAME/TAG.yaml
 records the signed digest as promoted, the signer is added to its signatures with a `signed`
-event and the reports are regenerated. Signing twice changes nothing.
+event and the reports are regenerated. Signing twice changes nothing. People sign in the
+target registry only: the next `syncer run` copies the signature to every replica.
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--signer '{args.signer}' is not a signer name (letters, digits, '.', '_' and '-')")
     key = _load_key(Path(args.key), catalog.settings.signing.passphrase_env)
     signer = signer_for_key(catalog, key.public_key, args.signer)
+    target = catalog.settings.target.registry
+    if ref.registry != target and signer != catalog.settings.signing.signer:
+        raise UsageError(
+            f"{ref.registry} is a replica: sign {target}/{ref.repository} instead; "
+            "`syncer run` copies your signature, unchanged, to every replica where the image "
+            "is, and their policies accept it there (docs/signing.md)"
+        )
     with endpoint_for(catalog.settings, ref.registry).client() as client:
         digest = resolve_digest(client, ref, "signed")
         added = signatures.attach(client, ref.repository, digest, ref.identity, key)

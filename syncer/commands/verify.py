@@ -11,7 +11,9 @@ the registry's word. The required signers are those of the policy of the catalog
 belongs to (approved/<name> or quarantine/<name>), or the names given with --signers; their
 public keys come from catalog/signers/NAME.pub. A signature counts only if it verifies with
 that key and names exactly this digest and <registry as written in REF>/<repository> as its
-identity.
+identity; on a replica, a person's signature names the trusted registry's repository instead
+(people sign once, in the trusted registry; `syncer run` copies their signatures to every
+replica unchanged).
 
 Exit 0 when every required signer has signed, 1 when any is missing (or the registry could
 not be read), 2 for usage or catalog errors.
@@ -28,7 +30,7 @@ from syncer.access.enforce import required_signers
 from syncer.catalog import is_valid_signer_name, load_catalog
 from syncer.core import cosign
 from syncer.core.model import Catalog
-from syncer.core.trusted import TrustedRef, parse_trusted_ref
+from syncer.core.trusted import TrustedRef, parse_trusted_ref, signed_identity
 from syncer.errors import RegistryError, SigningError, UsageError
 from syncer.stages import signatures
 from syncer.stages.signatures import resolve_digest
@@ -44,6 +46,7 @@ class Verification:
     required_by: str  # where the required signers came from, for messages
     result: signatures.VerifyResult
     notes: list[str]  # signatures that count for nobody asked about: unknown keys, other signers
+    identities: dict[str, str]  # the identity each required signer's signature must name
 
     @property
     def ok(self) -> bool:
@@ -65,13 +68,21 @@ def run(args: argparse.Namespace) -> int:
     explicit = parse_signer_list(args.signers) if args.signers is not None else None
     names, required_by = signers_for(catalog, ref, explicit)
     endpoint = endpoint_for(catalog.settings, ref.registry)
+    identities = {
+        name: signed_identity(catalog.settings, ref.registry, ref.repository, name) for name in names
+    }
     with endpoint.client() as client:
         digest = resolve_digest(client, ref, "verified")
         result = signatures.verify_signers(
-            client, ref.repository, digest, ref.identity, {name: catalog.signers[name] for name in names}
+            client,
+            ref.repository,
+            digest,
+            ref.identity,
+            {name: catalog.signers[name] for name in names},
+            identities=identities,
         )
         notes = other_signatures(client, ref, digest, catalog, names)
-    outcome = Verification(ref, digest, names, required_by, result, notes)
+    outcome = Verification(ref, digest, names, required_by, result, notes, identities)
     if args.json:
         json.dump(_as_json(outcome), sys.stdout, indent=2)
         print()
@@ -165,12 +176,27 @@ def render(v: Verification) -> str:
     ]
     lines += [f"  problem:  {p}" for p in v.result.problems]
     lines += [f"  note:     {n}" for n in v.notes]
-    if v.ok:
+    named = {v.identities[name]: None for name in v.required}
+    if v.ok and list(named) != [v.ref.identity]:
+        groups = [
+            f"{', '.join(n for n in v.required if v.identities[n] == identity)} as {identity}"
+            + (
+                ""
+                if identity == v.ref.identity
+                else " (signed in the trusted registry, copied here by the pipeline)"
+            )
+            for identity in named
+        ]
+        lines.append(f"verified: every required signer has signed it: {'; '.join(groups)}")
+    elif v.ok:
         lines.append(f"verified: every required signer has signed it as {v.ref.identity}")
     elif v.ref.approved:
+        # Where they sign: a person in the trusted registry, whose signature then reaches this one.
+        where = f"{v.identities[v.result.missing[-1]]}@{v.digest}"
+        copied = "" if where == pinned else " (the next `syncer run` copies it here)"
         lines.append(
             f"NOT verified: no valid signature of {', '.join(v.result.missing)}; a "
-            f"signer adds theirs with 'syncer sign {pinned} --key KEY --signer NAME'"
+            f"signer adds theirs with 'syncer sign {where} --key KEY --signer NAME'{copied}"
         )
     else:
         lines.append(
@@ -190,6 +216,7 @@ def _as_json(v: Verification) -> dict:
         "tag": v.ref.tag,
         "digest": v.digest,
         "identity": v.ref.identity,
+        "identities": v.identities,
         "required": v.required,
         "required_by": v.required_by,
         "signed_by": v.result.signed_by,

@@ -73,6 +73,7 @@ class Decision:
     excepted: tuple[str, ...] = ()  # ids let through by an unexpired exception
     expired_exceptions: tuple[str, ...] = ()  # ids present whose only exceptions have expired
     failed: tuple[Rule, ...] = ()  # the rules that hold the image; empty when promoted
+    approval: Approval | None = None  # the approval a manual policy found for the digest
 
     @property
     def regressed(self) -> bool:
@@ -152,7 +153,8 @@ def evaluate(
     if age_reason:
         holds.append((Rule.AGE, age_reason))
 
-    if policy.approval == "manual" and not any(a.image == name and a.digest == digest for a in approvals):
+    approval = next((a for a in approvals if a.image == name and a.digest == digest), None)
+    if policy.approval == "manual" and approval is None:
         holds.append(
             (
                 Rule.APPROVAL,
@@ -180,6 +182,7 @@ def evaluate(
         excepted=tuple(excepted),
         expired_exceptions=tuple(expired_ids),
         failed=failed,
+        approval=approval if policy.approval == "manual" else None,
     )
 
 
@@ -230,6 +233,16 @@ def decision_key(
     }
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+APPROVED_BY = "; approved by "
+
+
+def approval_text(approval: Approval) -> str:
+    """How a promoted event names the approval of a manual policy: who, where, and why. The
+    record keeps it: an approval removed from the catalog later still shows who let the digest in."""
+    where = f" ({approval.location.file})" if approval.location else ""
+    return f"{APPROVED_BY}{approval.by}{where}" + (f": {approval.reason}" if approval.reason else "")
 
 
 def next_state(decision: Decision, *, current: State, in_approved: bool, on_regression: str) -> State:

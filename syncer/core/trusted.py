@@ -76,3 +76,16 @@ def parse_trusted_ref(text: str, settings: Settings) -> TrustedRef:
         tag=parsed.tag,
         digest=parsed.digest,
     )
+
+
+def signed_identity(settings: Settings, registry: str, repository: str, signer: str) -> str:
+    """The ``docker-reference`` that ``signer``'s signature of ``registry``/``repository`` names.
+
+    The pipeline signs in every registry under that registry's name. A person signs once, in
+    the trusted registry, and the pipeline copies that signature unchanged to each replica,
+    where it still names the trusted registry's repository: the remapping a mirror's
+    containers policy expresses (docs/signing.md, "People's signatures on replicas").
+    """
+    if registry == settings.target.registry or signer == settings.signing.signer:
+        return f"{registry}/{repository}"
+    return f"{settings.target.registry}/{repository}"

@@ -3,7 +3,8 @@
 Promotion copies ``quarantine/<name>@<digest>`` to ``approved/<name>:<tag>`` inside the trusted
 registry. skopeo would start a process, read every blob's existence and copy any it finds
 missing; the distribution API can do it in place: each blob is linked into the destination by
-a cross-repository mount (``POST …/blobs/uploads/?mount=<digest>&from=<repository>``), each
+a cross-repository mount (``POST …/blobs/uploads/?mount=<digest>&from=<repository>``) unless
+it is linked there already (the registry would rewrite a link readers rely on), each
 platform manifest of an index is put by digest, and the top manifest is put under the tag last,
 so the tag never names an image that is not complete. kpromo and crane promote the same way.
 
@@ -56,6 +57,10 @@ def copy_within(client: RegistryClient, src_repo: str, dst_repo: str, digest: st
                 return False
             blobs.extend(b for b in found if b not in blobs)
         for blob in blobs:
+            # Only a blob the destination lacks: distribution rewrites the link of every blob it
+            # is asked to mount in place, and a pull or manifest put reading it meanwhile fails.
+            if client.blob_exists(dst_repo, blob):
+                continue
             if not client.mount_blob(dst_repo, blob, src_repo):
                 return False
         for child in children:

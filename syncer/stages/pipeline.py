@@ -17,6 +17,7 @@ from datetime import date
 
 from syncer.core import policy as policy_mod
 from syncer.core.model import (
+    Approval,
     Catalog,
     Event,
     EventKind,
@@ -180,6 +181,8 @@ class Pipeline:
         # quarantine, which Docker Hub does not count as a pull.
         self._guard = threading.Lock()
         self._digest_locks: dict[tuple[str, str], threading.Lock] = {}
+        # One writer per repository (docs/architecture.md, "One writer per repository").
+        self._repository_locks: dict[tuple[str, str], threading.Lock] = {}
         self._quarantined: set[tuple[str, str]] = set()
 
     # --- planning -------------------------------------------------------------------------
@@ -301,6 +304,14 @@ class Pipeline:
         with self._guard:
             return self._digest_locks.setdefault((name, digest or ""), threading.Lock())
 
+    def _writing(self, registry: str, repository: str) -> threading.Lock:
+        """Held by the job writing into ``registry``'s ``repository``: distribution rewrites a
+        blob's link file in place (truncate, then write), so a manifest put that reads it meanwhile
+        fails with DIGEST_INVALID; MANIFEST_BLOB_UNKNOWN. Tags of other digests of the image
+        write the same shared layers' links."""
+        with self._guard:
+            return self._repository_locks.setdefault((registry, repository), threading.Lock())
+
     def _process_safely(self, tp: TagPlan) -> TagOutcome:
         subject = f"{tp.name}:{tp.tag}"
         try:
@@ -383,6 +394,12 @@ class Pipeline:
         it with (``decision_key``), and every replica holds what approved/ does for it."""
         key = tag_decision_key(idx, self.catalog, self.options.today)
         if key is None or key != idx.decided:
+            return False
+        # A person's signature may have been made on the target since the last run: each run
+        # copies what is new to the replicas (_replicate), which needs the full record.
+        if self._replicas and idx.promoted_digest and any(
+            name != self.settings.signing.signer for name in idx.signatures
+        ):
             return False
         for endpoint, _ in self._replicas:
             current = next((r for r in idx.replicas if r.registry == endpoint.name), None)
@@ -535,17 +552,23 @@ class Pipeline:
     def _mirror(self, entry: ImageEntry, name: str, tag: str, digest: str) -> str:
         """Bring ``digest`` into quarantine as ``tag``; the event detail (it names the digest)."""
         quarantine = self._quarantine(name)
-        if (name, digest) in self._quarantined:
-            try:
-                self.copier.copy_in_target(
-                    self._target, self._target_client, quarantine, quarantine, digest, tag
-                )
-                return f"{digest} (tagged from quarantine: no upstream pull)"
-            except SyncerError:
-                pass  # e.g. garbage-collected since: fetch it from upstream after all
-        self.copier.mirror(
-            self.sources.endpoint(entry.source_host), entry.source_path, digest, self._target, quarantine, tag
-        )
+        with self._writing(self._target.name, quarantine):
+            if (name, digest) in self._quarantined:
+                try:
+                    self.copier.copy_in_target(
+                        self._target, self._target_client, quarantine, quarantine, digest, tag
+                    )
+                    return f"{digest} (tagged from quarantine: no upstream pull)"
+                except SyncerError:
+                    pass  # e.g. garbage-collected since: fetch it from upstream after all
+            self.copier.mirror(
+                self.sources.endpoint(entry.source_host),
+                entry.source_path,
+                digest,
+                self._target,
+                quarantine,
+                tag,
+            )
         self._quarantined.add((name, digest))
         return digest
 
@@ -616,7 +639,7 @@ class Pipeline:
                 self._event(rec, "held", "; ".join(reasons))
             rec.state, rec.reasons = State.HELD, reasons
             return
-        self._promote(rec, subject)
+        self._promote(rec, subject, decision.approval)
         rec.state, rec.reasons = State.PROMOTED, reasons
 
     def _replicate(self, rec: Record, subject: str) -> list[str]:
@@ -635,27 +658,57 @@ class Pipeline:
                         )
                         current.digest, current.copied_at, current.lagging = None, None, False
                     continue
-                if not replicate.needs_copy(rec, endpoint.name):
+                copy = replicate.needs_copy(rec, endpoint.name)
+                people = {
+                    n: self.catalog.signers[n]
+                    for n in replicate.people(rec, self.settings.signing.signer)
+                    if n in self.catalog.signers
+                }
+                if not copy and not people:
                     continue
-                if self.signer is None:
+                signer = self.signer
+                if copy and signer is None:
                     raise SyncerError(f"cannot sign: {self.signer_problem}")
-                self.progress.step(subject, f"replicating to {endpoint.name}")
-                replicate.push_to_replica(
-                    self._target,
-                    endpoint,
-                    client,
-                    self.signer,
-                    self.copier,
-                    approved,
-                    rec.promoted_digest,
-                    rec.tag,
-                )
+                if copy:
+                    self.progress.step(subject, f"replicating to {endpoint.name}")
+                # What a person's signature names: the trusted registry (core.trusted.signed_identity).
+                identity = f"{self.settings.target.registry}/{approved}"
+                with self._writing(endpoint.name, approved):
+                    # People's signatures before the image, as the pipeline's own: a replica
+                    # never serves the tag without them. Without anything new: two GETs.
+                    carried = (
+                        self.copier.copy_signatures(
+                            self._target_client, client, approved, rec.promoted_digest, identity, people
+                        )
+                        if people
+                        else []
+                    )
+                    if copy and signer is not None:
+                        replicate.push_to_replica(
+                            self._target,
+                            endpoint,
+                            client,
+                            signer,
+                            self.copier,
+                            approved,
+                            rec.promoted_digest,
+                            rec.tag,
+                        )
+                if carried:
+                    self._event(
+                        rec,
+                        "replicated",
+                        f"signature of {', '.join(carried)} on {rec.promoted_digest} copied to "
+                        f"{endpoint.name} unchanged (it names {identity})",
+                    )
+                if not copy or signer is None:
+                    continue
                 state = replicate.replica_state(rec, endpoint.name)
                 state.digest, state.copied_at, state.lagging = rec.promoted_digest, now_iso(), False
                 self._event(
                     rec,
                     "replicated",
-                    f"{rec.promoted_digest} to {endpoint.name}, signed by {self.signer.name}",
+                    f"{rec.promoted_digest} to {endpoint.name}, signed by {signer.name}",
                 )
             except SyncerError as err:
                 state = replicate.replica_state(rec, endpoint.name)
@@ -665,7 +718,7 @@ class Pipeline:
                 lagging.append(f"{endpoint.name} ({err})")
         return lagging
 
-    def _promote(self, rec: Record, subject: str) -> None:
+    def _promote(self, rec: Record, subject: str, approval: Approval | None) -> None:
         if self.signer is None:
             raise SyncerError(f"cannot sign: {self.signer_problem}; nothing is promoted unsigned")
         approved = self._approved(rec.name)
@@ -673,18 +726,20 @@ class Pipeline:
         # reached approved/, and an image never sits there unsigned.
         self.progress.step(subject, "signing")
         identity = f"{self.settings.target.registry}/{approved}"
-        try:
-            self.signer.sign(self._target_client, approved, rec.digest, identity)
-        except SigningError as err:
-            raise SigningError(f"cannot sign: {err}; nothing is promoted unsigned") from None
-        self.progress.step(subject, "promoting")
-        self.copier.promote(
-            self._target, self._target_client, self._quarantine(rec.name), approved, rec.digest, rec.tag
-        )
+        with self._writing(self._target.name, approved):
+            try:
+                self.signer.sign(self._target_client, approved, rec.digest, identity)
+            except SigningError as err:
+                raise SigningError(f"cannot sign: {err}; nothing is promoted unsigned") from None
+            self.progress.step(subject, "promoting")
+            self.copier.promote(
+                self._target, self._target_client, self._quarantine(rec.name), approved, rec.digest, rec.tag
+            )
         if rec.promoted_digest != rec.digest:
             # Signatures belong to a digest: approvals of the one approved before do not carry over.
             rec.signatures = []
         rec.promoted_digest = rec.digest
         if self.signer.name not in rec.signatures:
             rec.signatures = sorted({*rec.signatures, self.signer.name})
-        self._event(rec, "promoted", f"{rec.digest} to {identity}:{rec.tag}, signed by {self.signer.name}")
+        detail = f"{rec.digest} to {identity}:{rec.tag}, signed by {self.signer.name}"
+        self._event(rec, "promoted", detail + (policy_mod.approval_text(approval) if approval else ""))

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from syncer.core.model import ScanResult
 from syncer.stages import promote as promote_mod
+from syncer.stages import signatures
 from syncer.stages.mirror import copy_endpoints, mirror
 from syncer.stages.scan import ScanCache, ScanSettings, scan_digest
 from syncer.tools.endpoints import Endpoint
@@ -69,6 +70,18 @@ class Copier(Protocol):
     def demote(self, client: RegistryClient, approved_repo: str, digest: str) -> list[str]:
         """Deletes ``approved_repo@digest`` and its signatures and attestations (the tags
         returned) from the registry ``client`` talks to."""
+
+    def copy_signatures(
+        self,
+        source: RegistryClient,
+        destination: RegistryClient,
+        repository: str,
+        digest: str,
+        identity: str,
+        signers: dict[str, str],
+    ) -> list[str]:
+        """Copies the signatures of ``repository@digest`` that ``signers`` (name -> PEM) made
+        as ``identity`` from one registry to another, unchanged; the names of those copied."""
 
 
 class Scanner(Protocol):
@@ -142,6 +155,17 @@ class ToolCopier:
 
     def demote(self, client: RegistryClient, approved_repo: str, digest: str) -> list[str]:
         return promote_mod.demote(client, approved_repo, digest)
+
+    def copy_signatures(
+        self,
+        source: RegistryClient,
+        destination: RegistryClient,
+        repository: str,
+        digest: str,
+        identity: str,
+        signers: dict[str, str],
+    ) -> list[str]:
+        return signatures.copy_signatures(source, destination, repository, digest, identity, signers)
 
 
 class TrivyScanner:

@@ -2,7 +2,9 @@
 
 Always from the trusted registry (never again from upstream), always by digest, and signed
 on each replica under the replica's own identity, so a node pulling from a replica verifies
-the image against the policy exported for that replica. A replica that is down or refuses a
+the image against the policy exported for that replica. People's signatures, made once in the
+trusted registry, are copied as they are (they keep naming the trusted registry, which that
+policy accepts for them). A replica that is down or refuses a
 push lags; the next run catches it up from the record.
 """
 
@@ -31,6 +33,12 @@ def needs_copy(rec: Record, registry: str) -> bool:
         return False
     state = next((s for s in rec.replicas if s.registry == registry), None)
     return state is None or state.lagging or state.digest != rec.promoted_digest
+
+
+def people(rec: Record, pipeline_signer: str) -> list[str]:
+    """Who signed the approved digest besides the pipeline: people, who sign in the trusted
+    registry only; the pipeline copies their signatures to every replica, unchanged."""
+    return [name for name in rec.signatures if name != pipeline_signer]
 
 
 def push_to_replica(

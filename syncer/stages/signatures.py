@@ -11,6 +11,7 @@ existing layer kept as it was.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from syncer.core import cosign, refs
@@ -117,17 +118,86 @@ def attach(
     # there but from an interrupted attempt: upload without asking, two requests fewer.
     known = manifest is not None
     client.put_blob(repository, payload, check=known)
-    layers = [
-        *existing,
-        {
-            "mediaType": SIMPLESIGNING,
-            "size": len(payload),
-            "digest": payload_digest,
-            "annotations": {SIGNATURE_ANNOTATION: cosign.sign(private_key, payload)},
-        },
-    ]
+    ours = {
+        "mediaType": SIMPLESIGNING,
+        "size": len(payload),
+        "digest": payload_digest,
+        "annotations": {SIGNATURE_ANNOTATION: cosign.sign(private_key, payload)},
+    }
+    _put_signature_manifest(client, repository, digest, [*existing, ours], check=known)
+    return True
+
+
+def copy_signatures(
+    source: RegistryClient,
+    destination: RegistryClient,
+    repository: str,
+    digest: str,
+    docker_reference: str,
+    signers: dict[str, str],
+) -> list[str]:
+    """Copies to ``destination`` each signature of ``repository@digest`` in ``source`` that one
+    of ``signers`` (name -> PEM public key) made as ``docker_reference``, byte for byte (payload
+    and annotations), beside the signatures ``destination`` has; returns those signers' names.
+
+    Only what verifies is copied, so a damaged or foreign layer never spreads. A signature the
+    destination holds already is not even read: a run with nothing new costs two GETs.
+    """
+    manifest = _signature_manifest(source, repository, digest)
+    if manifest is None:
+        return []
+    there = _signature_manifest(destination, repository, digest)
+    present = (
+        {(layer.digest, layer.signature) for _, layer in _described(there, destination, repository, digest)}
+        if there is not None
+        else set()
+    )
+    keys = {
+        name: cosign.load_public_key(pem.encode(), source=f"signer '{name}'") for name, pem in signers.items()
+    }
+    # cosign's payload for this digest and identity, made here: the layers that sign it need
+    # no download. Others (a payload with annotations) are fetched and checked.
+    expected = cosign.make_payload(docker_reference, digest)
+    copied: dict[str, dict] = {}
+    blobs: dict[str, bytes] = {}
+    names: set[str] = set()
+    for raw, layer in _described(manifest, source, repository, digest):
+        if (layer.digest, layer.signature) in present:
+            continue
+        blob = (
+            expected
+            if layer.digest == digest_of(expected)
+            else source.get_blob(repository, layer.digest, layer.size)
+        )
+        if digest_of(blob) != layer.digest:
+            continue
+        by = [name for name, key in keys.items() if cosign.verify(key, blob, layer.signature)]
+        if not by:
+            continue
+        try:
+            payload = cosign.parse_payload(blob)
+        except SigningError:
+            continue
+        if payload.digest != digest or payload.docker_reference != docker_reference:
+            continue
+        copied[layer.signature] = raw
+        blobs[layer.digest] = blob
+        names.update(by)
+    if not copied:
+        return []
+    for blob in blobs.values():
+        destination.put_blob(repository, blob)
+    existing = [layer for layer in (there or {}).get("layers", []) if isinstance(layer, dict)]
+    _put_signature_manifest(destination, repository, digest, [*existing, *copied.values()], check=True)
+    return sorted(names)
+
+
+def _put_signature_manifest(
+    client: RegistryClient, repository: str, digest: str, layers: list[dict], *, check: bool
+) -> None:
+    """Writes the ``.sig`` manifest of ``digest`` with ``layers``, whose blobs are there."""
     config = _config([layer["digest"] for layer in layers])
-    client.put_blob(repository, config, check=known)
+    client.put_blob(repository, config, check=check)
     document = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -135,18 +205,26 @@ def attach(
         "layers": layers,
     }
     client.put_manifest(repository, signature_tag(digest), _compact(document), OCI_MANIFEST)
-    return True
 
 
 def verify_signers(
-    client: RegistryClient, repository: str, digest: str, docker_reference: str, signers: dict[str, str]
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    docker_reference: str,
+    signers: dict[str, str],
+    *,
+    identities: Mapping[str, str] | None = None,
 ) -> VerifyResult:
-    """Which of ``signers`` (name -> PEM public key) signed ``digest`` as ``docker_reference``.
+    """Which of ``signers`` (name -> PEM public key) signed ``digest`` as ``docker_reference``,
+    or as the identity ``identities`` names for a signer (a person's signature on a replica
+    names the target, ``syncer.core.trusted.signed_identity``).
 
     A signature counts only if its blob matches the layer digest, the signature verifies with
     the signer's key over those bytes, and the payload names exactly this digest and identity.
     Signatures by keys not asked about are ignored, as ``cosign verify`` ignores them.
     """
+    expected = {name: (identities or {}).get(name, docker_reference) for name in signers}
     problems: list[str] = []
     keys: dict[str, cosign.PublicKey] = {}
     for name, pem in signers.items():
@@ -180,14 +258,20 @@ def verify_signers(
                 f"{where}: signed by {', '.join(by)} for {payload.digest}, not "
                 f"{digest}; the signature belongs to another image"
             )
-        elif payload.docker_reference != docker_reference:
-            problems.append(
-                f"{where}: signed by {', '.join(by)} as "
-                f"'{payload.docker_reference}', not '{docker_reference}'; sign "
-                "the image under the name it is pulled by"
+            continue
+        named = [name for name in by if payload.docker_reference == expected[name]]
+        signed.update(named)
+        if len(named) < len(by):
+            wanted = expected[next(name for name in by if name not in named)]
+            remedy = (
+                "sign the image under the name it is pulled by"
+                if wanted == docker_reference
+                else f"sign it in the trusted registry ({wanted}); the next `syncer run` copies it here"
             )
-        else:
-            signed.update(by)
+            problems.append(
+                f"{where}: signed by {', '.join(n for n in by if n not in named)} as "
+                f"'{payload.docker_reference}', not '{wanted}'; {remedy}"
+            )
     return VerifyResult(
         signed_by=[name for name in signers if name in signed],
         missing=[name for name in signers if name not in signed],
@@ -203,6 +287,13 @@ def _signature_manifest(client: RegistryClient, repository: str, digest: str) ->
 
 
 def _layers(manifest: dict, client: RegistryClient, repository: str, digest: str) -> list[SignatureLayer]:
+    return [layer for _, layer in _described(manifest, client, repository, digest)]
+
+
+def _described(
+    manifest: dict, client: RegistryClient, repository: str, digest: str
+) -> list[tuple[dict, SignatureLayer]]:
+    """Each signature layer of ``manifest``, as written there and as read."""
     layers = manifest.get("layers")
     if not isinstance(layers, list):
         raise SigningError(
@@ -228,7 +319,12 @@ def _layers(manifest: dict, client: RegistryClient, repository: str, digest: str
             and not isinstance(size, bool)
         ):
             found.append(
-                SignatureLayer(digest=blob, size=size, signature=signature, annotations=dict(annotations))
+                (
+                    layer,
+                    SignatureLayer(
+                        digest=blob, size=size, signature=signature, annotations=dict(annotations)
+                    ),
+                )
             )
     return found
 

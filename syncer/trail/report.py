@@ -37,7 +37,7 @@ import jinja2
 from syncer.access.enforce import required_signers
 from syncer.core import markdown
 from syncer.core.model import Catalog, Finding, IndexEntry, Policy, Record, State
-from syncer.core.policy import count_by_severity, counts_text, evaluate, live_exceptions
+from syncer.core.policy import APPROVED_BY, count_by_severity, counts_text, evaluate, live_exceptions
 from syncer.core.refs import short_digest, version_key
 from syncer.errors import SyncerError
 from syncer.trail import runlog
@@ -418,6 +418,16 @@ def _findings_view(rec: Record, catalog: Catalog | None, cache: dict[Any, _Findi
     return view
 
 
+def _approver(rec: Record) -> str:
+    """Who approved the digest in approved/, as its promoted event says (a manual policy's
+    approval); "" for a digest a policy let through on its own."""
+    promoted = rec.promoted_digest
+    last = next((e for e in reversed(rec.events) if e.event == "promoted"), None)
+    if promoted is None or last is None or not last.detail.startswith(promoted):
+        return ""
+    return last.detail.partition(APPROVED_BY)[2]
+
+
 def _tag_view(
     rec: Record, catalog: Catalog | None, required: Sequence[str], findings: _Findings | None
 ) -> dict[str, Any]:
@@ -435,6 +445,7 @@ def _tag_view(
         counts_text=counts_text(counts),
         signers=_signed(rec.promoted_digest, rec.digest, rec.signatures),
         signed_names=", ".join(rec.signatures) or "nobody",
+        approved_by=_approver(rec),
         missing=_missing(rec.promoted_digest, rec.signatures, required),
         replicas_cell=_replicas_cell(rec),
         scan=rec.scan,

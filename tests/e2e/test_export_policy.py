@@ -22,6 +22,7 @@ from syncer.core import cosign
 from syncer.stages import signatures
 from syncer.tools.registry import RegistryClient
 from tests.harness.images import alpine_files, build_image, push
+from tests.harness.skopeo_cli import copy_under_policy
 
 REPLICA = "registry.eu.example.com"
 
@@ -104,6 +105,27 @@ def test_containers_policy_rejects_by_default_and_requires_each_policys_signers(
 
     again = load_catalog(make_catalog(tmp_path / "other-order", "registry.example.com", keys, reverse=True))
     assert enforce.containers_policy(again, "registry.example.com") == text, "output depends on file order"
+
+
+def test_a_replicas_containers_policy_takes_peoples_signatures_as_naming_the_target(tmp_path, keys):
+    # People sign in the trusted registry; their signatures reach replicas unchanged. cosign
+    # identities name a repository only, which containers/image's remapIdentity refuses
+    # (it follows matchRepoDigestOrExact), so the target's repository is named exactly.
+    catalog = load_catalog(make_catalog(tmp_path, "registry.example.com", keys))
+    scopes = json.loads(enforce.containers_policy(catalog, REPLICA))["transports"]["docker"]
+    assert scopes[f"{REPLICA}/approved/bitnami/redis"] == [
+        _sigstore(keys["ci"]),
+        {
+            "type": "sigstoreSigned",
+            "keyData": _b64(keys["alice"]),
+            "signedIdentity": {
+                "type": "exactRepository",
+                "dockerRepository": "registry.example.com/approved/bitnami/redis",
+            },
+        },
+    ]
+    assert scopes[f"{REPLICA}/approved/nginx"] == [_sigstore(keys["ci"])]
+    assert scopes[f"{REPLICA}/quarantine"] == [{"type": "reject"}]
 
 
 def test_kyverno_cluster_policy_has_the_verify_images_shape(tmp_path, keys):
@@ -238,22 +260,7 @@ def test_skopeo_loads_the_policy_and_routes_each_repository_to_its_requirement(t
 
     def copy(policy: Path, repository: str) -> subprocess.CompletedProcess:
         out = tmp_path / "out" / repository.replace("/", "_").replace(":", "_")
-        return subprocess.run(
-            [
-                "skopeo",
-                "--policy",
-                str(policy),
-                "--registries.d",
-                str(registries_d),
-                "copy",
-                "--src-tls-verify=false",
-                f"docker://{registry.host}/{repository}",
-                f"dir:{out}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return copy_under_policy(policy, registries_d, f"{registry.host}/{repository}", out)
 
     policy = tmp_path / "policy.json"
     for rejected in ("quarantine/nginx:1.27", "approved/unlisted:1"):

@@ -64,6 +64,19 @@ def test_copy_within_keeps_the_digest_of_a_single_image(registry: Registry) -> N
     assert uploads_into(registry, "approved/app") == []
 
 
+def test_copy_within_leaves_blobs_the_destination_has_alone(registry: Registry) -> None:
+    # distribution rewrites a mounted blob's link in place: a pull of approved/app:1.0, or a
+    # manifest put, reading it meanwhile would fail with DIGEST_INVALID.
+    raw = push_image(registry, "quarantine/app", "scanned")
+    with client_for(registry.host) as client:
+        assert copy_within(client, "quarantine/app", "approved/app", sha(raw), "1.0") is True
+        mounted = client.stats["POST upload"]
+        assert mounted == 2  # the config and the layer
+        assert copy_within(client, "quarantine/app", "approved/app", sha(raw), "1.1") is True
+        assert client.stats["POST upload"] == mounted
+        assert client.head_manifest("approved/app", "1.1").digest == sha(raw)
+
+
 def test_copy_within_brings_every_platform_of_an_index(registry: Registry) -> None:
     raw, platforms = push_index(registry, "quarantine/multi", "scanned")
     with client_for(registry.host) as client:

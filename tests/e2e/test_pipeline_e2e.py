@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import textwrap
 
+from syncer.core import markdown
 from syncer.core.model import State
 from tests.harness.images import alpine_files, build_image, debian_files, python_package_files
 from tests.harness.trivydb import Advisory
@@ -142,8 +143,16 @@ def test_manual_approval_holds_until_the_digest_is_approved(world):
     """,
     )
     world.run()
-    assert world.record("nginx", "1.27.3").state is State.PROMOTED
+    rec = world.record("nginx", "1.27.3")
+    assert rec.state is State.PROMOTED
     assert world.digest_at(world.target, "approved/nginx", "1.27.3") == digest
+    # The approver is part of the record: who let the digest in, where, and why.
+    approval = "@alice (catalog/approvals/web.yaml): reviewed"
+    assert [e.detail for e in rec.events if e.event == "promoted"] == [
+        f"{digest} to {world.target.host}/approved/nginx:1.27.3, signed by ci; approved by {approval}"
+    ]
+    page = (world.reports / "images" / "nginx.md").read_text()
+    assert f"- Approved by: {markdown.text(approval)}\n" in page, page  # "@" kept from mentioning
 
 
 def _promote_clean_then_update_db(world, on_regression: str):

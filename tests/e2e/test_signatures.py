@@ -226,3 +226,40 @@ def test_signature_stored_by_cosign_verifies_and_is_kept_when_we_sign(client, re
     signers["ci"] = keys["ci"][1]
     result = signatures.verify_signers(client, repo, parsed.digest, parsed.docker_reference, signers)
     assert result.signed_by == ["cosign", "ci"]
+
+
+def test_copy_signatures_copies_what_the_signers_made_as_the_identity_unchanged_and_once(
+    client, registry, registry_factory, keys
+):
+    named = identity(registry)
+    signatures.attach(client, REPO, DIGEST, named, keys["ci"][0])
+    signatures.attach(client, REPO, DIGEST, named, keys["alice"][0])
+    signatures.attach(client, REPO, DIGEST, "elsewhere.example/approved/nginx", keys["alice"][0])
+    stranger = cosign.load_private_key(cosign.generate_keypair(b"pw").private_pem, b"pw")
+    signatures.attach(client, REPO, DIGEST, named, stranger)
+    replica = registry_factory()
+    with RegistryClient(replica.host, tls_verify=False) as there:
+        signatures.attach(there, REPO, DIGEST, identity(replica), keys["ci"][0])
+        copied = signatures.copy_signatures(client, there, REPO, DIGEST, named, {"alice": keys["alice"][1]})
+        assert copied == ["alice"]
+        alices = [
+            layer
+            for layer in signatures.read_signatures(client, REPO, DIGEST)
+            if layer in signatures.read_signatures(there, REPO, DIGEST)
+        ]
+        assert len(alices) == 1, "only alice's layer naming the identity, byte for byte"
+        assert len(signatures.read_signatures(there, REPO, DIGEST)) == 2  # the replica's ci, and alice's
+        result = signatures.verify_signers(
+            there,
+            REPO,
+            DIGEST,
+            identity(replica),
+            {"ci": keys["ci"][1], "alice": keys["alice"][1]},
+            identities={"alice": named},
+        )
+        assert (result.signed_by, result.problems) == (["ci", "alice"], [])
+        puts = there.stats["PUT"]
+        assert (
+            signatures.copy_signatures(client, there, REPO, DIGEST, named, {"alice": keys["alice"][1]}) == []
+        )
+        assert there.stats["PUT"] == puts, "a signature the replica holds is not written again"

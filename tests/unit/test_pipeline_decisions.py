@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
+import time
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -87,6 +90,7 @@ class World:
         self.log: list[tuple[str, ...]] = []
         self.scans: dict[str, object] = {}  # digest -> findings tuple, PlatformScan or exception
         self.refuse_signing: set[str] = set()  # registries whose signatures fail
+        self.people: dict[tuple[str, str, str], set[str]] = {}  # people's signatures, per registry
 
     def holds(self, registry: str, repository: str) -> dict[str, str]:
         return self.repos.setdefault((registry, repository), {})
@@ -126,6 +130,13 @@ class FakeCopier:
             return []
         self.w.signed.discard((client.name, approved_repo, digest))
         return [digest.replace(":", "-") + ".sig"]
+
+    def copy_signatures(self, source, destination, repository, digest, identity, signers):
+        self.w.log.append(("copy signatures", f"{destination.name}/{repository}", digest, identity))
+        there = self.w.people.setdefault((destination.name, repository, digest), set())
+        new = sorted(self.w.people.get((source.name, repository, digest), set()) & set(signers) - there)
+        there.update(new)
+        return new
 
 
 class FakeScanner:
@@ -551,3 +562,80 @@ def test_a_rescan_that_finds_more_records_it_and_decides_anew(tmp_path, world):
     assert ledger.loads == [("nginx", "1.27")]
     rec = ledger.load("nginx", "1.27")
     assert result.outcomes[0].state is State.FLAGGED and events(rec)[-2:] == ["scanned", "flagged"]
+
+
+class OverlapCopier(FakeCopier):
+    """Records how many jobs wrote into one repository at the same moment (each write lasts a
+    little, so two jobs that are not kept apart overlap)."""
+
+    def __init__(self, world: World):
+        super().__init__(world)
+        self.guard = threading.Lock()
+        self.inside: dict[str, int] = {}
+        self.most = 0
+
+    def _copy(self, kind, src_registry, src_repo, digest, dst_registry, dst_repo, tag):
+        where = f"{dst_registry}/{dst_repo}"
+        with self.guard:
+            self.inside[where] = self.inside.get(where, 0) + 1
+            self.most = max(self.most, self.inside[where])
+        time.sleep(0.05)
+        with self.guard:
+            self.inside[where] -= 1
+            super()._copy(kind, src_registry, src_repo, digest, dst_registry, dst_repo, tag)
+
+
+def test_tags_of_other_digests_of_one_image_write_its_repositories_one_at_a_time(tmp_path, world, ledger):
+    # distribution rewrites blob links in place: a manifest put of one job reading a link
+    # another job is rewriting fails with DIGEST_INVALID (tests/e2e/test_parallel_promotion_e2e.py).
+    tags = {"1.27": D1, "1.28": D2, "1.29": D3}
+    for tag, digest in tags.items():
+        world.upstream[("library/nginx", tag)] = digest
+    copier = OverlapCopier(world)
+    Pipeline(
+        catalog(tmp_path, ImageEntry(source="docker.io/library/nginx", name="nginx", tags=tuple(tags))),
+        ledger,
+        scan_settings=ScanSettings(cache_dir="/nonexistent", db_updated_at=DB1),
+        signer=FakeSigner(world),
+        options=RunOptions(jobs=3, today=date(2026, 5, 3)),
+        copier=copier,
+        scanner=FakeScanner(world, DB1),
+        clients=world.client,
+    ).run()
+
+    assert world.holds(TRUSTED, "approved/nginx") == tags
+    assert copier.most == 1
+
+
+def test_a_persons_signature_reaches_each_replica_before_the_image_and_later_ones_too(
+    tmp_path, world, ledger
+):
+    plain = replace(catalog(tmp_path), signers={"alice": "PEM"})
+    run(world, plain, ledger)
+    # alice signs in the trusted registry (syncer sign), after the promotion.
+    rec = ledger.load("nginx", "1.27")
+    rec.signatures = ["alice", "ci"]
+    rec.events.append(Event(at="2026-05-03T00:00:00Z", event="signed", detail=f"alice signed {D1}"))
+    ledger.save(rec)
+    world.people[(TRUSTED, "approved/nginx", D1)] = {"alice"}
+
+    world.log.clear()
+    replicated = replace(plain, settings=catalog(tmp_path, replicas=[REPLICA]).settings)
+    run(world, replicated, ledger)
+    named = f"{TRUSTED}/approved/nginx"
+    assert world.log == [
+        ("copy signatures", f"{REPLICA}/approved/nginx", D1, named),
+        ("sign", f"{REPLICA}/approved/nginx", D1),
+        ("replicate", f"{REPLICA}/approved/nginx:1.27", D1),
+    ]
+    rec = ledger.load("nginx", "1.27")
+    assert [e.detail for e in rec.events[-2:]] == [
+        f"signature of alice on {D1} copied to {REPLICA} unchanged (it names {named})",
+        f"{D1} to {REPLICA}, signed by ci",
+    ]
+
+    # In step: the next run only looks (and copies a signature made since, were there one).
+    world.log.clear()
+    result = run(world, replicated, ledger)
+    assert world.log == [("copy signatures", f"{REPLICA}/approved/nginx", D1, named)]
+    assert not result.changed and ledger.load("nginx", "1.27") == rec
