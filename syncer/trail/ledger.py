@@ -207,7 +207,8 @@ class Ledger:
         self._entries: dict[tuple[str, str], IndexEntry] | None = None  # None: not loaded yet
         self._on_disk: dict[tuple[str, str], IndexEntry] | None = None  # ledger.json as read
         self._lines: dict[tuple[str, str], str] = {}  # serialised entries, reused by flush
-        self._index_data: bytes | None = None  # ledger.json's bytes as last read or written
+        # Hash of ledger.json as last read or written (not its bytes: 55 MB at 50,000 tags).
+        self._index_key: str | None = None
         self._dirty = False  # entries differ from what ledger.json was read with
         self._unreadable: list[Unreadable] = []
         self._strays: list[str] = []
@@ -285,7 +286,7 @@ class Ledger:
         if data is None:
             self._notes.append(f"{self.index_path}: no index yet; built from the records")
             return {}
-        self._index_data = data
+        self._index_key = content_key(data)
         entries, problems = read_index(data, self.index_path)
         self._notes.extend(problems)
         self._dirty = bool(problems)  # bad lines are written again even when their tags are gone
@@ -628,10 +629,11 @@ class Ledger:
                 lines.append(line)
             data = index_text(lines).encode("utf-8")
             self._dirty = False
-            if data == self._index_data:
+            written = content_key(data)
+            if written == self._index_key:
                 return False
             self._write(self.index_path, data)
-            self._index_data = data
+            self._index_key = written
             return True
 
     def migrate(self) -> int:
