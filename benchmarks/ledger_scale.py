@@ -5,9 +5,10 @@ issue 16 (benchmarks/ledger_records.py: findings inline, 7.3 KB a record on aver
 issue measured), committed in a git repository with the catalog, and each code measured does
 the following on its own copy:
 
-* **first run**: ``syncer run --commit`` over the generated ledger. The code of issue 16
-  migrates the ledger here (once); the old code has nothing to migrate. Both write every
-  page, which the generated trail lacks.
+* **report from scratch**: ``syncer report --commit`` over the records alone (the generated
+  trail has no pages): every page in the code's own layout.
+* **first run**: ``syncer run --commit``. The code of issue 16 migrates the ledger here
+  (once); for the old code it is a no-op like the next.
 * **no-op run**: ``syncer run --commit`` with nothing new upstream (``--repeat`` times).
 * **plan**: ``syncer plan``.
 * **report**: ``syncer report --commit`` with nothing changed.
@@ -37,7 +38,7 @@ command left uncommitted, which the benchmark then commits), and the largest pag
 ``--code DIR`` also measures the syncer in DIR (e.g. ``git worktree add /tmp/base 48582ff``)
 as the baseline, at ``--baseline-sizes`` only: at 50,000 tags its database update alone would
 take over an hour (the issue's 50,000-tag figures are quoted instead). ``--skip`` leaves out a
-measurement (first-run, noop, plan, report, report-one, db-update) of one code (new, baseline)
+measurement (first-report, first-run, noop, plan, report, report-one, db-update) of one code (new, baseline)
 and/or size, e.g. ``--skip baseline:db-update@10000``.
 """
 
@@ -78,6 +79,7 @@ NEW_ADVISORY = Advisory(
 DB_LAST = datetime(2025, 3, 1, tzinfo=UTC)
 EARLIER_SCANS = 4
 MEASUREMENTS = {
+    "first-report": "report from scratch (records only)",
     "first-run": "first run (the new code migrates)",
     "noop": "no-op run",
     "plan": "plan",
@@ -383,6 +385,8 @@ def measure_trail(trail: Trail, skip: Callable[[str], bool], rounds: int) -> dic
             f"  {trail.label} {trail.world.size}: {MEASUREMENTS[key]}: {Figures([once]).text()}", flush=True
         )
 
+    if not skip("first-report"):
+        record("first-report", trail.measure("report from scratch", s.argv("report", "--commit")))
     if not skip("first-run"):
         first = trail.measure("first run", trail.run())
         record("first-run", first)
@@ -472,7 +476,9 @@ def main() -> int:
             c.heading(f"{size:,} tracked tags: writing upstream and quarantine storage")
             world = build_world(ws, size, args.tags_per_repo)
             for label, code in codes:
-                if label == "baseline" and size not in baseline_sizes:
+                if (label == "baseline" and size not in baseline_sizes) or all(
+                    skipped(label, what, size) for what in MEASUREMENTS
+                ):
                     continue
                 trail = Trail(ws, world, code, label, scanner)
                 print(
