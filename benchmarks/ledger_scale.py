@@ -37,9 +37,10 @@ command left uncommitted, which the benchmark then commits), and the largest pag
 
 ``--code DIR`` also measures the syncer in DIR (e.g. ``git worktree add /tmp/base 48582ff``)
 as the baseline, at ``--baseline-sizes`` only: at 50,000 tags its database update alone would
-take over an hour (the issue's 50,000-tag figures are quoted instead). ``--skip`` leaves out a
-measurement (first-report, first-run, noop, plan, report, report-one, db-update) of one code (new, baseline)
-and/or size, e.g. ``--skip baseline:db-update@10000``.
+take over an hour (the issue's 50,000-tag figures are quoted instead). ``--skip`` leaves out
+a measurement (first-report, first-run, noop, plan, report, report-one, db-update) of one code
+(new, baseline) and/or size, e.g. ``--skip baseline:db-update@10000``; ``--skip new:`` runs
+the baseline alone.
 """
 
 from __future__ import annotations
