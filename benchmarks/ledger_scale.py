@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c
 from ledger_records import BenchImage, PromotedTag, Scan, advisories, record_text
+from noop_discovery import catalog_files, repo_name  # 1.N.0 tags of bench-NNN, ten entries a file
 from registry_storage import Storage
 
 from syncer.demo.trivydb import Advisory, TrivyDB
@@ -109,10 +110,6 @@ def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def repo_name(i: int) -> str:
-    return f"bench-{i:03d}"
-
-
 def tag_name(i: int) -> str:
     return f"1.{i}.0"
 
@@ -160,18 +157,6 @@ def build_world(ws: c.Workspace, size: int, per_repo: int) -> World:
         for i in range(per_repo):
             upstream.tag(f"library/{repo_name(r)}", tag_name(i), world.image_of(r, i).image.digest)
     return world
-
-
-def catalog_files(repos: int) -> dict[str, str]:
-    return c.team_files(
-        repos,
-        10,
-        lambda i, team: (
-            f"  - source: docker.io/library/{repo_name(i)}\n"
-            "    match: '^1\\.\\d+\\.0$'\n"
-            f'    owners: ["@acme/{team}"]\n'
-        ),
-    )
 
 
 def write_ledger(world: World, reports: Path, scanner: str) -> tuple[int, int]:
