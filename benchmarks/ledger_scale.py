@@ -1,14 +1,15 @@
 """Issue 16: the audit trail's bookkeeping at 1,000, 10,000 and 50,000 tracked tags.
 
 For each size a ledger of promoted tags is generated in the record format main wrote before
-issue 16 (benchmarks/ledger_records.py: findings inline, 7.3 KB a record on average as the
-issue measured), committed in a git repository with the catalog, and each code measured does
-the following on its own copy:
+issue 16 (benchmarks/ledger_records.py: findings inline, 7.2 KB a record on average; the
+issue measured 7.3 KB), committed in a git repository with the catalog, and each code measured
+does the following on its own copy:
 
-* **report from scratch**: ``syncer report --commit`` over the records alone (the generated
-  trail has no pages): every page in the code's own layout.
-* **first run**: ``syncer run --commit``. The code of issue 16 migrates the ledger here
-  (once); for the old code it is a no-op like the next.
+* **first run**: ``syncer run --commit`` over the generated trail (records, no pages). The
+  code of issue 16 migrates the ledger here (once); for the old code it is a no-op.
+* **report, every page missing**: the pages deleted (but run pages), then ``syncer report
+  --commit``: a full render in the code's own layout (which the old code does on every
+  report), committing nothing since the pages come back the same.
 * **no-op run**: ``syncer run --commit`` with nothing new upstream (``--repeat`` times).
 * **plan**: ``syncer plan``.
 * **report**: ``syncer report --commit`` with nothing changed.
@@ -38,7 +39,7 @@ command left uncommitted, which the benchmark then commits), and the largest pag
 ``--code DIR`` also measures the syncer in DIR (e.g. ``git worktree add /tmp/base 48582ff``)
 as the baseline, at ``--baseline-sizes`` only: at 50,000 tags its database update alone would
 take over an hour (the issue's 50,000-tag figures are quoted instead). ``--skip`` leaves out
-a measurement (first-report, first-run, noop, plan, report, report-one, db-update) of one code
+a measurement (first-run, full-report, noop, plan, report, report-one, db-update) of one code
 (new, baseline) and/or size, e.g. ``--skip baseline:db-update@10000``; ``--skip new:`` runs
 the baseline alone.
 """
@@ -81,8 +82,8 @@ NEW_ADVISORY = Advisory(
 DB_LAST = datetime(2025, 3, 1, tzinfo=UTC)
 EARLIER_SCANS = 4
 MEASUREMENTS = {
-    "first-report": "report from scratch (records only)",
     "first-run": "first run (the new code migrates)",
+    "full-report": "report, every page missing",
     "noop": "no-op run",
     "plan": "plan",
     "report": "report, nothing changed",
@@ -332,6 +333,13 @@ class Trail:
             max(pages, default=(0, "none")),
         )
 
+    def remove_pages(self) -> None:
+        """Every Markdown page but the run pages (which ``report`` does not render)."""
+        reports = self.setup.reports
+        for page in reports.rglob("*.md"):
+            if page.relative_to(reports).parts[0] not in ("records", "runs"):
+                page.unlink()
+
     def run(self) -> list[str]:
         return self.setup.argv("run", "--commit")
 
@@ -371,12 +379,14 @@ def measure_trail(trail: Trail, skip: Callable[[str], bool], rounds: int) -> dic
             f"  {trail.label} {trail.world.size}: {MEASUREMENTS[key]}: {Figures([once]).text()}", flush=True
         )
 
-    if not skip("first-report"):
-        record("first-report", trail.measure("report from scratch", s.argv("report", "--commit")))
     if not skip("first-run"):
         first = trail.measure("first run", trail.run())
         record("first-run", first)
         print(f"    {summary_line(first.timed)}")
+    if not skip("full-report"):
+        for _ in range(rounds):
+            trail.remove_pages()
+            record("full-report", trail.measure("report, every page missing", s.argv("report", "--commit")))
     if not skip("noop"):
         for _ in range(rounds):
             record("noop", trail.measure("no-op run", trail.run(), no_op))
