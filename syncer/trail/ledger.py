@@ -68,10 +68,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml as pyyaml
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.nodes import ScalarNode
-from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.resolver import VersionedResolver
 
 from syncer.core import refs
@@ -957,17 +955,6 @@ def _scan_summary_from_json(obj: dict[str, Any] | None) -> ScanSummary | None:
 # --- YAML ----------------------------------------------------------------------------------
 
 
-class _Representer(RoundTripRepresenter):
-    """Round-trip representer that writes ``null`` (not an empty value) and never aliases."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-_Representer.add_representer(
-    type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null")
-)
-
 # Characters that YAML 1.1 readers (libyaml and PyYAML, which read records here) treat
 # differently from the YAML 1.2 rules ruamel writes by: `installed: 1:1.2.13` is a plain
 # scalar in 1.2 but breaks a 1.1 flow mapping, and `1:20` is the number 80 in 1.1. Quoting
@@ -994,115 +981,85 @@ class _FastLoader(_SafeLoader):  # type: ignore[misc, valid-type]
         return super().resolve(kind, value, implicit)
 
 
-def _represent_str(rep: RoundTripRepresenter, data: str) -> Any:
-    # Also quoted: words YAML 1.1 reads as something else (no, on, 1_000, 0o7, ~).
-    plain_elsewhere = _YAML11.resolve(pyyaml.ScalarNode, data, (True, False)) != "tag:yaml.org,2002:str"
-    style = "'" if _NEEDS_QUOTES.search(data) or plain_elsewhere else None
-    return rep.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-
-_Representer.add_representer(str, _represent_str)
-
-
-def _yaml() -> YAML:
-    # One instance per call: YAML objects keep state while dumping and are not thread-safe.
-    yaml = YAML(typ="rt")
-    yaml.Representer = _Representer
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    yaml.width = 100_000  # never fold a long reason or finding onto a second line
-    return yaml
-
-
 def _dump(doc: Any) -> str:
-    """The document's YAML: ruamel's output, written directly where every scalar is one whose
-    form is known (``_scalar``), by ruamel itself otherwise (multi-line or non-ASCII text).
-    tests/unit/test_ledger_emit.py checks that both give the same bytes."""
-    try:
-        out: list[str] = []
-        _emit_map(doc, 0, out)
-        return "".join(out)
-    except _Unusual:
-        return _ruamel_dump(doc)
-
-
-def _ruamel_dump(doc: Any) -> str:
+    """The document's YAML, written by PyYAML's emitter from events, so that each mapping and
+    list keeps the block or flow style its document gives it and every scalar is written in a
+    form YAML reads back as that scalar. ruamel's dump (representer, serializer and emitter),
+    which format 1 used, was most of the cost of a save; the layout is the one it wrote."""
     out = io.StringIO()
-    _yaml().dump(doc, out)
+    # Wide enough that no reason or finding is folded onto a second line.
+    emitter = _IndentedEmitter(out, indent=2, width=1 << 30, allow_unicode=True)
+    emitter.emit(pyyaml.StreamStartEvent())
+    emitter.emit(pyyaml.DocumentStartEvent(explicit=False))
+    for event in _events(doc):
+        emitter.emit(event)
+    emitter.emit(pyyaml.DocumentEndEvent(explicit=False))
+    emitter.emit(pyyaml.StreamEndEvent())
     return out.getvalue()
 
 
-class _Unusual(Exception):
-    """A scalar whose YAML form only ruamel's emitter knows: the caller lets ruamel write."""
+class _IndentedEmitter(pyyaml.emitter.Emitter):
+    """Lists in a mapping indented under their key (``events:\n  - at: …``), as format 1's
+    records were written, so that migrated events keep their lines byte for byte. libyaml's
+    emitter cannot indent them (its lists are indentless), which is why this is PyYAML's."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
 
 
-# Text ruamel writes plain when YAML reads it back as a string: no indicator, no quote, no
-# space at either end; the resolvers say which of these still read as something else.
-_PLAIN = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./+()=<>$;~^-]*(?: [A-Za-z0-9_./+()=<>$;~^-]+)*")
-_PRINTABLE_ASCII = re.compile(r"[ -~]*")
-_YAML12 = VersionedResolver(version=(1, 2))
+def _flow_style(value: Any) -> bool:
+    return isinstance(value, CommentedMap | CommentedSeq) and bool(value.fa.flow_style())
+
+
+def _events(value: Any) -> Iterator[Any]:
+    if isinstance(value, dict):
+        yield pyyaml.MappingStartEvent(None, None, True, flow_style=_flow_style(value))
+        for key, item in value.items():
+            yield from _events(key)
+            yield from _events(item)
+        yield pyyaml.MappingEndEvent()
+    elif isinstance(value, list):
+        yield pyyaml.SequenceStartEvent(None, None, True, flow_style=_flow_style(value))
+        for item in value:
+            yield from _events(item)
+        yield pyyaml.SequenceEndEvent()
+    else:
+        text, style = _scalar(value)
+        # implicit (plain, quoted): a quoted string needs no tag; a plain scalar needs none
+        # only where it is what YAML resolves it to, which _scalar made sure of.
+        yield pyyaml.ScalarEvent(None, None, (True, True), text, style=style)
 
 
 # Records repeat their words (packages, versions, statuses, times): the resolvers were most of
 # the time of writing one. typed: True and 1 are different scalars.
 @functools.lru_cache(maxsize=1 << 16, typed=True)
-def _scalar(value: Any) -> str:
-    if isinstance(value, str):
-        if value == "":
-            return "''"
-        if _PLAIN.fullmatch(value) and not value.startswith("..."):
-            implicit = _YAML11.resolve(pyyaml.ScalarNode, value, (True, False)) == _STR
-            if implicit and _YAML12.resolve(ScalarNode, value, (True, False)) == _STR:
-                return value
-            return f"'{value}'"
-        if _PRINTABLE_ASCII.fullmatch(value) and _NEEDS_QUOTES.search(value):
-            return "'" + value.replace("'", "''") + "'"
-        raise _Unusual
+def _scalar(value: Any) -> tuple[str, str | None]:
+    """The scalar's text and style: None lets the emitter write it plain where YAML allows
+    that (it quotes otherwise, and escapes what is not printable)."""
     if value is None:
-        return "null"
+        return "null", None
     if value is True or value is False:
-        return "true" if value else "false"
+        return ("true" if value else "false"), None
     if isinstance(value, int):
-        return str(value)
-    raise _Unusual
+        return str(value), None
+    if not isinstance(value, str):
+        raise TypeError(f"cannot represent {value!r} in a record: not a string, number, boolean or null")
+    # Quoted: text YAML 1.1 or 1.2 would read as something else (no, on, 1_000, 0o7, ~, 1:20),
+    # and the indicators that break a 1.1 flow mapping (`installed: 1:1.2.13`).
+    elsewhere = (
+        _YAML11.resolve(pyyaml.ScalarNode, value, (True, False)) != _STR
+        or _YAML12.resolve(ScalarNode, value, (True, False)) != _STR
+    )
+    if _BREAKS.search(value) or not value.isprintable():
+        # Escaped: a line break inside quotes would be folded into a space when read back.
+        return value, '"'
+    return value, ("'" if value == "" or elsewhere or _NEEDS_QUOTES.search(value) else None)
 
 
-def _flow(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_flow(v) for v in value) + "]"
-    return _scalar(value)
+_BREAKS = re.compile("[\n\r\x85\u2028\u2029]")
 
 
-def _is_block(value: Any) -> bool:
-    return isinstance(value, CommentedMap | CommentedSeq) and bool(value) and not value.fa.flow_style()
-
-
-def _emit_map(doc: Any, indent: int, out: list[str], first_prefix: str | None = None) -> None:
-    pad = " " * indent
-    for i, (key, value) in enumerate(doc.items()):
-        head = first_prefix if (i == 0 and first_prefix is not None) else pad
-        if not isinstance(key, str) or _PLAIN.fullmatch(key) is None:
-            raise _Unusual
-        if _is_block(value):
-            out.append(f"{head}{key}:\n")
-            if isinstance(value, dict):
-                _emit_map(value, indent + 2, out)
-            else:
-                _emit_seq(value, indent + 2, out)
-        else:
-            out.append(f"{head}{key}: {_flow(value)}\n")
-
-
-def _emit_seq(items: Any, indent: int, out: list[str]) -> None:
-    dash = " " * indent + "- "
-    for item in items:
-        if _is_block(item) and isinstance(item, dict):
-            _emit_map(item, indent + 2, out, first_prefix=dash)
-        elif _is_block(item):
-            raise _Unusual  # a block list in a list: records have none
-        else:
-            out.append(f"{dash}{_flow(item)}\n")
+_YAML12 = VersionedResolver(version=(1, 2))
 
 
 def _fast_load(text: str) -> Any:
