@@ -33,6 +33,8 @@ API (the signatures the plan, run and report code build on):
   format 2 with their stored results, flushes the index, and returns how many; ``index`` and
   ``load`` read format 1 records as they are in the meantime.
 - ``written() -> list[Path]``: every file this ledger wrote, for the commit.
+- ``stored_scan(name, digest) -> ScanResult | None``: a digest's stored result (times of the
+  scan that first produced it), e.g. to fill a scan cache lazily.
 - ``result_key(scan) -> str`` (module function): the key a scan result is stored under; equal
   keys mean an equal content (findings, licenses, coverage, ...), whatever the scan times.
 - ``contents()``, ``all()``, ``records_for(name)``: every full record, for the commands that
@@ -50,6 +52,7 @@ and skipped. Events are append-only and records are never deleted. Finding order
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -66,7 +69,9 @@ from typing import Any
 import yaml as pyyaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.resolver import VersionedResolver
 
 from syncer.core import refs
 from syncer.core.model import (
@@ -202,6 +207,7 @@ class Ledger:
         self._on_disk: dict[tuple[str, str], IndexEntry] | None = None  # ledger.json as read
         self._lines: dict[tuple[str, str], str] = {}  # serialised entries, reused by flush
         self._index_data: bytes | None = None  # ledger.json's bytes as last read or written
+        self._dirty = False  # entries differ from what ledger.json was read with
         self._unreadable: list[Unreadable] = []
         self._strays: list[str] = []
         self._notes: list[str] = []
@@ -281,6 +287,7 @@ class Ledger:
         self._index_data = data
         entries, problems = read_index(data, self.index_path)
         self._notes.extend(problems)
+        self._dirty = bool(problems)  # bad lines are written again even when their tags are gone
         return entries
 
     def _build_index(self) -> dict[tuple[str, str], IndexEntry]:
@@ -315,6 +322,7 @@ class Ledger:
         self._unreadable.sort(key=lambda u: (u.name, u.tag))
         self._strays.sort()
         dropped = len(stored.keys() - out.keys())
+        self._dirty = self._dirty or bool(remade or dropped)
         for gone in stored.keys() - out.keys():
             self._lines.pop(gone, None)
         if stored and (remade or dropped):
@@ -444,6 +452,16 @@ class Ledger:
         )
         return record, key
 
+    def stored_scan(self, name: str, digest: str) -> ScanResult | None:
+        """The stored result of ``digest`` for catalog image ``name`` with the scanner and
+        times of the scan that first produced it (an entry's ``scan`` has the last ones);
+        None when there is none; LedgerError when it cannot be read."""
+        path = self.result_path(name, digest)
+        with self._lock:
+            if self._result_key(name, digest) is None:
+                return None
+            return self._stored_result(name, digest, path)[0]
+
     def _stored_result(self, name: str, digest: str, record_path: Path) -> tuple[ScanResult, FoundWith, str]:
         """The stored result of (name, digest), its found_with and key; LedgerError naming
         the record when there is none or it cannot be read."""
@@ -568,6 +586,7 @@ class Ledger:
             return False
         self._entries[key] = entry
         self._lines.pop(key, None)
+        self._dirty = True
         return True
 
     def touch_scan(self, name: str, tag: str, *, scanner: str, db_updated_at: str, scanned_at: str) -> bool:
@@ -594,8 +613,8 @@ class Ledger:
         """Writes ``ledger.json`` when the index differs from it; True when it wrote. Nothing
         to do for a ledger whose index was never loaded (its saves heal on the next load)."""
         with self._lock:
-            if self._entries is None:
-                return False
+            if self._entries is None or not self._dirty:
+                return False  # a no-op run's index is not even serialised
             lines = []
             for key in sorted(self._entries):
                 line = self._lines.get(key)
@@ -603,6 +622,7 @@ class Ledger:
                     line = self._lines[key] = entry_line(self._entries[key])
                 lines.append(line)
             data = index_text(lines).encode("utf-8")
+            self._dirty = False
             if data == self._index_data:
                 return False
             self._write(self.index_path, data)
@@ -637,27 +657,15 @@ class Ledger:
                     continue  # gone, or written meanwhile
                 if record.scan is not None and winners[(name, info.digest)][2] != info.key:
                     stored, _, _ = self._stored_result(name, info.digest, self.path_for(name, tag))
+                    # The loser of its digest keeps its own scan times: the index says when
+                    # this tag was scanned.
                     s = record.scan
                     record.scan = replace(
                         stored, scanner=s.scanner, db_updated_at=s.db_updated_at, scanned_at=s.scanned_at
                     )
-                self._save_migrated(record)
+                self.save(record)
             self.flush()
             return len(legacy)
-
-    def _save_migrated(self, record: Record) -> None:
-        self.save(record)
-        entry = self._loaded().get((record.name, record.tag))
-        if entry is not None and entry.scan is not None and record.scan is not None:
-            # A loser of its digest keeps its own scan times in the index (when it was scanned).
-            s = record.scan
-            self.touch_scan(
-                record.name,
-                record.tag,
-                scanner=s.scanner,
-                db_updated_at=s.db_updated_at,
-                scanned_at=s.scanned_at,
-            )
 
 
 def _is_legacy(rd: _Reader, top: dict[str, Any]) -> bool:
@@ -961,7 +969,22 @@ _NEEDS_QUOTES = re.compile(r"[:#,\[\]{}&*!|>'\"%@`]|^[-?]|\s$")
 
 
 _YAML11 = pyyaml.resolver.Resolver()
-_FastLoader = getattr(pyyaml, "CSafeLoader", pyyaml.SafeLoader)
+_SafeLoader = getattr(pyyaml, "CSafeLoader", pyyaml.SafeLoader)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _resolve_scalar(value: str, implicit: tuple[bool, bool]) -> str:
+    return _YAML11.resolve(pyyaml.ScalarNode, value, implicit)
+
+
+class _FastLoader(_SafeLoader):  # type: ignore[misc, valid-type]
+    """The safe loader with its scalar tags remembered: libyaml asks the Python resolver for
+    every scalar, and records repeat their words (that was a third of reading a record)."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is pyyaml.ScalarNode and not self.yaml_path_resolvers:
+            return _resolve_scalar(value, implicit)
+        return super().resolve(kind, value, implicit)
 
 
 def _represent_str(rep: RoundTripRepresenter, data: str) -> Any:
@@ -984,9 +1007,95 @@ def _yaml() -> YAML:
 
 
 def _dump(doc: Any) -> str:
+    """The document's YAML: ruamel's output, written directly where every scalar is one whose
+    form is known (``_scalar``), by ruamel itself otherwise (multi-line or non-ASCII text).
+    tests/unit/test_ledger_emit.py checks that both give the same bytes."""
+    try:
+        out: list[str] = []
+        _emit_map(doc, 0, out)
+        return "".join(out)
+    except _Unusual:
+        return _ruamel_dump(doc)
+
+
+def _ruamel_dump(doc: Any) -> str:
     out = io.StringIO()
     _yaml().dump(doc, out)
     return out.getvalue()
+
+
+class _Unusual(Exception):
+    """A scalar whose YAML form only ruamel's emitter knows: the caller lets ruamel write."""
+
+
+# Text ruamel writes plain when YAML reads it back as a string: no indicator, no quote, no
+# space at either end; the resolvers say which of these still read as something else.
+_PLAIN = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./+()=<>$;~^-]*(?: [A-Za-z0-9_./+()=<>$;~^-]+)*")
+_PRINTABLE_ASCII = re.compile(r"[ -~]*")
+_YAML12 = VersionedResolver(version=(1, 2))
+
+
+# Records repeat their words (packages, versions, statuses, times): the resolvers were most of
+# the time of writing one. typed: True and 1 are different scalars.
+@functools.lru_cache(maxsize=1 << 16, typed=True)
+def _scalar(value: Any) -> str:
+    if isinstance(value, str):
+        if value == "":
+            return "''"
+        if _PLAIN.fullmatch(value) and not value.startswith("..."):
+            implicit = _YAML11.resolve(pyyaml.ScalarNode, value, (True, False)) == _STR
+            if implicit and _YAML12.resolve(ScalarNode, value, (True, False)) == _STR:
+                return value
+            return f"'{value}'"
+        if _PRINTABLE_ASCII.fullmatch(value) and _NEEDS_QUOTES.search(value):
+            return "'" + value.replace("'", "''") + "'"
+        raise _Unusual
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    raise _Unusual
+
+
+def _flow(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    return _scalar(value)
+
+
+def _is_block(value: Any) -> bool:
+    return isinstance(value, CommentedMap | CommentedSeq) and bool(value) and not value.fa.flow_style()
+
+
+def _emit_map(doc: Any, indent: int, out: list[str], first_prefix: str | None = None) -> None:
+    pad = " " * indent
+    for i, (key, value) in enumerate(doc.items()):
+        head = first_prefix if (i == 0 and first_prefix is not None) else pad
+        if not isinstance(key, str) or _PLAIN.fullmatch(key) is None:
+            raise _Unusual
+        if _is_block(value):
+            out.append(f"{head}{key}:\n")
+            if isinstance(value, dict):
+                _emit_map(value, indent + 2, out)
+            else:
+                _emit_seq(value, indent + 2, out)
+        else:
+            out.append(f"{head}{key}: {_flow(value)}\n")
+
+
+def _emit_seq(items: Any, indent: int, out: list[str]) -> None:
+    dash = " " * indent + "- "
+    for item in items:
+        if _is_block(item) and isinstance(item, dict):
+            _emit_map(item, indent + 2, out, first_prefix=dash)
+        elif _is_block(item):
+            raise _Unusual  # a block list in a list: records have none
+        else:
+            out.append(f"{dash}{_flow(item)}\n")
 
 
 def _fast_load(text: str) -> Any:
@@ -1294,16 +1403,11 @@ def _ref_from_doc(rd: _Reader, doc: dict[str, Any]) -> _ScanRef:
     return _ScanRef(
         digest=rd.text(doc, "digest", where),
         result=rd.text(doc, "result", where),
-        found=FoundWith(
-            scanner=rd.text(doc, "scanner", where),
-            db_updated_at=rd.text(doc, "db_updated_at", where),
-            scanned_at=rd.text(doc, "scanned_at", where),
-        ),
+        found=_found_from_doc(rd, doc, where),
     )
 
 
-def _found_from_doc(rd: _Reader, doc: dict[str, Any]) -> FoundWith:
-    where = "found_with"
+def _found_from_doc(rd: _Reader, doc: dict[str, Any], where: str = "found_with") -> FoundWith:
     return FoundWith(
         scanner=rd.text(doc, "scanner", where),
         db_updated_at=rd.text(doc, "db_updated_at", where),

@@ -187,6 +187,13 @@ def test_a_stored_result_is_shared_by_the_tags_of_its_digest_and_kept_while_equa
     )
 
 
+def test_a_stored_scan_is_read_by_digest(ledger: Ledger):
+    record = full_record("nginx", "1.0")
+    ledger.save(record)
+    assert Ledger(ledger.root).stored_scan("nginx", DIGEST) == record.scan
+    assert Ledger(ledger.root).stored_scan("nginx", OTHER) is None
+
+
 def test_load_joins_the_stored_result_with_the_times_of_the_last_confirmation(ledger: Ledger):
     record = full_record("nginx", "1.0")
     ledger.save(record)
@@ -262,3 +269,27 @@ def test_result_key_ignores_times_and_scanner_version():
     assert result_key(scan) != result_key(replace(scan, findings=scan.findings[1:]))
     assert result_key(scan) == result_key(replace(scan, findings=tuple(reversed(scan.findings))))
     assert len(result_key(scan)) == 16 and OTHER != DIGEST
+
+
+def test_a_bad_line_of_a_tag_that_is_gone_is_written_away(ledger: Ledger):
+    ledger.save(full_record("nginx", "1.0"))
+    ledger.save(full_record("nginx", "2.0"))
+    ledger.index()
+    ledger.flush()
+    good = ledger.index_path.read_text()
+    ledger.path_for("nginx", "2.0").unlink()
+    ledger.index_path.write_text(good.replace('"tag": "2.0"', '"tag": "2.x"'))  # fails its check
+    healed = Ledger(ledger.root)
+    assert list(healed.index().entries) == [("nginx", "1.0")]
+    assert healed.flush() is True
+    assert Ledger(ledger.root).index().notes == []
+
+
+def test_a_no_op_flush_does_not_even_serialise_the_index(ledger: Ledger, monkeypatch):
+    ledger.save(full_record("nginx", "1.0"))
+    ledger.index()
+    ledger.flush()
+    again = Ledger(ledger.root)
+    again.index()
+    monkeypatch.setattr(ledger_module, "entry_line", lambda entry: pytest.fail("serialised"))
+    assert again.flush() is False
