@@ -226,24 +226,26 @@ class Pipeline:
         return plan
 
     def _stored_scans(self, entries: Iterable[IndexEntry]) -> Callable[[str], list[ScanResult]]:
-        """Where the run's scan cache finds the results earlier runs stored for a digest: of
-        the tags holding it, one per catalog image whose scan is of this run's database (no
-        other could stand in for a scan now), read when the digest is first scanned."""
+        """Where the run's scan cache finds the results earlier runs stored for a digest: the
+        stored result of each catalog image whose entry of that digest was last confirmed
+        against this run's database (no other could stand in for a scan now), read when the
+        digest is first scanned."""
         db = self.scan_settings.db_updated_at if self.scan_settings else None
-        holders: dict[str, dict[str, str]] = {}  # digest -> catalog name -> one of its tags
+        holders: dict[str, set[str]] = {}  # digest -> catalog names
         for e in entries:
-            if e.scan is not None and e.scan.usable and e.scan.db_updated_at == db:
-                holders.setdefault(e.scan.digest, {}).setdefault(e.name, e.tag)
+            if db and e.scan is not None and e.scan.usable and e.scan.db_updated_at == db:
+                holders.setdefault(e.scan.digest, set()).add(e.name)
 
         def stored(digest: str) -> list[ScanResult]:
             out = []
-            for name, tag in sorted(holders.get(digest, {}).items()):
+            for name in sorted(holders.get(digest, ())):
                 try:
-                    rec = self.ledger.load(name, tag)
+                    result = self.ledger.stored_scan(name, digest)
                 except SyncerError:
-                    continue  # an unreadable record fails its own tag; here it only misses
-                if rec is not None and rec.scan is not None and rec.scan.digest == digest:
-                    out.append(rec.scan)
+                    continue  # an unreadable result fails the tags that use it; here it only misses
+                if result is not None and db:
+                    # Its found_with times are the first scan's; this database confirmed it.
+                    out.append(replace(result, db_updated_at=db))
             return out
 
         return stored
