@@ -399,8 +399,10 @@ class Pipeline:
             return False
         # A person's signature may have been made on the target since the last run: each run
         # copies what is new to the replicas (_replicate), which needs the full record.
-        if self._replicas and idx.promoted_digest and any(
-            name != self.settings.signing.signer for name in idx.signatures
+        if (
+            self._replicas
+            and idx.promoted_digest
+            and any(name != self.settings.signing.signer for name in idx.signatures)
         ):
             return False
         for endpoint, _ in self._replicas:

@@ -312,9 +312,9 @@ class Ledger:
                     out[(name, tag)] = entry
                     continue
                 record, scan_key = self._read_record(data, path, name, tag, entry)
-                out[(name, tag)] = summarize(
-                    record, record_key=key, scan_key=scan_key, decided=entry.decided if entry else ""
-                )
+                # Changed outside this ledger (a hand edit, a merged commit, a lost index): its
+                # decision is made anew from the record, never carried over from the old entry.
+                out[(name, tag)] = summarize(record, record_key=key, scan_key=scan_key)
                 self._lines.pop((name, tag), None)
                 remade += 1
             except Exception as err:  # noqa: BLE001 - no file under records/ may stop a reader

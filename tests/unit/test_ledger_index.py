@@ -79,6 +79,7 @@ def test_hand_edits_deleted_records_and_a_deleted_index_heal(ledger: Ledger):
         ledger.save(r)
     ledger.index()
     ledger.set_decided("nginx", "1.0", "k1")
+    ledger.set_decided("nginx", "2.0", "k2")
     ledger.flush()
     # b is edited by hand, c deleted, a new record d arrives (a merge of another run's commit).
     path_b = ledger.path_for("nginx", "2.0")
@@ -91,6 +92,8 @@ def test_hand_edits_deleted_records_and_a_deleted_index_heal(ledger: Ledger):
     assert list(index.entries) == [("alpine", "3.20"), ("nginx", "1.0"), ("nginx", "2.0")]
     assert index.entries[("nginx", "2.0")].state == State.PROMOTED
     assert index.entries[("nginx", "1.0")].decided == "k1"
+    # Edited outside the ledger: its decision is made anew, whatever the old entry said.
+    assert index.entries[("nginx", "2.0")].decided == ""
     assert any("2 entries made again" in n and "1 dropped" in n for n in index.notes), index.notes
     assert healed.flush() is True
     ledger.index_path.unlink()
