@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -474,11 +475,25 @@ def test_rescans_of_a_repository_reuse_its_slot(trivy_db, debian_app):
 # --- the run's own server ----------------------------------------------------------------------
 
 
+def _slot_of(repository: str) -> int:
+    # As trivy._scan_slot prefers one for a repository (the name hashed).
+    return int.from_bytes(hashlib.sha256(repository.encode()).digest()[:4], "big") % trivy.SLOTS
+
+
 def two_repositories_sharing_a_layer(registry, push_image) -> tuple[str, list[str]]:
-    images = [build_image([debian_files(), {f"srv/{name}": name}]) for name in ("a", "b")]
+    """Two repositories whose preferred scan slots differ: the registry's port is random, and
+    1 time in SLOTS "team/a" and "team/b" on it would hash to the same slot."""
+    first = "a"
+    second = next(
+        n
+        for n in "bcdefghijklmnopqrstuvwxyz"
+        if _slot_of(f"{registry.host}/team/{n}") != _slot_of(f"{registry.host}/team/{first}")
+    )
+    names = (first, second)
+    images = [build_image([debian_files(), {f"srv/{name}": name}]) for name in names]
     refs = [
         f"{registry.host}/team/{name}@" + push_image(registry, f"team/{name}:1", image)
-        for name, image in zip("ab", images, strict=True)
+        for name, image in zip(names, images, strict=True)
     ]
     return images[0].layers[0].digest, refs
 
