@@ -7,6 +7,7 @@ runs and the index page read entries instead of records.
 from __future__ import annotations
 
 from syncer.core.model import IndexEntry, Record, ReplicaSummary, ScanSummary
+from syncer.core.plan import was_mirrored
 from syncer.core.policy import count_by_severity
 
 REASON_MAX = 200  # characters of the first reason an entry keeps; the record has them all
@@ -31,7 +32,7 @@ def summarize(record: Record, *, record_key: str, scan_key: str = "", decided: s
         promoted_digest=record.promoted_digest,
         signatures=tuple(record.signatures),
         replicas=tuple(ReplicaSummary(r.registry, r.digest, r.lagging) for r in record.replicas),
-        mirrored=any(e.event == "mirrored" and record.digest in e.detail for e in record.events),
+        mirrored=was_mirrored(record),
         vanished=last_upstream == "vanished",
         reason=first if len(first) <= REASON_MAX else first[: REASON_MAX - 1] + "…",
         reasons=len(record.reasons),
